@@ -1,0 +1,1 @@
+"""Dagster-free core: schema contract, quality rules, encryption, landing and SQL loading."""

@@ -1,0 +1,131 @@
+"""The per-day layers after landing: cleaned (sealed) -> encrypted (tokens), in bounded chunks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sales_platform.core.crypto import Keyring, Tokenizer
+from sales_platform.core.dedupe import DuplicateScan
+from sales_platform.core.landing import LANDED
+from sales_platform.core.quality import QualityRules, clean_rows
+from sales_platform.core.schema import IDENTIFIER_COLUMNS
+from sales_platform.core.store import (
+    SEALED_SUFFIX,
+    DataAreas,
+    read_sealed_table,
+    write_plain_table,
+    write_sealed_table,
+)
+
+CLEANED = "cleaned"
+ENCRYPTED = "encrypted"
+REJECTS = "rejects"
+
+
+@dataclass
+class DayCleaning:
+    day: str
+    rows_read: int = 0
+    rows_clean: int = 0
+    files: Counter[str] = field(default_factory=Counter)
+    rejects_by_reason: Counter[str] = field(default_factory=Counter)
+    product_rule_applied: bool = True
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejects_by_reason.values())
+
+
+def _landed_frames(areas: DataAreas, keyring: Keyring, day: str) -> Iterator[pd.DataFrame]:
+    for path in areas.fragments(LANDED, day):
+        yield read_sealed_table(path, keyring).to_pandas()
+
+
+def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
+              known_products: frozenset[str] | None) -> DayCleaning:
+    """Apply every quality rule to all landed rows of ``day``; publish cleaned rows and rejects."""
+    result = DayCleaning(day=day, product_rule_applied=known_products is not None)
+    tokenizer = Tokenizer(keyring)
+    clean_tmp = areas.replace_layer(CLEANED, day)
+    rejects_tmp = areas.replace_layer(REJECTS, day)
+    with areas.lock("landing", shared=True):
+        scan = DuplicateScan()
+        for frame in _landed_frames(areas, keyring, day):
+            scan.add(clean_rows(frame, rules, known_products).rows)
+        verdict = scan.verdict()
+        ordinal = 0
+        for part, frame in enumerate(_landed_frames(areas, keyring, day)):
+            result.rows_read += len(frame)
+            result.files.update(frame["source_file"].value_counts().to_dict())
+            cleaned = clean_rows(frame, rules, known_products)
+            dup = verdict.classify(cleaned.rows, ordinal)
+            ordinal += len(cleaned.rows)
+            keep = dup.isna().to_numpy()
+            duplicates = frame.loc[cleaned.rows.index[~keep]].assign(reason=dup[~keep])
+            rejects = pd.concat([cleaned.rejects, duplicates])
+            rows = cleaned.rows[keep]
+            result.rows_clean += len(rows)
+            result.rejects_by_reason.update(rejects["reason"].value_counts().to_dict())
+            if len(rows):
+                write_sealed_table(clean_tmp / f"part-{part:05d}{SEALED_SUFFIX}",
+                                   pa.Table.from_pandas(rows, preserve_index=False), keyring.active)
+            if len(rejects):
+                write_plain_table(rejects_tmp / f"part-{part:05d}.parquet",
+                                  pa.Table.from_pandas(protect_identifiers(rejects, tokenizer),
+                                                       preserve_index=False))
+    areas.publish_layer(CLEANED, day, clean_tmp)
+    areas.publish_layer(REJECTS, day, rejects_tmp)
+    return result
+
+
+def protect_identifiers(frame: pd.DataFrame, tokenizer: Tokenizer) -> pd.DataFrame:
+    out = frame.copy()
+    for column in IDENTIFIER_COLUMNS:
+        if column in out:
+            out[column] = tokenizer.encrypt_series(out[column])
+    return out
+
+
+@dataclass
+class DayEncryption:
+    day: str
+    rows: int = 0
+    distinct_customers: int = 0
+    distinct_products: int = 0
+
+
+def encrypt_day(areas: DataAreas, keyring: Keyring, day: str) -> DayEncryption:
+    """Replace identifiers of the day's cleaned rows by deterministic tokens."""
+    result = DayEncryption(day=day)
+    tokenizer = Tokenizer(keyring)
+    tmp = areas.replace_layer(ENCRYPTED, day)
+    customers: set[str] = set()
+    products: set[str] = set()
+    for part, path in enumerate(areas.fragments(CLEANED, day)):
+        frame = read_sealed_table(path, keyring).to_pandas()
+        customers.update(frame["customer_id"].unique())
+        products.update(frame["product_id"].unique())
+        encrypted = protect_identifiers(frame, tokenizer)
+        write_plain_table(tmp / f"part-{part:05d}.parquet",
+                          pa.Table.from_pandas(encrypted, preserve_index=False))
+        result.rows += len(frame)
+    areas.publish_layer(ENCRYPTED, day, tmp)
+    result.distinct_customers, result.distinct_products = len(customers), len(products)
+    return result
+
+
+def iter_parquet_layer(areas: DataAreas, layer: str, day: str) -> Iterator[pd.DataFrame]:
+    for path in areas.fragments(layer, day):
+        yield from _batches(path)
+
+
+def _batches(path: Path, rows: int = 200_000) -> Iterator[pd.DataFrame]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+        yield batch.to_pandas()

@@ -1,0 +1,162 @@
+"""Cleaning and data-quality rules for sales rows, vectorized over a chunk of string columns.
+
+Every rule yields a machine-readable reason code; a row gets the first reason that applies.
+Rules on the timestamp run at landing (they decide the row's daily partition); the others run
+when a partition is cleaned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from sales_platform.core.schema import (
+    CUSTOMER_ID,
+    PRODUCT_ID,
+    QUANTITY,
+    TIMESTAMP,
+    TRANSACTION_ID,
+)
+
+MISSING_TIMESTAMP = "missing_timestamp"
+INVALID_TIMESTAMP = "invalid_timestamp"
+FUTURE_TIMESTAMP = "future_timestamp"
+BEFORE_START_DATE = "before_start_date"
+MISSING_TRANSACTION_ID = "missing_transaction_id"
+MISSING_CUSTOMER_ID = "missing_customer_id"
+MISSING_PRODUCT_ID = "missing_product_id"
+INVALID_IDENTIFIER = "invalid_identifier"
+MISSING_QUANTITY = "missing_quantity"
+QUANTITY_NOT_NUMERIC = "quantity_not_numeric"
+QUANTITY_NOT_INTEGER = "quantity_not_integer"
+QUANTITY_NOT_POSITIVE = "quantity_not_positive"
+QUANTITY_OUTLIER = "quantity_outlier"
+UNKNOWN_PRODUCT = "unknown_product"
+DUPLICATE_CONFLICTING = "duplicate_conflicting"
+DUPLICATE_IDENTICAL = "duplicate_identical"
+
+# Identical duplicates are collapsed into the loaded row: recorded, but not a quality failure.
+COLLAPSED_REASONS = frozenset({DUPLICATE_IDENTICAL})
+MAX_IDENTIFIER_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class QualityRules:
+    """Thresholds of the quality rules (configurable per deployment)."""
+
+    max_quantity: int = 1000
+    future_tolerance: timedelta = timedelta(hours=1)
+    start_date: date = date(2024, 1, 1)
+
+
+def _blank(values: pd.Series) -> pd.Series:
+    return values.isna() | (values.str.len() == 0)
+
+
+def normalize_identifiers(values: pd.Series) -> pd.Series:
+    """Stray whitespace and case differences removed; empty becomes missing."""
+    cleaned = values.str.strip().str.upper()
+    return cleaned.mask(cleaned.str.len() == 0)
+
+
+def _invalid_identifier(values: pd.Series) -> pd.Series:
+    too_long = values.str.len() > MAX_IDENTIFIER_LENGTH
+    control = values.str.contains(r"[\x00-\x1f\x7f]", regex=True, na=False)
+    return (too_long | control).fillna(False)
+
+
+def _first_reason(rules: Iterable[tuple[str, pd.Series]], index: pd.Index) -> pd.Series:
+    reasons = pd.Series(np.full(len(index), None, dtype=object), index=index)
+    for code, failed in rules:
+        reasons = reasons.mask(reasons.isna() & failed.to_numpy(dtype=bool), code)
+    return reasons
+
+
+def parse_timestamps(raw: pd.Series) -> pd.Series:
+    """ISO 8601 timestamps as naive UTC datetimes; anything else becomes NaT."""
+    parsed = pd.to_datetime(raw.str.strip(), format="ISO8601", errors="coerce", utc=True)
+    return parsed.dt.tz_localize(None)
+
+
+def route_timestamps(
+    raw: pd.Series, rules: QualityRules, now: datetime
+) -> tuple[pd.Series, pd.Series]:
+    """Parse timestamps and give each row a reason when it cannot belong to a daily partition."""
+    parsed = parse_timestamps(raw)
+    limit = pd.Timestamp(now) + rules.future_tolerance
+    start = pd.Timestamp(rules.start_date)
+    reasons = _first_reason(
+        [
+            (MISSING_TIMESTAMP, _blank(raw.str.strip())),
+            (INVALID_TIMESTAMP, parsed.isna()),
+            (FUTURE_TIMESTAMP, parsed > limit),
+            (BEFORE_START_DATE, parsed < start),
+        ],
+        raw.index,
+    )
+    return parsed, reasons
+
+
+@dataclass
+class CleanedChunk:
+    rows: pd.DataFrame  # typed, normalized rows that passed every row-level rule
+    rejects: pd.DataFrame  # the input rows that failed, with a "reason" column
+
+
+def clean_rows(
+    chunk: pd.DataFrame, rules: QualityRules, known_products: frozenset[str] | None
+) -> CleanedChunk:
+    """Apply the row-level rules to a chunk of raw string columns (plus a parsed ``sale_ts``)."""
+    tid = chunk[TRANSACTION_ID].str.strip()
+    tid = tid.mask(tid.str.len() == 0)
+    customer = normalize_identifiers(chunk[CUSTOMER_ID])
+    product = normalize_identifiers(chunk[PRODUCT_ID])
+    quantity_raw = chunk[QUANTITY].str.strip()
+    quantity = pd.to_numeric(quantity_raw, errors="coerce")
+    unknown = (
+        ~product.isin(known_products) if known_products is not None else pd.Series(False, chunk.index)
+    )
+    reasons = _first_reason(
+        [
+            (MISSING_TRANSACTION_ID, tid.isna()),
+            (MISSING_CUSTOMER_ID, customer.isna()),
+            (MISSING_PRODUCT_ID, product.isna()),
+            (INVALID_IDENTIFIER, _invalid_identifier(tid) | _invalid_identifier(customer)
+             | _invalid_identifier(product)),
+            (MISSING_QUANTITY, _blank(quantity_raw)),
+            (QUANTITY_NOT_NUMERIC, quantity.isna() | ~np.isfinite(quantity.fillna(0))),
+            (QUANTITY_NOT_INTEGER, (quantity % 1) != 0),
+            (QUANTITY_NOT_POSITIVE, quantity <= 0),
+            (QUANTITY_OUTLIER, quantity > rules.max_quantity),
+            (UNKNOWN_PRODUCT, unknown & product.notna()),
+        ],
+        chunk.index,
+    )
+    ok = reasons.isna().to_numpy()
+    rows = pd.DataFrame(
+        {
+            TRANSACTION_ID: tid[ok],
+            CUSTOMER_ID: customer[ok],
+            PRODUCT_ID: product[ok],
+            QUANTITY: quantity[ok].astype("int64"),
+            "sale_ts": chunk["sale_ts"][ok],
+            "source_file": chunk["source_file"][ok],
+            "source_row": chunk["source_row"][ok],
+        }
+    )
+    rejects = chunk[~ok].assign(reason=reasons[~ok])
+    return CleanedChunk(rows=rows, rejects=rejects)
+
+
+def reason_counts(reasons: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in reasons.value_counts().sort_index().items()}
+
+
+def reject_rate(rows_read: int, rejects_by_reason: dict[str, int]) -> float:
+    """Share of rows rejected for a quality failure (collapsed identical duplicates excluded)."""
+    failed = sum(n for reason, n in rejects_by_reason.items() if reason not in COLLAPSED_REASONS)
+    return failed / rows_read if rows_read else 0.0

@@ -1,0 +1,128 @@
+"""The platform's own file areas under the data dir, and atomic, sealed Parquet files in them.
+
+    <data_dir>/incoming/     drop zone (the user's files)
+    <data_dir>/archive/      originals after landing, sealed (encrypted at rest)
+    <data_dir>/quarantine/   files that could not be read, each with a .reason.txt beside it
+    <data_dir>/staging/      per-day fragments of the pipeline layers
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sales_platform.core.crypto import DataKey, Keyring, open_sealed_bytes, seal_bytes
+
+SEALED_SUFFIX = ".parquet.sealed"
+PLAIN_SUFFIX = ".parquet"
+
+
+def safe_name(name: str) -> str:
+    """A file name safe for paths, partition and run keys (no commas, slashes or spaces)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return cleaned[:120] or "unnamed"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write beside the target and rename: readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _table_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def write_sealed_table(path: Path, table: pa.Table, key: DataKey) -> None:
+    atomic_write_bytes(path, seal_bytes(key, _table_bytes(table)))
+
+
+def read_sealed_table(path: Path, keyring: Keyring) -> pa.Table:
+    return pq.read_table(pa.BufferReader(open_sealed_bytes(keyring, path.read_bytes())))
+
+
+def write_plain_table(path: Path, table: pa.Table) -> None:
+    atomic_write_bytes(path, _table_bytes(table))
+
+
+@dataclass(frozen=True)
+class DataAreas:
+    root: Path
+
+    @property
+    def incoming(self) -> Path:
+        return self.root / "incoming"
+
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "staging"
+
+    def layer_dir(self, layer: str, day: str) -> Path:
+        return self.staging / layer / day
+
+    def ensure(self) -> None:
+        for folder in (self.incoming, self.archive, self.quarantine, self.staging):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def fragments(self, layer: str, day: str) -> list[Path]:
+        folder = self.layer_dir(layer, day)
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.name.endswith((SEALED_SUFFIX, PLAIN_SUFFIX))
+                      and not p.name.startswith("."))
+
+    def replace_layer(self, layer: str, day: str) -> Path:
+        """A fresh temp folder to write a day's layer into; publish it with ``publish_layer``."""
+        tmp = self.staging / layer / f".{day}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def publish_layer(self, layer: str, day: str, tmp: Path) -> None:
+        """Swap the day's layer folder for ``tmp`` (old content removed only after the swap)."""
+        final = self.layer_dir(layer, day)
+        old = final.with_name(f".{day}.{os.getpid()}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @contextmanager
+    def lock(self, name: str, shared: bool = False) -> Iterator[None]:
+        """An inter-process lock (flock) under staging/: exclusive for writers, shared for readers."""
+        import fcntl
+
+        self.staging.mkdir(parents=True, exist_ok=True)
+        with open(self.staging / f".{name}.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,1 @@
+"""Warehouse tables and the dialect-aware SQL that loads them (SQLAlchemy Core, no Dagster)."""

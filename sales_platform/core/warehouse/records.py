@@ -1,0 +1,170 @@
+"""Rejects, file ledger and product dimension writes (small tables; plain SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import pandas as pd
+from sqlalchemy import Engine, delete, func, insert, select, update
+
+from sales_platform.core.warehouse.tables import dim_products, file_ledger, sales, sales_rejects
+
+REJECT_TEXT_COLUMNS = ("transaction_id", "customer_id", "product_id", "quantity", "timestamp",
+                       "detail", "raw_text")
+LEDGER_RECEIVED = "received"
+LEDGER_LANDED = "landed"
+LEDGER_LOADED = "loaded"
+LEDGER_QUARANTINED = "quarantined"
+LEDGER_DUPLICATE = "skipped_duplicate"
+LEDGER_SUPERSEDED = "superseded"
+
+
+def _reject_records(frame: pd.DataFrame, stage: str, sale_date: date | None, sha: str | None,
+                    now: datetime) -> list[dict]:
+    out = pd.DataFrame(index=frame.index)
+    for column in REJECT_TEXT_COLUMNS:
+        values = frame[column] if column in frame else pd.Series(None, index=frame.index)
+        out[column] = values.astype(object).where(values.notna(), None)
+    out["source_file"] = frame["source_file"]
+    out["source_row"] = frame["source_row"].astype("Int64").astype(object) if "source_row" in frame \
+        else None
+    out["reason"] = frame["reason"]
+    records = out.to_dict("records")
+    for record in records:
+        if record["source_row"] is pd.NA:
+            record["source_row"] = None
+        record.update(stage=stage, sale_date=sale_date, source_sha256=sha, rejected_at=now)
+    return records
+
+
+def replace_day_rejects(engine: Engine, day: date, frames: Iterable[pd.DataFrame],
+                        now: datetime) -> int:
+    """Rejects of a cleaned day, replacing those of an earlier run of the same day."""
+    written = 0
+    with engine.begin() as conn:
+        conn.execute(delete(sales_rejects).where(sales_rejects.c.stage == "cleaning",
+                                                 sales_rejects.c.sale_date == day))
+        for frame in frames:
+            records = _reject_records(frame, "cleaning", day, None, now)
+            if records:
+                conn.execute(insert(sales_rejects), records)
+                written += len(records)
+    return written
+
+
+def replace_file_rejects(engine: Engine, file_name: str, sha: str, frame: pd.DataFrame | None,
+                         now: datetime) -> int:
+    """Landing rejects of a file (rows with no valid sale date, malformed records)."""
+    with engine.begin() as conn:
+        conn.execute(delete(sales_rejects).where(sales_rejects.c.stage == "landing",
+                                                 sales_rejects.c.source_file == file_name))
+        if frame is None or not len(frame):
+            return 0
+        records = _reject_records(frame, "landing", None, sha, now)
+        conn.execute(insert(sales_rejects), records)
+        return len(records)
+
+
+@dataclass
+class LedgerEntry:
+    file_name: str
+    sha256: str
+    size_bytes: int
+    status: str
+    rows_read: int | None = None
+    rows_landed: int | None = None
+    rows_rejected: int | None = None
+    days_touched: Sequence[str] = ()
+    error: str | None = None
+    archive_path: str | None = None
+    code_version: str | None = None
+
+
+def ledger_record(engine: Engine, entry: LedgerEntry, now: datetime) -> None:
+    """Insert or update the ledger row of (file name, sha256)."""
+    values = {**entry.__dict__, "days_touched": json.dumps(list(entry.days_touched)),
+              "processed_at": now}
+    key = (file_ledger.c.file_name == entry.file_name) & (file_ledger.c.sha256 == entry.sha256)
+    with engine.begin() as conn:
+        found = conn.execute(select(file_ledger.c.file_id).where(key)).first()
+        if found:
+            conn.execute(update(file_ledger).where(key).values(**values))
+        else:
+            conn.execute(insert(file_ledger).values(**values, received_at=now))
+
+
+def ledger_supersede(engine: Engine, file_name: str, keep_sha: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(file_ledger)
+            .where(file_ledger.c.file_name == file_name, file_ledger.c.sha256 != keep_sha,
+                   file_ledger.c.status.in_([LEDGER_LANDED, LEDGER_LOADED]))
+            .values(status=LEDGER_SUPERSEDED)
+        )
+
+
+def ledger_landed_by_sha(engine: Engine, sha: str) -> dict | None:
+    """A file with this content already landed (under any name), if any."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(file_ledger).where(file_ledger.c.sha256 == sha,
+                                      file_ledger.c.status.in_([LEDGER_LANDED, LEDGER_LOADED]))
+        ).mappings().first()
+    return dict(row) if row else None
+
+
+def ledger_entries_for_day(engine: Engine, day: str) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(file_ledger.c.file_name, file_ledger.c.sha256, file_ledger.c.status)
+            .where(file_ledger.c.days_touched.like(f'%"{day}"%'),
+                   file_ledger.c.status.in_([LEDGER_LANDED, LEDGER_LOADED]))
+        ).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def ledger_mark_loaded(engine: Engine, day: str, now: datetime) -> None:
+    """Files whose every touched day is loaded move from landed to loaded."""
+    with engine.begin() as conn:
+        for row in conn.execute(
+            select(file_ledger.c.file_id, file_ledger.c.days_touched)
+            .where(file_ledger.c.status == LEDGER_LANDED,
+                   file_ledger.c.days_touched.like(f'%"{day}"%'))
+        ).all():
+            days = json.loads(row.days_touched or "[]")
+            loaded = conn.execute(
+                select(func.count(func.distinct(sales.c.sale_date)))
+                .where(sales.c.sale_date.in_([date.fromisoformat(d) for d in days]))
+            ).scalar_one()
+            if loaded >= len(days):
+                conn.execute(update(file_ledger).where(file_ledger.c.file_id == row.file_id)
+                             .values(status=LEDGER_LOADED, processed_at=now))
+
+
+def known_product_ids(engine: Engine) -> frozenset[str] | None:
+    """Product ids of the dimension, or None when it is empty (the rule cannot apply)."""
+    with engine.connect() as conn:
+        ids = conn.execute(select(dim_products.c.product_id)).scalars().all()
+    return frozenset(ids) if ids else None
+
+
+def upsert_products(engine: Engine, products: pd.DataFrame) -> dict[str, int]:
+    """Insert or update products by id (the dimension is small: thousands of rows)."""
+    inserted = updated = 0
+    with engine.begin() as conn:
+        existing = {r.product_id: r for r in conn.execute(select(dim_products)).all()}
+        for record in products.to_dict("records"):
+            old = existing.get(record["product_id"])
+            if old is None:
+                conn.execute(insert(dim_products).values(**record))
+                inserted += 1
+            elif any(getattr(old, k) != v for k, v in record.items() if k != "updated_at"):
+                conn.execute(update(dim_products)
+                             .where(dim_products.c.product_id == record["product_id"])
+                             .values(**record))
+                updated += 1
+    return {"inserted": inserted, "updated": updated,
+            "unchanged": len(products) - inserted - updated}

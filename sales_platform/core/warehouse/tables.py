@@ -1,0 +1,116 @@
+"""The warehouse schema, declared once with SQLAlchemy Core and created idempotently."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+ID = String(128)  # identifier tokens are ~40 characters; raw ids are capped at 64
+
+sales = Table(
+    "sales",
+    metadata,
+    Column("transaction_id", String(64), primary_key=True),
+    Column("customer_id", ID, nullable=False, comment="token (AES-SIV), not plaintext"),
+    Column("product_id", ID, nullable=False, comment="token (AES-SIV), not plaintext"),
+    Column("quantity", Integer, nullable=False),
+    Column("sale_date", Date, nullable=False),
+    Column("sale_ts", DateTime, nullable=False),
+    Column("source_file", String(255), nullable=False),
+    Column("loaded_at", DateTime, nullable=False),
+    Index("ix_sales_sale_date", "sale_date"),
+)
+
+SALES_CONTENT_COLUMNS = ("customer_id", "product_id", "quantity", "sale_date", "sale_ts")
+
+sales_rejects = Table(
+    "sales_rejects",
+    metadata,
+    Column("reject_id", Integer, primary_key=True, autoincrement=True),
+    Column("stage", String(16), nullable=False, comment="landing or cleaning"),
+    Column("sale_date", Date, nullable=True),
+    Column("source_file", String(255), nullable=False),
+    Column("source_sha256", String(64), nullable=True),
+    Column("source_row", Integer, nullable=True),
+    Column("reason", String(40), nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("transaction_id", Text, nullable=True),
+    Column("customer_id", Text, nullable=True, comment="token of the raw value"),
+    Column("product_id", Text, nullable=True, comment="token of the raw value"),
+    Column("quantity", Text, nullable=True),
+    Column("timestamp", Text, nullable=True),
+    Column("raw_text", Text, nullable=True, comment="token of a malformed record"),
+    Column("rejected_at", DateTime, nullable=False),
+    Index("ix_sales_rejects_sale_date", "sale_date"),
+    Index("ix_sales_rejects_file", "source_sha256"),
+)
+
+file_ledger = Table(
+    "file_ledger",
+    metadata,
+    Column("file_id", Integer, primary_key=True, autoincrement=True),
+    Column("file_name", String(255), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("rows_read", Integer, nullable=True),
+    Column("rows_landed", Integer, nullable=True),
+    Column("rows_rejected", Integer, nullable=True),
+    Column("days_touched", Text, nullable=True, comment="JSON list of sale dates"),
+    Column("error", Text, nullable=True),
+    Column("archive_path", Text, nullable=True),
+    Column("code_version", String(64), nullable=True),
+    Column("received_at", DateTime, nullable=False),
+    Column("processed_at", DateTime, nullable=True),
+    UniqueConstraint("file_name", "sha256", name="uq_file_ledger_name_sha"),
+    Index("ix_file_ledger_sha", "sha256"),
+)
+
+dim_products = Table(
+    "dim_products",
+    metadata,
+    Column("product_id", String(64), primary_key=True),
+    Column("product_token", ID, nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("category", String(100), nullable=False),
+    Column("unit_price", Numeric(12, 2), nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+agg_sales_daily = Table(
+    "agg_sales_daily",
+    metadata,
+    Column("sale_date", Date, primary_key=True),
+    Column("transactions", Integer, nullable=False),
+    Column("total_quantity", Integer, nullable=False),
+    Column("total_revenue", Numeric(18, 2), nullable=False),
+    Column("refreshed_at", DateTime, nullable=False),
+)
+
+agg_sales_yearly = Table(
+    "agg_sales_yearly",
+    metadata,
+    Column("year", Integer, primary_key=True),
+    Column("transactions", Integer, nullable=False),
+    Column("total_quantity", Integer, nullable=False),
+    Column("total_revenue", Numeric(18, 2), nullable=False),
+    Column("refreshed_at", DateTime, nullable=False),
+)
+
+
+def create_all(engine: Engine) -> None:
+    metadata.create_all(engine, checkfirst=True)

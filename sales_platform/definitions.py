@@ -1,0 +1,15 @@
+"""The one entry point: every domain's definitions plus the resources, assembled."""
+
+import dagster as dg
+
+from sales_platform import aggregates, ingestion, products, sales
+from sales_platform.jobs import ALL_JOBS
+from sales_platform.resources.factory import resources
+
+defs = dg.Definitions.merge(
+    ingestion.defs,
+    sales.defs,
+    products.defs,
+    aggregates.defs,
+    dg.Definitions(jobs=ALL_JOBS, resources=resources()),
+)

@@ -1,0 +1,1 @@
+"""Dagster resources: the warehouse, blob storage and platform settings, each one interface."""

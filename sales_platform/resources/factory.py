@@ -1,0 +1,41 @@
+"""Resources as configured by the environment (the only place that reads configuration)."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from sales_platform.core import settings
+from sales_platform.resources.blob import LocalBlobStorage
+from sales_platform.resources.platform import PlatformResource
+from sales_platform.resources.warehouse import SqliteWarehouse, SqlUrlWarehouse, WarehouseResource
+
+
+def _env_or(name: str, default: str | None) -> str | dg.EnvVar | None:
+    """An EnvVar when the variable is set (so the UI shows its name, never its value)."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def platform_resource() -> PlatformResource:
+    return PlatformResource(
+        data_dir=_env_or(settings.DATA_DIR, str(settings.data_dir())),
+        encryption_key=_env_or(settings.ENCRYPTION_KEY, None),
+        retired_keys=_env_or(settings.RETIRED_KEYS, None),
+        start_date=_env_or(settings.START_DATE, settings.DEFAULT_START_DATE),
+    )
+
+
+def warehouse_resource() -> WarehouseResource:
+    if os.environ.get(settings.DB_URL):
+        return SqlUrlWarehouse(database_url=dg.EnvVar(settings.DB_URL))
+    return SqliteWarehouse(path=str(settings.data_dir() / "warehouse.db"))
+
+
+def blob_resource() -> LocalBlobStorage:
+    return LocalBlobStorage(root=str(settings.data_dir() / "blob"))
+
+
+def resources() -> dict[str, object]:
+    return {"platform": platform_resource(), "warehouse": warehouse_resource(),
+            "blob": blob_resource()}

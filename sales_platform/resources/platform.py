@@ -1,0 +1,68 @@
+"""Platform settings: data dir, keys, quality thresholds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from sales_platform.core import settings
+from sales_platform.core.crypto import Keyring, generate_key
+from sales_platform.core.quality import QualityRules
+from sales_platform.core.schema import SchemaContract
+from sales_platform.core.store import DataAreas
+
+log = logging.getLogger(__name__)
+DEMO_KEY_FILE = "keys/demo.key"
+
+
+def demo_key(data_dir: Path) -> str:
+    """The demo key under the data dir, created once with 0600 permissions."""
+    path = data_dir / DEMO_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(generate_key())
+    log.warning(
+        "%s is not set: using the demo key in %s. Production must set %s.",
+        settings.ENCRYPTION_KEY, path, settings.ENCRYPTION_KEY,
+    )
+    return path.read_text().strip()
+
+
+class PlatformResource(dg.ConfigurableResource):
+    """Where the platform keeps its files, which keys it uses and how strict its rules are."""
+
+    data_dir: str = Field(description="Root of incoming/, archive/, quarantine/, staging/.")
+    encryption_key: str | None = Field(
+        default=None, description="Base64 master key (set through SALES_PLATFORM_ENCRYPTION_KEY).")
+    retired_keys: str | None = Field(
+        default=None, description="Comma-separated older keys that still decrypt (rotation).")
+    start_date: str = settings.DEFAULT_START_DATE
+    max_quantity: int = 1000
+    max_reject_rate: float = Field(
+        default=0.2, description="Blocking check: share of rows rejected for quality failures.")
+
+    @property
+    def areas(self) -> DataAreas:
+        areas = DataAreas(Path(self.data_dir).expanduser().resolve())
+        areas.ensure()
+        return areas
+
+    def keyring(self) -> Keyring:
+        active = self.encryption_key or demo_key(self.areas.root)
+        retired = [k for k in (self.retired_keys or "").split(",") if k.strip()]
+        return Keyring.from_secrets(active, retired)
+
+    def rules(self) -> QualityRules:
+        return QualityRules(max_quantity=self.max_quantity, future_tolerance=timedelta(hours=1),
+                            start_date=date.fromisoformat(self.start_date))
+
+    def contract(self) -> SchemaContract:
+        return SchemaContract()

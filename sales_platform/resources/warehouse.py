@@ -1,0 +1,66 @@
+"""The warehouse: one interface, one implementation per database."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import dagster as dg
+from pydantic import Field
+from sqlalchemy import URL, Engine
+from sqlalchemy.engine import make_url
+
+from sales_platform.core.redact import redact_url
+from sales_platform.core.warehouse.engine import cached_engine
+
+
+class WarehouseResource(dg.ConfigurableResource, ABC):
+    """A SQL warehouse reached through SQLAlchemy."""
+
+    @abstractmethod
+    def url(self) -> URL:
+        """The full SQLAlchemy URL (may hold a password: never display it; use ``display_url``)."""
+
+    @property
+    def kind(self) -> str:
+        return self.url().get_backend_name()
+
+    def engine(self) -> Engine:
+        return cached_engine(self.url())
+
+    def display_url(self) -> str:
+        return redact_url(self.url().render_as_string(hide_password=False))
+
+
+class SqliteWarehouse(WarehouseResource):
+    """Embedded default: one SQLite file."""
+
+    path: str = Field(description="Path of the SQLite database file.")
+
+    def url(self) -> URL:
+        return URL.create("sqlite", database=self.path)
+
+
+class SqlUrlWarehouse(WarehouseResource):
+    """Any database SQLAlchemy reaches, from one URL (SALES_PLATFORM_DB_URL)."""
+
+    database_url: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://u:p@host/db")
+
+    def url(self) -> URL:
+        parsed = make_url(self.database_url)
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return parsed
+
+
+class PostgresWarehouse(WarehouseResource):
+    """PostgreSQL through psycopg 3 (loads use COPY)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    database: str = "postgres"
+    user: str = "postgres"
+    password: str | None = None
+
+    def url(self) -> URL:
+        return URL.create("postgresql+psycopg", username=self.user, password=self.password,
+                          host=self.host, port=self.port, database=self.database)

@@ -1,0 +1,250 @@
+"""The sales domain: cleaned_sales -> encrypted_sales -> sales, plus sales_rejects.
+
+Each asset handles the run's whole partition range (backfills run many days per run) and
+reports per-day outcomes, so one bad day never hides the others.
+"""
+
+
+import time
+from collections import Counter
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+import pandas as pd
+from sqlalchemy import func, select
+
+from sales_platform.core.intake import landed_rows_for_day
+from sales_platform.core.pipeline import (
+    ENCRYPTED,
+    REJECTS,
+    clean_day,
+    encrypt_day,
+    iter_parquet_layer,
+)
+from sales_platform.core.quality import reject_rate
+from sales_platform.core.warehouse.loading import SalesLoader
+from sales_platform.core.warehouse.records import (
+    known_product_ids,
+    ledger_entries_for_day,
+    ledger_mark_loaded,
+    replace_day_rejects,
+)
+from sales_platform.core.warehouse.tables import sales as sales_table
+from sales_platform.core.warehouse.tables import sales_rejects as rejects_table
+from sales_platform.metadata import column_schema, counts_table, markdown_table, rate
+from sales_platform.partitions import daily_backfill_policy, daily_partitions
+from sales_platform.resources.platform import PlatformResource
+from sales_platform.resources.warehouse import WarehouseResource
+
+COMMON = dict(
+    partitions_def=daily_partitions,
+    backfill_policy=daily_backfill_policy,
+    group_name="sales",
+    owners=["team:data-platform"],
+)
+FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=36),
+                                           warn_window=timedelta(hours=26))
+
+reject_rate_check = dg.AssetCheckSpec(
+    "reject_rate_below_threshold", asset="cleaned_sales", blocking=True,
+    partitions_def=daily_partitions,
+    description="Share of rows rejected for a quality failure (collapsed identical duplicates "
+    "excluded) stays at or below PlatformResource.max_reject_rate. Blocks loading when exceeded.",
+)
+conservation_check = dg.AssetCheckSpec(
+    "rows_conserved", asset="sales", blocking=True, partitions_def=daily_partitions,
+    description="Every landed row of the day is in the sales table or in sales_rejects.",
+)
+pk_check = dg.AssetCheckSpec(
+    "transaction_id_unique", asset="sales", blocking=True, partitions_def=daily_partitions,
+    description="transaction_id is unique in the loaded partition.",
+)
+
+
+def _days(context: dg.AssetExecutionContext) -> list[str]:
+    return list(context.partition_keys)
+
+
+@dg.asset(
+    **COMMON,
+    deps=["raw_sales", "dim_products"],
+    kinds={"pandas", "parquet"},
+    tags={"layer": "cleaned"},
+    code_version="cleaned-1",
+    check_specs=[reject_rate_check],
+    description="Typed, validated rows of the day: identifiers trimmed and upper-cased, "
+    "quantities checked, unknown products and duplicate transaction ids caught. Rejected rows "
+    "go to sales_rejects with a reason; files stay sealed at rest.",
+)
+def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
+                  warehouse: WarehouseResource):
+    started = time.monotonic()
+    keyring, rules = platform.keyring(), platform.rules()
+    known = known_product_ids(warehouse.engine())
+    if known is None:
+        context.log.warning("dim_products is empty: the unknown_product rule is not applied")
+    read, clean, reasons, failing = 0, 0, Counter(), {}
+    per_day = []
+    for day in _days(context):
+        result = clean_day(platform.areas, keyring, day, rules, known)
+        read, clean = read + result.rows_read, clean + result.rows_clean
+        reasons.update(result.rejects_by_reason)
+        day_rate = reject_rate(result.rows_read, dict(result.rejects_by_reason))
+        per_day.append({"day": day, "read": result.rows_read, "clean": result.rows_clean,
+                        "rejected": result.rows_rejected, "reject_rate": round(day_rate, 4)})
+        if day_rate > platform.max_reject_rate:
+            failing[day] = round(day_rate, 4)
+    elapsed = time.monotonic() - started
+    yield dg.MaterializeResult(metadata={
+        "rows_read": read, "rows_clean": clean, "rows_rejected": sum(reasons.values()),
+        "rejected_by_reason": counts_table(dict(reasons)),
+        "per_day": markdown_table(pd.DataFrame(per_day), rows=40),
+        "unknown_product_rule": "applied" if known is not None else "skipped: dim_products empty",
+        "duration_s": round(elapsed, 3), "rows_per_s": rate(read, elapsed),
+    })
+    yield dg.AssetCheckResult(
+        check_name="reject_rate_below_threshold", passed=not failing,
+        metadata={"threshold": platform.max_reject_rate,
+                  "overall_reject_rate": round(reject_rate(read, dict(reasons)), 4),
+                  "days_over_threshold": dg.MetadataValue.json(failing),
+                  "rejected_by_reason": counts_table(dict(reasons))},
+    )
+
+
+@dg.asset(
+    **COMMON,
+    deps=["cleaned_sales"],
+    kinds={"sql"},
+    tags={"layer": "quality"},
+    code_version="rejects-1",
+    description="Every rejected row of the day with its reason, source file and row number "
+    "(identifiers as tokens). Rows without a valid sale date are recorded at landing.",
+)
+def sales_rejects(context: dg.AssetExecutionContext, platform: PlatformResource,
+                  warehouse: WarehouseResource) -> dg.MaterializeResult:
+    engine, now, written = warehouse.engine(), datetime.now(), 0
+    for day in _days(context):
+        frames = iter_parquet_layer(platform.areas, REJECTS, day)
+        written += replace_day_rejects(engine, date.fromisoformat(day), frames, now)
+    with engine.connect() as conn:
+        by_reason = dict(conn.execute(
+            select(rejects_table.c.reason, func.count())
+            .where(rejects_table.c.sale_date.in_([date.fromisoformat(d) for d in _days(context)]))
+            .group_by(rejects_table.c.reason)).all())
+    return dg.MaterializeResult(metadata={
+        "rows_written": written, "rejected_by_reason": counts_table(by_reason),
+        "table": rejects_table.name, "database": warehouse.display_url(),
+        "dagster/column_schema": column_schema(rejects_table),
+    })
+
+
+@dg.asset(
+    **COMMON,
+    deps=["cleaned_sales"],
+    kinds={"parquet"},
+    tags={"layer": "encrypted", "pii": "tokenized"},
+    code_version="encrypted-1",
+    description="Cleaned rows with customer_id and product_id replaced by deterministic AES-SIV "
+    "tokens (<key id>~<ciphertext>): equal ids give equal tokens, so they still group and join.",
+)
+def encrypted_sales(context: dg.AssetExecutionContext,
+                    platform: PlatformResource) -> dg.MaterializeResult:
+    started = time.monotonic()
+    keyring = platform.keyring()
+    results = [encrypt_day(platform.areas, keyring, day) for day in _days(context)]
+    rows = sum(r.rows for r in results)
+    last = next((d for d in reversed(_days(context))
+                 if platform.areas.fragments(ENCRYPTED, d)), None)
+    preview = next(iter_parquet_layer(platform.areas, ENCRYPTED, last), pd.DataFrame()) \
+        if last else pd.DataFrame()
+    elapsed = time.monotonic() - started
+    return dg.MaterializeResult(metadata={
+        "rows": rows, "key_id": keyring.active.key_id,
+        "distinct_customer_tokens": max((r.distinct_customers for r in results), default=0),
+        "preview": markdown_table(preview.drop(columns=["source_row"], errors="ignore")),
+        "duration_s": round(elapsed, 3), "rows_per_s": rate(rows, elapsed),
+    })
+
+
+@dg.asset(
+    **COMMON,
+    deps=["encrypted_sales"],
+    kinds={"sql", "sqlite"},
+    tags={"layer": "warehouse"},
+    code_version="sales-1",
+    check_specs=[conservation_check, pk_check],
+    freshness_policy=FRESHNESS,
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+    pool="warehouse_writes",
+    description="The sales table: one row per transaction_id, upserted idempotently per day "
+    "(new rows inserted, changed rows updated, unchanged rows left alone, rows no longer in any "
+    "file removed), atomically per day.",
+)
+def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
+          warehouse: WarehouseResource):
+    started = time.monotonic()
+    engine = warehouse.engine()
+    loader = SalesLoader(engine)
+    totals: Counter[str] = Counter()
+    per_day, conservation, ledger = [], {}, []
+    for day in _days(context):
+        stats = loader.load_day(date.fromisoformat(day),
+                                iter_parquet_layer(platform.areas, ENCRYPTED, day), datetime.now())
+        ledger_mark_loaded(engine, day, datetime.now())
+        totals.update(stats.as_dict())
+        per_day.append({"day": day, **stats.as_dict()})
+        conservation[day] = _conservation(platform, engine, day)
+        ledger += [f"{e['file_name']} ({e['sha256'][:12]}, {e['status']})"
+                   for e in ledger_entries_for_day(engine, day)]
+    elapsed = time.monotonic() - started
+    broken = {d: c for d, c in conservation.items() if c["landed"] != c["loaded"] + c["rejected"]}
+    dup = _duplicate_ids(engine, _days(context))
+    yield dg.MaterializeResult(metadata={
+        **{k: totals[k] for k in ("staged", "inserted", "updated", "unchanged", "deleted")},
+        "per_day": markdown_table(pd.DataFrame(per_day), rows=40),
+        "table": sales_table.name, "database": warehouse.display_url(),
+        "ledger_entries": dg.MetadataValue.md("\n".join(f"- {x}" for x in sorted(set(ledger)))
+                                              or "_none_"),
+        "preview": markdown_table(_preview(engine, _days(context)[-1])),
+        "dagster/column_schema": column_schema(sales_table),
+        "dagster/row_count": _row_count(engine),
+        "duration_s": round(elapsed, 3), "rows_per_s": rate(totals["staged"], elapsed),
+    })
+    yield dg.AssetCheckResult(check_name="rows_conserved", passed=not broken,
+                              metadata={"days_checked": len(conservation),
+                                        "violations": dg.MetadataValue.json(broken)})
+    yield dg.AssetCheckResult(check_name="transaction_id_unique", passed=dup == 0,
+                              metadata={"duplicate_transaction_ids": dup})
+
+
+def _conservation(platform: PlatformResource, engine, day: str) -> dict[str, int]:
+    landed = sum(landed_rows_for_day(platform.areas, day).values())
+    d = date.fromisoformat(day)
+    with engine.connect() as conn:
+        loaded = conn.execute(select(func.count()).select_from(sales_table)
+                              .where(sales_table.c.sale_date == d)).scalar_one()
+        rejected = conn.execute(select(func.count()).select_from(rejects_table)
+                                .where(rejects_table.c.sale_date == d,
+                                       rejects_table.c.stage == "cleaning")).scalar_one()
+    return {"landed": landed, "loaded": loaded, "rejected": rejected}
+
+
+def _duplicate_ids(engine, days: list[str]) -> int:
+    dates = [date.fromisoformat(d) for d in days]
+    with engine.connect() as conn:
+        total, distinct = conn.execute(
+            select(func.count(), func.count(func.distinct(sales_table.c.transaction_id)))
+            .where(sales_table.c.sale_date.in_(dates))).one()
+    return total - distinct
+
+
+def _preview(engine, day: str) -> pd.DataFrame:
+    with engine.connect() as conn:
+        rows = conn.execute(select(sales_table).where(
+            sales_table.c.sale_date == date.fromisoformat(day)).limit(5)).mappings().all()
+    return pd.DataFrame([dict(r) for r in rows])
+
+
+def _row_count(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(sales_table)).scalar_one()
