@@ -88,9 +88,9 @@ def print_summary(first: str, last: str) -> None:
     from sqlalchemy import func, select
 
     from sales_platform.core.warehouse.tables import file_ledger, metadata, sales, sales_rejects
-    from sales_platform.resources.factory import warehouse_resource
+    from sales_platform.resources.factory import resolved, warehouse_resource
 
-    warehouse = warehouse_resource()
+    warehouse = resolved(warehouse_resource())
     engine = warehouse.engine()
     d0, d1 = date.fromisoformat(first), date.fromisoformat(last)
     with engine.connect() as conn:
@@ -114,9 +114,9 @@ def print_summary(first: str, last: str) -> None:
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
     from sales_platform.core.crypto import CryptoError, Tokenizer, unseal_file
-    from sales_platform.resources.factory import platform_resource
+    from sales_platform.resources.factory import platform_resource, resolved
 
-    keyring = platform_resource().keyring()
+    keyring = resolved(platform_resource()).keyring()
     if args.file:
         out = Path(args.out or Path(args.file).name.removesuffix(".sealed"))
         unseal_file(keyring, Path(args.file), out)

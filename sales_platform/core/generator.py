@@ -44,7 +44,8 @@ def build_catalogue(seed: int, products: int = 500) -> Catalogue:
     fake = Faker()
     fake.seed_instance(seed)
     rng = np.random.default_rng(seed)
-    names = [f"{fake.color_name()} {fake.word().capitalize()} {fake.random_element(('Pro', 'Lite', 'Max', 'Mini', 'Classic', 'Plus'))}"
+    editions = ("Pro", "Lite", "Max", "Mini", "Classic", "Plus")
+    names = [f"{fake.color_name()} {fake.word().capitalize()} {fake.random_element(editions)}"
              for _ in range(products)]
     categories = [CATEGORIES[i] for i in rng.integers(0, len(CATEGORIES), products)]
     prices = np.round(np.exp(rng.normal(3.2, 0.9, products)), 2).clip(0.5, 2500)
@@ -136,7 +137,7 @@ class SalesGenerator:
     @staticmethod
     def _defect_missing_value(cols, rows, rng, day) -> None:
         names = ("transaction_id", "customer_id", "product_id", "quantity", "timestamp")
-        for row, which in zip(rows, rng.integers(0, len(names), len(rows))):
+        for row, which in zip(rows, rng.integers(0, len(names), len(rows)), strict=True):
             cols[names[which]][row] = ""
 
     @staticmethod

@@ -110,7 +110,8 @@ class Intake:
                            result.rows_rejected, dict(result.rows_by_day))
 
     def _archive(self, path: Path, sha: str) -> Path:
-        target = self.areas.archive / f"{file_key(path.name, sha)}.csv.sealed"
+        # content-addressed: the same content dropped under two names is archived once
+        target = self.areas.archive / f"{sha}.csv.sealed"
         if not target.exists():
             seal_file(self.keyring.active, path, target)
         return target

@@ -29,7 +29,7 @@ def read_catalogue(path: Path) -> pd.DataFrame:
     frame["product_id"] = normalize_identifiers(frame["product_id"])
     prices = pd.to_numeric(frame["unit_price"], errors="coerce")
     problems = []
-    for row, (pid, name, price) in enumerate(zip(frame["product_id"], frame["name"], prices), 2):
+    for row, (pid, name, price) in enumerate(zip(frame["product_id"], frame["name"], prices, strict=True), 2):
         if pd.isna(pid) or not str(name).strip() or pd.isna(price) or price <= 0:
             problems.append(f"line {row}")
     if problems:

@@ -18,7 +18,6 @@ from sales_platform.core.schema import (
     CUSTOMER_ID,
     PRODUCT_ID,
     QUANTITY,
-    TIMESTAMP,
     TRANSACTION_ID,
 )
 

@@ -39,3 +39,8 @@ def blob_resource() -> LocalBlobStorage:
 def resources() -> dict[str, object]:
     return {"platform": platform_resource(), "warehouse": warehouse_resource(),
             "blob": blob_resource()}
+
+
+def resolved(resource: dg.ConfigurableResource):
+    """The resource with its EnvVar fields read (for use outside a Dagster run, e.g. the CLI)."""
+    return resource.process_config_and_initialize()

@@ -1,0 +1,115 @@
+"""Landing and intake on real files: bad files are quarantined with a clear reason, nothing lost."""
+
+from datetime import date, datetime
+
+import pytest
+from sqlalchemy import select
+
+from sales_platform.core.intake import Intake, landed_rows_for_day
+from sales_platform.core.landing import FileRejected, read_header
+from sales_platform.core.quality import QualityRules
+from sales_platform.core.schema import SchemaContract
+from sales_platform.core.store import DataAreas
+from sales_platform.core.warehouse.engine import make_engine
+from sales_platform.core.warehouse.tables import file_ledger, sales_rejects
+from sales_platform_tests.helpers import write_csv
+
+NOW = datetime(2024, 6, 1)
+
+
+@pytest.fixture
+def intake(data_dir, keyring, tmp_path):
+    areas = DataAreas(data_dir)
+    areas.ensure()
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    return Intake(areas, engine, keyring, SchemaContract(), QualityRules(start_date=date(2024, 1, 1)),
+                  code_version="test", now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "file is empty"),
+        (b"   \n\n", "file is empty"),
+        (b"transaction_id,customer_id,product_id,quantity,timestamp\n", "header only, no data rows"),
+        (b"transaction_id;customer_id;product_id;quantity;timestamp\nT1;C1;P1;1;2024-03-01T10:00:00\n",
+         "wrong delimiter"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "binary"),
+        (b"\xff\xfe\xfa garbage \xc3\x28\n", "not UTF-8"),
+        (b"transaction_id,customer_id,quantity,timestamp\nT1,C1,1,2024-03-01T10:00:00\n",
+         "missing required column(s) product_id"),
+    ],
+)
+def test_bad_files_are_quarantined_with_a_reason(intake, data_dir, content, problem):
+    bad = data_dir / "incoming" / "bad.csv"
+    bad.write_bytes(content)
+    good = write_csv(data_dir / "incoming" / "good.csv", [["T1", "C1", "P1", "1", "2024-03-01T10:00:00"]])
+    outcomes = {o.file_name: o for o in intake.run()}
+    assert outcomes["bad.csv"].status == "quarantined"
+    assert "bad.csv" in outcomes["bad.csv"].error and problem in outcomes["bad.csv"].error
+    assert outcomes["good.csv"].status == "landed" and outcomes["good.csv"].rows_landed == 1
+    kept = list((data_dir / "quarantine").glob("bad*.csv"))
+    assert len(kept) == 1 and kept[0].read_bytes() == content
+    assert problem in kept[0].with_name(kept[0].name + ".reason.txt").read_text()
+    assert not bad.exists() and not good.exists()
+    with intake.engine.connect() as conn:
+        statuses = dict(conn.execute(select(file_ledger.c.file_name, file_ledger.c.status)).all())
+    assert statuses == {"bad.csv": "quarantined", "good.csv": "landed"}
+
+
+def test_multi_day_file_rows_split_by_day_and_undated_rows_rejected(intake, data_dir):
+    write_csv(data_dir / "incoming" / "multi.csv", [
+        ["T1", "C1", "P1", "1", "2024-03-01T10:00:00"],
+        ["T2", "C1", "P1", "1", "2024-03-02T10:00:00"],
+        ["T3", "C1", "P1", "1", "2024-03-02T23:59:59"],
+        ["T4", "C1", "P1", "1", "not a date"],
+        ["T5", "C1", "P1", "1", "2031-01-01T00:00:00"],
+        ["T6", "C1", "P1", "1,2024-03-02T10:00:00,extra"],
+    ])
+    (outcome,) = intake.run()
+    assert outcome.rows_by_day == {"2024-03-01": 1, "2024-03-02": 2}
+    assert outcome.rows_read == 6 and outcome.rows_rejected == 3
+    assert sum(landed_rows_for_day(intake.areas, "2024-03-02").values()) == 2
+    with intake.engine.connect() as conn:
+        reasons = sorted(conn.execute(select(sales_rejects.c.reason)).scalars())
+    assert reasons == ["future_timestamp", "invalid_timestamp", "malformed_row"]
+
+
+def test_same_content_under_new_name_is_skipped_and_archived(intake, data_dir):
+    rows = [["T1", "C1", "P1", "1", "2024-03-01T10:00:00"]]
+    write_csv(data_dir / "incoming" / "a.csv", rows)
+    intake.run()
+    write_csv(data_dir / "incoming" / "b.csv", rows)
+    (outcome,) = intake.run()
+    assert outcome.status == "skipped_duplicate" and "a.csv" in outcome.error
+    assert sum(landed_rows_for_day(intake.areas, "2024-03-01").values()) == 1
+    assert len(list((data_dir / "archive").iterdir())) == 1  # same content, one sealed copy
+
+
+def test_new_version_of_a_file_replaces_the_old_one(intake, data_dir):
+    write_csv(data_dir / "incoming" / "a.csv", [["T1", "C1", "P1", "1", "2024-03-01T10:00:00"],
+                                                ["T2", "C1", "P1", "1", "2024-03-02T10:00:00"]])
+    intake.run()
+    write_csv(data_dir / "incoming" / "a.csv", [["T1", "C1", "P1", "5", "2024-03-01T10:00:00"]])
+    intake.run()
+    assert sum(landed_rows_for_day(intake.areas, "2024-03-01").values()) == 1
+    assert sum(landed_rows_for_day(intake.areas, "2024-03-02").values()) == 0
+    assert intake.areas.fragments("landed", "2024-03-02") == []
+    with intake.engine.connect() as conn:
+        statuses = sorted(conn.execute(select(file_ledger.c.status)).scalars())
+    assert statuses == ["landed", "superseded"]
+
+
+def test_files_being_written_are_not_picked(intake, data_dir):
+    write_csv(data_dir / "incoming" / "late.csv.tmp", [["T1", "C1", "P1", "1", "2024-03-01T10:00:00"]])
+    assert intake.run() == []
+    assert (data_dir / "incoming" / "late.csv.tmp").exists()
+
+
+def test_read_header_handles_bom_and_quotes(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes('\ufeff"transaction_id","customer id",qty\n'.encode())
+    assert read_header(path) == ["transaction_id", "customer id", "qty"]
+    path.write_bytes(b"")
+    with pytest.raises(FileRejected, match="x.csv: file is empty"):
+        read_header(path)

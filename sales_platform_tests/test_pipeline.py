@@ -1,0 +1,185 @@
+"""Real Dagster materializations of the sales chain, on SQLite and PostgreSQL."""
+
+from datetime import date
+
+import dagster as dg
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from sales_platform.core.generator import GeneratorSettings, generate
+from sales_platform.core.intake import landed_rows_for_day
+from sales_platform.core.store import DataAreas
+from sales_platform.core.warehouse.engine import cached_engine
+from sales_platform.core.warehouse.tables import agg_sales_daily, file_ledger, sales, sales_rejects
+from sales_platform_tests.helpers import (
+    SALES_CHAIN,
+    check_results,
+    count,
+    materialize,
+    resources_for,
+    write_catalogue,
+    write_csv,
+)
+
+DAY = "2024-03-01"
+
+
+@pytest.fixture
+def setup(data_dir, backend, key):
+    resources = resources_for(data_dir, backend.url, key)
+    engine = cached_engine(resources["warehouse"].url())
+    return data_dir, resources, engine
+
+
+def table_rows(engine, table, order_by) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(table).order_by(order_by)).all()]
+
+
+def generated(data_dir, days=2, rows=400, defect_rate=0.08):
+    return generate(data_dir / "incoming", data_dir / "catalogue" / "products.csv", date(2024, 3, 1),
+                    days, rows, GeneratorSettings(seed=7, customers=300, products=40,
+                                                  defect_rate=defect_rate))
+
+
+def test_every_row_ends_in_exactly_one_place_and_reruns_change_nothing(setup):
+    data_dir, resources, engine = setup
+    files = generated(data_dir)
+    rows_in_files = sum(n for _, n in files)
+    materialize(resources, ["dim_products"])
+    for day in ("2024-03-01", "2024-03-02"):
+        result = materialize(resources, SALES_CHAIN, day)
+        assert all(check_results(result).values()), check_results(result)
+    loaded = count(engine, sales)
+    cleaning_rejects = count(engine, sales_rejects, sales_rejects.c.stage == "cleaning")
+    landing_rejects = count(engine, sales_rejects, sales_rejects.c.stage == "landing")
+    assert loaded + cleaning_rejects + landing_rejects == rows_in_files
+    reasons = set(pd.read_sql(select(sales_rejects.c.reason), engine)["reason"])
+    assert {"duplicate_identical", "duplicate_conflicting", "unknown_product", "invalid_timestamp",
+            "quantity_not_positive"} <= reasons
+    before = table_rows(engine, sales, sales.c.transaction_id)
+    rejects_before = count(engine, sales_rejects)
+
+    again = materialize(resources, SALES_CHAIN, DAY)
+    meta = again.asset_materializations_for_node("sales")[0].metadata
+    assert meta["inserted"].value == 0 and meta["updated"].value == 0
+    assert meta["unchanged"].value == count(engine, sales, sales.c.sale_date == date(2024, 3, 1))
+    assert table_rows(engine, sales, sales.c.transaction_id) == before
+    assert count(engine, sales_rejects) == rejects_before
+
+
+def test_corrected_file_redropped_updates_and_removes_rows(setup):
+    data_dir, resources, engine = setup
+    write_catalogue(data_dir, ["P1", "P2"])
+    rows = [[f"T{i}", f"C{i % 3}", "P1", "1", f"{DAY}T10:00:{i:02d}"] for i in range(10)]
+    write_csv(data_dir / "incoming" / "day.csv", rows)
+    materialize(resources, ["dim_products"])
+    materialize(resources, SALES_CHAIN, DAY)
+    assert count(engine, sales) == 10
+    rows[0][3] = "7"
+    rows[1][2] = "P2"
+    write_csv(data_dir / "incoming" / "day.csv", rows[:-1])  # T9 removed in the correction
+    result = materialize(resources, SALES_CHAIN, DAY)
+    meta = result.asset_materializations_for_node("sales")[0].metadata
+    assert (meta["inserted"].value, meta["updated"].value, meta["unchanged"].value,
+            meta["deleted"].value) == (0, 2, 7, 1)
+    with engine.connect() as conn:
+        quantity = conn.execute(select(sales.c.quantity).where(sales.c.transaction_id == "T0")).scalar()
+        statuses = sorted(conn.execute(select(file_ledger.c.status)).scalars())
+    assert quantity == 7 and count(engine, sales) == 9
+    assert statuses == ["loaded", "superseded"]
+
+
+def test_bad_file_is_reported_and_other_files_of_the_day_still_load(setup):
+    data_dir, resources, engine = setup
+    write_catalogue(data_dir, ["P1"])
+    write_csv(data_dir / "incoming" / "good.csv", [["T1", "C1", "P1", "2", f"{DAY}T09:00:00"]])
+    (data_dir / "incoming" / "broken.csv").write_text("id;who;what\n1;2;3\n")
+    materialize(resources, ["dim_products"])
+    result = materialize(resources, SALES_CHAIN, DAY)
+    assert result.success and count(engine, sales) == 1
+    assert check_results(result)["no_quarantined_files"] is False
+    evaluation = next(e for e in result.get_asset_check_evaluations()
+                      if e.check_name == "no_quarantined_files")
+    assert "broken.csv" in evaluation.metadata["quarantined"].value
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert list((data_dir / "quarantine").glob("broken*.csv"))
+
+
+def test_blocking_reject_rate_check_stops_the_load(data_dir, key, tmp_path):
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, max_reject_rate=0.1)
+    engine = cached_engine(resources["warehouse"].url())
+    write_catalogue(data_dir, ["P1"])
+    write_csv(data_dir / "incoming" / "bad.csv",
+              [["T1", "C1", "P1", "1", f"{DAY}T09:00:00"], ["T2", "C1", "P1", "-1", f"{DAY}T09:00:00"]])
+    materialize(resources, ["dim_products"])
+    result = materialize(resources, SALES_CHAIN, DAY, raise_on_error=False)
+    assert check_results(result)["reject_rate_below_threshold"] is False
+    assert count(engine, sales) == 0  # blocked: sales never ran
+    assert not result.asset_materializations_for_node("sales")
+
+
+def test_range_run_loads_each_day_and_daily_aggregates(setup):
+    data_dir, resources, engine = setup
+    files = generated(data_dir, days=3, rows=200, defect_rate=0.0)
+    materialize(resources, ["dim_products"])
+    tags = {"dagster/asset_partition_range_start": "2024-03-01",
+            "dagster/asset_partition_range_end": "2024-03-03"}
+    result = dg.materialize(
+        __import__("sales_platform_tests.helpers", fromlist=["all_assets"]).all_assets(),
+        selection=[*SALES_CHAIN, "agg_sales_daily"], resources=resources, tags=tags)
+    assert result.success
+    assert count(engine, sales) == sum(n for _, n in files)
+    with engine.connect() as conn:
+        daily = conn.execute(select(agg_sales_daily.c.sale_date, agg_sales_daily.c.transactions)
+                             .order_by(agg_sales_daily.c.sale_date)).all()
+    assert [(d.isoformat(), n) for d, n in daily] == [
+        (f"2024-03-0{i + 1}", n) for i, (_, n) in enumerate(files)]
+    areas = DataAreas(data_dir)
+    assert sum(landed_rows_for_day(areas, "2024-03-02").values()) == files[1][1]
+
+
+def test_no_plaintext_identifier_is_persisted(data_dir, key, tmp_path):
+    """Byte search of the database, data dir (minus the user's drop files), Dagster storage, logs."""
+    resources = resources_for(data_dir, f"sqlite:///{data_dir / 'warehouse.db'}", key)
+    write_catalogue(data_dir, ["P1"])
+    customers = [f"ZQXCUST{i:05d}" for i in range(20)]
+    rows = [[f"T{i}", c, "P1", "1" if i % 10 else "-1", f"{DAY}T10:{i:02d}:00"]
+            for i, c in enumerate(customers)]
+    rows.append(["T99", "ZQXCUSTBADTS", "P1", "1", "garbage"])
+    write_csv(data_dir / "incoming" / "pii.csv", rows)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        materialize(resources, ["dim_products"], instance=instance)
+        materialize(resources, SALES_CHAIN, DAY, instance=instance)
+    leaks = []
+    for root in (data_dir, home):
+        for path in root.rglob("*"):
+            if path.is_file():
+                content = path.read_bytes()
+                leaks += [f"{path}: {c}" for c in [*customers, "ZQXCUSTBADTS"]
+                          if c.encode() in content or c.lower().encode() in content]
+    assert leaks == []
+    assert count(cached_engine(resources["warehouse"].url()), sales) == 18
+
+
+def test_materialization_metadata_and_checks_are_per_partition(setup):
+    data_dir, resources, engine = setup
+    write_catalogue(data_dir, ["P1"])
+    write_csv(data_dir / "incoming" / "a.csv", [["T1", "C1", "P1", "2", f"{DAY}T09:00:00"]])
+    materialize(resources, ["dim_products"])
+    result = materialize(resources, SALES_CHAIN, DAY)
+    meta = result.asset_materializations_for_node("sales")[0].metadata
+    assert "dagster/column_schema" in meta and meta["table"].value == "sales"
+    assert "C1" not in meta["preview"].value and "~" in meta["preview"].value
+    assert meta["database"].value.split("/")[-1] in setup_url(resources)
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.check_name for e in evaluations} == {"no_quarantined_files", "reject_rate_below_threshold",
+                                                   "rows_conserved", "transaction_id_unique"}
+    assert {e.partition for e in evaluations} == {DAY}
+
+
+def setup_url(resources) -> str:
+    return resources["warehouse"].database_url

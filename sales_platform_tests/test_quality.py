@@ -1,0 +1,103 @@
+from datetime import date, datetime
+
+import pandas as pd
+import pytest
+
+from sales_platform.core import quality as q
+from sales_platform.core.dedupe import DuplicateScan
+from sales_platform.core.schema import SchemaContract, SchemaError
+
+RULES = q.QualityRules(max_quantity=100, start_date=date(2024, 1, 1))
+NOW = datetime(2024, 6, 1, 12, 0, 0)
+
+
+def chunk(**overrides) -> pd.DataFrame:
+    row = {"transaction_id": "T1", "customer_id": "C1", "product_id": "P1", "quantity": "2",
+           "timestamp": "2024-03-01T10:00:00"}
+    row.update(overrides)
+    frame = pd.DataFrame([row])
+    frame["sale_ts"] = q.parse_timestamps(frame["timestamp"])
+    frame["source_file"] = "f.csv"
+    frame["source_row"] = 1
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"transaction_id": "  "}, q.MISSING_TRANSACTION_ID),
+        ({"customer_id": ""}, q.MISSING_CUSTOMER_ID),
+        ({"product_id": " "}, q.MISSING_PRODUCT_ID),
+        ({"customer_id": "C" * 65}, q.INVALID_IDENTIFIER),
+        ({"customer_id": "C\x001"}, q.INVALID_IDENTIFIER),
+        ({"quantity": ""}, q.MISSING_QUANTITY),
+        ({"quantity": "three"}, q.QUANTITY_NOT_NUMERIC),
+        ({"quantity": "3 units"}, q.QUANTITY_NOT_NUMERIC),
+        ({"quantity": "inf"}, q.QUANTITY_NOT_NUMERIC),
+        ({"quantity": "2.5"}, q.QUANTITY_NOT_INTEGER),
+        ({"quantity": "0"}, q.QUANTITY_NOT_POSITIVE),
+        ({"quantity": "-3"}, q.QUANTITY_NOT_POSITIVE),
+        ({"quantity": "101"}, q.QUANTITY_OUTLIER),
+        ({"product_id": "P404"}, q.UNKNOWN_PRODUCT),
+    ],
+)
+def test_each_row_rule_rejects_with_its_reason(overrides, reason):
+    result = q.clean_rows(chunk(**overrides), RULES, frozenset({"P1"}))
+    assert result.rows.empty
+    assert result.rejects["reason"].tolist() == [reason]
+
+
+def test_lossless_values_are_coerced_and_identifiers_normalized():
+    result = q.clean_rows(chunk(quantity=" 2.0 ", customer_id="  c1 ", product_id="p1 "), RULES,
+                          frozenset({"P1"}))
+    assert result.rejects.empty
+    row = result.rows.iloc[0]
+    assert (row["customer_id"], row["product_id"], row["quantity"]) == ("C1", "P1", 2)
+
+
+def test_unknown_product_rule_is_skipped_without_a_catalogue():
+    assert q.clean_rows(chunk(product_id="P404"), RULES, None).rejects.empty
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [("", q.MISSING_TIMESTAMP), ("yesterday", q.INVALID_TIMESTAMP),
+     ("2024-13-45T10:00:00", q.INVALID_TIMESTAMP),
+     ("2030-01-01T00:00:00", q.FUTURE_TIMESTAMP), ("2023-12-31T23:59:59", q.BEFORE_START_DATE),
+     ("2024-03-01T10:00:00", None), ("2024-03-01 10:00:00", None), ("2024-03-01T10:00:00+02:00", None)],
+)
+def test_timestamp_routing(raw, reason):
+    parsed, reasons = q.route_timestamps(pd.Series([raw]), RULES, NOW)
+    assert reasons[0] == reason
+
+
+def test_reject_rate_excludes_collapsed_duplicates():
+    assert q.reject_rate(10, {"duplicate_identical": 5, "quantity_outlier": 1}) == 0.1
+
+
+def test_duplicates_identical_collapse_conflicting_all_rejected():
+    rows = pd.concat([
+        q.clean_rows(chunk(transaction_id=t, quantity=n), RULES, None).rows
+        for t, n in [("A", "1"), ("A", "1"), ("B", "1"), ("B", "2"), ("C", "1"), ("A", "1")]
+    ], ignore_index=True)
+    scan = DuplicateScan()
+    scan.add(rows.iloc[:3])
+    scan.add(rows.iloc[3:])
+    verdict = scan.verdict()
+    reasons = pd.concat([verdict.classify(rows.iloc[:3], 0), verdict.classify(rows.iloc[3:], 3)])
+    assert reasons.tolist() == [None, "duplicate_identical", "duplicate_conflicting",
+                                "duplicate_conflicting", None, "duplicate_identical"]
+
+
+def test_schema_contract_maps_variants_and_names_missing_columns():
+    contract = SchemaContract()
+    mapping = contract.map_header(["TransactionID", "customer id", " Product_ID ", "qty",
+                                   "sale_timestamp", "store"], "f.csv")
+    assert mapping == {"TransactionID": "transaction_id", "customer id": "customer_id",
+                       " Product_ID ": "product_id", "qty": "quantity",
+                       "sale_timestamp": "timestamp", "store": "store"}
+    with pytest.raises(SchemaError, match="f.csv: missing required column.*quantity"):
+        contract.map_header(["transaction_id", "customer_id", "product_id", "timestamp"], "f.csv")
+    with pytest.raises(SchemaError, match="both map to 'quantity'"):
+        contract.map_header(["qty", "quantity", "transaction_id", "customer_id", "product_id",
+                             "timestamp"], "f.csv")
