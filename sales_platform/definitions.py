@@ -2,7 +2,10 @@
 
 import dagster as dg
 
-from sales_platform import aggregates, ingestion, products, sales
+from sales_platform.aggregates import defs as aggregates
+from sales_platform.ingestion import defs as ingestion
+from sales_platform.products import defs as products
+from sales_platform.sales import defs as sales
 from sales_platform.jobs import ALL_JOBS
 from sales_platform.resources.factory import resources
 

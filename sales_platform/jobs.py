@@ -17,6 +17,11 @@ daily_sales_job = dg.define_asset_job(
     "sales (+ rejects and the daily aggregate).",
 )
 
+land_files_job = dg.define_asset_job(
+    "land_files_job", selection=dg.AssetSelection.assets("landed_files"),
+    description="Land dropped files (run by the drop sensor, one file per run).",
+)
+
 products_job = dg.define_asset_job(
     "products_job", selection=dg.AssetSelection.assets("dim_products"),
     description="Refresh the products dimension.",
@@ -27,4 +32,4 @@ yearly_rollup_job = dg.define_asset_job(
     description="Recompute the yearly aggregate for years whose days changed.",
 )
 
-ALL_JOBS = [daily_sales_job, products_job, yearly_rollup_job]
+ALL_JOBS = [daily_sales_job, land_files_job, products_job, yearly_rollup_job]

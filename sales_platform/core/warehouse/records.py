@@ -116,6 +116,22 @@ def ledger_landed_by_sha(engine: Engine, sha: str) -> dict | None:
     return dict(row) if row else None
 
 
+def ledger_awaiting_load(engine: Engine) -> list[dict]:
+    """Landed files whose days are not all loaded yet (what the load sensor acts on)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(file_ledger.c.file_name, file_ledger.c.sha256, file_ledger.c.days_touched)
+            .where(file_ledger.c.status == LEDGER_LANDED).order_by(file_ledger.c.file_id)
+        ).mappings().all()
+    return [{**r, "days": json.loads(r["days_touched"] or "[]")} for r in rows]
+
+
+def ledger_by_sha(engine: Engine, sha: str) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(file_ledger).where(file_ledger.c.sha256 == sha)).mappings().all()
+    return [dict(r) for r in rows]
+
+
 def ledger_entries_for_day(engine: Engine, day: str) -> list[dict]:
     with engine.connect() as conn:
         rows = conn.execute(

@@ -1,0 +1,73 @@
+"""Event-driven ingestion: a drop sensor lands each new file once; a load sensor loads its days.
+
+State lives in the ledger (warehouse) and in run keys, not in the cursor: the cursor only caches
+fingerprints, so losing it, or restarting the daemon, never processes a file twice.
+"""
+
+import json
+import os
+
+import dagster as dg
+
+from sales_platform.core.dropzone import contiguous_ranges, scan
+from sales_platform.core.warehouse.records import ledger_awaiting_load, ledger_landed_by_sha
+from sales_platform.jobs import daily_sales_job, land_files_job, yearly_rollup_job
+from sales_platform.resources.platform import PlatformResource
+from sales_platform.resources.warehouse import WarehouseResource
+
+INTERVAL_S = int(os.environ.get("SALES_PLATFORM_SENSOR_INTERVAL_S", "30"))
+SETTLE_S = float(os.environ.get("SALES_PLATFORM_SETTLE_S", "2"))
+
+
+@dg.sensor(
+    job=land_files_job,
+    minimum_interval_seconds=INTERVAL_S,
+    description="Watches <DATA_DIR>/incoming: each new, fully written file (by content sha256, "
+    "name and mtime) gets one landing run. Temp files (*.tmp, *.partial) are ignored until renamed.",
+)
+def incoming_files_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource,
+                          warehouse: WarehouseResource):
+    cache = json.loads(context.cursor) if context.cursor else {}
+    ready, unsettled = scan(platform.areas.incoming, cache, settle_s=SETTLE_S)
+    requests = []
+    for seen in ready:
+        earlier = ledger_landed_by_sha(warehouse.engine(), seen.sha256)
+        if earlier is not None:
+            context.log.info(f"{seen.name}: same content as already landed {earlier['file_name']}; "
+                             "it will be archived as a duplicate, nothing reloaded")
+        requests.append(dg.RunRequest(
+            run_key=seen.run_key,
+            run_config=dg.RunConfig(ops={"landed_files": {"config": {"files": [seen.name]}}}),
+            tags={"sales_platform/file": seen.name[:200], "sales_platform/sha256": seen.sha256},
+        ))
+    skip = None if requests else dg.SkipReason(
+        f"no new files ready ({len(unsettled)} still being written)" if unsettled else "no new files")
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cache), skip_reason=skip)
+
+
+@dg.sensor(
+    job=daily_sales_job,
+    minimum_interval_seconds=INTERVAL_S,
+    description="Loads the days touched by newly landed files (late files re-materialize old "
+    "days), one run per contiguous range of days, keyed by the files' content.",
+)
+def landed_days_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    requests = []
+    for entry in ledger_awaiting_load(warehouse.engine()):
+        for first, last in contiguous_ranges(entry["days"]):
+            requests.append(dg.RunRequest(
+                run_key=f"load:{entry['sha256']}:{first}:{last}",
+                tags={"dagster/asset_partition_range_start": first,
+                      "dagster/asset_partition_range_end": last,
+                      "sales_platform/file": entry["file_name"][:200]},
+            ))
+    if not requests:
+        return dg.SkipReason("no landed files awaiting load")
+    return requests
+
+
+aggregates_schedule = dg.ScheduleDefinition(
+    job=yearly_rollup_job,
+    cron_schedule="15 2 * * *",
+    description="Daily: recompute yearly aggregates for years whose days changed since.",
+)

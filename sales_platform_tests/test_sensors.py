@@ -1,0 +1,133 @@
+"""Drop and load sensors against a real (ephemeral) instance and real files."""
+
+import os
+import time
+
+import dagster as dg
+import pytest
+from sqlalchemy import select
+
+from sales_platform.core.warehouse.engine import cached_engine
+from sales_platform.core.warehouse.tables import file_ledger, sales
+from sales_platform.ingestion.sensors import incoming_files_sensor, landed_days_sensor
+from sales_platform_tests.helpers import (
+    SALES_CHAIN,
+    all_assets,
+    count,
+    materialize,
+    resources_for,
+    write_catalogue,
+    write_csv,
+)
+
+ROW = ["T1", "C1", "P1", "1", "2024-03-01T10:00:00"]
+
+
+@pytest.fixture
+def env(data_dir, key, tmp_path):
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'wh.db'}", key)
+    write_catalogue(data_dir, ["P1"])
+    with dg.instance_for_test() as instance:
+        yield data_dir, resources, instance
+
+
+def settled(path):
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    return path
+
+
+def tick(sensor, instance, resources, cursor=None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    result = sensor(context)
+    if isinstance(result, dg.SkipReason):
+        return [], cursor, result
+    if isinstance(result, list):
+        return result, cursor, None
+    return list(result.run_requests or []), result.cursor, result.skip_reason
+
+
+def land(request, resources, instance):
+    return dg.materialize(all_assets(), selection=["landed_files"], run_config=request.run_config,
+                          resources=resources, instance=instance)
+
+
+def test_first_drop_requests_one_landing_run_keyed_on_content(env):
+    data_dir, resources, instance = env
+    settled(write_csv(data_dir / "incoming" / "a.csv", [ROW]))
+    requests, cursor, _ = tick(incoming_files_sensor, instance, resources)
+    assert len(requests) == 1
+    run_key = requests[0].run_key
+    assert run_key.startswith("land:") and "a.csv" in run_key
+    again, _, _ = tick(incoming_files_sensor, instance, resources, cursor)
+    assert [r.run_key for r in again] == [run_key]  # same key: Dagster launches it once
+    reset, _, _ = tick(incoming_files_sensor, instance, resources, cursor=None)
+    assert [r.run_key for r in reset] == [run_key]  # cursor loss changes nothing
+    land(requests[0], resources, instance)
+    assert tick(incoming_files_sensor, instance, resources, cursor)[0] == []
+
+
+def test_file_still_being_written_is_not_picked(env):
+    data_dir, resources, instance = env
+    write_csv(data_dir / "incoming" / "a.csv.tmp", [ROW])
+    write_csv(data_dir / "incoming" / "fresh.csv", [ROW])  # mtime = now: not settled yet
+    requests, _, skip = tick(incoming_files_sensor, instance, resources)
+    assert requests == [] and "still being written" in skip.skip_message
+    settled(data_dir / "incoming" / "fresh.csv")
+    assert len(tick(incoming_files_sensor, instance, resources)[0]) == 1
+
+
+def test_multi_day_file_is_loaded_for_each_of_its_days(env):
+    data_dir, resources, instance = env
+    settled(write_csv(data_dir / "incoming" / "m.csv", [
+        ["T1", "C1", "P1", "1", "2024-03-01T10:00:00"], ["T2", "C1", "P1", "1", "2024-03-02T10:00:00"],
+        ["T3", "C1", "P1", "1", "2024-03-05T10:00:00"]]))
+    (request,), _, _ = tick(incoming_files_sensor, instance, resources)
+    land(request, resources, instance)
+    loads, _, _ = tick(landed_days_sensor, instance, resources)
+    ranges = sorted((r.tags["dagster/asset_partition_range_start"],
+                     r.tags["dagster/asset_partition_range_end"]) for r in loads)
+    assert ranges == [("2024-03-01", "2024-03-02"), ("2024-03-05", "2024-03-05")]
+    materialize(resources, ["dim_products"], instance=instance)
+    for r in loads:
+        result = dg.materialize(all_assets(), selection=SALES_CHAIN, resources=resources,
+                                instance=instance, tags=r.tags)
+        assert result.success
+    assert count(cached_engine(resources["warehouse"].url()), sales) == 3
+    assert tick(landed_days_sensor, instance, resources)[0] == []  # all loaded: nothing more
+
+
+def test_same_content_under_new_name_is_skipped_and_not_reloaded(env):
+    data_dir, resources, instance = env
+    settled(write_csv(data_dir / "incoming" / "a.csv", [ROW]))
+    (first,), _, _ = tick(incoming_files_sensor, instance, resources)
+    land(first, resources, instance)
+    for r in tick(landed_days_sensor, instance, resources)[0]:
+        materialize(resources, ["dim_products"], instance=instance)
+        dg.materialize(all_assets(), selection=SALES_CHAIN, resources=resources, instance=instance,
+                       tags=r.tags)
+    settled(write_csv(data_dir / "incoming" / "copy_of_a.csv", [ROW]))
+    (second,), _, _ = tick(incoming_files_sensor, instance, resources)
+    assert second.run_key != first.run_key
+    land(second, resources, instance)
+    assert tick(landed_days_sensor, instance, resources)[0] == []
+    engine = cached_engine(resources["warehouse"].url())
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(select(file_ledger.c.file_name, file_ledger.c.status)).all())
+    assert statuses == {"a.csv": "loaded", "copy_of_a.csv": "skipped_duplicate"}
+    assert not (data_dir / "incoming" / "copy_of_a.csv").exists()
+
+
+def test_corrupt_file_is_quarantined_and_never_loaded(env):
+    data_dir, resources, instance = env
+    bad = data_dir / "incoming" / "bad.csv"
+    bad.write_bytes(b"\x00\x01\x02 not a csv")
+    settled(bad)
+    (request,), _, _ = tick(incoming_files_sensor, instance, resources)
+    result = land(request, resources, instance)
+    assert result.success
+    assert "quarantined" in result.asset_materializations_for_node("landed_files")[0] \
+        .metadata["files"].value
+    assert tick(landed_days_sensor, instance, resources)[0] == []
+    reason = next((data_dir / "quarantine").glob("*.reason.txt")).read_text()
+    assert "bad.csv" in reason and "binary" in reason
