@@ -133,6 +133,22 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from sales_platform.products.api import serve
+
+    store = args.store or str(settings.data_dir() / "products_api.sqlite")
+    serve(args.host, args.port, store, os.environ.get(settings.API_TOKEN) or None)
+    return 0
+
+
+def cmd_atlas_tables(args: argparse.Namespace) -> int:
+    from sales_platform.governance.lineage import atlas_tables_command
+
+    for path in atlas_tables_command(Path(args.export), Path(args.out)):
+        print(path)
+    return 0
+
+
 def _add_generate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", default=settings.start_date(), help="first sale date")
     parser.add_argument("--days", type=int, default=7)
@@ -164,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--file", help="a sealed file (archive/…) to decrypt")
     dec.add_argument("--out", help="where to write the decrypted file")
     dec.set_defaults(func=cmd_decrypt)
+    api = sub.add_parser("api", help="serve the products API (token from SALES_PLATFORM_API_TOKEN)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=5050)
+    api.add_argument("--store", help="SQLite store (default <DATA_DIR>/products_api.sqlite)")
+    api.set_defaults(func=cmd_api)
+    atlas = sub.add_parser("atlas-tables", help="Apache Atlas JSON export -> CSV + Markdown tables")
+    atlas.add_argument("export", help="Atlas v2 entities JSON (or ZIP) export")
+    atlas.add_argument("--out", default="atlas_tables", help="output folder")
+    atlas.set_defaults(func=cmd_atlas_tables)
     return parser
 
 

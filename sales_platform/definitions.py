@@ -3,16 +3,18 @@
 import dagster as dg
 
 from sales_platform.aggregates import defs as aggregates
+from sales_platform.governance import defs as governance
 from sales_platform.ingestion import defs as ingestion
-from sales_platform.products import defs as products
-from sales_platform.sales import defs as sales
 from sales_platform.jobs import ALL_JOBS
+from sales_platform.products import defs as products
 from sales_platform.resources.factory import resources
+from sales_platform.sales import defs as sales
 
 defs = dg.Definitions.merge(
     ingestion.defs,
     sales.defs,
     products.defs,
     aggregates.defs,
+    governance.defs,
     dg.Definitions(jobs=ALL_JOBS, resources=resources()),
 )

@@ -17,6 +17,8 @@ FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48))
 
 
 @dg.asset(
+    metadata={"lineage/reads": ["table:sales", "table:dim_products"],
+              "lineage/writes": ["table:agg_sales_daily"]},
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill_policy,
     deps=["sales", "dim_products"],
@@ -41,6 +43,8 @@ def agg_sales_daily(context: dg.AssetExecutionContext,
 
 
 @dg.asset(
+    metadata={"lineage/reads": ["table:agg_sales_daily"],
+              "lineage/writes": ["table:agg_sales_yearly"]},
     deps=["agg_sales_daily"],
     group_name="aggregates",
     kinds={"sql"},

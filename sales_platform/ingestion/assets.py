@@ -36,6 +36,9 @@ class LandingConfig(dg.Config):
 
 
 @dg.asset(
+    metadata={"lineage/reads": ["file:incoming/*.csv"],
+              "lineage/writes": ["file:staging/landed", "file:staging/landing_rejects", "file:archive",
+                                 "file:quarantine", "table:file_ledger", "table:sales_rejects"]},
     group_name="ingestion",
     kinds={"csv"},
     owners=["team:data-platform"],
@@ -65,6 +68,8 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
 
 
 @dg.asset(
+    metadata={"lineage/reads": ["file:incoming/*.csv", "file:staging/landed"],
+              "lineage/writes": ["file:staging/landed", "table:file_ledger"]},
     partitions_def=daily_partitions,
     deps=[landed_files],
     backfill_policy=daily_backfill_policy,

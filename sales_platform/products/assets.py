@@ -17,6 +17,8 @@ CATALOGUE_FILE = "catalogue/products.csv"
 
 
 @dg.asset(
+    metadata={"lineage/reads": ["file:catalogue/products.csv"],
+              "lineage/writes": ["table:dim_products"]},
     group_name="products",
     kinds={"csv", "sql"},
     owners=["team:data-platform"],

@@ -66,6 +66,8 @@ def _days(context: dg.AssetExecutionContext) -> list[str]:
 
 
 @dg.asset(
+    metadata={"lineage/reads": ["file:staging/landed", "table:dim_products"],
+              "lineage/writes": ["file:staging/cleaned", "file:staging/rejects"]},
     **COMMON,
     deps=["raw_sales", "dim_products"],
     kinds={"pandas", "parquet"},
@@ -112,6 +114,7 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
 
 
 @dg.asset(
+    metadata={"lineage/reads": ["file:staging/rejects"], "lineage/writes": ["table:sales_rejects"]},
     **COMMON,
     deps=["cleaned_sales"],
     kinds={"sql"},
@@ -139,6 +142,7 @@ def sales_rejects(context: dg.AssetExecutionContext, platform: PlatformResource,
 
 
 @dg.asset(
+    metadata={"lineage/reads": ["file:staging/cleaned"], "lineage/writes": ["file:staging/encrypted"]},
     **COMMON,
     deps=["cleaned_sales"],
     kinds={"parquet"},
@@ -167,6 +171,8 @@ def encrypted_sales(context: dg.AssetExecutionContext,
 
 
 @dg.asset(
+    metadata={"lineage/reads": ["file:staging/encrypted"],
+              "lineage/writes": ["table:sales", "table:file_ledger"]},
     **COMMON,
     deps=["encrypted_sales"],
     kinds={"sql", "sqlite"},
