@@ -52,7 +52,7 @@ def _partition_range(first: str, last: str) -> dict[str, str]:
 
 
 def run_pipeline(first: str, last: str) -> bool:
-    """Products, then the daily assets for [first, last] in one run, then the yearly rollup."""
+    """Products, then the daily assets for [first, last] in one run, then rollups and exports."""
     import dagster as dg
 
     from sales_platform.definitions import defs
@@ -62,7 +62,7 @@ def run_pipeline(first: str, last: str) -> bool:
     with dg.DagsterInstance.get() as instance:
         for job_name, tags in (("products_job", {}),
                                ("daily_sales_job", _partition_range(first, last)),
-                               ("yearly_rollup_job", {})):
+                               ("rollups_job", {})):
             result = defs.resolve_job_def(job_name).execute_in_process(
                 instance=instance, tags=tags, raise_on_error=False, run_config=QUIET)
             print(f"{job_name}: {'succeeded' if result.success else 'FAILED'} (run {result.run_id})")

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from sales_platform.aggregates import defs as aggregates
+from sales_platform.exports import defs as exports
 from sales_platform.governance import defs as governance
 from sales_platform.ingestion import defs as ingestion
 from sales_platform.jobs import ALL_JOBS
@@ -15,6 +16,7 @@ defs = dg.Definitions.merge(
     sales.defs,
     products.defs,
     aggregates.defs,
+    exports.defs,
     governance.defs,
     dg.Definitions(jobs=ALL_JOBS, resources=resources()),
 )

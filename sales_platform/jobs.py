@@ -7,14 +7,16 @@ import dagster as dg
 from sales_platform.partitions import daily_partitions
 
 DAILY_ASSETS = ["raw_sales", "cleaned_sales", "sales_rejects", "encrypted_sales", "sales",
-                "agg_sales_daily"]
+                "agg_sales_daily", "agg_sales_by_product", "agg_sales_by_customer"]
+ROLLUP_ASSETS = ["agg_sales_monthly", "agg_sales_yearly", "agg_exports", "agg_sales_by_year_json",
+                 "lineage_export"]
 
 daily_sales_job = dg.define_asset_job(
     "daily_sales_job",
     selection=dg.AssetSelection.assets(*DAILY_ASSETS),
     partitions_def=daily_partitions,
     description="Land new drops and load the selected days: raw -> cleaned -> encrypted -> "
-    "sales (+ rejects and the daily aggregate).",
+    "sales (+ rejects and the per-day aggregates).",
 )
 
 land_files_job = dg.define_asset_job(
@@ -23,13 +25,15 @@ land_files_job = dg.define_asset_job(
 )
 
 products_job = dg.define_asset_job(
-    "products_job", selection=dg.AssetSelection.assets("dim_products"),
-    description="Refresh the products dimension.",
+    "products_job",
+    selection=dg.AssetSelection.assets("products_json", "products_api_upload", "dim_products"),
+    description="Catalogue -> products JSON (blob) -> products API -> dim_products.",
 )
 
-yearly_rollup_job = dg.define_asset_job(
-    "yearly_rollup_job", selection=dg.AssetSelection.assets("agg_sales_yearly"),
-    description="Recompute the yearly aggregate for years whose days changed.",
+rollups_job = dg.define_asset_job(
+    "rollups_job", selection=dg.AssetSelection.assets(*ROLLUP_ASSETS),
+    description="Monthly and yearly aggregates for changed periods, CSV/JSON exports of changed "
+    "years, and the lineage export.",
 )
 
-ALL_JOBS = [daily_sales_job, land_files_job, products_job, yearly_rollup_job]
+ALL_JOBS = [daily_sales_job, land_files_job, products_job, rollups_job]

@@ -11,9 +11,11 @@ from sqlalchemy import func, select
 from sales_platform.definitions import defs
 from sales_platform.resources.blob import LocalBlobStorage
 from sales_platform.resources.platform import PlatformResource
+from sales_platform.resources.products_api import ProductsApiResource
 from sales_platform.resources.warehouse import SqlUrlWarehouse
 
 SALES_CHAIN = ["raw_sales", "cleaned_sales", "sales_rejects", "encrypted_sales", "sales"]
+PRODUCTS = ["products_json", "products_api_upload", "dim_products"]
 HEADER = ["transaction_id", "customer_id", "product_id", "quantity", "timestamp"]
 
 
@@ -26,6 +28,7 @@ def resources_for(data_dir: Path, db_url: str, key: str, **platform) -> dict:
         "platform": PlatformResource(data_dir=str(data_dir), encryption_key=key, **platform),
         "warehouse": SqlUrlWarehouse(database_url=db_url),
         "blob": LocalBlobStorage(root=str(data_dir / "blob")),
+        "products_api": ProductsApiResource(store_path=str(data_dir / "products_api.sqlite")),
     }
 
 

@@ -41,5 +41,5 @@ def test_partitioned_assets_have_a_backfill_policy_and_checks_are_partitioned():
 
 
 def test_jobs_resolve():
-    for name in ("daily_sales_job", "products_job", "yearly_rollup_job"):
+    for name in ("daily_sales_job", "land_files_job", "products_job", "rollups_job"):
         assert defs.resolve_job_def(name) is not None

@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from sales_platform.core.crypto import generate_key
 from sales_platform.definitions import defs
 from sales_platform.governance.assets import BLOB_NAMES, lineage_export
 from sales_platform.governance.graph import lineage_nodes_from_defs
@@ -28,6 +29,7 @@ from sales_platform.governance.lineage import (
     write_tables,
 )
 from sales_platform.resources.blob import LocalBlobStorage
+from sales_platform_tests.helpers import resources_for
 
 FIXTURE = Path(__file__).parent / "fixtures" / "atlas_export.json"
 ORDERS, DAILY = "sales_db.orders@prod", "sales_db.orders_daily@prod"
@@ -235,16 +237,16 @@ def test_round_trip_our_atlas_json_gives_the_node_edges(source: str):
 
 
 def test_lineage_export_materializes_the_whole_graph_to_blob_storage(tmp_path: Path):
-    others = [a for a in defs.resolve_asset_graph().assets_defs if lineage_export.key not in a.keys]
+    others = [a for a in defs.assets if lineage_export.key not in a.keys]
     assets = [*others, lineage_export]
     blob = tmp_path / "blob"
     storage = LocalBlobStorage(root=str(blob))
-    # Only the selected asset's resources are needed to run it.
-    result = dg.materialize(assets, selection=[lineage_export.key], resources={"blob": storage})
+    resources = {**resources_for(tmp_path / "data", f"sqlite:///{tmp_path / 'w.db'}", generate_key()),
+                 "blob": storage}
+    result = dg.materialize(assets, selection=[lineage_export.key], resources=resources)
     assert result.success
 
-    nodes = lineage_nodes_from_defs(dg.Definitions(assets=assets,
-                                                   resources={"blob": storage}))
+    nodes = lineage_nodes_from_defs(dg.Definitions(assets=assets, resources=resources))
     expected_entities = atlas_entities(nodes)
     expected = consolidate(expected_entities)
     assert sorted(str(p.relative_to(blob)) for p in blob.rglob("*") if p.is_file()) == sorted(BLOB_NAMES)

@@ -13,6 +13,7 @@ from sales_platform.core.store import DataAreas
 from sales_platform.core.warehouse.engine import cached_engine
 from sales_platform.core.warehouse.tables import agg_sales_daily, file_ledger, sales, sales_rejects
 from sales_platform_tests.helpers import (
+    PRODUCTS,
     SALES_CHAIN,
     check_results,
     count,
@@ -47,7 +48,7 @@ def test_every_row_ends_in_exactly_one_place_and_reruns_change_nothing(setup):
     data_dir, resources, engine = setup
     files = generated(data_dir)
     rows_in_files = sum(n for _, n in files)
-    materialize(resources, ["dim_products"])
+    materialize(resources, PRODUCTS)
     for day in ("2024-03-01", "2024-03-02"):
         result = materialize(resources, SALES_CHAIN, day)
         assert all(check_results(result).values()), check_results(result)
@@ -74,7 +75,7 @@ def test_corrected_file_redropped_updates_and_removes_rows(setup):
     write_catalogue(data_dir, ["P1", "P2"])
     rows = [[f"T{i}", f"C{i % 3}", "P1", "1", f"{DAY}T10:00:{i:02d}"] for i in range(10)]
     write_csv(data_dir / "incoming" / "day.csv", rows)
-    materialize(resources, ["dim_products"])
+    materialize(resources, PRODUCTS)
     materialize(resources, SALES_CHAIN, DAY)
     assert count(engine, sales) == 10
     rows[0][3] = "7"
@@ -96,7 +97,7 @@ def test_bad_file_is_reported_and_other_files_of_the_day_still_load(setup):
     write_catalogue(data_dir, ["P1"])
     write_csv(data_dir / "incoming" / "good.csv", [["T1", "C1", "P1", "2", f"{DAY}T09:00:00"]])
     (data_dir / "incoming" / "broken.csv").write_text("id;who;what\n1;2;3\n")
-    materialize(resources, ["dim_products"])
+    materialize(resources, PRODUCTS)
     result = materialize(resources, SALES_CHAIN, DAY)
     assert result.success and count(engine, sales) == 1
     assert check_results(result)["no_quarantined_files"] is False
@@ -113,7 +114,7 @@ def test_blocking_reject_rate_check_stops_the_load(data_dir, key, tmp_path):
     write_catalogue(data_dir, ["P1"])
     write_csv(data_dir / "incoming" / "bad.csv",
               [["T1", "C1", "P1", "1", f"{DAY}T09:00:00"], ["T2", "C1", "P1", "-1", f"{DAY}T09:00:00"]])
-    materialize(resources, ["dim_products"])
+    materialize(resources, PRODUCTS)
     result = materialize(resources, SALES_CHAIN, DAY, raise_on_error=False)
     assert check_results(result)["reject_rate_below_threshold"] is False
     assert count(engine, sales) == 0  # blocked: sales never ran
@@ -123,7 +124,7 @@ def test_blocking_reject_rate_check_stops_the_load(data_dir, key, tmp_path):
 def test_range_run_loads_each_day_and_daily_aggregates(setup):
     data_dir, resources, engine = setup
     files = generated(data_dir, days=3, rows=200, defect_rate=0.0)
-    materialize(resources, ["dim_products"])
+    materialize(resources, PRODUCTS)
     tags = {"dagster/asset_partition_range_start": "2024-03-01",
             "dagster/asset_partition_range_end": "2024-03-03"}
     result = dg.materialize(
@@ -152,7 +153,7 @@ def test_no_plaintext_identifier_is_persisted(data_dir, key, tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as instance:
-        materialize(resources, ["dim_products"], instance=instance)
+        materialize(resources, PRODUCTS, instance=instance)
         materialize(resources, SALES_CHAIN, DAY, instance=instance)
     leaks = []
     for root in (data_dir, home):
@@ -169,7 +170,7 @@ def test_materialization_metadata_and_checks_are_per_partition(setup):
     data_dir, resources, engine = setup
     write_catalogue(data_dir, ["P1"])
     write_csv(data_dir / "incoming" / "a.csv", [["T1", "C1", "P1", "2", f"{DAY}T09:00:00"]])
-    materialize(resources, ["dim_products"])
+    materialize(resources, PRODUCTS)
     result = materialize(resources, SALES_CHAIN, DAY)
     meta = result.asset_materializations_for_node("sales")[0].metadata
     assert "dagster/column_schema" in meta and meta["table"].value == "sales"

@@ -11,6 +11,7 @@ from sales_platform.core.warehouse.engine import cached_engine
 from sales_platform.core.warehouse.tables import file_ledger, sales
 from sales_platform.ingestion.sensors import incoming_files_sensor, landed_days_sensor
 from sales_platform_tests.helpers import (
+    PRODUCTS,
     SALES_CHAIN,
     all_assets,
     count,
@@ -88,7 +89,7 @@ def test_multi_day_file_is_loaded_for_each_of_its_days(env):
     ranges = sorted((r.tags["dagster/asset_partition_range_start"],
                      r.tags["dagster/asset_partition_range_end"]) for r in loads)
     assert ranges == [("2024-03-01", "2024-03-02"), ("2024-03-05", "2024-03-05")]
-    materialize(resources, ["dim_products"], instance=instance)
+    materialize(resources, PRODUCTS, instance=instance)
     for r in loads:
         result = dg.materialize(all_assets(), selection=SALES_CHAIN, resources=resources,
                                 instance=instance, tags=r.tags)
@@ -103,7 +104,7 @@ def test_same_content_under_new_name_is_skipped_and_not_reloaded(env):
     (first,), _, _ = tick(incoming_files_sensor, instance, resources)
     land(first, resources, instance)
     for r in tick(landed_days_sensor, instance, resources)[0]:
-        materialize(resources, ["dim_products"], instance=instance)
+        materialize(resources, PRODUCTS, instance=instance)
         dg.materialize(all_assets(), selection=SALES_CHAIN, resources=resources, instance=instance,
                        tags=r.tags)
     settled(write_csv(data_dir / "incoming" / "copy_of_a.csv", [ROW]))

@@ -1,77 +1,108 @@
-"""Aggregates over the sales table, recomputed only for the days and years that changed."""
-
+"""Aggregates over the sales table, recomputed only for the days, months and years that changed."""
 
 from datetime import date, datetime, timedelta
 
 import dagster as dg
-from sqlalchemy import Integer, cast, extract, func, select
 
-from sales_platform.core.warehouse.aggregates import refresh_daily, refresh_yearly, unpriced_rows
-from sales_platform.core.warehouse.tables import agg_sales_daily as daily_table
-from sales_platform.core.warehouse.tables import agg_sales_yearly as yearly_table
+from sales_platform.core.warehouse import aggregates as agg
+from sales_platform.core.warehouse import tables
 from sales_platform.metadata import column_schema
 from sales_platform.partitions import daily_backfill_policy, daily_partitions
 from sales_platform.resources.warehouse import WarehouseResource
 
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48))
+COMMON = dict(group_name="aggregates", kinds={"sql"}, owners=["team:analytics"],
+              freshness_policy=FRESHNESS, pool="warehouse_writes")
+DAILY = dict(partitions_def=daily_partitions, backfill_policy=daily_backfill_policy)
+
+
+def _days(context: dg.AssetExecutionContext) -> list[date]:
+    return [date.fromisoformat(d) for d in context.partition_keys]
+
+
+def _table_metadata(table) -> dict:
+    return {"table": table.name, "dagster/column_schema": column_schema(table)}
 
 
 @dg.asset(
+    **COMMON, **DAILY,
+    deps=["sales", "dim_products"],
     metadata={"lineage/reads": ["table:sales", "table:dim_products"],
               "lineage/writes": ["table:agg_sales_daily"]},
-    partitions_def=daily_partitions,
-    backfill_policy=daily_backfill_policy,
-    deps=["sales", "dim_products"],
-    group_name="aggregates",
-    kinds={"sql"},
-    owners=["team:analytics"],
     code_version="agg-daily-1",
-    freshness_policy=FRESHNESS,
-    pool="warehouse_writes",
     description="Per sale date: transactions, total quantity, total revenue (quantity x the "
-    "catalogue's unit price).",
+    "product's unit price from dim_products).",
 )
 def agg_sales_daily(context: dg.AssetExecutionContext,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
-    days = [date.fromisoformat(d) for d in context.partition_keys]
-    engine = warehouse.engine()
-    written = refresh_daily(engine, days, datetime.now())
+    engine, days = warehouse.engine(), _days(context)
+    written = agg.refresh_daily(engine, days, datetime.now())
     return dg.MaterializeResult(metadata={
-        "days_written": written, "rows_without_price": unpriced_rows(engine, days),
-        "table": daily_table.name, "dagster/column_schema": column_schema(daily_table),
-    })
+        "days_written": written, "rows_without_price": agg.unpriced_rows(engine, days),
+        **_table_metadata(tables.agg_sales_daily)})
 
 
 @dg.asset(
+    **COMMON, **DAILY,
+    deps=["sales", "dim_products"],
+    metadata={"lineage/reads": ["table:sales", "table:dim_products"],
+              "lineage/writes": ["table:agg_sales_by_product"]},
+    code_version="agg-product-1",
+    description="Per sale date and product: transactions, quantity, revenue, with the product's "
+    "name and category from dim_products.",
+)
+def agg_sales_by_product(context: dg.AssetExecutionContext,
+                         warehouse: WarehouseResource) -> dg.MaterializeResult:
+    written = agg.refresh_by_product(warehouse.engine(), _days(context), datetime.now())
+    return dg.MaterializeResult(metadata={"rows_written": written,
+                                          **_table_metadata(tables.agg_sales_by_product)})
+
+
+@dg.asset(
+    **COMMON, **DAILY,
+    deps=["sales", "dim_products"],
+    metadata={"lineage/reads": ["table:sales", "table:dim_products"],
+              "lineage/writes": ["table:agg_sales_by_customer"]},
+    code_version="agg-customer-1",
+    description="Per sale date and customer token (identifiers stay encrypted): transactions, "
+    "quantity, revenue.",
+)
+def agg_sales_by_customer(context: dg.AssetExecutionContext,
+                          warehouse: WarehouseResource) -> dg.MaterializeResult:
+    written = agg.refresh_by_customer(warehouse.engine(), _days(context), datetime.now())
+    return dg.MaterializeResult(metadata={"rows_written": written,
+                                          **_table_metadata(tables.agg_sales_by_customer)})
+
+
+@dg.asset(
+    **COMMON,
+    deps=[agg_sales_daily],
+    metadata={"lineage/reads": ["table:agg_sales_daily"],
+              "lineage/writes": ["table:agg_sales_monthly"]},
+    code_version="agg-monthly-1",
+    description="Per month, from agg_sales_daily; only months whose days were refreshed since.",
+)
+def agg_sales_monthly(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    engine = warehouse.engine()
+    months = agg.changed_months(engine)
+    written = agg.refresh_monthly(engine, months, datetime.now()) if months else 0
+    return dg.MaterializeResult(metadata={
+        "months_recomputed": dg.MetadataValue.json([f"{y}-{m:02d}" for y, m in months]),
+        "rows_written": written, **_table_metadata(tables.agg_sales_monthly)})
+
+
+@dg.asset(
+    **COMMON,
+    deps=[agg_sales_daily],
     metadata={"lineage/reads": ["table:agg_sales_daily"],
               "lineage/writes": ["table:agg_sales_yearly"]},
-    deps=["agg_sales_daily"],
-    group_name="aggregates",
-    kinds={"sql"},
-    owners=["team:analytics"],
     code_version="agg-yearly-1",
-    freshness_policy=FRESHNESS,
-    pool="warehouse_writes",
-    description="Per year, from agg_sales_daily; only years whose daily aggregates were "
-    "refreshed since the year was last computed are recomputed.",
+    description="Per year, from agg_sales_daily; only years whose days were refreshed since.",
 )
 def agg_sales_yearly(warehouse: WarehouseResource) -> dg.MaterializeResult:
     engine = warehouse.engine()
-    years = changed_years(engine)
-    written = refresh_yearly(engine, years, datetime.now()) if years else 0
+    years = agg.changed_years(engine)
+    written = agg.refresh_yearly(engine, years, datetime.now()) if years else 0
     return dg.MaterializeResult(metadata={
-        "years_recomputed": dg.MetadataValue.json(years), "years_written": written,
-        "table": yearly_table.name, "dagster/column_schema": column_schema(yearly_table),
-    })
-
-
-def changed_years(engine) -> list[int]:
-    year = cast(extract("year", daily_table.c.sale_date), Integer)
-    daily = (select(year.label("year"), func.max(daily_table.c.refreshed_at).label("latest"))
-             .group_by(year).subquery())
-    query = (select(daily.c.year)
-             .select_from(daily.outerjoin(yearly_table, yearly_table.c.year == daily.c.year))
-             .where((yearly_table.c.refreshed_at.is_(None))
-                    | (daily.c.latest > yearly_table.c.refreshed_at)))
-    with engine.connect() as conn:
-        return sorted(int(y) for y in conn.execute(query).scalars())
+        "years_recomputed": dg.MetadataValue.json(years), "rows_written": written,
+        **_table_metadata(tables.agg_sales_yearly)})

@@ -1,5 +1,12 @@
 import dagster as dg
 
-from sales_platform.aggregates.assets import agg_sales_daily, agg_sales_yearly
+from sales_platform.aggregates.assets import (
+    agg_sales_by_customer,
+    agg_sales_by_product,
+    agg_sales_daily,
+    agg_sales_monthly,
+    agg_sales_yearly,
+)
 
-defs = dg.Definitions(assets=[agg_sales_daily, agg_sales_yearly])
+defs = dg.Definitions(assets=[agg_sales_daily, agg_sales_by_product, agg_sales_by_customer,
+                              agg_sales_monthly, agg_sales_yearly])

@@ -48,3 +48,22 @@ def with_tokens(products: pd.DataFrame, tokenizer: Tokenizer) -> pd.DataFrame:
     out.insert(1, "product_token", tokenizer.encrypt_series(out["product_id"]))
     out["updated_at"] = [ts.to_pydatetime() for ts in out["updated_at"]]
     return out
+
+
+def products_document(catalogue: pd.DataFrame) -> list[dict]:
+    """The products dimension as the JSON document exchanged with the API."""
+    return [
+        {"product_id": str(r.product_id), "name": str(r.name), "category": str(r.category),
+         "unit_price": float(r.unit_price),
+         "updated_at": pd.Timestamp(r.updated_at).isoformat(timespec="seconds")}
+        for r in catalogue.itertuples(index=False)
+    ]
+
+
+def frame_from_items(items: list[dict]) -> pd.DataFrame:
+    """API items back into a catalogue frame (same types as read_catalogue)."""
+    frame = pd.DataFrame(items, columns=list(CATALOGUE_COLUMNS))
+    frame["product_id"] = normalize_identifiers(frame["product_id"].astype(str))
+    frame["unit_price"] = [Decimal(str(round(float(p), 2))) for p in frame["unit_price"]]
+    frame["updated_at"] = pd.to_datetime(frame["updated_at"], utc=True).dt.tz_localize(None)
+    return frame

@@ -11,7 +11,7 @@ import dagster as dg
 
 from sales_platform.core.dropzone import contiguous_ranges, scan
 from sales_platform.core.warehouse.records import ledger_awaiting_load, ledger_landed_by_sha
-from sales_platform.jobs import daily_sales_job, land_files_job, yearly_rollup_job
+from sales_platform.jobs import daily_sales_job, land_files_job, rollups_job
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
 
@@ -67,7 +67,8 @@ def landed_days_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
 
 
 aggregates_schedule = dg.ScheduleDefinition(
-    job=yearly_rollup_job,
+    job=rollups_job,
     cron_schedule="15 2 * * *",
-    description="Daily: recompute yearly aggregates for years whose days changed since.",
+    description="Daily after the loads: monthly/yearly aggregates and exports for the periods "
+    "that changed since, and the lineage export.",
 )

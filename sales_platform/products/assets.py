@@ -1,38 +1,87 @@
-"""The products dimension."""
+"""The products flow: catalogue -> products_json (blob) -> products API -> dim_products."""
 
-
+import json
+import time
 from pathlib import Path
 
 import dagster as dg
 
 from sales_platform.core.crypto import Tokenizer
-from sales_platform.core.products import read_catalogue, with_tokens
+from sales_platform.core.products import (
+    frame_from_items,
+    products_document,
+    read_catalogue,
+    with_tokens,
+)
 from sales_platform.core.warehouse.records import upsert_products
 from sales_platform.core.warehouse.tables import dim_products as dim_products_table
 from sales_platform.metadata import column_schema, markdown_table
+from sales_platform.resources.blob import BlobStorageResource
 from sales_platform.resources.platform import PlatformResource
+from sales_platform.resources.products_api import ProductsApiResource
 from sales_platform.resources.warehouse import WarehouseResource
 
 CATALOGUE_FILE = "catalogue/products.csv"
+PRODUCTS_BLOB = "products/products.json"
+COMMON = dict(group_name="products", owners=["team:data-platform"])
 
 
 @dg.asset(
+    **COMMON,
     metadata={"lineage/reads": ["file:catalogue/products.csv"],
-              "lineage/writes": ["table:dim_products"]},
-    group_name="products",
-    kinds={"csv", "sql"},
-    owners=["team:data-platform"],
-    code_version="dim-products-1",
-    description="Products (id, token, name, category, unit price) upserted from the product "
-    "catalogue <DATA_DIR>/catalogue/products.csv. Sales join to it on the product token.",
+              "lineage/writes": [f"blob:{PRODUCTS_BLOB}"]},
+    kinds={"csv", "json", "azure"},
+    code_version="products-json-1",
+    description="The products dimension (id, name, category, unit price, updated_at) extracted "
+    "from the product catalogue, validated, as a JSON document in blob storage.",
 )
-def dim_products(platform: PlatformResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def products_json(platform: PlatformResource, blob: BlobStorageResource) -> dg.MaterializeResult:
     catalogue = read_catalogue(Path(platform.areas.root) / CATALOGUE_FILE)
-    products = with_tokens(catalogue, Tokenizer(platform.keyring()))
+    document = products_document(catalogue)
+    location = blob.put_bytes(PRODUCTS_BLOB, json.dumps(document, indent=1).encode())
+    return dg.MaterializeResult(metadata={
+        "products": len(document), "blob": PRODUCTS_BLOB, "location": location,
+        "preview": markdown_table(catalogue),
+    })
+
+
+@dg.asset(
+    **COMMON,
+    deps=[products_json],
+    metadata={"lineage/reads": [f"blob:{PRODUCTS_BLOB}"], "lineage/writes": ["file:products_api"]},
+    kinds={"json"},
+    code_version="products-upload-1",
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+    description="The products JSON uploaded to the products API (PUT /products, idempotent).",
+)
+def products_api_upload(blob: BlobStorageResource,
+                        products_api: ProductsApiResource) -> dg.MaterializeResult:
+    products = json.loads(blob.get_bytes(PRODUCTS_BLOB))
+    reply = products_api.put_products(products)
+    return dg.MaterializeResult(metadata={**reply, "api": products_api.mode})
+
+
+@dg.asset(
+    **COMMON,
+    deps=[products_api_upload],
+    metadata={"lineage/reads": ["file:products_api"], "lineage/writes": ["table:dim_products"]},
+    kinds={"json", "sql"},
+    code_version="dim-products-2",
+    pool="warehouse_writes",
+    description="Products read back from the API (GET /products, paginated) and upserted into "
+    "dim_products with the product token; sales and aggregates join on the token.",
+)
+def dim_products(platform: PlatformResource, warehouse: WarehouseResource,
+                 products_api: ProductsApiResource) -> dg.MaterializeResult:
+    started = time.monotonic()
+    items = list(products_api.iter_products())
+    if not items:
+        raise dg.Failure("the products API returned no products: run products_api_upload first")
+    products = with_tokens(frame_from_items(items), Tokenizer(platform.keyring()))
     counts = upsert_products(warehouse.engine(), products)
     return dg.MaterializeResult(metadata={
         **counts, "products": len(products), "table": dim_products_table.name,
-        "database": warehouse.display_url(),
+        "database": warehouse.display_url(), "duration_s": round(time.monotonic() - started, 3),
         "preview": markdown_table(products.drop(columns=["product_token"])),
         "dagster/column_schema": column_schema(dim_products_table),
     })

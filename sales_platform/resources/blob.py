@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -45,6 +46,18 @@ class LocalBlobStorage(BlobStorageResource):
         path = self._path(name)
         atomic_write_bytes(path, data)
         return str(path)
+
+    def put_file(self, name: str, path: Path) -> str:
+        """Copy in blocks beside the target, then rename: atomic, bounded memory."""
+        target = self._path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return str(target)
 
     def get_bytes(self, name: str) -> bytes:
         return self._path(name).read_bytes()

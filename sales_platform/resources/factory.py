@@ -9,6 +9,7 @@ import dagster as dg
 from sales_platform.core import settings
 from sales_platform.resources.blob import LocalBlobStorage
 from sales_platform.resources.platform import PlatformResource
+from sales_platform.resources.products_api import ProductsApiResource
 from sales_platform.resources.warehouse import SqliteWarehouse, SqlUrlWarehouse, WarehouseResource
 
 
@@ -36,9 +37,18 @@ def blob_resource() -> LocalBlobStorage:
     return LocalBlobStorage(root=str(settings.data_dir() / "blob"))
 
 
+def products_api_resource() -> ProductsApiResource:
+    """Real HTTP when SALES_PLATFORM_API_URL is set; else the same app in-process (zero setup)."""
+    return ProductsApiResource(
+        base_url=_env_or(settings.API_URL, None),
+        store_path=str(settings.data_dir() / "products_api.sqlite"),
+        token=_env_or(settings.API_TOKEN, None),
+    )
+
+
 def resources() -> dict[str, object]:
     return {"platform": platform_resource(), "warehouse": warehouse_resource(),
-            "blob": blob_resource()}
+            "blob": blob_resource(), "products_api": products_api_resource()}
 
 
 def resolved(resource: dg.ConfigurableResource):

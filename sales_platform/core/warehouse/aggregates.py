@@ -1,70 +1,147 @@
-"""Aggregate tables, recomputed only for the days and years given (delete + insert per key)."""
+"""Aggregate tables, recomputed only for the days, months and years given (delete + insert per key)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import Engine, Integer, cast, delete, extract, func, insert, literal, select
+from sqlalchemy import (
+    Engine,
+    Integer,
+    Table,
+    and_,
+    cast,
+    delete,
+    extract,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
 
 from sales_platform.core.warehouse.tables import (
+    agg_sales_by_customer,
+    agg_sales_by_product,
     agg_sales_daily,
+    agg_sales_monthly,
     agg_sales_yearly,
     dim_products,
     sales,
 )
 
+_priced = sales.outerjoin(dim_products, dim_products.c.product_token == sales.c.product_id)
+_revenue = func.coalesce(func.sum(sales.c.quantity * dim_products.c.unit_price), 0)
+
+
+def _year(column):
+    return cast(extract("year", column), Integer)
+
+
+def _month(column):
+    return cast(extract("month", column), Integer)
+
+
+def _replace(engine: Engine, table: Table, where, columns: list[str], source) -> int:
+    with engine.begin() as conn:
+        conn.execute(delete(table).where(where))
+        return conn.execute(insert(table).from_select(columns, source)).rowcount or 0
+
 
 def refresh_daily(engine: Engine, days: Sequence[date], now: datetime) -> int:
-    """Recompute agg_sales_daily for ``days`` from sales joined to product unit prices."""
-    revenue = func.coalesce(func.sum(sales.c.quantity * dim_products.c.unit_price), 0)
+    """agg_sales_daily for ``days``: revenue = quantity x the product's unit price."""
     source = (
-        select(
-            sales.c.sale_date,
-            func.count().label("transactions"),
-            func.sum(sales.c.quantity).label("total_quantity"),
-            revenue.label("total_revenue"),
-            literal(now).label("refreshed_at"),
-        )
-        .select_from(sales.outerjoin(dim_products,
-                                     dim_products.c.product_token == sales.c.product_id))
-        .where(sales.c.sale_date.in_(list(days)))
-        .group_by(sales.c.sale_date)
+        select(sales.c.sale_date, func.count(), func.sum(sales.c.quantity), _revenue, literal(now))
+        .select_from(_priced).where(sales.c.sale_date.in_(list(days))).group_by(sales.c.sale_date)
     )
-    with engine.begin() as conn:
-        conn.execute(delete(agg_sales_daily).where(agg_sales_daily.c.sale_date.in_(list(days))))
-        result = conn.execute(insert(agg_sales_daily).from_select(
-            ["sale_date", "transactions", "total_quantity", "total_revenue", "refreshed_at"],
-            source))
-        return result.rowcount or 0
+    return _replace(engine, agg_sales_daily, agg_sales_daily.c.sale_date.in_(list(days)),
+                    ["sale_date", "transactions", "total_quantity", "total_revenue", "refreshed_at"],
+                    source)
+
+
+def refresh_by_product(engine: Engine, days: Sequence[date], now: datetime) -> int:
+    """Per day and product, with the product's name and category from dim_products."""
+    source = (
+        select(sales.c.sale_date, sales.c.product_id, func.max(dim_products.c.name),
+               func.max(dim_products.c.category), func.count(), func.sum(sales.c.quantity),
+               func.sum(sales.c.quantity * dim_products.c.unit_price), literal(now))
+        .select_from(_priced).where(sales.c.sale_date.in_(list(days)))
+        .group_by(sales.c.sale_date, sales.c.product_id)
+    )
+    return _replace(engine, agg_sales_by_product, agg_sales_by_product.c.sale_date.in_(list(days)),
+                    ["sale_date", "product_token", "product_name", "category", "transactions",
+                     "total_quantity", "total_revenue", "refreshed_at"], source)
+
+
+def refresh_by_customer(engine: Engine, days: Sequence[date], now: datetime) -> int:
+    """Per day and customer token (never plaintext)."""
+    source = (
+        select(sales.c.sale_date, sales.c.customer_id, func.count(), func.sum(sales.c.quantity),
+               _revenue, literal(now))
+        .select_from(_priced).where(sales.c.sale_date.in_(list(days)))
+        .group_by(sales.c.sale_date, sales.c.customer_id)
+    )
+    return _replace(engine, agg_sales_by_customer, agg_sales_by_customer.c.sale_date.in_(list(days)),
+                    ["sale_date", "customer_token", "transactions", "total_quantity", "total_revenue",
+                     "refreshed_at"], source)
+
+
+def _totals():
+    d = agg_sales_daily.c
+    return [func.sum(d.transactions), func.sum(d.total_quantity), func.sum(d.total_revenue)]
+
+
+def refresh_monthly(engine: Engine, months: Sequence[tuple[int, int]], now: datetime) -> int:
+    d = agg_sales_daily.c
+    key = tuple_(_year(d.sale_date), _month(d.sale_date))
+    wanted = or_(*(and_(_year(d.sale_date) == y, _month(d.sale_date) == m) for y, m in months))
+    source = (select(_year(d.sale_date), _month(d.sale_date), *_totals(), literal(now))
+              .where(wanted).group_by(*key.clauses))
+    m = agg_sales_monthly.c
+    where = or_(*(and_(m.year == y, m.month == mo) for y, mo in months))
+    return _replace(engine, agg_sales_monthly, where,
+                    ["year", "month", "transactions", "total_quantity", "total_revenue",
+                     "refreshed_at"], source)
 
 
 def refresh_yearly(engine: Engine, years: Sequence[int], now: datetime) -> int:
-    year = cast(extract("year", agg_sales_daily.c.sale_date), Integer)
-    source = (
-        select(
-            year.label("year"),
-            func.sum(agg_sales_daily.c.transactions),
-            func.sum(agg_sales_daily.c.total_quantity),
-            func.sum(agg_sales_daily.c.total_revenue),
-            literal(now).label("refreshed_at"),
-        )
-        .where(year.in_(list(years)))
-        .group_by(year)
-    )
-    with engine.begin() as conn:
-        conn.execute(delete(agg_sales_yearly).where(agg_sales_yearly.c.year.in_(list(years))))
-        result = conn.execute(insert(agg_sales_yearly).from_select(
-            ["year", "transactions", "total_quantity", "total_revenue", "refreshed_at"], source))
-        return result.rowcount or 0
+    d = agg_sales_daily.c
+    source = (select(_year(d.sale_date), *_totals(), literal(now))
+              .where(_year(d.sale_date).in_(list(years))).group_by(_year(d.sale_date)))
+    return _replace(engine, agg_sales_yearly, agg_sales_yearly.c.year.in_(list(years)),
+                    ["year", "transactions", "total_quantity", "total_revenue", "refreshed_at"],
+                    source)
+
+
+def changed_years(engine: Engine) -> list[int]:
+    """Years whose daily aggregates were refreshed after the yearly row (or have none)."""
+    d, y = agg_sales_daily.c, agg_sales_yearly.c
+    daily = (select(_year(d.sale_date).label("year"), func.max(d.refreshed_at).label("latest"))
+             .group_by(_year(d.sale_date)).subquery())
+    query = (select(daily.c.year).select_from(daily.outerjoin(agg_sales_yearly, y.year == daily.c.year))
+             .where(or_(y.refreshed_at.is_(None), daily.c.latest > y.refreshed_at)))
+    with engine.connect() as conn:
+        return sorted(int(v) for v in conn.execute(query).scalars())
+
+
+def changed_months(engine: Engine) -> list[tuple[int, int]]:
+    d, m = agg_sales_daily.c, agg_sales_monthly.c
+    daily = (select(_year(d.sale_date).label("year"), _month(d.sale_date).label("month"),
+                    func.max(d.refreshed_at).label("latest"))
+             .group_by(_year(d.sale_date), _month(d.sale_date)).subquery())
+    query = (select(daily.c.year, daily.c.month)
+             .select_from(daily.outerjoin(agg_sales_monthly, and_(m.year == daily.c.year,
+                                                                  m.month == daily.c.month)))
+             .where(or_(m.refreshed_at.is_(None), daily.c.latest > m.refreshed_at)))
+    with engine.connect() as conn:
+        return sorted((int(a), int(b)) for a, b in conn.execute(query).all())
 
 
 def unpriced_rows(engine: Engine, days: Sequence[date]) -> int:
     """Sales rows of ``days`` whose product has no price in dim_products (revenue unknown)."""
     with engine.connect() as conn:
         return conn.execute(
-            select(func.count())
-            .select_from(sales.outerjoin(dim_products,
-                                         dim_products.c.product_token == sales.c.product_id))
+            select(func.count()).select_from(_priced)
             .where(sales.c.sale_date.in_(list(days)), dim_products.c.product_id.is_(None))
         ).scalar_one()

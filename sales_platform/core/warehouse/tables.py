@@ -111,6 +111,51 @@ agg_sales_yearly = Table(
     Column("refreshed_at", DateTime, nullable=False),
 )
 
+agg_sales_monthly = Table(
+    "agg_sales_monthly",
+    metadata,
+    Column("year", Integer, primary_key=True),
+    Column("month", Integer, primary_key=True),
+    Column("transactions", Integer, nullable=False),
+    Column("total_quantity", Integer, nullable=False),
+    Column("total_revenue", Numeric(18, 2), nullable=False),
+    Column("refreshed_at", DateTime, nullable=False),
+)
+
+agg_sales_by_product = Table(
+    "agg_sales_by_product",
+    metadata,
+    Column("sale_date", Date, primary_key=True),
+    Column("product_token", ID, primary_key=True),
+    Column("product_name", String(255), nullable=True),
+    Column("category", String(100), nullable=True),
+    Column("transactions", Integer, nullable=False),
+    Column("total_quantity", Integer, nullable=False),
+    Column("total_revenue", Numeric(18, 2), nullable=True),
+    Column("refreshed_at", DateTime, nullable=False),
+)
+
+agg_sales_by_customer = Table(
+    "agg_sales_by_customer",
+    metadata,
+    Column("sale_date", Date, primary_key=True),
+    Column("customer_token", ID, primary_key=True, comment="token (AES-SIV), not plaintext"),
+    Column("transactions", Integer, nullable=False),
+    Column("total_quantity", Integer, nullable=False),
+    Column("total_revenue", Numeric(18, 2), nullable=False),
+    Column("refreshed_at", DateTime, nullable=False),
+)
+
+export_log = Table(
+    "export_log",
+    metadata,
+    Column("export_name", String(64), primary_key=True),
+    Column("year", Integer, primary_key=True),
+    Column("blob_name", String(255), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("exported_at", DateTime, nullable=False),
+)
+
 
 def create_all(engine: Engine) -> None:
     metadata.create_all(engine, checkfirst=True)
