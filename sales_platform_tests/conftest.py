@@ -11,6 +11,8 @@ import pytest
 
 from sales_platform.core.crypto import Keyring, generate_key
 
+pytest_plugins = ["sales_platform_tests.azurite"]
+
 PG_ADMIN_URL = os.environ.get("SALES_PLATFORM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

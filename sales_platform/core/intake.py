@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -69,11 +70,13 @@ def pending_files(incoming: Path) -> list[Path]:
 class Intake:
     def __init__(self, areas: DataAreas, engine: Engine, keyring: Keyring,
                  contract: SchemaContract, rules: QualityRules, code_version: str,
-                 now: datetime | None = None) -> None:
+                 now: datetime | None = None,
+                 archive_sink: Callable[[str, Path], str] | None = None) -> None:
         self.areas = areas
         self.engine = engine
         self.keyring = keyring
         self.code_version = code_version
+        self.archive_sink = archive_sink  # e.g. blob storage: a second, off-machine sealed copy
         self.now = now or datetime.now()
         self.lander = Lander(areas, keyring, contract, rules, self.now)
 
@@ -114,6 +117,8 @@ class Intake:
         target = self.areas.archive / f"{sha}.csv.sealed"
         if not target.exists():
             seal_file(self.keyring.active, path, target)
+            if self.archive_sink is not None:
+                self.archive_sink(f"archive/{target.name}", target)
         return target
 
     def _skip_duplicate(self, path: Path, sha: str, size: int, first_name: str) -> FileOutcome:

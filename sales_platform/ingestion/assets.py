@@ -9,6 +9,7 @@ from sales_platform.core.intake import FileOutcome, Intake, landed_rows_for_day
 from sales_platform.core.warehouse.records import LEDGER_QUARANTINED
 from sales_platform.metadata import counts_table, rate
 from sales_platform.partitions import daily_backfill_policy, daily_partitions
+from sales_platform.resources.blob import BlobStorageResource
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
 
@@ -38,7 +39,8 @@ class LandingConfig(dg.Config):
 @dg.asset(
     metadata={"lineage/reads": ["file:incoming/*.csv"],
               "lineage/writes": ["file:staging/landed", "file:staging/landing_rejects", "file:archive",
-                                 "file:quarantine", "table:file_ledger", "table:sales_rejects"]},
+                                 "file:quarantine", "table:file_ledger", "table:sales_rejects",
+                                 "blob:archive"]},
     group_name="ingestion",
     kinds={"csv"},
     owners=["team:data-platform"],
@@ -49,10 +51,11 @@ class LandingConfig(dg.Config):
     "unreadable files go to quarantine/ with a reason file. The drop sensor runs this per file.",
 )
 def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
-                 platform: PlatformResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+                 platform: PlatformResource, warehouse: WarehouseResource,
+                 blob: BlobStorageResource) -> dg.MaterializeResult:
     started = time.monotonic()
     intake = Intake(platform.areas, warehouse.engine(), platform.keyring(), platform.contract(),
-                    platform.rules(), code_version=RAW_SALES_VERSION)
+                    platform.rules(), code_version=RAW_SALES_VERSION, archive_sink=blob.put_file)
     outcomes = intake.run(only=set(config.files) or None)
     for o in outcomes:
         if o.status == LEDGER_QUARANTINED:
@@ -85,10 +88,10 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
     "go to quarantine/ with a reason file.",
 )
 def raw_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
-              warehouse: WarehouseResource):
+              warehouse: WarehouseResource, blob: BlobStorageResource):
     started = time.monotonic()
     intake = Intake(platform.areas, warehouse.engine(), platform.keyring(), platform.contract(),
-                    platform.rules(), code_version=RAW_SALES_VERSION)
+                    platform.rules(), code_version=RAW_SALES_VERSION, archive_sink=blob.put_file)
     outcomes = intake.run()
     quarantined = [o for o in outcomes if o.status == LEDGER_QUARANTINED]
     for o in quarantined:

@@ -7,7 +7,7 @@ import os
 import dagster as dg
 
 from sales_platform.core import settings
-from sales_platform.resources.blob import LocalBlobStorage
+from sales_platform.resources.blob import BlobStorageResource, LocalBlobStorage
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.products_api import ProductsApiResource
 from sales_platform.resources.warehouse import SqliteWarehouse, SqlUrlWarehouse, WarehouseResource
@@ -33,8 +33,21 @@ def warehouse_resource() -> WarehouseResource:
     return SqliteWarehouse(path=str(settings.data_dir() / "warehouse.db"))
 
 
-def blob_resource() -> LocalBlobStorage:
-    return LocalBlobStorage(root=str(settings.data_dir() / "blob"))
+def blob_resource() -> BlobStorageResource:
+    """Azure Blob Storage when a container is configured; else a local folder (zero setup)."""
+    if not os.environ.get(settings.BLOB_CONTAINER):
+        return LocalBlobStorage(root=str(settings.data_dir() / "blob"))
+    from sales_platform.resources.azure_blob import AzureBlobStorage
+
+    return AzureBlobStorage(
+        container=dg.EnvVar(settings.BLOB_CONTAINER),
+        prefix=_env_or(settings.BLOB_PREFIX, ""),
+        connection_string=_env_or(settings.BLOB_CONNECTION_STRING, None),
+        account_url=_env_or(settings.BLOB_ACCOUNT_URL, None),
+        account_key=_env_or(settings.BLOB_ACCOUNT_KEY, None),
+        sas_token=_env_or(settings.BLOB_SAS_TOKEN, None),
+        use_default_credential=os.environ.get(settings.BLOB_USE_DEFAULT_CREDENTIAL, "") == "1",
+    )
 
 
 def products_api_resource() -> ProductsApiResource:
