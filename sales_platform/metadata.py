@@ -32,3 +32,10 @@ def column_schema(table) -> dg.TableSchema:
 
 def rate(rows: int, seconds: float) -> float:
     return round(rows / seconds, 1) if seconds > 0 else 0.0
+
+
+def reflected_table(engine, name: str):
+    """The table as it is in the database (DBA-added and evolved columns included)."""
+    from sqlalchemy import MetaData, Table
+
+    return Table(name, MetaData(), autoload_with=engine)

@@ -178,7 +178,8 @@ def test_materialization_metadata_and_checks_are_per_partition(setup):
     assert meta["database"].value.split("/")[-1] in setup_url(resources)
     evaluations = result.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} == {"no_quarantined_files", "reject_rate_below_threshold",
-                                                   "rows_conserved", "transaction_id_unique"}
+                                                   "rows_conserved", "transaction_id_unique",
+                                                   "schema_unchanged"}
     assert {e.partition for e in evaluations} == {DAY}
 
 

@@ -38,6 +38,7 @@ from sales_platform.core.warehouse.records import (
     ledger_landed_by_sha,
     ledger_record,
     ledger_supersede,
+    record_source_schema,
     replace_file_rejects,
 )
 
@@ -55,6 +56,8 @@ class FileOutcome:
     rows_rejected: int = 0
     rows_by_day: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    columns: list[str] = field(default_factory=list)
+    new_layout: bool = False
 
 
 def pending_files(incoming: Path) -> list[Path]:
@@ -99,6 +102,7 @@ class Intake:
         rejects = landing_rejects_of(self.areas, path.name, sha)
         replace_file_rejects(self.engine, path.name, sha, rejects, self.now)
         ledger_supersede(self.engine, path.name, sha)
+        new_layout = record_source_schema(self.engine, path.name, sha, result.columns, self.now)
         ledger_record(self.engine, LedgerEntry(
             file_name=path.name, sha256=sha, size_bytes=size, status=LEDGER_LANDED,
             rows_read=result.rows_read, rows_landed=result.rows_landed,
@@ -110,7 +114,8 @@ class Intake:
         log.info("landed %s: %d rows read, %d landed for %d day(s), %d rejected", path.name,
                  result.rows_read, result.rows_landed, len(result.days), result.rows_rejected)
         return FileOutcome(path.name, sha, LEDGER_LANDED, result.rows_read, result.rows_landed,
-                           result.rows_rejected, dict(result.rows_by_day))
+                           result.rows_rejected, dict(result.rows_by_day), columns=result.columns,
+                           new_layout=new_layout)
 
     def _archive(self, path: Path, sha: str) -> Path:
         # content-addressed: the same content dropped under two names is archived once

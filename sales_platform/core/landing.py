@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +24,15 @@ import pyarrow.csv as pacsv
 
 from sales_platform.core.crypto import Keyring, Tokenizer
 from sales_platform.core.quality import QualityRules, route_timestamps
-from sales_platform.core.schema import IDENTIFIER_COLUMNS, TIMESTAMP, SchemaContract, SchemaError
+from sales_platform.core.schema import (
+    EXTRAS_COLUMN,
+    FREEZE,
+    IDENTIFIER_COLUMNS,
+    RESCUE,
+    TIMESTAMP,
+    SchemaContract,
+    SchemaError,
+)
 from sales_platform.core.store import (
     SEALED_SUFFIX,
     DataAreas,
@@ -162,11 +171,17 @@ class Lander:
         except SchemaError as exc:
             raise FileRejected(str(exc)) from exc
         result.columns = [mapping[h] for h in header]
+        extras = self.contract.extra_columns(result.columns)
+        if extras and self.contract.policy == FREEZE:
+            raise FileRejected(f"{path.name}: unknown column(s) {', '.join(extras)} "
+                               "(schema policy 'freeze' accepts only the contract's columns)")
         invalid: list[dict] = []
         rejects: list[pd.DataFrame] = []
         try:
             for number, batch in enumerate(iter_batches(path, header, invalid)):
                 frame = batch.to_pandas().rename(columns=mapping)
+                if extras and self.contract.policy == RESCUE:
+                    frame = rescue_extras(frame, extras)
                 frame.insert(0, "source_row", range(result.rows_read + 1,
                                                     result.rows_read + len(frame) + 1))
                 result.rows_read += len(frame)
@@ -204,7 +219,7 @@ class Lander:
     def protect(self, rejects: pd.DataFrame) -> pd.DataFrame:
         """Rejected rows keep their raw values, with identifiers as tokens."""
         out = rejects.copy()
-        for column in IDENTIFIER_COLUMNS:
+        for column in (*IDENTIFIER_COLUMNS, *self.contract.sensitive):
             if column in out:
                 out[column] = self.tokenizer.encrypt_series(out[column])
         return out
@@ -232,6 +247,14 @@ class Lander:
                 target = self.areas.staging / fragment.relative_to(work)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 fragment.replace(target)
+
+
+def rescue_extras(frame: pd.DataFrame, extras: list[str]) -> pd.DataFrame:
+    """Unknown columns packed into one JSON text column (rescue policy): kept, never dropped."""
+    packed = frame[extras].to_dict("records")
+    out = frame.drop(columns=extras)
+    out[EXTRAS_COLUMN] = [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in packed]
+    return out
 
 
 def same_file_name(stored: str, name: str) -> bool:

@@ -49,7 +49,7 @@ def _landed_frames(areas: DataAreas, keyring: Keyring, day: str) -> Iterator[pd.
 
 
 def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
-              known_products: frozenset[str] | None) -> DayCleaning:
+              known_products: frozenset[str] | None, sensitive: tuple[str, ...] = ()) -> DayCleaning:
     """Apply every quality rule to all landed rows of ``day``; publish cleaned rows and rejects."""
     result = DayCleaning(day=day, product_rule_applied=known_products is not None)
     tokenizer = Tokenizer(keyring)
@@ -78,16 +78,19 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
                                    pa.Table.from_pandas(rows, preserve_index=False), keyring.active)
             if len(rejects):
                 write_plain_table(rejects_tmp / f"part-{part:05d}.parquet",
-                                  pa.Table.from_pandas(protect_identifiers(rejects, tokenizer),
+                                  pa.Table.from_pandas(protect_identifiers(rejects, tokenizer,
+                                                                           sensitive),
                                                        preserve_index=False))
     areas.publish_layer(CLEANED, day, clean_tmp)
     areas.publish_layer(REJECTS, day, rejects_tmp)
     return result
 
 
-def protect_identifiers(frame: pd.DataFrame, tokenizer: Tokenizer) -> pd.DataFrame:
+def protect_identifiers(frame: pd.DataFrame, tokenizer: Tokenizer,
+                        sensitive: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Identifiers (and columns the contract marks sensitive) replaced by tokens."""
     out = frame.copy()
-    for column in IDENTIFIER_COLUMNS:
+    for column in (*IDENTIFIER_COLUMNS, *sensitive):
         if column in out:
             out[column] = tokenizer.encrypt_series(out[column])
     return out
@@ -101,7 +104,8 @@ class DayEncryption:
     distinct_products: int = 0
 
 
-def encrypt_day(areas: DataAreas, keyring: Keyring, day: str) -> DayEncryption:
+def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
+                sensitive: tuple[str, ...] = ()) -> DayEncryption:
     """Replace identifiers of the day's cleaned rows by deterministic tokens."""
     result = DayEncryption(day=day)
     tokenizer = Tokenizer(keyring)
@@ -112,13 +116,21 @@ def encrypt_day(areas: DataAreas, keyring: Keyring, day: str) -> DayEncryption:
         frame = read_sealed_table(path, keyring).to_pandas()
         customers.update(frame["customer_id"].unique())
         products.update(frame["product_id"].unique())
-        encrypted = protect_identifiers(frame, tokenizer)
+        encrypted = protect_identifiers(frame, tokenizer, sensitive)
         write_plain_table(tmp / f"part-{part:05d}.parquet",
                           pa.Table.from_pandas(encrypted, preserve_index=False))
         result.rows += len(frame)
     areas.publish_layer(ENCRYPTED, day, tmp)
     result.distinct_customers, result.distinct_products = len(customers), len(products)
     return result
+
+
+def layer_columns(areas: DataAreas, layer: str, day: str) -> list[str]:
+    """Union of the column names of a day's Parquet fragments (from their footers only)."""
+    names: dict[str, None] = {}
+    for path in areas.fragments(layer, day):
+        names.update(dict.fromkeys(pq.read_schema(path).names))
+    return list(names)
 
 
 def iter_parquet_layer(areas: DataAreas, layer: str, day: str) -> Iterator[pd.DataFrame]:

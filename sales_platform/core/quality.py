@@ -18,6 +18,7 @@ from sales_platform.core.schema import (
     CUSTOMER_ID,
     PRODUCT_ID,
     QUANTITY,
+    TIMESTAMP,
     TRANSACTION_ID,
 )
 
@@ -41,6 +42,8 @@ DUPLICATE_IDENTICAL = "duplicate_identical"
 # Identical duplicates are collapsed into the loaded row: recorded, but not a quality failure.
 COLLAPSED_REASONS = frozenset({DUPLICATE_IDENTICAL})
 MAX_IDENTIFIER_LENGTH = 64
+ROUTED_COLUMNS = frozenset({TRANSACTION_ID, CUSTOMER_ID, PRODUCT_ID, QUANTITY, TIMESTAMP, "sale_ts",
+                            "source_file", "source_row", "reason"})
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ def clean_rows(
         chunk.index,
     )
     ok = reasons.isna().to_numpy()
+    extras = [c for c in chunk.columns if c not in ROUTED_COLUMNS]
     rows = pd.DataFrame(
         {
             TRANSACTION_ID: tid[ok],
@@ -145,6 +149,7 @@ def clean_rows(
             "sale_ts": chunk["sale_ts"][ok],
             "source_file": chunk["source_file"][ok],
             "source_row": chunk["source_row"][ok],
+            **{column: chunk[column][ok] for column in extras},  # new columns travel along
         }
     )
     rejects = chunk[~ok].assign(reason=reasons[~ok])

@@ -32,6 +32,17 @@ DEFAULT_ALIASES: Mapping[str, str] = {
 }
 
 
+EVOLVE, FREEZE, RESCUE = "evolve", "freeze", "rescue"
+POLICIES = (EVOLVE, FREEZE, RESCUE)
+EXTRAS_COLUMN = "extras"  # the JSON column unknown columns go to under the rescue policy
+# Columns the platform itself writes: a source column with such a name is renamed src_<name>.
+PLATFORM_COLUMNS = frozenset({"sale_date", "sale_ts", "source_file", "source_row", "loaded_at",
+                              "reason", "detail", "raw_text", EXTRAS_COLUMN})
+DEFAULT_SENSITIVE = ("email", "customer_email", "phone", "customer_phone", "customer_name",
+                     "address", "customer_address", "iban", "card_number")
+MAX_COLUMN_NAME = 60
+
+
 class SchemaError(ValueError):
     """A file's header does not satisfy the contract."""
 
@@ -42,18 +53,59 @@ def normalize_header(name: str) -> str:
     return folded.strip("_")
 
 
+def safe_column_name(name: str) -> str:
+    """A new column's name as a plain identifier: [a-z][a-z0-9_]*, never a platform column.
+
+    Headers are already folded by normalize_header, so quotes, semicolons and spaces cannot
+    survive into DDL; the dialect still quotes the name (reserved words, case).
+    """
+    folded = normalize_header(name)[:MAX_COLUMN_NAME] or "unnamed"
+    if not folded[0].isalpha():
+        folded = f"c_{folded}"
+    if folded in PLATFORM_COLUMNS:
+        folded = f"src_{folded}"
+    return folded
+
+
 @dataclass(frozen=True)
 class SchemaContract:
-    """Canonical columns plus the declared aliases that map onto them."""
+    """Canonical columns, the declared aliases that map onto them, and the policy for new columns.
+
+    policy: evolve (new columns are added to the sales table), freeze (a file with unknown columns
+    is rejected and quarantined), rescue (unknown columns are kept as JSON in the extras column).
+    sensitive: new columns whose values are encrypted like customer_id.
+    """
 
     required: Sequence[str] = REQUIRED_COLUMNS
     aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+    policy: str = EVOLVE
+    sensitive: Sequence[str] = DEFAULT_SENSITIVE
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise SchemaError(f"unknown schema policy {self.policy!r}; expected one of {POLICIES}")
+
+    @classmethod
+    def from_file(cls, path: str) -> SchemaContract:
+        """A contract from JSON: {"policy": ..., "aliases": {...}, "sensitive": [...]}."""
+        import json
+        from pathlib import Path
+
+        data = json.loads(Path(path).read_text())
+        aliases = {**DEFAULT_ALIASES, **{normalize_header(k): v for k, v in
+                                         data.get("aliases", {}).items()}}
+        return cls(aliases=aliases, policy=data.get("policy", EVOLVE),
+                   sensitive=tuple(data.get("sensitive", DEFAULT_SENSITIVE)))
 
     def canonical_name(self, header: str) -> str:
         name = normalize_header(header)
         if name in self.required:
             return name
-        return self.aliases.get(name, self.aliases.get(name.replace("_", ""), name))
+        known = self.aliases.get(name, self.aliases.get(name.replace("_", "")))
+        return known or safe_column_name(header)
+
+    def extra_columns(self, canonical: Sequence[str]) -> list[str]:
+        return [c for c in canonical if c not in self.required]
 
     def map_header(self, headers: Sequence[str], source: str) -> dict[str, str]:
         """Map each source header to its canonical name; raises SchemaError naming the problem."""

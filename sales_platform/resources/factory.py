@@ -24,6 +24,8 @@ def platform_resource() -> PlatformResource:
         encryption_key=_env_or(settings.ENCRYPTION_KEY, None),
         retired_keys=_env_or(settings.RETIRED_KEYS, None),
         start_date=_env_or(settings.START_DATE, settings.DEFAULT_START_DATE),
+        schema_contract=_env_or(settings.SCHEMA_CONTRACT, None),
+        schema_policy=_env_or(settings.SCHEMA_POLICY, None),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat
@@ -48,6 +49,10 @@ class PlatformResource(dg.ConfigurableResource):
     max_quantity: int = 1000
     max_reject_rate: float = Field(
         default=0.2, description="Blocking check: share of rows rejected for quality failures.")
+    schema_contract: str | None = Field(
+        default=None, description="Path of a JSON schema contract (aliases, policy, sensitive).")
+    schema_policy: str | None = Field(
+        default=None, description="evolve | freeze | rescue (overrides the contract's policy).")
 
     @property
     def areas(self) -> DataAreas:
@@ -65,4 +70,8 @@ class PlatformResource(dg.ConfigurableResource):
                             start_date=date.fromisoformat(self.start_date))
 
     def contract(self) -> SchemaContract:
-        return SchemaContract()
+        contract = SchemaContract.from_file(self.schema_contract) if self.schema_contract \
+            else SchemaContract()
+        if self.schema_policy:
+            contract = dataclasses.replace(contract, policy=self.schema_policy)
+        return contract

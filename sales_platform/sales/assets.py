@@ -20,6 +20,7 @@ from sales_platform.core.pipeline import (
     clean_day,
     encrypt_day,
     iter_parquet_layer,
+    layer_columns,
 )
 from sales_platform.core.quality import reject_rate
 from sales_platform.core.warehouse.loading import SalesLoader
@@ -27,15 +28,20 @@ from sales_platform.core.warehouse.records import (
     known_product_ids,
     ledger_entries_for_day,
     ledger_mark_loaded,
+    record_table_change,
     replace_day_rejects,
+    source_layouts,
 )
 from sales_platform.core.warehouse.tables import sales as sales_table
 from sales_platform.core.warehouse.tables import sales_rejects as rejects_table
-from sales_platform.metadata import column_schema, counts_table, markdown_table, rate
+from sales_platform.metadata import column_schema, counts_table, markdown_table, rate, reflected_table
 from sales_platform.partitions import daily_backfill_policy, daily_partitions
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
 
+# columns of the encrypted layer that are not source data columns of their own
+LAYER_COLUMNS = frozenset({"transaction_id", "customer_id", "product_id", "quantity", "sale_ts",
+                           "source_file", "source_row"})
 COMMON = dict(
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill_policy,
@@ -54,6 +60,11 @@ reject_rate_check = dg.AssetCheckSpec(
 conservation_check = dg.AssetCheckSpec(
     "rows_conserved", asset="sales", blocking=True, partitions_def=daily_partitions,
     description="Every landed row of the day is in the sales table or in sales_rejects.",
+)
+schema_check = dg.AssetCheckSpec(
+    "schema_unchanged", asset="sales", partitions_def=daily_partitions,
+    description="Warns when this load added columns to the sales table or the day's files arrived "
+    "in more than one column layout (schema evolution): see the schema_history table.",
 )
 pk_check = dg.AssetCheckSpec(
     "transaction_id_unique", asset="sales", blocking=True, partitions_def=daily_partitions,
@@ -82,13 +93,14 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
                   warehouse: WarehouseResource):
     started = time.monotonic()
     keyring, rules = platform.keyring(), platform.rules()
+    sensitive = tuple(platform.contract().sensitive)
     known = known_product_ids(warehouse.engine())
     if known is None:
         context.log.warning("dim_products is empty: the unknown_product rule is not applied")
     read, clean, reasons, failing = 0, 0, Counter(), {}
     per_day = []
     for day in _days(context):
-        result = clean_day(platform.areas, keyring, day, rules, known)
+        result = clean_day(platform.areas, keyring, day, rules, known, sensitive)
         read, clean = read + result.rows_read, clean + result.rows_clean
         reasons.update(result.rejects_by_reason)
         day_rate = reject_rate(result.rows_read, dict(result.rejects_by_reason))
@@ -155,7 +167,8 @@ def encrypted_sales(context: dg.AssetExecutionContext,
                     platform: PlatformResource) -> dg.MaterializeResult:
     started = time.monotonic()
     keyring = platform.keyring()
-    results = [encrypt_day(platform.areas, keyring, day) for day in _days(context)]
+    sensitive = tuple(platform.contract().sensitive)
+    results = [encrypt_day(platform.areas, keyring, day, sensitive) for day in _days(context)]
     rows = sum(r.rows for r in results)
     last = next((d for d in reversed(_days(context))
                  if platform.areas.fragments(ENCRYPTED, d)), None)
@@ -178,7 +191,7 @@ def encrypted_sales(context: dg.AssetExecutionContext,
     kinds={"sql", "sqlite"},
     tags={"layer": "warehouse"},
     code_version="sales-1",
-    check_specs=[conservation_check, pk_check],
+    check_specs=[conservation_check, pk_check, schema_check],
     freshness_policy=FRESHNESS,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
     pool="warehouse_writes",
@@ -190,18 +203,26 @@ def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
           warehouse: WarehouseResource):
     started = time.monotonic()
     engine = warehouse.engine()
-    loader = SalesLoader(engine)
     totals: Counter[str] = Counter()
-    per_day, conservation, ledger = [], {}, []
+    per_day, conservation, ledger, added, layouts = [], {}, [], [], set()
     for day in _days(context):
-        stats = loader.load_day(date.fromisoformat(day),
-                                iter_parquet_layer(platform.areas, ENCRYPTED, day), datetime.now())
+        extras = [c for c in layer_columns(platform.areas, ENCRYPTED, day) if c not in LAYER_COLUMNS]
+        stats = SalesLoader(engine, extras).load_day(
+            date.fromisoformat(day), iter_parquet_layer(platform.areas, ENCRYPTED, day), datetime.now())
+        if stats.columns_added:
+            added += stats.columns_added
+            record_table_change(engine, "sales", stats.columns_added,
+                                f"added column(s) for source files of {day}", datetime.now())
+            context.log.warning(f"sales table evolved: added {', '.join(stats.columns_added)}")
         ledger_mark_loaded(engine, day, datetime.now())
         totals.update(stats.as_dict())
         per_day.append({"day": day, **stats.as_dict()})
         conservation[day] = _conservation(platform, engine, day)
-        ledger += [f"{e['file_name']} ({e['sha256'][:12]}, {e['status']})"
-                   for e in ledger_entries_for_day(engine, day)]
+        entries = ledger_entries_for_day(engine, day)
+        ledger += [f"{e['file_name']} ({e['sha256'][:12]}, {e['status']})" for e in entries]
+        day_layouts = source_layouts(engine, [e["sha256"] for e in entries])
+        if len(day_layouts) > 1:
+            layouts.add(day)
     elapsed = time.monotonic() - started
     broken = {d: c for d, c in conservation.items() if c["landed"] != c["loaded"] + c["rejected"]}
     dup = _duplicate_ids(engine, _days(context))
@@ -212,8 +233,9 @@ def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
         "ledger_entries": dg.MetadataValue.md("\n".join(f"- {x}" for x in sorted(set(ledger)))
                                               or "_none_"),
         "preview": markdown_table(_preview(engine, _days(context)[-1])),
-        "dagster/column_schema": column_schema(sales_table),
+        "dagster/column_schema": column_schema(reflected_table(engine, "sales")),
         "dagster/row_count": _row_count(engine),
+        "columns_added": dg.MetadataValue.json(added),
         "duration_s": round(elapsed, 3), "rows_per_s": rate(totals["staged"], elapsed),
     })
     yield dg.AssetCheckResult(check_name="rows_conserved", passed=not broken,
@@ -221,6 +243,11 @@ def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
                                         "violations": dg.MetadataValue.json(broken)})
     yield dg.AssetCheckResult(check_name="transaction_id_unique", passed=dup == 0,
                               metadata={"duplicate_transaction_ids": dup})
+    yield dg.AssetCheckResult(check_name="schema_unchanged", passed=not added and not layouts,
+                              severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"columns_added": dg.MetadataValue.json(added),
+                                        "days_with_several_layouts": dg.MetadataValue.json(
+                                            sorted(layouts))})
 
 
 def _conservation(platform: PlatformResource, engine, day: str) -> dict[str, int]:

@@ -7,8 +7,6 @@ import threading
 from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from sales_platform.core.warehouse.tables import create_all
-
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 SQLITE_BUSY_TIMEOUT_MS = 120_000
@@ -46,7 +44,9 @@ def make_engine(url: str | URL) -> Engine:
         engine = _sqlite_engine(parsed)
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
-    create_all(engine)
+    from sales_platform.core.warehouse.migrations import migrate
+
+    migrate(engine)
     return engine
 
 

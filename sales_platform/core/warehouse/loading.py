@@ -4,12 +4,14 @@ Per dialect the fastest safe bulk path fills a temporary staging table (SQLite `
 PostgreSQL ``COPY``, SQL Server ``fast_executemany``); then, in the same transaction, one statement
 inserts new rows and updates only rows whose content changed, and rows of that day that are no
 longer in any file are deleted. Readers see the partition before or after, never half of it.
+Columns that appeared in the source files (schema evolution) load into nullable text columns,
+added to ``sales`` first when missing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import pandas as pd
@@ -18,15 +20,18 @@ from sqlalchemy import (
     Connection,
     Date,
     DateTime,
+    Dialect,
     Engine,
     Integer,
     MetaData,
     String,
     Table,
+    UnicodeText,
     and_,
     delete,
     exists,
     func,
+    inspect,
     literal,
     or_,
     select,
@@ -36,8 +41,9 @@ from sqlalchemy import (
 
 from sales_platform.core.warehouse.tables import SALES_CONTENT_COLUMNS, sales
 
-STAGE_COLUMNS = ("transaction_id", "customer_id", "product_id", "quantity", "sale_date",
-                 "sale_ts", "source_file")
+BASE_STAGE_COLUMNS = ("transaction_id", "customer_id", "product_id", "quantity", "sale_date",
+                      "sale_ts", "source_file")
+STAGE_COLUMNS = BASE_STAGE_COLUMNS
 MSSQL_MAX_PARAMETERS = 2100
 
 
@@ -48,12 +54,13 @@ class LoadStats:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    columns_added: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
 
 
-def staging_table(dialect_name: str) -> Table:
+def staging_table(dialect_name: str, extras: Sequence[str] = ()) -> Table:
     name = "#stg_sales" if dialect_name == "mssql" else "stg_sales"
     prefixes = [] if dialect_name == "mssql" else ["TEMPORARY"]
     return Table(
@@ -66,11 +73,38 @@ def staging_table(dialect_name: str) -> Table:
         Column("sale_date", Date, nullable=False),
         Column("sale_ts", DateTime, nullable=False),
         Column("source_file", String(255), nullable=False),
+        *(Column(name, UnicodeText, nullable=True) for name in extras),
         prefixes=prefixes,
     )
 
 
-def rows_for_driver(frame: pd.DataFrame, dialect_name: str) -> list[tuple]:
+def sales_with(extras: Sequence[str]) -> Table:
+    """The sales table as this load sees it: the declared columns plus the source's new ones."""
+    declared = {c.name for c in sales.columns}
+    table = Table("sales", MetaData(), *(c.copy() for c in sales.columns))
+    for name in extras:
+        if name not in declared:
+            table.append_column(Column(name, UnicodeText, nullable=True))
+    return table
+
+
+def add_column_ddl(dialect: Dialect, table: str, column: str) -> str:
+    """ALTER TABLE ... ADD a nullable text column; both identifiers quoted by the dialect."""
+    quote = dialect.identifier_preparer.quote_identifier  # always quoted, quotes escaped
+    if dialect.name == "mssql":
+        name = column.replace("'", "''")  # a string literal here, not an identifier
+        return (f"IF COL_LENGTH('{table}', '{name}') IS NULL "
+                f"ALTER TABLE {quote(table)} ADD {quote(column)} NVARCHAR(MAX) NULL")
+    type_ = UnicodeText().compile(dialect=dialect)
+    if_missing = "IF NOT EXISTS " if dialect.name == "postgresql" else ""
+    return f"ALTER TABLE {quote(table)} ADD COLUMN {if_missing}{quote(column)} {type_}"
+
+
+def existing_columns(conn: Connection, table: str) -> set[str]:
+    return {c["name"] for c in inspect(conn).get_columns(table)}
+
+
+def rows_for_driver(frame: pd.DataFrame, dialect_name: str, extras: Sequence[str] = ()) -> list[tuple]:
     """Rows as tuples the driver's bulk path accepts (text dates for SQLite and COPY)."""
     ts = frame["sale_ts"].dt.floor("s")
     if dialect_name == "mssql":
@@ -78,7 +112,10 @@ def rows_for_driver(frame: pd.DataFrame, dialect_name: str) -> list[tuple]:
     else:
         out = frame.assign(sale_date=ts.dt.strftime("%Y-%m-%d") if len(ts) else ts,
                            sale_ts=ts.astype(str))
-    return list(out[list(STAGE_COLUMNS)].itertuples(index=False, name=None))
+    for name in extras:  # a file without a later-added column loads NULLs for it
+        values = out[name] if name in out else pd.Series(None, index=out.index, dtype=object)
+        out[name] = values.astype(object).where(values.notna(), None)
+    return list(out[[*BASE_STAGE_COLUMNS, *extras]].itertuples(index=False, name=None))
 
 
 def batch_rows_for_parameter_limit(columns: int, limit: int = MSSQL_MAX_PARAMETERS) -> int:
@@ -89,19 +126,26 @@ def batch_rows_for_parameter_limit(columns: int, limit: int = MSSQL_MAX_PARAMETE
 class SalesLoader:
     """Loads one day of encrypted sales into the ``sales`` table."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, extras: Sequence[str] = ()) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self.stage = staging_table(self.dialect)
+        self.extras = list(extras)
+        self.stage = staging_table(self.dialect, self.extras)
+        self.target = sales_with(self.extras)
+
+    @property
+    def content_columns(self) -> list[str]:
+        return [*SALES_CONTENT_COLUMNS, *self.extras]
 
     def load_day(self, day: date, batches: Iterable[pd.DataFrame], loaded_at: datetime) -> LoadStats:
         stats = LoadStats()
         with self.engine.begin() as conn:
+            stats.columns_added = self._ensure_columns(conn)
             self._prepare(conn)
             raw = conn.connection.dbapi_connection
             for frame in batches:
                 if len(frame):
-                    self._bulk_insert(raw, rows_for_driver(frame, self.dialect))
+                    self._bulk_insert(raw, rows_for_driver(frame, self.dialect, self.extras))
                     stats.staged += len(frame)
             self._count(conn, day, stats)
             if stats.inserted or stats.updated:
@@ -111,16 +155,24 @@ class SalesLoader:
             conn.execute(self.stage.delete())
         return stats
 
+    def _ensure_columns(self, conn: Connection) -> list[str]:
+        missing = [c for c in self.extras if c not in existing_columns(conn, "sales")]
+        for column in missing:
+            conn.execute(text(add_column_ddl(conn.dialect, "sales", column)))
+        return missing
+
     def _prepare(self, conn: Connection) -> None:
         if self.dialect == "mssql":
             conn.execute(text("IF OBJECT_ID('tempdb..#stg_sales') IS NOT NULL DROP TABLE #stg_sales"))
-            self.stage.create(conn)
         else:
-            self.stage.create(conn, checkfirst=True)
-            conn.execute(self.stage.delete())
+            # a pooled connection may hold the staging table of a load with other columns
+            conn.execute(text("DROP TABLE IF EXISTS stg_sales"))
+        self.stage.create(conn)
 
     def _bulk_insert(self, raw, rows: list[tuple]) -> None:
-        columns = ", ".join(STAGE_COLUMNS)
+        names = [*BASE_STAGE_COLUMNS, *self.extras]
+        quote = self.engine.dialect.identifier_preparer.quote_identifier
+        columns = ", ".join(quote(c) for c in names)
         cursor = raw.cursor()
         try:
             if self.dialect == "postgresql":
@@ -128,7 +180,7 @@ class SalesLoader:
                     for row in rows:
                         copy.write_row(row)
             else:
-                marks = ", ".join(["?"] * len(STAGE_COLUMNS))
+                marks = ", ".join(["?"] * len(names))
                 if self.dialect == "mssql":
                     cursor.fast_executemany = True
                 cursor.executemany(f"INSERT INTO {self.stage.name} ({columns}) VALUES ({marks})", rows)
@@ -136,10 +188,11 @@ class SalesLoader:
             cursor.close()
 
     def _changed(self):
-        return or_(*(sales.c[c].is_distinct_from(self.stage.c[c]) for c in SALES_CONTENT_COLUMNS))
+        t, s = self.target, self.stage
+        return or_(*(t.c[c].is_distinct_from(s.c[c]) for c in self.content_columns))
 
     def _count(self, conn: Connection, day: date, stats: LoadStats) -> None:
-        s, t = self.stage, sales
+        s, t = self.stage, self.target
         matched = select(func.count()).select_from(s.join(t, t.c.transaction_id == s.c.transaction_id))
         present = conn.execute(matched).scalar_one()
         stats.updated = conn.execute(matched.where(self._changed())).scalar_one()
@@ -150,47 +203,50 @@ class SalesLoader:
         ).scalar_one()
 
     def _vanished(self, day: date):
-        s, t = self.stage, sales
+        s, t = self.stage, self.target
         return and_(t.c.sale_date == day,
                     ~exists().where(s.c.transaction_id == t.c.transaction_id))
 
     def delete_vanished_statement(self, day: date):
-        return delete(sales).where(self._vanished(day))
+        return delete(self.target).where(self._vanished(day))
 
     def upsert_statement(self, loaded_at: datetime):
         """INSERT new rows and UPDATE only changed rows, in one statement per dialect."""
-        s = self.stage
-        columns = [*STAGE_COLUMNS, "loaded_at"]
-        source = select(*(s.c[c] for c in STAGE_COLUMNS), literal(loaded_at, DateTime).label("loaded_at"))
+        s, t = self.stage, self.target
+        staged = [*BASE_STAGE_COLUMNS, *self.extras]
+        source = select(*(s.c[c] for c in staged), literal(loaded_at, DateTime).label("loaded_at"))
         if self.dialect in ("sqlite", "postgresql"):
             if self.dialect == "sqlite":
                 from sqlalchemy.dialects.sqlite import insert
             else:
                 from sqlalchemy.dialects.postgresql import insert
-            stmt = insert(sales).from_select(columns, source.where(true()))
-            updated = [*SALES_CONTENT_COLUMNS, "source_file", "loaded_at"]
+            stmt = insert(t).from_select([*staged, "loaded_at"], source.where(true()))
+            updated = [*self.content_columns, "source_file", "loaded_at"]
             return stmt.on_conflict_do_update(
-                index_elements=[sales.c.transaction_id],
+                index_elements=[t.c.transaction_id],
                 set_={c: stmt.excluded[c] for c in updated},
-                where=or_(*(sales.c[c].is_distinct_from(stmt.excluded[c])
-                            for c in SALES_CONTENT_COLUMNS)),
+                where=or_(*(t.c[c].is_distinct_from(stmt.excluded[c]) for c in self.content_columns)),
             )
         if self.dialect == "mssql":
-            return mssql_merge_statement(loaded_at)
+            return mssql_merge_statement(loaded_at, self.extras)
         raise NotImplementedError(f"no upsert for dialect {self.dialect}")
 
 
-def mssql_merge_statement(loaded_at: datetime):
+def mssql_merge_statement(loaded_at: datetime, extras: Sequence[str] = ()):
     """One MERGE from #stg_sales (HOLDLOCK: no race between the match and the insert)."""
-    content = SALES_CONTENT_COLUMNS
+    from sqlalchemy.dialects import mssql
+
+    quote = mssql.dialect().identifier_preparer.quote_identifier
+    content = [*SALES_CONTENT_COLUMNS, *extras]
     differs = " OR ".join(
-        f"(t.[{c}] <> s.[{c}] OR (t.[{c}] IS NULL AND s.[{c}] IS NOT NULL) "
-        f"OR (t.[{c}] IS NOT NULL AND s.[{c}] IS NULL))"
+        f"(t.{quote(c)} <> s.{quote(c)} OR (t.{quote(c)} IS NULL AND s.{quote(c)} IS NOT NULL) "
+        f"OR (t.{quote(c)} IS NOT NULL AND s.{quote(c)} IS NULL))"
         for c in content
     )
-    updates = ", ".join(f"t.[{c}] = s.[{c}]" for c in [*content, "source_file"])
-    cols = ", ".join(f"[{c}]" for c in [*STAGE_COLUMNS, "loaded_at"])
-    values = ", ".join(f"s.[{c}]" for c in STAGE_COLUMNS)
+    updates = ", ".join(f"t.{quote(c)} = s.{quote(c)}" for c in [*content, "source_file"])
+    staged = [*BASE_STAGE_COLUMNS, *extras]
+    cols = ", ".join(quote(c) for c in [*staged, "loaded_at"])
+    values = ", ".join(f"s.{quote(c)}" for c in staged)
     return text(
         "MERGE INTO [sales] WITH (HOLDLOCK) AS t USING [#stg_sales] AS s "
         "ON t.[transaction_id] = s.[transaction_id] "

@@ -13,8 +13,6 @@ from collections.abc import Callable
 
 from sqlalchemy import URL, Engine, create_engine, event
 
-from sales_platform.core.warehouse.tables import create_all
-
 DEFAULT_DRIVER = "ODBC Driver 18 for SQL Server"
 SQL_COPT_SS_ACCESS_TOKEN = 1256  # msodbcsql.h: hand the driver an Azure AD token before login
 AZURE_SQL_SCOPE = "https://database.windows.net/.default"
@@ -179,10 +177,12 @@ def azure_token_provider(managed_identity_client_id: str | None = None) -> Token
 
 
 def make_token_engine(url: URL, token_provider: TokenProvider) -> Engine:
-    """An engine whose connections log in with Azure AD tokens; the schema is created as make_engine does."""
+    """An engine whose connections log in with Azure AD tokens, schema migrated as make_engine does."""
+    from sales_platform.core.warehouse.migrations import migrate
+
     engine = create_engine(url, pool_pre_ping=True)
-    install_access_token(engine, token_provider)
-    create_all(engine)
+    install_access_token(engine, token_provider)  # before the first connection, which migrate opens
+    migrate(engine)
     return engine
 
 

@@ -10,7 +10,13 @@ from datetime import date, datetime
 import pandas as pd
 from sqlalchemy import Engine, delete, func, insert, select, update
 
-from sales_platform.core.warehouse.tables import dim_products, file_ledger, sales, sales_rejects
+from sales_platform.core.warehouse.tables import (
+    dim_products,
+    file_ledger,
+    sales,
+    sales_rejects,
+    schema_history,
+)
 
 REJECT_TEXT_COLUMNS = ("transaction_id", "customer_id", "product_id", "quantity", "timestamp",
                        "detail", "raw_text")
@@ -22,9 +28,22 @@ LEDGER_DUPLICATE = "skipped_duplicate"
 LEDGER_SUPERSEDED = "superseded"
 
 
+ROUTING_COLUMNS = frozenset({"source_file", "source_row", "reason", "sale_ts"})
+
+
+def _extras_json(frame: pd.DataFrame) -> list[str | None]:
+    """A rejected row's other columns (new ones from schema evolution) kept as JSON: nothing lost."""
+    others = [c for c in frame.columns if c not in REJECT_TEXT_COLUMNS and c not in ROUTING_COLUMNS]
+    if not others:
+        return [None] * len(frame)
+    records = frame[others].astype(object).where(frame[others].notna(), None).to_dict("records")
+    return [json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) for r in records]
+
+
 def _reject_records(frame: pd.DataFrame, stage: str, sale_date: date | None, sha: str | None,
                     now: datetime) -> list[dict]:
     out = pd.DataFrame(index=frame.index)
+    out["extras"] = _extras_json(frame)
     for column in REJECT_TEXT_COLUMNS:
         values = frame[column] if column in frame else pd.Series(None, index=frame.index)
         out[column] = values.astype(object).where(values.notna(), None)
@@ -158,6 +177,37 @@ def ledger_mark_loaded(engine: Engine, day: str, now: datetime) -> None:
             if loaded >= len(days):
                 conn.execute(update(file_ledger).where(file_ledger.c.file_id == row.file_id)
                              .values(status=LEDGER_LOADED, processed_at=now))
+
+
+def record_source_schema(engine: Engine, file_name: str, sha: str, columns: Sequence[str],
+                         now: datetime) -> bool:
+    """Record a file's column set in schema_history; True when this layout was never seen before."""
+    layout = json.dumps(list(columns))
+    with engine.begin() as conn:
+        seen = conn.execute(select(schema_history.c.history_id).where(
+            schema_history.c.kind == "source_schema", schema_history.c.columns == layout)).first()
+        conn.execute(insert(schema_history).values(
+            kind="source_schema", file_name=file_name, sha256=sha, columns=layout,
+            detail=None if seen else "first seen", recorded_at=now))
+    return seen is None
+
+
+def record_table_change(engine: Engine, table: str, columns: Sequence[str], detail: str,
+                        now: datetime) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(schema_history).values(kind="table_change", table_name=table,
+                                                   columns=json.dumps(list(columns)), detail=detail,
+                                                   recorded_at=now))
+
+
+def source_layouts(engine: Engine, shas: Sequence[str]) -> set[str]:
+    """Distinct column layouts of the given files."""
+    if not shas:
+        return set()
+    with engine.connect() as conn:
+        return set(conn.execute(select(schema_history.c.columns).where(
+            schema_history.c.kind == "source_schema", schema_history.c.sha256.in_(list(shas))))
+            .scalars())
 
 
 def known_product_ids(engine: Engine) -> frozenset[str] | None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UnicodeText,
     UniqueConstraint,
 )
 
@@ -32,6 +33,7 @@ sales = Table(
     Column("sale_ts", DateTime, nullable=False),
     Column("source_file", String(255), nullable=False),
     Column("loaded_at", DateTime, nullable=False),
+    Column("extras", UnicodeText, nullable=True, comment="JSON of unknown columns (rescue policy)"),
     Index("ix_sales_sale_date", "sale_date"),
 )
 
@@ -54,6 +56,7 @@ sales_rejects = Table(
     Column("quantity", Text, nullable=True),
     Column("timestamp", Text, nullable=True),
     Column("raw_text", Text, nullable=True, comment="token of a malformed record"),
+    Column("extras", UnicodeText, nullable=True, comment="JSON of the row's other columns"),
     Column("rejected_at", DateTime, nullable=False),
     Index("ix_sales_rejects_sale_date", "sale_date"),
     Index("ix_sales_rejects_file", "source_sha256"),
@@ -144,6 +147,27 @@ agg_sales_by_customer = Table(
     Column("total_quantity", Integer, nullable=False),
     Column("total_revenue", Numeric(18, 2), nullable=False),
     Column("refreshed_at", DateTime, nullable=False),
+)
+
+schema_history = Table(
+    "schema_history",
+    metadata,
+    Column("history_id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(24), nullable=False, comment="source_schema or table_change"),
+    Column("table_name", String(64), nullable=True),
+    Column("file_name", String(255), nullable=True),
+    Column("sha256", String(64), nullable=True),
+    Column("columns", Text, nullable=False, comment="JSON list of column names"),
+    Column("detail", Text, nullable=True),
+    Column("recorded_at", DateTime, nullable=False),
+)
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", String(255), nullable=False),
+    Column("applied_at", DateTime, nullable=False),
 )
 
 export_log = Table(

@@ -1,0 +1,79 @@
+"""Versioned, idempotent migrations of the warehouse schema.
+
+New installs get every table from tables.py; older warehouses are brought forward step by step.
+Each step runs in its own transaction and is recorded in schema_migrations; a step whose change
+is already there does nothing, so running migrate() again (or concurrently) is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, insert, select, text
+
+from sales_platform.core.warehouse.loading import add_column_ddl, existing_columns
+from sales_platform.core.warehouse.tables import metadata, schema_history, schema_migrations
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], list[str]]  # returns the changes it made (for schema_history)
+
+
+def _base_tables(conn: Connection) -> list[str]:
+    before = set(conn.dialect.get_table_names(conn))
+    metadata.create_all(conn, checkfirst=True)
+    return [f"created table {t}" for t in sorted(set(metadata.tables) - before)]
+
+
+def _add_columns(*pairs: tuple[str, str]) -> Callable[[Connection], list[str]]:
+    def apply(conn: Connection) -> list[str]:
+        made = []
+        for table, column in pairs:
+            if column not in existing_columns(conn, table):
+                conn.execute(text(add_column_ddl(conn.dialect, table, column)))
+                made.append(f"added column {table}.{column}")
+        return made
+
+    return apply
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "base tables", _base_tables),
+    Migration(2, "extras JSON columns for the rescue schema policy",
+              _add_columns(("sales", "extras"), ("sales_rejects", "extras"))),
+)
+
+
+def _lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":  # serialize concurrent migrators (SQLite: BEGIN IMMEDIATE)
+        conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+
+
+def migrate(engine: Engine, now: datetime | None = None) -> list[int]:
+    """Apply pending migrations; returns the versions applied by this call."""
+    now = now or datetime.now()
+    with engine.begin() as conn:
+        _lock(conn)
+        schema_migrations.create(conn, checkfirst=True)
+    applied = []
+    for step in MIGRATIONS:
+        with engine.begin() as conn:
+            _lock(conn)
+            done = conn.execute(select(schema_migrations.c.version)
+                                .where(schema_migrations.c.version == step.version)).first()
+            if done:
+                continue
+            changes = step.apply(conn)
+            conn.execute(insert(schema_migrations).values(version=step.version,
+                                                          description=step.description, applied_at=now))
+            if changes and step.version > 1:
+                conn.execute(insert(schema_history).values(
+                    kind="table_change", table_name=None, columns="[]",
+                    detail=f"migration {step.version}: " + "; ".join(changes), recorded_at=now))
+            applied.append(step.version)
+    return applied
