@@ -6,14 +6,21 @@ import re
 
 from sqlalchemy.engine import make_url
 
-_CONN_SECRET = re.compile(r"(?i)\b(pwd|password|accountkey|sharedaccesssignature|sig|token)=([^;&\s]+)")
+_CONN_SECRET = re.compile(
+    r"(?i)\b(pwd|password|accountkey|sharedaccesssignature|sig|token)=(\{(?:[^}]|\}\})*\}|[^;&\s]+)")
 _URL_PASSWORD = re.compile(r"(?i)(\w[\w+.-]*://[^:/@\s]+:)([^@\s]+)(@)")
 
 
 def redact_url(url: str) -> str:
     """A SQLAlchemy URL with its password replaced by ***."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        odbc = parsed.query.get("odbc_connect")
+        if isinstance(odbc, str):  # an ODBC string carries its own PWD
+            from sales_platform.core.warehouse.mssql import redact_odbc
+
+            parsed = parsed.update_query_dict({"odbc_connect": redact_odbc(odbc)})
+        return parsed.render_as_string(hide_password=True)
     except Exception:
         return redact_text(url)
 

@@ -29,9 +29,38 @@ def platform_resource() -> PlatformResource:
     )
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") in ("1", "true", "yes")
+
+
 def warehouse_resource() -> WarehouseResource:
+    """SALES_PLATFORM_DB_URL, else Azure SQL, else SQL Server, else the embedded SQLite file."""
     if os.environ.get(settings.DB_URL):
         return SqlUrlWarehouse(database_url=dg.EnvVar(settings.DB_URL))
+    if os.environ.get(settings.AZURE_SQL_SERVER):
+        from sales_platform.resources.mssql import AzureSqlWarehouse
+
+        return AzureSqlWarehouse(
+            server=dg.EnvVar(settings.AZURE_SQL_SERVER),
+            database=dg.EnvVar(settings.AZURE_SQL_DATABASE),
+            auth=os.environ.get(settings.AZURE_SQL_AUTH, "azure_ad"),  # a Literal: plain str
+            user=_env_or(settings.AZURE_SQL_USER, None),
+            password=_env_or(settings.AZURE_SQL_PASSWORD, None),
+            managed_identity_client_id=_env_or(settings.AZURE_SQL_CLIENT_ID, None),
+        )
+    if os.environ.get(settings.MSSQL_HOST):
+        from sales_platform.resources.mssql import SqlServerWarehouse
+
+        return SqlServerWarehouse(
+            host=dg.EnvVar(settings.MSSQL_HOST),
+            port=int(os.environ.get(settings.MSSQL_PORT, "1433")),
+            database=dg.EnvVar(settings.MSSQL_DATABASE),
+            user=_env_or(settings.MSSQL_USER, None),
+            password=_env_or(settings.MSSQL_PASSWORD, None),
+            trusted_connection=_flag(settings.MSSQL_TRUSTED_CONNECTION),
+            driver=os.environ.get(settings.MSSQL_DRIVER, "ODBC Driver 18 for SQL Server"),
+            trust_server_certificate=_flag(settings.MSSQL_TRUST_SERVER_CERTIFICATE),
+        )
     return SqliteWarehouse(path=str(settings.data_dir() / "warehouse.db"))
 
 

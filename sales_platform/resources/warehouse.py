@@ -59,7 +59,7 @@ class PostgresWarehouse(WarehouseResource):
     port: int = 5432
     database: str = "postgres"
     user: str = "postgres"
-    password: str | None = None
+    password: str | None = Field(default=None, repr=False)
 
     def url(self) -> URL:
         return URL.create("postgresql+psycopg", username=self.user, password=self.password,

@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 
 from sales_platform.core.intake import landed_rows_for_day
@@ -32,6 +33,7 @@ from sales_platform.core.warehouse.records import (
     replace_day_rejects,
     source_layouts,
 )
+from sales_platform.core.warehouse.retry import describe_db_error, run_with_retries
 from sales_platform.core.warehouse.tables import sales as sales_table
 from sales_platform.core.warehouse.tables import sales_rejects as rejects_table
 from sales_platform.metadata import column_schema, counts_table, markdown_table, rate, reflected_table
@@ -202,13 +204,12 @@ def encrypted_sales(context: dg.AssetExecutionContext,
 def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
           warehouse: WarehouseResource):
     started = time.monotonic()
-    engine = warehouse.engine()
+    engine = run_with_retries(warehouse.engine)  # first connect (Azure serverless resumes: 40613)
     totals: Counter[str] = Counter()
     per_day, conservation, ledger, added, layouts = [], {}, [], [], set()
     for day in _days(context):
         extras = [c for c in layer_columns(platform.areas, ENCRYPTED, day) if c not in LAYER_COLUMNS]
-        stats = SalesLoader(engine, extras).load_day(
-            date.fromisoformat(day), iter_parquet_layer(platform.areas, ENCRYPTED, day), datetime.now())
+        stats = _load_with_retries(context, warehouse, engine, day, extras, platform)
         if stats.columns_added:
             added += stats.columns_added
             record_table_change(engine, "sales", stats.columns_added,
@@ -248,6 +249,25 @@ def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
                               metadata={"columns_added": dg.MetadataValue.json(added),
                                         "days_with_several_layouts": dg.MetadataValue.json(
                                             sorted(layouts))})
+
+
+def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str, extras: list[str],
+                       platform: PlatformResource):
+    """One atomic load; transient errors (deadlock, dropped connection, lock) retried with backoff."""
+    loader = SalesLoader(engine, extras)
+
+    def attempt():  # each attempt reads the day's files afresh
+        return loader.load_day(date.fromisoformat(day),
+                               iter_parquet_layer(platform.areas, ENCRYPTED, day), datetime.now())
+
+    def log(n: int, exc: BaseException, delay: float) -> None:
+        context.log.warning(f"{describe_db_error(exc, warehouse.display_url(), day)}; "
+                            f"retry {n} in {delay:.1f}s")
+
+    try:
+        return run_with_retries(attempt, on_retry=log)
+    except sa_exc.DBAPIError as exc:
+        raise dg.Failure(description=describe_db_error(exc, warehouse.display_url(), day)) from None
 
 
 def _conservation(platform: PlatformResource, engine, day: str) -> dict[str, int]:

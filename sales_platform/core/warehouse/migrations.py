@@ -50,8 +50,12 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 
 def _lock(conn: Connection) -> None:
-    if conn.dialect.name == "postgresql":  # serialize concurrent migrators (SQLite: BEGIN IMMEDIATE)
+    """Serialize concurrent migrators (SQLite: BEGIN IMMEDIATE already does)."""
+    if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+    elif conn.dialect.name == "mssql":
+        conn.execute(text("EXEC sp_getapplock @Resource='sales_platform_migrations', "
+                          "@LockMode='Exclusive', @LockOwner='Transaction', @LockTimeout=600000"))
 
 
 def migrate(engine: Engine, now: datetime | None = None) -> list[int]:

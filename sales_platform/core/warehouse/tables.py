@@ -107,7 +107,7 @@ agg_sales_daily = Table(
 agg_sales_yearly = Table(
     "agg_sales_yearly",
     metadata,
-    Column("year", Integer, primary_key=True),
+    Column("year", Integer, primary_key=True, autoincrement=False),  # natural key, never IDENTITY
     Column("transactions", Integer, nullable=False),
     Column("total_quantity", Integer, nullable=False),
     Column("total_revenue", Numeric(18, 2), nullable=False),
