@@ -9,5 +9,6 @@ from sales_platform.core import settings
 # end_offset=1: today's partition exists, so today's drops can load today.
 daily_partitions = dg.DailyPartitionsDefinition(start_date=settings.start_date(), end_offset=1)
 
-# A long backfill runs in bounded chunks of days, not one process per day.
-daily_backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=31)
+# A backfill of any length is one run (each day still loads in its own transaction), not one
+# process per day; it also lets `dagster asset materialize --partition-range` run a range.
+daily_backfill_policy = dg.BackfillPolicy.single_run()
