@@ -1,0 +1,86 @@
+"""Backfill benchmark: a year of daily partitions in one run vs. one `dagster asset materialize` per day.
+
+    .venv/bin/python benchmarks/backfill.py --days 365 --rows-per-day 3000 --separate-runs 10
+
+Both paths go through the real Dagster CLI on the same generated files (fresh SQLite warehouse and
+DAGSTER_HOME each). The per-day path is timed on --separate-runs days and extrapolated linearly to
+--days (each of those runs pays the same process start and definition load); the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CHAIN = "raw_sales,cleaned_sales,sales_rejects,encrypted_sales,sales"
+PRODUCTS = "products_json,products_api_upload,dim_products"
+
+
+def environment(root: Path, key: str) -> dict[str, str]:
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    return {**os.environ, "SALES_PLATFORM_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(home),
+            "SALES_PLATFORM_ENCRYPTION_KEY": key}
+
+
+def materialize(env: dict[str, str], select: str, *partition: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "sales_platform.definitions",
+                    "--select", select, *partition], env=env, cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def prepare(root: Path, key: str, start: date, days: int, rows: int) -> dict[str, str]:
+    env = environment(root, key)
+    subprocess.run([str(BIN / "sales-platform"), "generate", "--start", start.isoformat(), "--days",
+                    str(days), "--rows-per-day", str(rows), "--defect-rate", "0.01"], env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    materialize(env, PRODUCTS)
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--rows-per-day", type=int, default=3000)
+    parser.add_argument("--separate-runs", type=int, default=10)
+    parser.add_argument("--start", default="2024-01-01")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from sales_platform.core.crypto import generate_key
+
+    start, key = date.fromisoformat(args.start), generate_key()
+    last = start + timedelta(days=args.days - 1)
+    with tempfile.TemporaryDirectory(prefix="backfill_bench_") as tmp:
+        single_env = prepare(Path(tmp) / "single", key, start, args.days, args.rows_per_day)
+        single = materialize(single_env, CHAIN, "--partition-range", f"{start}...{last}")
+        per_day_env = prepare(Path(tmp) / "per_day", key, start, args.days, args.rows_per_day)
+        timings = [materialize(per_day_env, CHAIN, "--partition", str(start + timedelta(days=i)))
+                   for i in range(args.separate_runs)]
+    per_run = sum(timings) / len(timings)
+    result = {
+        "days": args.days, "rows_per_day": args.rows_per_day, "single_run_s": round(single, 1),
+        "separate_runs_measured": len(timings), "separate_run_mean_s": round(per_run, 2),
+        "separate_runs_extrapolated_s": round(per_run * args.days, 1),
+        "speedup": round(per_run * args.days / single, 1), "cpus": os.cpu_count(),
+    }
+    print(json.dumps(result, indent=2))
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"backfill-{args.days}.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
