@@ -1,5 +1,6 @@
 import dagster as dg
 
+from sales_platform.governance.alerts import run_failure_alert_sensor
 from sales_platform.governance.assets import lineage_export
 
-defs = dg.Definitions(assets=[lineage_export])
+defs = dg.Definitions(assets=[lineage_export], sensors=[run_failure_alert_sensor])

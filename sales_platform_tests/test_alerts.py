@@ -1,0 +1,73 @@
+"""The run-failure sensor turns a real failed run into a structured, redacted alert."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+
+from sales_platform.governance.alerts import ALERTS_FILE, run_failure_alert_sensor
+from sales_platform_tests.helpers import (
+    PRODUCTS,
+    SALES_CHAIN,
+    materialize,
+    resources_for,
+    write_catalogue,
+    write_csv,
+)
+
+DAY = "2024-03-01"
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        return None
+
+
+def test_failed_run_becomes_a_redacted_alert_in_file_and_webhook(data_dir, key, tmp_path, monkeypatch):
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SALES_PLATFORM_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, max_reject_rate=0.01)
+    write_catalogue(data_dir, ["P1"])
+    write_csv(data_dir / "incoming" / "bad.csv", [["T1", "C1", "P1", "-5", f"{DAY}T10:00:00"]])
+    with dg.instance_for_test() as instance:
+        materialize(resources, PRODUCTS, instance=instance)
+        result = materialize(resources, SALES_CHAIN, DAY, instance=instance, raise_on_error=False)
+        assert not result.success
+        run = instance.get_run_by_id(result.run_id)
+        failure = next(e for e in instance.all_logs(result.run_id)
+                       if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+        context = dg.build_run_status_sensor_context(
+            sensor_name="run_failure_alert_sensor", dagster_event=failure.dagster_event,
+            dagster_instance=instance, dagster_run=run, resources={"platform": resources["platform"]},
+        ).for_run_failure()
+        run_failure_alert_sensor(context)
+    server.shutdown()
+    (line,) = (data_dir / ALERTS_FILE).read_text().splitlines()
+    alert = json.loads(line)
+    assert alert["run_id"] == result.run_id and alert["partition"] == DAY
+    assert any("reject_rate_below_threshold" in s["error"] or s["step"] == "cleaned_sales"
+               for s in alert["failed_steps"]), alert
+    assert key not in line
+    assert Hook.received and Hook.received[0]["run_id"] == result.run_id
+
+
+def test_alert_redaction_removes_passwords_keys_and_tokens():
+    from sales_platform.core.alerts import RunFailureAlert
+
+    alert = RunFailureAlert(run_id="r", job_name="j", status="FAILURE", failed_at="now",
+                            failed_steps=[{"step": "sales", "error": "could not connect to "
+                                           "postgresql://loader:Pa55w0rd!@db:5432/sales"}],
+                            message="key=SECRETKEYVALUE123 PWD=hunter2;")
+    redacted = alert.redacted(secrets=("SECRETKEYVALUE123",))
+    text = json.dumps(redacted.__dict__)
+    assert "Pa55w0rd!" not in text and "SECRETKEYVALUE123" not in text and "hunter2" not in text
+    assert "postgresql://loader:***@db:5432/sales" in text
