@@ -185,3 +185,70 @@ def test_materialization_metadata_and_checks_are_per_partition(setup):
 
 def setup_url(resources) -> str:
     return resources["warehouse"].database_url
+
+
+@pytest.fixture
+def request_cleanup():
+    """PostgreSQL databases a test created, dropped afterwards."""
+    urls: list[str] = []
+    yield urls
+    from sqlalchemy import create_engine, text
+
+    from sales_platform.core.warehouse.engine import dispose_all
+    from sales_platform_tests.conftest import PG_ADMIN_URL
+
+    dispose_all()
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for url in urls:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_sqlite_and_postgresql_end_with_identical_tables(data_dir, key, tmp_path, request_cleanup):
+    """The same files and key give the same sales and rejects rows on both backends."""
+    from sales_platform_tests.conftest import _pg_available
+
+    if not _pg_available():
+        from sales_platform_tests.conftest import skip_or_fail
+
+        skip_or_fail("PostgreSQL not reachable at 127.0.0.1:5432")
+    import shutil
+
+    generated(data_dir, days=1, rows=500)
+    snapshot = tmp_path / "drop"
+    shutil.copytree(data_dir, snapshot)
+    results = {}
+    pg_url = _fresh_pg_database()
+    request_cleanup.append(pg_url)
+    for name, url in (("sqlite", f"sqlite:///{tmp_path / 'w.db'}"), ("postgresql", pg_url)):
+        folder = tmp_path / f"data_{name}"
+        shutil.copytree(snapshot, folder)
+        resources = resources_for(folder, url, key)
+        materialize(resources, PRODUCTS)
+        materialize(resources, SALES_CHAIN, DAY)
+        engine = cached_engine(resources["warehouse"].url())
+        with engine.connect() as conn:
+            results[name] = (
+                [tuple(r)[:-2] for r in conn.execute(select(sales).order_by(sales.c.transaction_id))],
+                sorted(tuple(r) for r in conn.execute(select(sales_rejects.c.source_row,
+                                                             sales_rejects.c.reason,
+                                                             sales_rejects.c.customer_id))),
+            )
+    assert results["sqlite"] == results["postgresql"]
+    assert len(results["sqlite"][0]) > 400
+
+
+def _fresh_pg_database() -> str:
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from sales_platform_tests.conftest import PG_ADMIN_URL
+
+    name = f"sp_same_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
