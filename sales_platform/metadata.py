@@ -8,6 +8,13 @@ import dagster as dg
 import pandas as pd
 
 
+def warehouse_kinds(*others: str) -> set[str]:
+    """Kinds of an asset stored in the warehouse: the configured database shows in the UI."""
+    from sales_platform.core.settings import warehouse_kind
+
+    return {"sql", warehouse_kind(), *others}
+
+
 def markdown_table(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False) if len(frame) else "_empty_")
 

@@ -6,12 +6,12 @@ import dagster as dg
 
 from sales_platform.core.warehouse import aggregates as agg
 from sales_platform.core.warehouse import tables
-from sales_platform.metadata import column_schema
+from sales_platform.metadata import column_schema, warehouse_kinds
 from sales_platform.partitions import daily_backfill_policy, daily_partitions
 from sales_platform.resources.warehouse import WarehouseResource
 
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48))
-COMMON = dict(group_name="aggregates", kinds={"sql"}, owners=["team:analytics"],
+COMMON = dict(group_name="aggregates", kinds=warehouse_kinds(), owners=["team:analytics"],
               freshness_policy=FRESHNESS, pool="warehouse_writes")
 DAILY = dict(partitions_def=daily_partitions, backfill_policy=daily_backfill_policy)
 

@@ -5,7 +5,9 @@ then ``rotate_keys``. It rewrites, in order:
 
 - the token columns of the warehouse, table by table, in batches (keyset pagination on the primary
   key, one transaction per batch). Only values not under the active key are selected, so a rerun
-  after an interruption continues where the last committed batch stopped;
+  after an interruption continues where the last committed batch stopped. Columns added to sales
+  by schema evolution whose name the contract marks sensitive hold tokens too, as do sensitive keys
+  inside the ``extras`` JSON columns;
 - the plain Parquet files under staging/ that hold tokens (encrypted layer, rejects), atomically;
 - the sealed files under staging/ and archive/ whose header names another key, atomically (written
   beside, then renamed), plus the off-machine archive copy when an ``archive_sink`` is given.
@@ -18,9 +20,10 @@ can be removed.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +39,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
     or_,
     select,
     update,
@@ -49,7 +53,9 @@ from sales_platform.core.crypto import (
     open_sealed,
     seal_stream,
 )
+from sales_platform.core.schema import DEFAULT_SENSITIVE, EXTRAS_COLUMN
 from sales_platform.core.store import PLAIN_SUFFIX, DataAreas, write_plain_table
+from sales_platform.core.warehouse.loading import sales_with
 from sales_platform.core.warehouse.tables import (
     agg_sales_by_customer,
     agg_sales_by_product,
@@ -77,6 +83,8 @@ class RotationError(RuntimeError):
 class TokenTable:
     table: Table
     tokens: tuple[str, ...]
+    json_columns: tuple[str, ...] = ()  # JSON objects whose sensitive keys hold tokens
+    json_keys: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -95,6 +103,21 @@ TOKEN_TABLES: tuple[TokenTable, ...] = (
     TokenTable(agg_sales_by_product, ("product_token",)),
     TokenTable(agg_sales_by_customer, ("customer_token",)),
 )
+
+
+def token_tables(engine: Engine, sensitive: Sequence[str] = DEFAULT_SENSITIVE) -> tuple[TokenTable, ...]:
+    """TOKEN_TABLES plus what schema evolution added: sensitive columns of the live sales table, and
+    sensitive keys in the extras JSON of sales and sales_rejects."""
+    with engine.connect() as conn:
+        live = {c["name"] for c in inspect(conn).get_columns(sales.name)}
+    evolved = tuple(sorted(c for c in live if c in sensitive and c not in sales.c))
+    keys = tuple(sensitive)
+    json_of = {t.name: (EXTRAS_COLUMN,) if keys and EXTRAS_COLUMN in t.c else ()
+               for t in (sales, sales_rejects)}
+    rejects = TOKEN_TABLES[1]
+    return (TokenTable(sales_with(evolved), ("customer_id", "product_id", *evolved), json_of["sales"], keys),
+            TokenTable(rejects.table, rejects.tokens, json_of["sales_rejects"], keys),
+            *TOKEN_TABLES[2:])
 
 
 @dataclass(frozen=True)
@@ -159,6 +182,23 @@ class _TokenCache:
                                     "SALES_PLATFORM_RETIRED_KEYS") from None
         return self.done[token]
 
+    def rotate_json(self, text: str | None, keys: Sequence[str], where: str) -> str | None:
+        """The JSON object with its stale tokens under ``keys`` re-encrypted; None when nothing changes."""
+        try:
+            data = json.loads(text) if text else None
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        stale = [k for k in keys if isinstance(data.get(k), str) and is_token_like(data[k])
+                 and self.stale(data[k])]
+        if not stale:
+            return None
+        for k in stale:
+            data[k] = self.new(data[k], f"{where}, key {k}")
+        # the writers' own spelling (landing.rescue_extras, records._extras_json)
+        return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
+
 
 def is_token_like(value: str) -> bool:
     key_id, sep, _ = value.partition(TOKEN_SEPARATOR)
@@ -172,26 +212,28 @@ def key_id_of_token(value: str) -> str:
 def rotate_keys(engine: Engine, keyring: Keyring, areas: DataAreas | None, batch_size: int = 5000,
                 progress: Progress | None = None,
                 archive_sink: Callable[[str, Path], str] | None = None,
-                now: datetime | None = None) -> RotationReport:
+                now: datetime | None = None,
+                sensitive: Sequence[str] = DEFAULT_SENSITIVE) -> RotationReport:
     """Re-encrypt every token and sealed file not under ``keyring.active`` (see the module doc).
 
     ``progress`` is called after each committed batch; if it raises, the rotation stops there and a
     rerun continues from the first value still under an old key. ``archive_sink`` (e.g. the blob
     resource's ``put_file``) receives each re-sealed archive file under ``archive/<name>``, like
     the raw_sales asset's archive copy. Rotated aggregate rows get ``refreshed_at = now``, so the
-    next agg_exports run re-exports their years with the new tokens.
+    next agg_exports run re-exports their years with the new tokens. ``sensitive`` is the schema
+    contract's list of sensitive column names (their values are tokens too).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     report = RotationReport(active_key_id=keyring.active.key_id)
     tokenizer = Tokenizer(keyring)
     stamp = now or datetime.now()
-    for spec in TOKEN_TABLES:
+    for spec in token_tables(engine, sensitive):
         _rotate_table(engine, spec, tokenizer, batch_size, stamp, report, progress)
     if areas is not None:
         # Exclusive locks: no landing or cleaning reads a file while it is being replaced.
         with areas.lock("intake"), areas.lock("landing"):
-            _rotate_token_files(areas, tokenizer, report, progress)
+            _rotate_token_files(areas, tokenizer, report, progress, tuple(sensitive))
             _reseal_files(areas, keyring, report, progress, archive_sink)
     return report
 
@@ -207,13 +249,20 @@ def _after(columns: list, values: tuple) -> object:
 def _batch_query(spec: TokenTable, prefix: str, last: tuple | None, batch_size: int, dialect: str):
     table = spec.table
     key = [table.c[k] for k in spec.key]
-    stale = or_(*(and_(table.c[t].is_not(None), table.c[t].not_like(prefix + "%")) for t in spec.tokens))
-    wanted = list(table.c) if spec.token_in_key else [*key, *(table.c[t] for t in spec.tokens)]
+    stale = or_(*(and_(table.c[t].is_not(None), table.c[t].not_like(prefix + "%")) for t in spec.tokens),
+                *_json_candidates(spec))
+    wanted = list(table.c) if spec.token_in_key else \
+        [*key, *(table.c[t] for t in (*spec.tokens, *spec.json_columns))]
     query = select(*wanted).where(stale).order_by(*key).limit(batch_size)
     if last is not None:
         query = query.where(_after(key, last))
     # Lock the batch's rows: a concurrent writer waits for the batch instead of being overwritten.
     return query if dialect == "sqlite" else query.with_for_update()
+
+
+def _json_candidates(spec: TokenTable) -> list:
+    """Rows whose JSON may hold a sensitive key (checked in Python: JSON is not portable SQL)."""
+    return [spec.table.c[c].like(f'%"{k}": "%') for c in spec.json_columns for k in spec.json_keys]
 
 
 def _rotate_table(engine: Engine, spec: TokenTable, tokenizer: Tokenizer, batch_size: int, now: datetime,
@@ -261,6 +310,18 @@ def _update_in_place(conn: Connection, spec: TokenTable, rows: list[dict],
         params = [{**_key_params(spec, row), "old_token": row[column],
                    "new_token": cache.new(row[column], f"{_where(spec, row)}, column {column}")}
                   for row in rows if cache.stale(row[column])]
+        if params:
+            statement = (update(spec.table)
+                         .where(*_key_match(spec), spec.table.c[column] == bindparam("old_token"))
+                         .values({column: bindparam("new_token")}))
+            conn.execute(statement, params)
+            changed[column] += len(params)
+    for column in spec.json_columns:
+        params = []
+        for row in rows:
+            new = cache.rotate_json(row[column], spec.json_keys, f"{_where(spec, row)}, column {column}")
+            if new is not None:
+                params.append({**_key_params(spec, row), "old_token": row[column], "new_token": new})
         if params:
             statement = (update(spec.table)
                          .where(*_key_match(spec), spec.table.c[column] == bindparam("old_token"))
@@ -348,11 +409,13 @@ def _prefix_expression(column, dialect: str):
     return (func.substring if dialect == "mssql" else func.substr)(column, 1, length)
 
 
-def token_counts_by_key(engine: Engine) -> dict[str, dict[str, int]]:
-    """``{"table.column": {key_id: values}}`` for every token column (NULLs not counted)."""
+def token_counts_by_key(engine: Engine,
+                        sensitive: Sequence[str] = DEFAULT_SENSITIVE) -> dict[str, dict[str, int]]:
+    """``{"table.column": {key_id: values}}`` for every token column (NULLs not counted); tokens in
+    extras JSON are counted under ``table.extras``."""
     counts: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
-        for spec in TOKEN_TABLES:
+        for spec in token_tables(engine, sensitive):
             for column in spec.tokens:
                 prefix = _prefix_expression(spec.table.c[column], engine.dialect.name).label("prefix")
                 rows = conn.execute(select(prefix, func.count()).where(spec.table.c[column].is_not(None))
@@ -361,7 +424,24 @@ def token_counts_by_key(engine: Engine) -> dict[str, dict[str, int]]:
                 for head, n in rows:
                     per_key[key_id_of_token(head or "")] += n
                 counts[f"{spec.table.name}.{column}"] = dict(sorted(per_key.items()))
+            for column in spec.json_columns:
+                counts[f"{spec.table.name}.{column}"] = _json_counts(conn, spec, column)
     return counts
+
+
+def _json_counts(conn: Connection, spec: TokenTable, column: str) -> dict[str, int]:
+    per_key: Counter[str] = Counter()
+    rows = conn.execution_options(yield_per=5000).execute(
+        select(spec.table.c[column]).where(or_(*_json_candidates(spec))))
+    for (text,) in rows:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            per_key.update(key_id_of_token(data[k]) for k in spec.json_keys
+                           if isinstance(data.get(k), str) and is_token_like(data[k]))
+    return dict(sorted(per_key.items()))
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -409,30 +489,31 @@ def sealed_counts_by_key(areas: DataAreas) -> dict[str, dict[str, int]]:
     return {label: dict(sorted(c.items())) for label, c in sorted(counts.items())}
 
 
-def _token_columns(table: pa.Table) -> Iterator[tuple[int, str]]:
+def _string_columns(table: pa.Table, names: Sequence[str]) -> Iterator[tuple[int, str]]:
     for index, name in enumerate(table.column_names):
-        if name in STAGED_TOKEN_COLUMNS and pa.types.is_string(table.schema.field(name).type):
+        if name in names and pa.types.is_string(table.schema.field(name).type):
             yield index, name
 
 
-def staged_token_counts_by_key(areas: DataAreas) -> dict[str, dict[str, int]]:
+def staged_token_counts_by_key(areas: DataAreas,
+                               sensitive: Sequence[str] = DEFAULT_SENSITIVE) -> dict[str, dict[str, int]]:
     """``{"staging/<layer>": {key_id: token values}}`` over the plain Parquet files."""
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for path in staged_token_files(areas):
         table = pq.read_table(path)
-        for _, name in _token_columns(table):
+        for _, name in _string_columns(table, (*STAGED_TOKEN_COLUMNS, *sensitive)):
             counts[_label(areas, path)].update(key_id_of_token(v) for v in table[name].to_pylist()
                                                if v is not None)
     return {label: dict(sorted(c.items())) for label, c in sorted(counts.items())}
 
 
 def _rotate_token_files(areas: DataAreas, tokenizer: Tokenizer, report: RotationReport,
-                        progress: Progress | None) -> None:
+                        progress: Progress | None, sensitive: tuple[str, ...]) -> None:
     for path in staged_token_files(areas):
         cache = _TokenCache(tokenizer)
         table = pq.read_table(path)
         rotated = 0
-        for index, name in _token_columns(table):
+        for index, name in _string_columns(table, (*STAGED_TOKEN_COLUMNS, *sensitive)):
             values = table[name].to_pylist()
             stale = [cache.stale(v) for v in values]
             if any(stale):
@@ -440,6 +521,14 @@ def _rotate_token_files(areas: DataAreas, tokenizer: Tokenizer, report: Rotation
                 new = [cache.new(v, where) if s else v for v, s in zip(values, stale, strict=True)]
                 table = table.set_column(index, table.schema.field(name), pa.array(new, pa.string()))
                 rotated += sum(stale)
+        for index, name in _string_columns(table, (EXTRAS_COLUMN,)):
+            values = table[name].to_pylist()
+            where = f"{path.relative_to(areas.root)}, column {name}"
+            new = [cache.rotate_json(v, sensitive, where) for v in values]
+            if any(n is not None for n in new):
+                merged = [v if n is None else n for v, n in zip(values, new, strict=True)]
+                table = table.set_column(index, table.schema.field(name), pa.array(merged, pa.string()))
+                rotated += sum(n is not None for n in new)
         if rotated:
             write_plain_table(path, table)  # atomic: written beside, then renamed
             report.token_files[_label(areas, path)] += 1

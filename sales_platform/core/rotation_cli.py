@@ -36,6 +36,7 @@ class KeyContext:
     areas: DataAreas
     archive_sink: Callable[[str, Path], str]
     database: str  # for display: password redacted
+    sensitive: tuple[str, ...]  # the schema contract's sensitive columns (they hold tokens too)
 
 
 def key_context() -> KeyContext:
@@ -50,7 +51,7 @@ def key_context() -> KeyContext:
     warehouse = resolved(warehouse_resource())
     blob = resolved(blob_resource())
     return KeyContext(warehouse.engine(), platform.keyring(), platform.areas, blob.put_file,
-                      warehouse.display_url())
+                      warehouse.display_url(), tuple(platform.contract().sensitive))
 
 
 def _key_label(keyring: Keyring, key_id: str) -> str:
@@ -81,10 +82,10 @@ def print_status(context: KeyContext) -> int:
     retired = ", ".join(keyring.others) or "none"
     print(f"keyring: active {keyring.active.key_id}; retired {retired}")
     print(f"database: {context.database}; data dir: {context.areas.root}")
-    values = _print_counts("token values per key id (warehouse):", token_counts_by_key(context.engine),
-                           keyring)
+    values = _print_counts("token values per key id (warehouse):",
+                           token_counts_by_key(context.engine, context.sensitive), keyring)
     values += _print_counts("token values per key id (staging Parquet files):",
-                            staged_token_counts_by_key(context.areas), keyring)
+                            staged_token_counts_by_key(context.areas, context.sensitive), keyring)
     files = _print_counts("sealed files per key id:", sealed_counts_by_key(context.areas), keyring)
     if values or files:
         print(f"not under the active key: {values} token value(s), {files} sealed file(s); "
@@ -118,7 +119,8 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
     print(f"rotating to key {context.keyring.active.key_id} in batches of {args.batch_size}", flush=True)
     try:
         report = rotate_keys(context.engine, context.keyring, context.areas, batch_size=args.batch_size,
-                             progress=_print_batch, archive_sink=context.archive_sink)
+                             progress=_print_batch, archive_sink=context.archive_sink,
+                             sensitive=context.sensitive)
     except RotationError as exc:
         print(f"rotation stopped: {exc}\nwhat was committed stays rotated; fix the cause and rerun",
               file=sys.stderr)

@@ -50,3 +50,16 @@ def start_date() -> str:
 
 def default_db_url(folder: Path | None = None) -> str:
     return f"sqlite:///{(folder or data_dir()) / 'warehouse.db'}"
+
+
+def warehouse_kind() -> str:
+    """The configured warehouse as a Dagster kind (icon in the asset graph)."""
+    url = os.environ.get(DB_URL, "")
+    if url:
+        scheme = url.split(":", 1)[0].split("+", 1)[0]
+        return {"postgresql": "postgres", "mssql": "sqlserver"}.get(scheme, scheme)
+    if os.environ.get(AZURE_SQL_SERVER):
+        return "azuresql"
+    if os.environ.get(MSSQL_HOST):
+        return "sqlserver"
+    return "sqlite"

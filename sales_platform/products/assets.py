@@ -15,7 +15,7 @@ from sales_platform.core.products import (
 )
 from sales_platform.core.warehouse.records import upsert_products
 from sales_platform.core.warehouse.tables import dim_products as dim_products_table
-from sales_platform.metadata import column_schema, markdown_table
+from sales_platform.metadata import column_schema, markdown_table, warehouse_kinds
 from sales_platform.resources.blob import BlobStorageResource
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.products_api import ProductsApiResource
@@ -65,7 +65,7 @@ def products_api_upload(blob: BlobStorageResource,
     **COMMON,
     deps=[products_api_upload],
     metadata={"lineage/reads": ["file:products_api"], "lineage/writes": ["table:dim_products"]},
-    kinds={"json", "sql"},
+    kinds=warehouse_kinds("json"),
     code_version="dim-products-2",
     pool="warehouse_writes",
     description="Products read back from the API (GET /products, paginated) and upserted into "

@@ -36,7 +36,14 @@ from sales_platform.core.warehouse.records import (
 from sales_platform.core.warehouse.retry import describe_db_error, run_with_retries
 from sales_platform.core.warehouse.tables import sales as sales_table
 from sales_platform.core.warehouse.tables import sales_rejects as rejects_table
-from sales_platform.metadata import column_schema, counts_table, markdown_table, rate, reflected_table
+from sales_platform.metadata import (
+    column_schema,
+    counts_table,
+    markdown_table,
+    rate,
+    reflected_table,
+    warehouse_kinds,
+)
 from sales_platform.partitions import daily_backfill_policy, daily_partitions
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
@@ -131,7 +138,7 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
     metadata={"lineage/reads": ["file:staging/rejects"], "lineage/writes": ["table:sales_rejects"]},
     **COMMON,
     deps=["cleaned_sales"],
-    kinds={"sql"},
+    kinds=warehouse_kinds(),
     tags={"layer": "quality"},
     code_version="rejects-1",
     description="Every rejected row of the day with its reason, source file and row number "
@@ -190,7 +197,7 @@ def encrypted_sales(context: dg.AssetExecutionContext,
               "lineage/writes": ["table:sales", "table:file_ledger"]},
     **COMMON,
     deps=["encrypted_sales"],
-    kinds={"sql", "sqlite"},
+    kinds=warehouse_kinds(),
     tags={"layer": "warehouse"},
     code_version="sales-1",
     check_specs=[conservation_check, pk_check, schema_check],
