@@ -109,7 +109,7 @@ def print_summary(first: str, last: str) -> None:
     print(f"  tables: {', '.join(sorted(metadata.tables))}")
     print(f"  database: {warehouse.display_url()}")
     print(f"  quarantine: {root / 'quarantine'}  archive: {root / 'archive'}")
-    print(f"  UI: DAGSTER_HOME={os.environ.get('DAGSTER_HOME')} dagster dev  (then open http://127.0.0.1:3000)")
+    print(f"  UI: make ui  (DAGSTER_HOME={os.environ.get('DAGSTER_HOME')}), then http://127.0.0.1:3000")
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
