@@ -149,6 +149,18 @@ def cmd_atlas_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_keys(args: argparse.Namespace) -> int:
+    from sales_platform.core.rotation_cli import cmd_rotate_keys as rotate
+
+    return rotate(args)
+
+
+def cmd_key_status(args: argparse.Namespace) -> int:
+    from sales_platform.core.rotation_cli import cmd_key_status as status
+
+    return status(args)
+
+
 def _add_generate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", default=settings.start_date(), help="first sale date")
     parser.add_argument("--days", type=int, default=7)
@@ -189,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     atlas.add_argument("export", help="Atlas v2 entities JSON (or ZIP) export")
     atlas.add_argument("--out", default="atlas_tables", help="output folder")
     atlas.set_defaults(func=cmd_atlas_tables)
+    rotate = sub.add_parser("rotate-keys", help="re-encrypt every token and sealed file under the active "
+                            "key (resumable: rerun after an interruption)")
+    rotate.add_argument("--batch-size", type=int, default=5000, help="rows per transaction")
+    rotate.add_argument("--dry-run", action="store_true", help="only print counts per key id")
+    rotate.set_defaults(func=cmd_rotate_keys)
+    status = sub.add_parser("key-status", help="token and sealed-file counts per key id (exit 1 while "
+                            "anything is under another key than the active one)")
+    status.set_defaults(func=cmd_key_status)
     return parser
 
 

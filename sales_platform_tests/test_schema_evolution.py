@@ -111,12 +111,16 @@ def test_rescue_keeps_unknown_columns_as_json(data_dir, key, tmp_path):
     resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, schema_policy="rescue")
     engine = cached_engine(resources["warehouse"].url())
     materialize(resources, PRODUCTS)
-    write_csv(data_dir / "incoming" / "new.csv", [["T2", "C2", "P1", "2", f"{DAY}T10:00:00", "S-7", "x"]],
-              header=[*OLD, "store_id", "Promo Code"])
+    write_csv(data_dir / "incoming" / "new.csv",
+              [["T2", "C2", "P1", "2", f"{DAY}T10:00:00", "S-7", "x", "eve@example.com"]],
+              header=[*OLD, "store_id", "Promo Code", "email"])
     materialize(resources, SALES_CHAIN, DAY)
     assert "store_id" not in {c["name"] for c in inspect(engine).get_columns("sales")}
     ((extras,),) = rows(engine, "extras")
-    assert json.loads(extras) == {"promo_code": "x", "store_id": "S-7"}
+    kept = json.loads(extras)
+    assert {k: kept[k] for k in ("promo_code", "store_id")} == {"promo_code": "x", "store_id": "S-7"}
+    assert Tokenizer(Keyring.from_secrets(key)).decrypt(kept["email"]) == "eve@example.com"
+    assert "eve@example.com" not in extras  # sensitive even inside the JSON
 
 
 def test_dba_added_column_is_left_alone(env):

@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from sales_platform.core.crypto import Keyring, Tokenizer
+from sales_platform.core.protect import protect_identifiers
 from sales_platform.core.quality import QualityRules, route_timestamps
 from sales_platform.core.schema import (
     EXTRAS_COLUMN,
     FREEZE,
-    IDENTIFIER_COLUMNS,
     RESCUE,
     TIMESTAMP,
     SchemaContract,
@@ -218,11 +218,7 @@ class Lander:
 
     def protect(self, rejects: pd.DataFrame) -> pd.DataFrame:
         """Rejected rows keep their raw values, with identifiers as tokens."""
-        out = rejects.copy()
-        for column in (*IDENTIFIER_COLUMNS, *self.contract.sensitive):
-            if column in out:
-                out[column] = self.tokenizer.encrypt_series(out[column])
-        return out
+        return protect_identifiers(rejects, self.tokenizer, self.contract.sensitive)
 
     def _malformed(self, invalid: list[dict], name: str) -> pd.DataFrame:
         return pd.DataFrame(

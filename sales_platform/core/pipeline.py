@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 from sales_platform.core.crypto import Keyring, Tokenizer
 from sales_platform.core.dedupe import DuplicateScan
 from sales_platform.core.landing import LANDED
+from sales_platform.core.protect import protect_identifiers
 from sales_platform.core.quality import QualityRules, clean_rows
-from sales_platform.core.schema import IDENTIFIER_COLUMNS
 from sales_platform.core.store import (
     SEALED_SUFFIX,
     DataAreas,
@@ -84,16 +84,6 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
     areas.publish_layer(CLEANED, day, clean_tmp)
     areas.publish_layer(REJECTS, day, rejects_tmp)
     return result
-
-
-def protect_identifiers(frame: pd.DataFrame, tokenizer: Tokenizer,
-                        sensitive: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Identifiers (and columns the contract marks sensitive) replaced by tokens."""
-    out = frame.copy()
-    for column in (*IDENTIFIER_COLUMNS, *sensitive):
-        if column in out:
-            out[column] = tokenizer.encrypt_series(out[column])
-    return out
 
 
 @dataclass

@@ -40,6 +40,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    literal_column,
     or_,
     select,
     update,
@@ -183,21 +184,34 @@ class _TokenCache:
         return self.done[token]
 
     def rotate_json(self, text: str | None, keys: Sequence[str], where: str) -> str | None:
-        """The JSON object with its stale tokens under ``keys`` re-encrypted; None when nothing changes."""
-        try:
-            data = json.loads(text) if text else None
-        except ValueError:
-            return None
-        if not isinstance(data, dict):
-            return None
-        stale = [k for k in keys if isinstance(data.get(k), str) and is_token_like(data[k])
-                 and self.stale(data[k])]
-        if not stale:
-            return None
-        for k in stale:
-            data[k] = self.new(data[k], f"{where}, key {k}")
-        # the writers' own spelling (landing.rescue_extras, records._extras_json)
-        return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
+        """The JSON text with its stale tokens under ``keys`` re-encrypted; None when nothing changes."""
+        def rotate(key: str, token: str) -> str:
+            return self.new(token, f"{where}, key {key}") if self.stale(token) else token
+
+        return map_json_tokens(text, keys, rotate)
+
+
+def map_json_tokens(text: str | None, keys: Sequence[str], fn: Callable[[str, str], str]) -> str | None:
+    """Apply ``fn(key, token)`` to the tokens under ``keys`` of a JSON object, also inside a nested
+    extras JSON string (sales_rejects keeps a rescued row's extras that way). Returns the new text,
+    or None when nothing changed or the text is not a JSON object."""
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    changed = False
+    for key, value in data.items():
+        new = value
+        if key in keys and isinstance(value, str) and is_token_like(value):
+            new = fn(key, value)
+        elif key == EXTRAS_COLUMN and isinstance(value, str):
+            new = map_json_tokens(value, keys, fn) or value
+        if new != value:
+            data[key], changed = new, True
+    # the writers' own spelling (landing.rescue_extras, records._extras_json)
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str) if changed else None
 
 
 def is_token_like(value: str) -> bool:
@@ -262,7 +276,7 @@ def _batch_query(spec: TokenTable, prefix: str, last: tuple | None, batch_size: 
 
 def _json_candidates(spec: TokenTable) -> list:
     """Rows whose JSON may hold a sensitive key (checked in Python: JSON is not portable SQL)."""
-    return [spec.table.c[c].like(f'%"{k}": "%') for c in spec.json_columns for k in spec.json_keys]
+    return [spec.table.c[c].like(f"%{k}%") for c in spec.json_columns for k in spec.json_keys]
 
 
 def _rotate_table(engine: Engine, spec: TokenTable, tokenizer: Tokenizer, batch_size: int, now: datetime,
@@ -405,8 +419,9 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def _prefix_expression(column, dialect: str):
-    length = KEY_ID_LENGTH + len(TOKEN_SEPARATOR)
-    return (func.substring if dialect == "mssql" else func.substr)(column, 1, length)
+    # literal numbers, not bound parameters: SQL Server matches GROUP BY to the select list textually
+    start, length = literal_column("1"), literal_column(str(KEY_ID_LENGTH + len(TOKEN_SEPARATOR)))
+    return (func.substring if dialect == "mssql" else func.substr)(column, start, length)
 
 
 def token_counts_by_key(engine: Engine,
@@ -433,14 +448,13 @@ def _json_counts(conn: Connection, spec: TokenTable, column: str) -> dict[str, i
     per_key: Counter[str] = Counter()
     rows = conn.execution_options(yield_per=5000).execute(
         select(spec.table.c[column]).where(or_(*_json_candidates(spec))))
+
+    def count(_key: str, token: str) -> str:
+        per_key[key_id_of_token(token)] += 1
+        return token
+
     for (text,) in rows:
-        try:
-            data = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(data, dict):
-            per_key.update(key_id_of_token(data[k]) for k in spec.json_keys
-                           if isinstance(data.get(k), str) and is_token_like(data[k]))
+        map_json_tokens(text, spec.json_keys, count)
     return dict(sorted(per_key.items()))
 
 

@@ -111,6 +111,9 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
         print(f"{settings.ENCRYPTION_KEY} is not set: set it to the new key and "
               f"{settings.RETIRED_KEYS} to the old key(s), then rerun", file=sys.stderr)
         return 2
+    if args.batch_size < 1:
+        print("--batch-size must be at least 1", file=sys.stderr)
+        return 2
     context = key_context()
     if args.dry_run:
         stale = print_status(context)
@@ -127,22 +130,3 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
         return 1
     print("\n".join(report.lines()))
     return 0 if print_status(context) == 0 else 1
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def add_key_commands(sub: argparse._SubParsersAction) -> None:
-    """The two subcommands, for ``build_parser`` in sales_platform.cli."""
-    rotate = sub.add_parser("rotate-keys", help="re-encrypt every token and sealed file under the "
-                            "active key (resumable: rerun after an interruption)")
-    rotate.add_argument("--batch-size", type=positive_int, default=5000, help="rows per transaction")
-    rotate.add_argument("--dry-run", action="store_true", help="only print counts per key id")
-    rotate.set_defaults(func=cmd_rotate_keys)
-    status = sub.add_parser("key-status", help="token and sealed-file counts per key id "
-                            "(exit 1 while anything is under a retired key)")
-    status.set_defaults(func=cmd_key_status)

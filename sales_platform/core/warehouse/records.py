@@ -28,6 +28,7 @@ LEDGER_DUPLICATE = "skipped_duplicate"
 LEDGER_SUPERSEDED = "superseded"
 
 
+NUL_REPLACEMENT = "\ufffd"
 ROUTING_COLUMNS = frozenset({"source_file", "source_row", "reason", "sale_ts"})
 
 
@@ -46,7 +47,9 @@ def _reject_records(frame: pd.DataFrame, stage: str, sale_date: date | None, sha
     out["extras"] = _extras_json(frame)
     for column in REJECT_TEXT_COLUMNS:
         values = frame[column] if column in frame else pd.Series(None, index=frame.index)
-        out[column] = values.astype(object).where(values.notna(), None)
+        values = values.astype(object).where(values.notna(), None)
+        # PostgreSQL text cannot hold NUL (0x00): the reject is kept, its reason says why
+        out[column] = values.map(lambda v: v.replace("\x00", NUL_REPLACEMENT) if isinstance(v, str) else v)
     out["source_file"] = frame["source_file"]
     out["source_row"] = frame["source_row"].astype("Int64").astype(object) if "source_row" in frame \
         else None

@@ -1,0 +1,465 @@
+"""Key rotation on real pipeline output, on SQLite and PostgreSQL: every token and sealed file ends
+under the new key, decrypts to the same plaintext with the new key alone, and an interrupted
+rotation resumes to the same state as an uninterrupted one."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import shutil
+import sqlite3
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import MetaData, create_engine, func, insert, select, text
+
+from sales_platform.core.crypto import CryptoError, Keyring, Tokenizer, generate_key, open_sealed_bytes
+from sales_platform.core.generator import GeneratorSettings, generate
+from sales_platform.core.rotation import (
+    STAGED_TOKEN_COLUMNS,
+    TOKEN_TABLES,
+    RotationError,
+    rotate_keys,
+    sealed_counts_by_key,
+    sealed_files,
+    staged_token_counts_by_key,
+    staged_token_files,
+    token_counts_by_key,
+    token_tables,
+)
+from sales_platform.core.rotation_cli import cmd_key_status, cmd_rotate_keys
+from sales_platform.core.schema import DEFAULT_SENSITIVE
+from sales_platform.core.store import DataAreas
+from sales_platform.core.warehouse.engine import cached_engine, dispose_all
+from sales_platform.core.warehouse.loading import add_column_ddl, sales_with
+from sales_platform.core.warehouse.tables import (
+    agg_sales_by_customer,
+    agg_sales_by_product,
+    dim_products,
+    sales,
+    sales_rejects,
+)
+from sales_platform.resources.blob import LocalBlobStorage
+from sales_platform_tests.conftest import PG_ADMIN_URL
+from sales_platform_tests.helpers import (
+    PRODUCTS,
+    SALES_CHAIN,
+    materialize,
+    resources_for,
+    write_catalogue,
+    write_csv,
+)
+
+DAYS = ("2024-03-01", "2024-03-02")
+AGGREGATES = ["agg_sales_daily", "agg_sales_by_product", "agg_sales_by_customer"]
+TOKEN_EXPORTS = {"exports/agg_sales_by_product/2024.csv": "product_token",
+                 "exports/agg_sales_by_customer/2024.csv": "customer_token"}
+STAMPS = {"refreshed_at"}  # rotation re-stamps rotated aggregate rows (so exports are redone)
+RELOADED = {*STAMPS, "reject_id", "rejected_at"}  # a rerun of sales_rejects rewrites the day's rows
+
+
+class Interrupted(Exception):
+    pass
+
+
+def run_pipeline(data_dir: Path, url: str, key: str) -> dict:
+    """Products, two days of generated sales with defects (plus a malformed record), aggregates, exports."""
+    generate(data_dir / "incoming", data_dir / "catalogue" / "products.csv", date(2024, 3, 1), 2, 300,
+             GeneratorSettings(seed=5, customers=120, products=25, defect_rate=0.08))
+    # A sensitive column the contract does not declare (schema evolution adds it, as tokens), a
+    # rejected row (its email lands in sales_rejects.extras JSON) and a malformed record (raw_text).
+    (data_dir / "incoming" / "extra.csv").write_text(
+        "transaction_id,customer_id,product_id,quantity,timestamp,email\n"
+        "TX-1,C0000001,P00001,2,2024-03-01T09:00:00,ann@example.com\n"
+        "TX-2,C0000002,P00001,1,2024-03-01T09:30:00,bob@example.com,too,many\n"
+        "TX-3,C0000003,P00001,-1,2024-03-01T09:45:00,cy@example.com\n")
+    resources = resources_for(data_dir, url, key)
+    materialize(resources, PRODUCTS)
+    for day in DAYS:
+        materialize(resources, [*SALES_CHAIN, *AGGREGATES], day)
+    materialize(resources, ["agg_exports"])
+    return resources
+
+
+def _decrypt_json(tokenizer: Tokenizer, text: str | None) -> object:
+    data = json.loads(text) if text else None
+    return data and {k: tokenizer.decrypt(v) if k in DEFAULT_SENSITIVE else v for k, v in data.items()}
+
+
+def _decrypted_rows(engine, keyring: Keyring, ignore: set[str] = STAMPS) -> dict[str, list[tuple]]:
+    """Every row of every token table with its tokens decrypted (raises if one does not decrypt)."""
+    tokenizer = Tokenizer(keyring)
+    out = {}
+    with engine.connect() as conn:
+        for spec in token_tables(engine):
+            rows = []
+            for row in conn.execute(select(spec.table)).mappings():
+                rows.append(tuple(
+                    (c, tokenizer.decrypt(v) if c in spec.tokens and v is not None else
+                     _decrypt_json(tokenizer, v) if c in spec.json_columns else v)
+                    for c, v in row.items() if c not in ignore))
+            out[spec.table.name] = sorted(rows, key=repr)
+    return out
+
+
+def _decrypted_files(data_dir: Path, keyring: Keyring) -> dict[str, object]:
+    """Plaintext of every sealed file (staging, archive, blob archive copy) and staged token file."""
+    tokenizer = Tokenizer(keyring)
+    out: dict[str, object] = {}
+    for path in sorted(data_dir.rglob("*.sealed")):
+        out[str(path.relative_to(data_dir))] = open_sealed_bytes(keyring, path.read_bytes())
+    for path in staged_token_files(DataAreas(data_dir)):
+        table = pq.read_table(path)
+        columns = [c for c in table.column_names if c in (*STAGED_TOKEN_COLUMNS, *DEFAULT_SENSITIVE)
+                   and table[c].null_count < len(table)]
+        out[str(path.relative_to(data_dir))] = {
+            c: [None if v is None else tokenizer.decrypt(v) for v in table[c].to_pylist()] for c in columns}
+    return out
+
+
+def _decrypted_exports(data_dir: Path, keyring: Keyring) -> dict[str, list[dict]]:
+    tokenizer = Tokenizer(keyring)
+    out = {}
+    for name, column in TOKEN_EXPORTS.items():
+        rows = list(csv.DictReader(io.StringIO((data_dir / "blob" / name).read_text())))
+        # sorted: the export is ordered by its key, which holds the token
+        out[name] = sorted(({**r, column: tokenizer.decrypt(r[column])} for r in rows), key=repr)
+    return out
+
+
+def plaintext_state(engine, data_dir: Path, keyring: Keyring, ignore: set[str] = STAMPS) -> dict:
+    return {"rows": _decrypted_rows(engine, keyring, ignore), "files": _decrypted_files(data_dir, keyring)}
+
+
+def joined_rows(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(
+            sales.join(dim_products, dim_products.c.product_token == sales.c.product_id))).scalar_one()
+
+
+def distinct_groups(engine) -> tuple[int, ...]:
+    with engine.connect() as conn:
+        return tuple(conn.execute(select(func.count(func.distinct(column)))).scalar_one()
+                     for column in (sales.c.customer_id, sales.c.product_id,
+                                    agg_sales_by_customer.c.customer_token))
+
+
+def totals(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    return {name: sum(per_key.values()) for name, per_key in counts.items()}
+
+
+def only_key(counts: dict[str, dict[str, int]], key_id: str) -> bool:
+    return all(set(per_key) <= {key_id} for per_key in counts.values())
+
+
+def sales_counts(result) -> tuple[int, int, int]:
+    meta = result.asset_materializations_for_node("sales")[0].metadata
+    return meta["inserted"].value, meta["updated"].value, meta["deleted"].value
+
+
+@pytest.mark.slow
+def test_rotation_moves_everything_to_the_new_key_and_changes_no_plaintext(backend, data_dir, key):
+    key_b = generate_key()
+    ring_a, ring_b = Keyring.from_secrets(key), Keyring.from_secrets(key_b, [key])
+    only_b = Keyring.from_secrets(key_b)
+    a, b = ring_a.active.key_id, ring_b.active.key_id
+    resources = run_pipeline(data_dir, backend.url, key)
+    engine, areas = cached_engine(resources["warehouse"].url()), DataAreas(data_dir)
+    before = plaintext_state(engine, data_dir, ring_a)
+    before_reload = plaintext_state(engine, data_dir, ring_a, RELOADED)
+    exports_before = _decrypted_exports(data_dir, ring_a)
+    tokens_before, sealed_before = token_counts_by_key(engine), sealed_counts_by_key(areas)
+    staged_before = staged_token_counts_by_key(areas)
+    assert only_key(tokens_before, a) and only_key(sealed_before, a) and only_key(staged_before, a)
+    assert tokens_before["sales.email"] and tokens_before["sales_rejects.extras"]  # evolved columns
+    assert [n for n, v in totals(tokens_before).items() if not v] == ["sales.extras"], tokens_before
+    assert {"archive", "staging/landed", "staging/cleaned"} <= set(sealed_before)
+    assert {"staging/encrypted", "staging/rejects", "staging/landing_rejects"} <= set(staged_before)
+    joined, groups = joined_rows(engine), distinct_groups(engine)
+
+    report = rotate_keys(engine, ring_b, areas, batch_size=97,
+                         archive_sink=LocalBlobStorage(root=str(data_dir / "blob")).put_file)
+
+    tokens_after, sealed_after = token_counts_by_key(engine), sealed_counts_by_key(areas)
+    assert only_key(tokens_after, b) and totals(tokens_after) == totals(tokens_before)
+    assert only_key(sealed_after, b) and totals(sealed_after) == totals(sealed_before)
+    assert only_key(staged_token_counts_by_key(areas), b)
+    assert dict(report.values) == {n: v for n, v in totals(tokens_before).items() if v}
+    assert dict(report.sealed_files) == totals(sealed_before)
+    assert report.batches > len(TOKEN_TABLES)  # several batches per large table
+    # With key B alone, everything decrypts to the same plaintext as before (blob archive copy too).
+    assert plaintext_state(engine, data_dir, only_b) == before
+    with pytest.raises(CryptoError):
+        _decrypted_rows(engine, ring_a)
+    assert joined_rows(engine) == joined and distinct_groups(engine) == groups
+
+    # Rotated aggregate rows count as refreshed: the next export rewrites them with the new tokens.
+    resources_b = resources_for(data_dir, backend.url, key_b, retired_keys=key)
+    exported = materialize(resources_b, ["agg_exports"]).asset_materializations_for_node("agg_exports")
+    assert exported[0].metadata["files_written"].value > 0
+    assert _decrypted_exports(data_dir, only_b) == exports_before
+    # The pipeline with key B active finds nothing to change: staged files and tables agree.
+    assert sales_counts(materialize(resources_b, ["sales"], DAYS[0])) == (0, 0, 0)
+    assert sales_counts(materialize(resources_b, [*SALES_CHAIN, *AGGREGATES], DAYS[1])) == (0, 0, 0)
+    dim = materialize(resources_b, PRODUCTS).asset_materializations_for_node("dim_products")[0].metadata
+    assert (dim["inserted"].value, dim["updated"].value) == (0, 0)
+    assert plaintext_state(engine, data_dir, only_b, RELOADED) == before_reload
+    assert rotate_keys(engine, ring_b, areas).total == 0  # nothing left to do
+
+
+@contextmanager
+def cloned(backend, data_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A copy of the warehouse and the data dir, to run a second rotation on the same starting state."""
+    dispose_all()  # no open connection: PostgreSQL copies a template only when nobody is connected
+    clone_dir = tmp_path / "clone"
+    shutil.copytree(data_dir, clone_dir)
+    if backend.name == "sqlite":
+        target = tmp_path / "clone.db"
+        with sqlite3.connect(backend.url.removeprefix("sqlite:///")) as src, sqlite3.connect(target) as dst:
+            src.backup(dst)
+        yield f"sqlite:///{target}", clone_dir
+        return
+    source, name = backend.url.rsplit("/", 1)[1], f"sp_clone_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{source}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", clone_dir
+    finally:
+        dispose_all()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def table_dump(engine) -> dict[str, list[tuple]]:
+    """Every row of every table as it is in the database (columns added by evolution included)."""
+    live = MetaData()
+    live.reflect(engine)
+    with engine.connect() as conn:
+        return {t.name: sorted((tuple((c, v) for c, v in r.items() if c not in STAMPS)
+                                for r in conn.execute(select(t)).mappings()), key=repr)
+                for t in live.sorted_tables}
+
+
+def file_dump(data_dir: Path, keyring: Keyring) -> dict[str, object]:
+    sealed = {str(p.relative_to(data_dir)): (p.read_bytes()[:16], open_sealed_bytes(keyring, p.read_bytes()))
+              for p in sorted(data_dir.rglob("*.sealed"))}
+    staged = {str(p.relative_to(data_dir)): pq.read_table(p).to_pylist()
+              for p in staged_token_files(DataAreas(data_dir))}
+    return {**sealed, **staged}
+
+
+@pytest.mark.slow
+def test_interrupted_rotation_resumes_and_ends_like_an_uninterrupted_one(backend, data_dir, key, tmp_path):
+    key_b = generate_key()
+    ring_b = Keyring.from_secrets(key_b, [key])
+    a, b = Keyring.from_secrets(key).active.key_id, ring_b.active.key_id
+    resources = run_pipeline(data_dir, backend.url, key)
+    engine, areas = cached_engine(resources["warehouse"].url()), DataAreas(data_dir)
+    before = plaintext_state(engine, data_dir, Keyring.from_secrets(key))
+    with cloned(backend, data_dir, tmp_path) as (clone_url, clone_dir):
+        clone_engine = cached_engine(clone_url)
+        reference = rotate_keys(clone_engine, ring_b, DataAreas(clone_dir), batch_size=40,
+                                archive_sink=LocalBlobStorage(root=str(clone_dir / "blob")).put_file)
+        done = []
+
+        def stop_after_first_batch(batch) -> None:
+            done.append(batch)
+            raise Interrupted
+
+        engine = cached_engine(resources["warehouse"].url())
+        sink = LocalBlobStorage(root=str(data_dir / "blob")).put_file
+        with pytest.raises(Interrupted):
+            rotate_keys(engine, ring_b, areas, batch_size=40, progress=stop_after_first_batch,
+                        archive_sink=sink)
+        # Mixed state: the first batch is committed, the rest still under key A; both keys decrypt.
+        mixed = token_counts_by_key(engine)
+        assert done[0].target == "sales" and done[0].items == 40
+        assert set(mixed["sales.customer_id"]) == {a, b} and mixed["sales.customer_id"][b] == 40
+        assert only_key({k: v for k, v in mixed.items() if not k.startswith("sales.")}, a)
+        assert only_key(sealed_counts_by_key(areas), a)
+        assert plaintext_state(engine, data_dir, ring_b) == before
+        for one_key in (key, key_b):
+            with pytest.raises(CryptoError):
+                _decrypted_rows(engine, Keyring.from_secrets(one_key))
+
+        resumed = rotate_keys(engine, ring_b, areas, batch_size=40, archive_sink=sink)
+
+        # The rerun skips the committed batch (it reads only rows still under key A) ...
+        assert resumed.rows["sales"] == reference.rows["sales"] - 40
+        rotated = resumed.values + Counter({"sales.customer_id": 40, "sales.product_id": 40})
+        # ... and ends exactly where an uninterrupted rotation of the same start ends.
+        assert rotated == reference.values and resumed.sealed_files == reference.sealed_files
+        assert resumed.token_files == reference.token_files
+        assert table_dump(engine) == table_dump(clone_engine)
+        assert file_dump(data_dir, ring_b) == file_dump(clone_dir, ring_b)
+        assert only_key(token_counts_by_key(engine), b)
+        assert plaintext_state(engine, data_dir, Keyring.from_secrets(key_b)) == before
+
+
+def _agg_row(day: date, column: str, token: str, transactions: int, revenue: Decimal | None,
+             **extra) -> dict:
+    return {"sale_date": day, column: token, "transactions": transactions, "total_quantity": transactions * 2,
+            "total_revenue": revenue, "refreshed_at": datetime(2024, 3, 3), **extra}
+
+
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_aggregate_rows_meeting_an_already_rotated_row_are_merged(backend, batch_size):
+    """An aggregate refreshed mid-rotation holds the same day and plaintext under two keys: merged."""
+    engine = cached_engine(backend.url)
+    keys = [generate_key() for _ in range(3)]  # A and C are retired, B is active
+    ring = Keyring.from_secrets(keys[1], [keys[0], keys[2]])
+    tok = {name: Tokenizer(Keyring.from_secrets(k)) for name, k in zip("ABC", keys, strict=True)}
+    day = date(2024, 3, 1)
+    product = {"product_name": "Kite", "category": "Toys"}
+    with engine.begin() as conn:
+        conn.execute(insert(agg_sales_by_customer), [
+            _agg_row(day, "customer_token", tok["A"].encrypt("C1"), 2, Decimal("10.00")),
+            _agg_row(day, "customer_token", tok["B"].encrypt("C1"), 3, Decimal("15.00")),
+            _agg_row(day, "customer_token", tok["C"].encrypt("C1"), 1, Decimal("2.50")),
+            _agg_row(day, "customer_token", tok["A"].encrypt("C2"), 4, Decimal("1.00"))])
+        conn.execute(insert(agg_sales_by_product), [
+            _agg_row(day, "product_token", tok["A"].encrypt("P1"), 1, None, **product),
+            _agg_row(day, "product_token", tok["C"].encrypt("P1"), 2, Decimal("5.00"), **product)])
+
+    report = rotate_keys(engine, ring, None, batch_size=batch_size)
+
+    b = Tokenizer(Keyring.from_secrets(keys[1]))
+    with engine.connect() as conn:
+        customers = {r.customer_token: (r.transactions, r.total_quantity, r.total_revenue)
+                     for r in conn.execute(select(agg_sales_by_customer))}
+        products = [tuple(r) for r in conn.execute(select(
+            agg_sales_by_product.c.product_token, agg_sales_by_product.c.product_name,
+            agg_sales_by_product.c.transactions, agg_sales_by_product.c.total_revenue))]
+    assert customers == {b.encrypt("C1"): (6, 12, Decimal("27.50")), b.encrypt("C2"): (4, 8, Decimal("1.00"))}
+    assert products == [(b.encrypt("P1"), "Kite", 3, Decimal("5.00"))]  # SUM ignores NULL
+    assert report.merged_rows == Counter({"agg_sales_by_customer": 2, "agg_sales_by_product": 1})
+
+
+def test_a_token_under_an_unknown_key_stops_the_rotation_without_showing_the_value(tmp_path):
+    engine = cached_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    stranger, ring = Keyring.from_secrets(generate_key()), Keyring.from_secrets(generate_key())
+    row = {"quantity": 1, "sale_date": date(2024, 3, 1), "sale_ts": datetime(2024, 3, 1, 9),
+           "source_file": "a.csv", "loaded_at": datetime(2024, 3, 2)}
+    good = Tokenizer(ring).encrypt("C-OK")
+    with engine.begin() as conn:
+        conn.execute(insert(sales), [
+            {**row, "transaction_id": "T1", "customer_id": good, "product_id": good},
+            {**row, "transaction_id": "T2", "customer_id": Tokenizer(stranger).encrypt("SECRET-C9"),
+             "product_id": good},
+            {**row, "transaction_id": "T3", "customer_id": "PLAINTEXT-C7", "product_id": good}])
+    with pytest.raises(RotationError) as raised:
+        rotate_keys(engine, ring, None)
+    message = str(raised.value)
+    assert stranger.active.key_id in message and "T2" in message and "SECRET" not in message
+    with engine.begin() as conn:
+        conn.execute(sales.delete().where(sales.c.transaction_id == "T2"))
+    with pytest.raises(RotationError) as raised:
+        rotate_keys(engine, ring, None)
+    assert "not a token" in str(raised.value) and "PLAINTEXT" not in str(raised.value)
+
+
+def test_cli_dry_run_changes_nothing_then_rotation_and_status(data_dir, key, tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    write_catalogue(data_dir, ["P1"])
+    write_csv(data_dir / "incoming" / "day.csv", [["T1", "C1", "P1", "1", "2024-03-01T10:00:00"],
+                                                  ["T2", "C2", "P1", "x", "2024-03-01T10:00:00"]])
+    resources = resources_for(data_dir, url, key, max_reject_rate=1.0)  # one of two rows is a reject
+    materialize(resources, PRODUCTS)
+    materialize(resources, SALES_CHAIN, DAYS[0])
+    key_b = generate_key()
+    a, b = Keyring.from_secrets(key).active.key_id, Keyring.from_secrets(key_b).active.key_id
+    monkeypatch.setenv("SALES_PLATFORM_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("SALES_PLATFORM_DB_URL", url)
+    monkeypatch.setenv("SALES_PLATFORM_ENCRYPTION_KEY", key_b)
+    monkeypatch.setenv("SALES_PLATFORM_RETIRED_KEYS", key)
+    engine = cached_engine(url)
+    before = token_counts_by_key(engine)
+
+    assert cmd_rotate_keys(argparse.Namespace(batch_size=1, dry_run=True)) == 0
+    dry = capsys.readouterr().out
+    assert f"{a} (retired)=1" in dry and "dry run: nothing changed" in dry
+    assert token_counts_by_key(engine) == before and only_key(sealed_counts_by_key(DataAreas(data_dir)), a)
+    assert cmd_key_status(argparse.Namespace()) == 1
+
+    assert cmd_rotate_keys(argparse.Namespace(batch_size=1, dry_run=False)) == 0
+    out = capsys.readouterr().out
+    assert "sales: batch of 1 row(s), 2 value(s) re-encrypted" in out
+    assert "everything is under the active key" in out and key not in out and key_b not in out
+    assert cmd_key_status(argparse.Namespace()) == 0
+    status = capsys.readouterr().out
+    assert f"{b} (active)=1" in status and f"{a} (retired)=" not in status
+    assert all(Path(p).exists() for p in sealed_files(DataAreas(data_dir)))
+    assert only_key(token_counts_by_key(engine), b)
+
+
+def test_tokens_in_evolved_columns_and_extras_json_are_rotated(backend):
+    """Sensitive columns added by schema evolution, and sensitive keys in extras JSON (also a rescued
+    row's extras nested inside a reject's extras), hold tokens: they end under the new key too."""
+    engine = cached_engine(backend.url)
+    key_a, key_b = generate_key(), generate_key()
+    a, only_b = Tokenizer(Keyring.from_secrets(key_a)), Tokenizer(Keyring.from_secrets(key_b))
+    with engine.begin() as conn:
+        conn.execute(text(add_column_ddl(conn.dialect, "sales", "email")))
+    evolved = sales_with(["email"])
+    nested = json.dumps({"email": a.encrypt("ann@example.com")}, ensure_ascii=False, sort_keys=True)
+    with engine.begin() as conn:
+        conn.execute(insert(evolved).values(
+            transaction_id="T1", customer_id=a.encrypt("C1"), product_id=a.encrypt("P1"), quantity=1,
+            sale_date=date(2024, 3, 1), sale_ts=datetime(2024, 3, 1, 9), source_file="a.csv",
+            loaded_at=datetime(2024, 3, 2), email=a.encrypt("ann@example.com"),
+            extras=json.dumps({"note": "ß kept", "phone": a.encrypt("+44 1")}, ensure_ascii=False)))
+        conn.execute(insert(sales_rejects).values(
+            stage="cleaning", source_file="a.csv", reason="quantity_not_positive",
+            rejected_at=datetime(2024, 3, 2),
+            extras=json.dumps({"extras": nested, "iban": a.encrypt("GB00")})))
+
+    report = rotate_keys(engine, Keyring.from_secrets(key_b, [key_a]), None)
+
+    with engine.connect() as conn:
+        row = conn.execute(select(evolved)).mappings().one()
+        reject = json.loads(conn.execute(select(sales_rejects.c.extras)).scalar_one())
+    extras = json.loads(row["extras"])
+    assert only_b.decrypt(row["email"]) == "ann@example.com" and extras["note"] == "ß kept"
+    assert only_b.decrypt(extras["phone"]) == "+44 1" and only_b.decrypt(reject["iban"]) == "GB00"
+    assert only_b.decrypt(json.loads(reject["extras"])["email"]) == "ann@example.com"
+    counts = token_counts_by_key(engine)
+    b = Keyring.from_secrets(key_b).active.key_id
+    assert (counts["sales.email"], counts["sales.extras"], counts["sales_rejects.extras"]) == (
+        {b: 1}, {b: 1}, {b: 2})
+    assert report.values == Counter({"sales.customer_id": 1, "sales.product_id": 1, "sales.email": 1,
+                                     "sales.extras": 1, "sales_rejects.extras": 1})
+
+
+def test_each_distinct_token_is_decrypted_once_per_batch(tmp_path, monkeypatch):
+    engine = cached_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    key_a, key_b = generate_key(), generate_key()
+    a = Tokenizer(Keyring.from_secrets(key_a))
+    row = {"quantity": 1, "sale_date": date(2024, 3, 1), "sale_ts": datetime(2024, 3, 1, 9),
+           "source_file": "a.csv", "loaded_at": datetime(2024, 3, 2), "product_id": a.encrypt("P1")}
+    with engine.begin() as conn:
+        conn.execute(insert(sales), [{**row, "transaction_id": f"T{i:02d}",
+                                      "customer_id": a.encrypt(f"C{i % 3}")} for i in range(30)])
+    calls: Counter[str] = Counter()
+    decrypt = Tokenizer.decrypt
+
+    def counting(self: Tokenizer, token: str) -> str:
+        calls[token] += 1
+        return decrypt(self, token)
+
+    monkeypatch.setattr(Tokenizer, "decrypt", counting)
+
+    report = rotate_keys(engine, Keyring.from_secrets(key_b, [key_a]), None, batch_size=10)
+
+    assert report.batches == 3 and report.values["sales.customer_id"] == 30
+    assert sum(calls.values()) == report.distinct_tokens == 3 * 4  # 3 customers + 1 product per batch
