@@ -8,7 +8,7 @@ from sales_platform.governance import defs as governance
 from sales_platform.ingestion import defs as ingestion
 from sales_platform.jobs import ALL_JOBS
 from sales_platform.products import defs as products
-from sales_platform.resources.factory import resources
+from sales_platform.resources.factory import executor, resources
 from sales_platform.sales import defs as sales
 
 defs = dg.Definitions.merge(
@@ -18,5 +18,5 @@ defs = dg.Definitions.merge(
     aggregates.defs,
     exports.defs,
     governance.defs,
-    dg.Definitions(jobs=ALL_JOBS, resources=resources()),
+    dg.Definitions(jobs=ALL_JOBS, resources=resources(), executor=executor()),
 )

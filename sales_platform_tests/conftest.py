@@ -11,7 +11,7 @@ import pytest
 
 from sales_platform.core.crypto import Keyring, generate_key
 
-pytest_plugins = ["sales_platform_tests.azurite"]
+pytest_plugins = ["sales_platform_tests.azurite", "sales_platform_tests.e2e"]
 
 PG_ADMIN_URL = os.environ.get("SALES_PLATFORM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -5,6 +5,7 @@ import time
 
 import dagster as dg
 
+from sales_platform.checks import per_day_evaluations
 from sales_platform.core.intake import FileOutcome, Intake, landed_rows_for_day
 from sales_platform.core.warehouse.records import LEDGER_QUARANTINED
 from sales_platform.metadata import counts_table, rate
@@ -115,3 +116,7 @@ def raw_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
         metadata={"quarantined": dg.MetadataValue.md(
             "\n".join(f"- {o.error}" for o in quarantined) or "_none_")},
     )
+    # Quarantined files have no sale date: their verdict holds for every day of the run.
+    yield from per_day_evaluations(context, "no_quarantined_files",
+                                   context.partition_keys if quarantined else (),
+                                   severity=dg.AssetCheckSeverity.WARN)

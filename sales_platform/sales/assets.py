@@ -14,6 +14,7 @@ import pandas as pd
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 
+from sales_platform.checks import per_day_evaluations
 from sales_platform.core.intake import landed_rows_for_day
 from sales_platform.core.pipeline import (
     ENCRYPTED,
@@ -132,6 +133,8 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
                   "days_over_threshold": dg.MetadataValue.json(failing),
                   "rejected_by_reason": counts_table(dict(reasons))},
     )
+    yield from per_day_evaluations(context, "reject_rate_below_threshold", failing, blocking=True,
+                                   metadata={d["day"]: {"reject_rate": d["reject_rate"]} for d in per_day})
 
 
 @dg.asset(
@@ -214,11 +217,13 @@ def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
     engine = run_with_retries(warehouse.engine)  # first connect (Azure serverless resumes: 40613)
     totals: Counter[str] = Counter()
     per_day, conservation, ledger, added, layouts = [], {}, [], [], set()
+    evolved_days: set[str] = set()
     for day in _days(context):
         extras = [c for c in layer_columns(platform.areas, ENCRYPTED, day) if c not in LAYER_COLUMNS]
         stats = _load_with_retries(context, warehouse, engine, day, extras, platform)
         if stats.columns_added:
             added += stats.columns_added
+            evolved_days.add(day)
             record_table_change(engine, "sales", stats.columns_added,
                                 f"added column(s) for source files of {day}", datetime.now())
             context.log.warning(f"sales table evolved: added {', '.join(stats.columns_added)}")
@@ -256,6 +261,11 @@ def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
                               metadata={"columns_added": dg.MetadataValue.json(added),
                                         "days_with_several_layouts": dg.MetadataValue.json(
                                             sorted(layouts))})
+    yield from per_day_evaluations(context, "rows_conserved", broken, blocking=True, metadata=conservation)
+    dup_days = [d for d in _days(context) if _duplicate_ids(engine, [d])] if dup else []
+    yield from per_day_evaluations(context, "transaction_id_unique", dup_days, blocking=True)
+    yield from per_day_evaluations(context, "schema_unchanged", evolved_days | layouts,
+                                   severity=dg.AssetCheckSeverity.WARN)
 
 
 def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str, extras: list[str],

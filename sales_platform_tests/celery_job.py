@@ -1,0 +1,27 @@
+"""The platform's daily sales chain as a job whose every step runs on a Celery worker.
+
+Used by test_e2e_celery.py: the run (``dagster job execute -m sales_platform_tests.celery_job -j
+celery_sales_job``) and the workers (which rebuild the job from this module for each step) both load it.
+Broker, backend and queue come from the run config (``execution: config: ...``), nothing is hard-coded.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_celery import celery_executor
+
+from sales_platform import definitions as platform  # a module: one Definitions at module scope
+from sales_platform.partitions import daily_partitions
+
+# raw -> cleaned -> (rejects | encrypted) -> sales: two steps can run at once, on two workers.
+CELERY_CHAIN = ["raw_sales", "cleaned_sales", "sales_rejects", "encrypted_sales", "sales"]
+
+celery_sales_job = dg.define_asset_job(
+    "celery_sales_job",
+    selection=dg.AssetSelection.assets(*CELERY_CHAIN),
+    partitions_def=daily_partitions,
+    executor_def=celery_executor,
+    description="The daily sales chain, one Celery task per step (scale-out check).",
+)
+
+defs = dg.Definitions.merge(platform.defs, dg.Definitions(jobs=[celery_sales_job]))

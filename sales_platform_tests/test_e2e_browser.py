@@ -1,0 +1,127 @@
+"""The UI as a person uses it: headless Chromium (Playwright) against the real webserver and daemon.
+
+Opens the asset graph, the `sales` partitions page and its Checks tab, then materializes one
+partition from the asset page's Materialize dialog and sees it reported as materialized.
+Screenshots land in a folder under the pytest tmp dir (its path is printed).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sales_platform_tests.conftest import skip_or_fail
+from sales_platform_tests.e2e import IN_PROCESS, RUN_TIMEOUT_S, DagsterStack, generated_file
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+UI_DAY = "2024-03-05"
+UPSTREAM = ["raw_sales", "cleaned_sales", "sales_rejects", "encrypted_sales"]
+UI_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Any]:
+    """A fresh headless Chromium page (own profile dir); closed even if the test fails."""
+    if not CHROMIUM.exists():
+        skip_or_fail("Chromium not installed: apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_or_fail("Playwright for Python not installed: pip install -e '.[dev]'")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 900})
+        try:
+            context.set_default_timeout(UI_TIMEOUT_MS)
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+
+
+def dismiss_community_dialog(page: Any) -> None:
+    """The first visit to a new instance may ask to "Join the Dagster community": skip it, now or later."""
+    skip = page.get_by_role("dialog").filter(has_text="Join the Dagster community").get_by_role(
+        "button", name="Skip")
+    page.add_locator_handler(skip, lambda button: button.click())
+    try:
+        skip.wait_for(state="visible", timeout=5_000)
+        skip.click()
+    except Exception:  # Playwright's TimeoutError: the dialog did not come up
+        pass
+
+
+def launch_partition_from_dialog(page: Any, partition: str) -> None:
+    """Materialize… -> partition selection (all time, one key typed in) -> Launch 1 run."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name=re.compile(r"Materialize")).first.click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize sales")
+    expect(dialog).to_be_visible()
+    show_all = dialog.get_by_text("Show all partitions")
+    if show_all.is_visible():  # by default the dialog offers only the last 90 days
+        show_all.click()
+    keys = dialog.get_by_role("textbox")
+    keys.fill(partition)
+    keys.press("Enter")
+    expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+    dialog.get_by_role("button", name="Launch 1 run").click()
+    expect(dialog).to_be_hidden()
+
+
+def wait_for_ui_run(stack: DagsterStack, partition: str, not_run: str) -> dict[str, Any]:
+    """The run the dialog launched (tagged with the partition; not our upstream run) has succeeded."""
+    def probe() -> dict[str, Any] | None:
+        runs = [r for r in stack.runs(tags={"dagster/partition": partition}) if r["runId"] != not_run]
+        return stack.wait_for_run(runs[0]["runId"]) if runs else None
+
+    return stack.wait_until(f"a run for {partition} launched from the UI", probe, RUN_TIMEOUT_S)
+
+
+@pytest.mark.slow
+def test_materialize_a_partition_from_the_ui(products_loaded: DagsterStack, sensors_stopped: DagsterStack,
+                                             page: Any, tmp_path: Path):
+    from playwright.sync_api import expect
+
+    stack = products_loaded
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    print(f"screenshots: {shots}")
+    # Upstream of `sales` for the day, through GraphQL, so the UI run loads real rows; it runs
+    # while the browser looks around.
+    stack.drop(generated_file(UI_DAY))
+    upstream = stack.launch_job("daily_sales_job", {"dagster/partition": UI_DAY}, UPSTREAM, IN_PROCESS)
+
+    page.goto(f"{stack.url}/asset-groups")
+    dismiss_community_dialog(page)
+    expect(page.get_by_text("Global asset lineage")).to_be_visible()
+    expect(page.get_by_text("sales", exact=True).first).to_be_visible()
+    page.screenshot(path=str(shots / "1_asset_graph.png"))
+
+    page.goto(f"{stack.url}/assets/sales")
+    page.get_by_role("tab", name="Partitions").click()
+    expect(page.get_by_text(re.compile(r"Partitions Selected"))).to_be_visible()
+    page.screenshot(path=str(shots / "2_partitions.png"))
+
+    page.get_by_role("tab", name="Checks").click()
+    for check in ("rows_conserved", "transaction_id_unique"):
+        expect(page.get_by_text(check, exact=True).first).to_be_visible()
+    page.screenshot(path=str(shots / "3_checks.png"))
+
+    stack.wait_for_run(upstream)
+    launch_partition_from_dialog(page, UI_DAY)
+    run = wait_for_ui_run(stack, UI_DAY, not_run=upstream)
+
+    page.goto(f"{stack.url}/assets/sales?view=partitions&partition={UI_DAY}")
+    expect(page.get_by_text(UI_DAY, exact=True).first).to_be_visible()
+    expect(page.get_by_text("Materialized", exact=True)).to_be_visible()
+    expect(page.get_by_text(run["runId"][:8], exact=True)).to_be_visible()  # the latest run, shortened
+    page.screenshot(path=str(shots / "4_after_success.png"))
+    latest = max(stack.materializations("sales", [UI_DAY]), key=lambda m: int(m["timestamp"]))
+    assert latest["runId"] == run["runId"]
