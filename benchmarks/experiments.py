@@ -1,0 +1,399 @@
+"""Micro-experiments behind the optimization proposals: each times the platform's current code
+against a candidate replacement on the same 1M-row day, and checks the outputs are identical.
+Nothing in sales_platform/ is changed: candidates live here, for measurement only.
+
+    .venv/bin/python benchmarks/experiments.py [--rows 1000000] [--pg-url URL] [--only A,B,...]
+
+A  rows_for_driver (pandas strftime/astype + itertuples) vs Arrow strftime + zip of columns
+B  Tokenizer.encrypt_series per fragment (as encrypt_day/clean_day do) vs one memo per run
+C  clean_rows with the identifier rules on pandas object strings vs on Arrow compute
+D  landing's day split: dt.strftime('%Y-%m-%d') vs datetime64[D] keys
+E  SalesLoader.load_day on SQLite: the engine's pragmas vs + cache_size 256 MB, temp_store MEMORY
+F  PostgreSQL COPY into a text primary key: database collation vs COLLATE "C"
+G  generator: where SalesGenerator._chunk spends its time (per line)
+
+Writes benchmarks/results/experiments-<rows>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import date, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import (  # noqa: E402
+    DEFAULT_DAY,
+    RESULTS_DIR,
+    ScratchPgDatabase,
+    generate_day,
+    machine_busy_pct,
+    machine_facts,
+    pg_reachable,
+    remove_tree,
+    scratch_dir,
+    snapshot_code,
+    write_json,
+)
+
+
+def best_of(fn, repeat: int = 3):
+    """(best seconds, last result) over ``repeat`` calls (the shared machine adds noise)."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, out
+
+
+class Day:
+    """One landed, cleaned and encrypted day (built once with the platform's own code)."""
+
+    def __init__(self, work: Path, rows: int) -> None:
+        from sales_platform.core.crypto import Keyring, Tokenizer, generate_key
+        from sales_platform.core.intake import Intake
+        from sales_platform.core.pipeline import clean_day, encrypt_day
+        from sales_platform.core.products import read_catalogue, with_tokens
+        from sales_platform.core.quality import QualityRules
+        from sales_platform.core.schema import SchemaContract
+        from sales_platform.core.store import DataAreas
+        from sales_platform.core.warehouse.engine import make_engine
+        from sales_platform.core.warehouse.records import known_product_ids, upsert_products
+
+        self.csv, catalogue, _ = generate_day(work / "input", rows)
+        self.areas = DataAreas(work / "data")
+        self.areas.ensure()
+        import shutil
+
+        shutil.copy(self.csv, self.areas.incoming / self.csv.name)
+        self.engine = make_engine(f"sqlite:///{work / 'prep.db'}")
+        self.keyring = Keyring.from_secrets(generate_key())
+        self.rules = QualityRules()
+        upsert_products(self.engine, with_tokens(read_catalogue(catalogue), Tokenizer(self.keyring)))
+        self.known = known_product_ids(self.engine)
+        Intake(self.areas, self.engine, self.keyring, SchemaContract(), self.rules, "exp").run()
+        self.day = DEFAULT_DAY.isoformat()
+        clean_day(self.areas, self.keyring, self.day, self.rules, self.known)
+        encrypt_day(self.areas, self.keyring, self.day)
+
+    def landed(self, types_mapper=None):
+        from sales_platform.core.store import read_sealed_table
+
+        return [read_sealed_table(p, self.keyring).to_pandas(types_mapper=types_mapper)
+                for p in self.areas.fragments("landed", self.day)]
+
+    def cleaned(self):
+        from sales_platform.core.store import read_sealed_table
+
+        return [read_sealed_table(p, self.keyring).to_pandas()
+                for p in self.areas.fragments("cleaned", self.day)]
+
+    def encrypted_batches(self):
+        from sales_platform.core.pipeline import iter_parquet_layer
+
+        return list(iter_parquet_layer(self.areas, "encrypted", self.day))
+
+
+# --- A -------------------------------------------------------------------------------------------
+
+def rows_for_driver_arrow(frame, columns: tuple[str, ...]) -> list[tuple]:
+    """Candidate: the same tuples, with the date/time text made by Arrow's C++ strftime."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ts = pa.array(frame["sale_ts"].to_numpy(dtype="datetime64[s]"))
+    text = {"sale_date": pc.strftime(ts, format="%Y-%m-%d").to_pylist(),
+            "sale_ts": pc.strftime(ts, format="%Y-%m-%d %H:%M:%S").to_pylist()}
+    cols = [text[c] if c in text else frame[c].to_numpy(dtype=object if c != "quantity"
+                                                         else np.int64).tolist()
+            for c in columns]
+    return list(zip(*cols, strict=False))
+
+
+def exp_a(day: Day) -> dict:
+    from sales_platform.core.warehouse import loading
+
+    columns = tuple(getattr(loading, "BASE_STAGE_COLUMNS", None) or loading.STAGE_COLUMNS)
+    batches = day.encrypted_batches()
+    cur_s, cur = best_of(lambda: [r for b in batches for r in loading.rows_for_driver(b, "sqlite")])
+    new_s, new = best_of(lambda: [r for b in batches for r in rows_for_driver_arrow(b, columns)])
+    return {"rows": len(cur), "current_s": cur_s, "candidate_s": new_s, "identical": cur == new,
+            "speedup": cur_s / new_s}
+
+
+# --- B -------------------------------------------------------------------------------------------
+
+def exp_b(day: Day) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    from sales_platform.core.crypto import Tokenizer
+    from sales_platform.core.pipeline import protect_identifiers
+
+    frames = day.cleaned()
+    rows = sum(len(f) for f in frames)
+
+    class MemoTokenizer(Tokenizer):
+        """Candidate: each distinct value encrypted once per run (a dict keyed by plaintext)."""
+
+        def __init__(self, keyring) -> None:
+            super().__init__(keyring)
+            self.cache: dict[str, str] = {}
+
+        def encrypt_series(self, values: pd.Series) -> pd.Series:
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+            cache, encrypt = self.cache, self.encrypt
+            tokens = []
+            for v in uniques:
+                token = cache.get(v)
+                if token is None:
+                    token = cache[v] = encrypt(str(v))
+                tokens.append(token)
+            return pd.Series(np.array([*tokens, None], dtype=object)[codes], index=values.index,
+                             dtype=object)
+
+    calls = {"n": 0}
+
+    class CountingTokenizer(Tokenizer):
+        def encrypt(self, value: str) -> str:
+            calls["n"] += 1
+            return super().encrypt(value)
+
+    def current():
+        t = CountingTokenizer(day.keyring)
+        calls["n"] = 0
+        return [protect_identifiers(f, t) for f in frames]
+
+    cur_s, cur = best_of(current)
+    aes_calls = calls["n"]
+
+    def candidate():
+        t = MemoTokenizer(day.keyring)
+        return [protect_identifiers(f, t) for f in frames]
+
+    new_s, new = best_of(candidate)
+    same = all(a.equals(b) for a, b in zip(cur, new, strict=True))
+    distinct = len(set().union(*(set(f["customer_id"]) | set(f["product_id"]) for f in frames)))
+    return {"rows": rows, "fragments": len(frames), "aes_siv_calls_current": aes_calls,
+            "distinct_ids": distinct, "current_s": cur_s, "candidate_s": new_s,
+            "per_1M_rows_current_s": cur_s * 1e6 / rows, "per_1M_rows_candidate_s": new_s * 1e6 / rows,
+            "identical": same, "speedup": cur_s / new_s}
+
+
+# --- C -------------------------------------------------------------------------------------------
+
+def _arrow_string_rules():
+    """Candidates for quality.normalize_identifiers / _invalid_identifier on Arrow compute."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def normalize_identifiers(values: pd.Series) -> pd.Series:
+        arr = pa.array(values, type=pa.string(), from_pandas=True)
+        cleaned = pc.utf8_upper(pc.utf8_trim_whitespace(arr))
+        cleaned = pc.if_else(pc.equal(pc.utf8_length(cleaned), 0), pa.scalar(None, pa.string()),
+                             cleaned)
+        return pd.Series(cleaned.to_numpy(zero_copy_only=False), index=values.index, dtype=object)
+
+    def invalid_identifier(values: pd.Series) -> pd.Series:
+        arr = pa.array(values, type=pa.string(), from_pandas=True)
+        bad = pc.or_(pc.greater(pc.utf8_length(arr), 64),
+                     pc.match_substring_regex(arr, r"[\x00-\x1f\x7f]"))
+        return pd.Series(pc.fill_null(bad, False).to_numpy(zero_copy_only=False),
+                         index=values.index)
+
+    return normalize_identifiers, invalid_identifier
+
+
+def exp_c(day: Day) -> dict:
+    from sales_platform.core import quality
+    from sales_platform.core.dedupe import DuplicateScan
+
+    plain = day.landed()
+    rows = sum(len(f) for f in plain)
+    cur_s, cur = best_of(lambda: [quality.clean_rows(f, day.rules, day.known) for f in plain])
+    out = {"rows": rows, "fragments": len(plain), "clean_rows_one_pass_s": cur_s}
+    original = quality.normalize_identifiers, quality._invalid_identifier
+    quality.normalize_identifiers, quality._invalid_identifier = _arrow_string_rules()
+    try:
+        new_s, new = best_of(lambda: [quality.clean_rows(f, day.rules, day.known) for f in plain])
+    finally:
+        quality.normalize_identifiers, quality._invalid_identifier = original
+    same = all(a.rows.astype(object).where(a.rows.notna(), None).equals(
+                   b.rows.astype(object).where(b.rows.notna(), None))
+               and a.rejects["reason"].tolist() == b.rejects["reason"].tolist()
+               for a, b in zip(cur, new, strict=True))
+    out.update({"clean_rows_arrow_string_rules_s": new_s, "identical_outcome": same,
+                "speedup": cur_s / new_s})
+    scan_s, _ = best_of(lambda: _scan(DuplicateScan(), cur), repeat=1)
+    out["duplicate_scan_hash_s"] = scan_s
+    out["note"] = ("clean_day calls clean_rows for every landed fragment twice (pass 1 feeds "
+                   "DuplicateScan, pass 2 classifies) and reads+decrypts every fragment twice")
+    return out
+
+
+def _scan(scan, cleaned):
+    for c in cleaned:
+        scan.add(c.rows)
+    return scan.verdict()
+
+
+# --- D -------------------------------------------------------------------------------------------
+
+def exp_d(day: Day) -> dict:
+    import numpy as np
+
+    frames = day.landed()
+    ts = [f["sale_ts"] for f in frames]
+    cur_s, cur = best_of(lambda: [t.dt.strftime("%Y-%m-%d") for t in ts])
+
+    def candidate():
+        out = []
+        for t in ts:
+            days = t.to_numpy(dtype="datetime64[D]")
+            uniq, inverse = np.unique(days, return_inverse=True)
+            out.append(np.array([str(u) for u in uniq], dtype=object)[inverse])
+        return out
+
+    new_s, new = best_of(candidate)
+    same = all(list(a) == list(b) for a, b in zip(cur, new, strict=True))
+    return {"rows": sum(len(t) for t in ts), "current_s": cur_s, "candidate_s": new_s,
+            "identical": same, "speedup": cur_s / new_s}
+
+
+# --- E -------------------------------------------------------------------------------------------
+
+def exp_e(day: Day, work: Path) -> dict:
+    from sqlalchemy import event
+
+    from sales_platform.core.warehouse.engine import make_engine
+    from sales_platform.core.warehouse.loading import SalesLoader
+
+    batches = day.encrypted_batches()
+    out = {}
+    for label, pragmas in (("engine pragmas", ()),
+                           ("+ cache_size=-262144, temp_store=MEMORY",
+                            ("PRAGMA cache_size=-262144", "PRAGMA temp_store=MEMORY"))):
+        best = float("inf")
+        for attempt in range(2):
+            db = work / f"load-{len(out)}-{attempt}.db"
+            engine = make_engine(f"sqlite:///{db}")
+            engine.dispose()
+            if pragmas:
+                @event.listens_for(engine, "connect")
+                def _extra(dbapi_connection, _record, pragmas=pragmas) -> None:
+                    cursor = dbapi_connection.cursor()
+                    for p in pragmas:
+                        cursor.execute(p)
+                    cursor.close()
+            started = time.perf_counter()
+            stats = SalesLoader(engine).load_day(DEFAULT_DAY, iter(batches), datetime.now())
+            best = min(best, time.perf_counter() - started)
+            engine.dispose()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+        out[label] = {"seconds": best, "staged": stats.staged}
+    return out
+
+
+# --- F -------------------------------------------------------------------------------------------
+
+def exp_f(day: Day, pg_url: str) -> dict:
+    import psycopg
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    from worker import _first_per_key, _pg_conninfo, _read_strings
+
+    table = _first_per_key(_read_strings(day.csv))
+    blocks = []
+    for batch in table.to_batches(max_chunksize=100_000):
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(pa.Table.from_batches([batch]), sink, pacsv.WriteOptions(include_header=False))
+        blocks.append(sink.getvalue())
+    out = {}
+    for label, collate in (("database collation", ""), ('COLLATE "C"', ' COLLATE "C"')):
+        best = float("inf")
+        for _ in range(2):
+            with ScratchPgDatabase(pg_url, "collate") as db, \
+                    psycopg.connect(_pg_conninfo(db.url)) as conn:
+                conn.execute(f"CREATE TABLE t (transaction_id text{collate} PRIMARY KEY, "
+                             "customer_id text, product_id text, quantity text, ts text)")
+                conn.commit()
+                started = time.perf_counter()
+                with conn.cursor() as cur, cur.copy("COPY t FROM STDIN (FORMAT csv)") as copy:
+                    for block in blocks:
+                        copy.write(block)
+                conn.commit()
+                best = min(best, time.perf_counter() - started)
+        out[label] = {"seconds": best, "rows": table.num_rows, "rows_per_s": table.num_rows / best}
+    return out
+
+
+# --- G -------------------------------------------------------------------------------------------
+
+def exp_g(rows: int) -> dict:
+    from profile_platform import core_line_hotspots
+    from pyinstrument import Profiler
+
+    from sales_platform.core.generator import GeneratorSettings, SalesGenerator
+
+    g = SalesGenerator(GeneratorSettings(seed=42, defect_rate=0.01))
+    profiler = Profiler(interval=0.001, async_mode="disabled")
+    profiler.start()
+    started = time.perf_counter()
+    n = 0
+    for table in g.chunks(DEFAULT_DAY, rows):
+        n += table.num_rows
+    seconds = time.perf_counter() - started
+    profiler.stop()
+    lines, total = core_line_hotspots(profiler.last_session.root_frame())
+    return {"rows": n, "build_chunks_s": seconds,
+            "top_lines": [{"file_line": h["file_line"], "function": h["function"],
+                           "seconds": round(h["seconds"], 2), "share": round(h["share"], 3),
+                           "goes_to": [g_["call"] for g_ in h["goes_to"][:2]]} for h in lines[:8]]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--only", default="A,B,C,D,E,F,G")
+    parser.add_argument("--workdir")
+    args = parser.parse_args(argv)
+    which = set(args.only.upper().split(","))
+    work = scratch_dir(f"sp-exp-{args.rows}-", args.workdir)
+    results: dict = {}
+    try:
+        code_root = snapshot_code(work)
+        sys.path.insert(0, str(code_root))
+        facts = machine_facts(code_root=code_root)
+        print(f"machine {machine_busy_pct(1.0):.0f}% busy; preparing {args.rows:,} rows ...",
+              flush=True)
+        day = Day(work, args.rows) if which & set("ABCDEF") else None
+        for key, fn in (("A", lambda: exp_a(day)), ("B", lambda: exp_b(day)),
+                        ("C", lambda: exp_c(day)), ("D", lambda: exp_d(day)),
+                        ("E", lambda: exp_e(day, work)),
+                        ("F", lambda: exp_f(day, args.pg_url) if pg_reachable(args.pg_url)[0]
+                         else {"skipped": "PostgreSQL not reachable"}),
+                        ("G", lambda: exp_g(args.rows))):
+            if key not in which:
+                continue
+            busy = machine_busy_pct(1.0)
+            results[key] = {**fn(), "machine_busy_pct_before": round(busy)}
+            print(f"{key}: {results[key]}", flush=True)
+    finally:
+        remove_tree(work)
+    write_json(RESULTS_DIR / f"experiments-{args.rows}.json",
+               {"machine": facts, "rows": args.rows, "results": results,
+                "day": date.fromisoformat(DEFAULT_DAY.isoformat()).isoformat()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
