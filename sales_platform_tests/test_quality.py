@@ -101,3 +101,8 @@ def test_schema_contract_maps_variants_and_names_missing_columns():
     with pytest.raises(SchemaError, match="both map to 'quantity'"):
         contract.map_header(["qty", "quantity", "transaction_id", "customer_id", "product_id",
                              "timestamp"], "f.csv")
+
+
+def test_whitespace_only_values_count_as_missing():
+    assert q.clean_rows(chunk(quantity="   "), RULES, None).rejects["reason"].tolist() == [q.MISSING_QUANTITY]
+    assert q.route_timestamps(pd.Series(["  "]), RULES, NOW)[1][0] == q.MISSING_TIMESTAMP

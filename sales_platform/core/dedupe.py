@@ -60,6 +60,10 @@ class DuplicateVerdict:
     conflicting_tids: np.ndarray  # hashes of transaction ids whose copies disagree
     identical_extra_ordinals: np.ndarray  # row ordinals (in scan order) of collapsed copies
 
+    @property
+    def any(self) -> bool:
+        return bool(len(self.conflicting_tids) or len(self.identical_extra_ordinals))
+
     def classify(self, rows: pd.DataFrame, first_ordinal: int) -> pd.Series:
         """Reason per row of a chunk seen at ``first_ordinal`` in pass one (None = keep)."""
         reasons = pd.Series(np.full(len(rows), None, dtype=object), index=rows.index)

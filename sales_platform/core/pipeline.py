@@ -50,40 +50,53 @@ def _landed_frames(areas: DataAreas, keyring: Keyring, day: str) -> Iterator[pd.
 
 def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
               known_products: frozenset[str] | None, sensitive: tuple[str, ...] = ()) -> DayCleaning:
-    """Apply every quality rule to all landed rows of ``day``; publish cleaned rows and rejects."""
+    """Apply every quality rule to all landed rows of ``day``; publish cleaned rows and rejects.
+
+    One cleaning pass writes candidate fragments and records two hashes per row; duplicate
+    transaction ids are then removed from the candidates that hold any (usually few rows).
+    """
     result = DayCleaning(day=day, product_rule_applied=known_products is not None)
     tokenizer = Tokenizer(keyring)
     clean_tmp = areas.replace_layer(CLEANED, day)
     rejects_tmp = areas.replace_layer(REJECTS, day)
+    scan, candidates, ordinal = DuplicateScan(), [], 0
     with areas.lock("landing", shared=True):
-        scan = DuplicateScan()
-        for frame in _landed_frames(areas, keyring, day):
-            scan.add(clean_rows(frame, rules, known_products).rows)
-        verdict = scan.verdict()
-        ordinal = 0
         for part, frame in enumerate(_landed_frames(areas, keyring, day)):
             result.rows_read += len(frame)
             result.files.update(frame["source_file"].value_counts().to_dict())
             cleaned = clean_rows(frame, rules, known_products)
-            dup = verdict.classify(cleaned.rows, ordinal)
+            scan.add(cleaned.rows)
+            path = clean_tmp / f"part-{part:05d}{SEALED_SUFFIX}"
+            write_sealed_table(path, pa.Table.from_pandas(cleaned.rows, preserve_index=False),
+                               keyring.active)
+            candidates.append((path, ordinal))
             ordinal += len(cleaned.rows)
+            _write_rejects(rejects_tmp / f"part-{part:05d}.parquet", cleaned.rejects, tokenizer,
+                           sensitive, result)
+    verdict = scan.verdict()
+    for part, (path, first) in enumerate(candidates):
+        rows = read_sealed_table(path, keyring).to_pandas()
+        dup = verdict.classify(rows, first) if verdict.any else None
+        if dup is not None and dup.notna().any():
             keep = dup.isna().to_numpy()
-            duplicates = frame.loc[cleaned.rows.index[~keep]].assign(reason=dup[~keep])
-            rejects = pd.concat([cleaned.rejects, duplicates])
-            rows = cleaned.rows[keep]
-            result.rows_clean += len(rows)
-            result.rejects_by_reason.update(rejects["reason"].value_counts().to_dict())
-            if len(rows):
-                write_sealed_table(clean_tmp / f"part-{part:05d}{SEALED_SUFFIX}",
-                                   pa.Table.from_pandas(rows, preserve_index=False), keyring.active)
-            if len(rejects):
-                write_plain_table(rejects_tmp / f"part-{part:05d}.parquet",
-                                  pa.Table.from_pandas(protect_identifiers(rejects, tokenizer,
-                                                                           sensitive),
-                                                       preserve_index=False))
+            duplicates = rows[~keep].assign(reason=dup[~keep], quantity=rows["quantity"][~keep].astype(str))
+            _write_rejects(rejects_tmp / f"dup-{part:05d}.parquet", duplicates, tokenizer, sensitive,
+                           result)
+            rows = rows[keep]
+            write_sealed_table(path, pa.Table.from_pandas(rows, preserve_index=False), keyring.active)
+        result.rows_clean += len(rows)
     areas.publish_layer(CLEANED, day, clean_tmp)
     areas.publish_layer(REJECTS, day, rejects_tmp)
     return result
+
+
+def _write_rejects(path: Path, rejects: pd.DataFrame, tokenizer: Tokenizer, sensitive: tuple[str, ...],
+                   result: DayCleaning) -> None:
+    if not len(rejects):
+        return
+    result.rejects_by_reason.update(rejects["reason"].value_counts().to_dict())
+    write_plain_table(path, pa.Table.from_pandas(protect_identifiers(rejects, tokenizer, sensitive),
+                                                 preserve_index=False))
 
 
 @dataclass

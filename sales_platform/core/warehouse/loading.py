@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from sqlalchemy import (
     Column,
     Connection,
@@ -104,18 +107,50 @@ def existing_columns(conn: Connection, table: str) -> set[str]:
     return {c["name"] for c in inspect(conn).get_columns(table)}
 
 
+def _text_dates(frame: pd.DataFrame) -> tuple[list, list]:
+    """sale_date and sale_ts as text (SQLite's and COPY's format), formatted by Arrow in C++."""
+    ts = pa.array(frame["sale_ts"].dt.floor("s").to_numpy(dtype="datetime64[s]"))
+    return (pc.strftime(ts, format="%Y-%m-%d").to_pylist(),
+            pc.strftime(ts, format="%Y-%m-%d %H:%M:%S").to_pylist())
+
+
+def _column_values(frame: pd.DataFrame, name: str) -> list:
+    if name not in frame:  # a file without a later-added column loads NULLs for it
+        return [None] * len(frame)
+    values = frame[name]
+    return values.astype(object).where(values.notna(), None).tolist()
+
+
 def rows_for_driver(frame: pd.DataFrame, dialect_name: str, extras: Sequence[str] = ()) -> list[tuple]:
     """Rows as tuples the driver's bulk path accepts (text dates for SQLite and COPY)."""
-    ts = frame["sale_ts"].dt.floor("s")
     if dialect_name == "mssql":
-        out = frame.assign(sale_date=ts.dt.date, sale_ts=ts.dt.to_pydatetime())
+        ts = frame["sale_ts"].dt.floor("s")
+        dates, stamps = ts.dt.date.tolist(), [t.to_pydatetime() for t in ts]
     else:
-        out = frame.assign(sale_date=ts.dt.strftime("%Y-%m-%d") if len(ts) else ts,
-                           sale_ts=ts.astype(str))
-    for name in extras:  # a file without a later-added column loads NULLs for it
-        values = out[name] if name in out else pd.Series(None, index=out.index, dtype=object)
-        out[name] = values.astype(object).where(values.notna(), None)
-    return list(out[[*BASE_STAGE_COLUMNS, *extras]].itertuples(index=False, name=None))
+        dates, stamps = _text_dates(frame)
+    columns = [frame["transaction_id"].tolist(), frame["customer_id"].tolist(),
+               frame["product_id"].tolist(), frame["quantity"].astype("int64").tolist(), dates, stamps,
+               frame["source_file"].tolist(), *(_column_values(frame, name) for name in extras)]
+    return list(zip(*columns, strict=True))
+
+
+def copy_csv_bytes(frame: pd.DataFrame, extras: Sequence[str] = ()) -> bytes:
+    """The rows as CSV for PostgreSQL's COPY (one buffer per batch, written by Arrow)."""
+    dates, stamps = _text_dates(frame)
+    table = pa.table({
+        "transaction_id": pa.array(frame["transaction_id"], pa.string()),
+        "customer_id": pa.array(frame["customer_id"], pa.string()),
+        "product_id": pa.array(frame["product_id"], pa.string()),
+        "quantity": pa.array(frame["quantity"].astype("int64")),
+        "sale_date": pa.array(dates, pa.string()),
+        "sale_ts": pa.array(stamps, pa.string()),
+        "source_file": pa.array(frame["source_file"], pa.string()),
+        **{name: pa.array(_column_values(frame, name), pa.string()) for name in extras},
+    })
+    sink = pa.BufferOutputStream()
+    # strings always quoted: an empty string stays '' while a missing value (unquoted) is NULL
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    return sink.getvalue().to_pybytes()
 
 
 def batch_rows_for_parameter_limit(columns: int, limit: int = MSSQL_MAX_PARAMETERS) -> int:
@@ -145,7 +180,7 @@ class SalesLoader:
             raw = conn.connection.dbapi_connection
             for frame in batches:
                 if len(frame):
-                    self._bulk_insert(raw, rows_for_driver(frame, self.dialect, self.extras))
+                    self._bulk_insert(raw, frame)
                     stats.staged += len(frame)
             self._count(conn, day, stats)
             if stats.inserted or stats.updated:
@@ -169,21 +204,21 @@ class SalesLoader:
             conn.execute(text("DROP TABLE IF EXISTS stg_sales"))
         self.stage.create(conn)
 
-    def _bulk_insert(self, raw, rows: list[tuple]) -> None:
+    def _bulk_insert(self, raw, frame: pd.DataFrame) -> None:
         names = [*BASE_STAGE_COLUMNS, *self.extras]
         quote = self.engine.dialect.identifier_preparer.quote_identifier
         columns = ", ".join(quote(c) for c in names)
         cursor = raw.cursor()
         try:
             if self.dialect == "postgresql":
-                with cursor.copy(f"COPY stg_sales ({columns}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
+                with cursor.copy(f"COPY stg_sales ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
+                    copy.write(copy_csv_bytes(frame, self.extras))
             else:
                 marks = ", ".join(["?"] * len(names))
                 if self.dialect == "mssql":
                     cursor.fast_executemany = True
-                cursor.executemany(f"INSERT INTO {self.stage.name} ({columns}) VALUES ({marks})", rows)
+                cursor.executemany(f"INSERT INTO {self.stage.name} ({columns}) VALUES ({marks})",
+                                   rows_for_driver(frame, self.dialect, self.extras))
         finally:
             cursor.close()
 
