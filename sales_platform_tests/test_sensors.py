@@ -132,3 +132,33 @@ def test_corrupt_file_is_quarantined_and_never_loaded(env):
     assert tick(landed_days_sensor, instance, resources)[0] == []
     reason = next((data_dir / "quarantine").glob("*.reason.txt")).read_text()
     assert "bad.csv" in reason and "binary" in reason
+
+
+def test_a_file_whose_landing_run_died_gets_a_new_attempt_and_lands_once(env):
+    data_dir, resources, instance = env
+    settled(write_csv(data_dir / "incoming" / "a.csv", [ROW]))
+    (first,), cursor, _ = tick(incoming_files_sensor, instance, resources)
+    # the landing run was killed (daemon restart): a run with this key exists and has failed
+    dead = instance.create_run_for_job(
+        dg.Definitions(jobs=[dg.JobDefinition(graph_def=dg.GraphDefinition("g", node_defs=[]))]
+                       ).resolve_job_def("g"), tags={"dagster/run_key": first.run_key})
+    instance.report_run_failed(dead)
+    (retry,), cursor, _ = tick(incoming_files_sensor, instance, resources, cursor)
+    assert retry.run_key == f"{first.run_key}:attempt-1"
+    land(retry, resources, instance)
+    assert tick(incoming_files_sensor, instance, resources, cursor)[0] == []  # landed: gone
+    engine = cached_engine(resources["warehouse"].url())
+    with engine.connect() as conn:
+        assert conn.execute(select(file_ledger.c.status)).scalars().all() == ["landed"]
+
+
+def test_a_running_landing_blocks_a_new_attempt(env):
+    data_dir, resources, instance = env
+    settled(write_csv(data_dir / "incoming" / "a.csv", [ROW]))
+    (first,), cursor, _ = tick(incoming_files_sensor, instance, resources)
+    instance.create_run_for_job(
+        dg.Definitions(jobs=[dg.JobDefinition(graph_def=dg.GraphDefinition("g", node_defs=[]))]
+                       ).resolve_job_def("g"), tags={"dagster/run_key": first.run_key},
+        status=dg.DagsterRunStatus.STARTED)
+    (again,), _, _ = tick(incoming_files_sensor, instance, resources, cursor)
+    assert again.run_key == first.run_key  # Dagster dedupes it: no second landing

@@ -36,13 +36,32 @@ def incoming_files_sensor(context: dg.SensorEvaluationContext, platform: Platfor
             context.log.info(f"{seen.name}: same content as already landed {earlier['file_name']}; "
                              "it will be archived as a duplicate, nothing reloaded")
         requests.append(dg.RunRequest(
-            run_key=seen.run_key,
+            run_key=retry_key(context.instance, seen.run_key),
             run_config=dg.RunConfig(ops={"landed_files": {"config": {"files": [seen.name]}}}),
             tags={"sales_platform/file": seen.name[:200], "sales_platform/sha256": seen.sha256},
         ))
     skip = None if requests else dg.SkipReason(
         f"no new files ready ({len(unsettled)} still being written)" if unsettled else "no new files")
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cache), skip_reason=skip)
+
+
+DEAD_RUN_STATUSES = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+def retry_key(instance: dg.DagsterInstance, run_key: str) -> str:
+    """The run key, with an attempt suffix once every earlier run of it died.
+
+    A file still in the drop zone whose landing run crashed (killed with the daemon, say) would
+    otherwise never be retried: Dagster launches a run key once. Its landing is idempotent, so a
+    new attempt cannot land it twice; a run that is queued, running or done blocks a new attempt.
+    """
+    attempt, key = 0, run_key
+    while True:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=5)
+        if not runs or any(r.status not in DEAD_RUN_STATUSES for r in runs):
+            return key
+        attempt += 1
+        key = f"{run_key}:attempt-{attempt}"
 
 
 @dg.sensor(
