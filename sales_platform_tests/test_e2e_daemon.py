@@ -117,5 +117,5 @@ def test_backfill_of_three_days_through_graphql(products_loaded: DagsterStack, s
 
     runs = stack.runs(tags={"dagster/backfill": backfill_id})
     assert all(r["status"] == "SUCCESS" for r in runs), runs
-    # BackfillPolicy.multi_run(max_partitions_per_run=31): 3 days of the whole chain in one run.
+    # BackfillPolicy.single_run(): 3 days of the whole chain in one run.
     assert len(runs) == 1 < len(BACKFILL_DAYS), f"{len(runs)} runs for {len(BACKFILL_DAYS)} partitions"

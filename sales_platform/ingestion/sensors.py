@@ -4,6 +4,7 @@ State lives in the ledger (warehouse) and in run keys, not in the cursor: the cu
 fingerprints, so losing it, or restarting the daemon, never processes a file twice.
 """
 
+import hashlib
 import json
 import os
 
@@ -71,17 +72,25 @@ def retry_key(instance: dg.DagsterInstance, run_key: str) -> str:
     "days), one run per contiguous range of days, keyed by the files' content.",
 )
 def landed_days_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-    requests = []
-    for entry in ledger_awaiting_load(warehouse.engine()):
-        for first, last in contiguous_ranges(entry["days"]):
-            requests.append(dg.RunRequest(
-                run_key=f"load:{entry['sha256']}:{first}:{last}",
-                tags={"dagster/asset_partition_range_start": first,
-                      "dagster/asset_partition_range_end": last,
-                      "sales_platform/file": entry["file_name"][:200]},
-            ))
-    if not requests:
+    """One run per contiguous range of the days that all files awaiting load touch.
+
+    Files landed in the same tick share their runs (50 files dropped at once for one day load that
+    day once, not 50 times); the run key names the range and the files' content, so the same set
+    is never loaded twice and a file landed later gets its own run.
+    """
+    awaiting = ledger_awaiting_load(warehouse.engine())
+    if not awaiting:
         return dg.SkipReason("no landed files awaiting load")
+    requests = []
+    for first, last in contiguous_ranges([d for e in awaiting for d in e["days"]]):
+        files = sorted((e for e in awaiting if any(first <= d <= last for d in e["days"])),
+                       key=lambda e: e["sha256"])
+        digest = hashlib.sha256("".join(e["sha256"] for e in files).encode()).hexdigest()[:16]
+        tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
+                "sales_platform/files": str(len(files))}
+        if len(files) == 1:
+            tags["sales_platform/file"] = files[0]["file_name"][:200]
+        requests.append(dg.RunRequest(run_key=f"load:{first}:{last}:{digest}", tags=tags))
     return requests
 
 

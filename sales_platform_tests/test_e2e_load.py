@@ -1,0 +1,73 @@
+"""A bounded load test with the real daemon: 50 files dropped at once, every row accounted for."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from sales_platform.core.warehouse.tables import file_ledger, sales, sales_rejects
+from sales_platform_tests.e2e import SENSORS, DagsterStack
+from sales_platform_tests.helpers import write_csv
+
+FILES = 50
+ROWS_PER_FILE = 60
+DAYS = ["2024-04-01", "2024-04-02", "2024-04-03"]
+LOAD_TEST_TIMEOUT_S = 900.0
+
+
+def counts(stack: DagsterStack) -> tuple[int, int, dict[str, int]]:
+    engine = stack.engine()
+    try:
+        with engine.connect() as conn:
+            loaded = conn.execute(select(func.count()).select_from(sales)
+                                  .where(sales.c.source_file.like("load_%"))).scalar_one()
+            rejected = conn.execute(select(func.count()).select_from(sales_rejects)
+                                    .where(sales_rejects.c.source_file.like("load_%"))).scalar_one()
+            statuses = dict(conn.execute(select(file_ledger.c.status, func.count())
+                                         .where(file_ledger.c.file_name.like("load_%"))
+                                         .group_by(file_ledger.c.status)).all())
+    finally:
+        engine.dispose()
+    return loaded, rejected, statuses
+
+
+@pytest.mark.slow
+def test_fifty_files_at_once_every_row_once(products_loaded: DagsterStack):
+    stack = products_loaded
+    rng = random.Random(7)
+    staging = stack.root / "load_test"
+    for n in range(FILES):
+        rows = [[f"L{n:02d}-{i:04d}", f"C{rng.randint(1, 400):07d}", f"P{rng.randint(1, 20):05d}",
+                 str(rng.randint(1, 5)), f"{DAYS[i % len(DAYS)]}T{10 + i % 10:02d}:00:{i % 60:02d}"]
+                for i in range(ROWS_PER_FILE)]
+        rows[0][3] = "-1"  # one reject per file: rejects are accounted for too
+        write_csv(staging / f"load_{n:02d}.csv", rows)
+    started = time.monotonic()
+    for path in sorted(staging.iterdir()):  # all at once, each completed by a rename
+        os.replace(path, stack.data_dir / "incoming" / path.name)
+    for sensor in SENSORS:
+        stack.start_sensor(sensor)
+    try:
+        def all_loaded() -> tuple | None:
+            result = counts(stack)
+            return result if result[2].get("loaded") == FILES else None
+
+        loaded, rejected, statuses = stack.wait_until(f"{FILES} files loaded", all_loaded,
+                                                      timeout=LOAD_TEST_TIMEOUT_S)
+    finally:
+        for sensor in SENSORS:
+            stack.stop_sensor(sensor)
+    elapsed = time.monotonic() - started
+    print(f"load test: {FILES} files, {FILES * ROWS_PER_FILE} rows, loaded in {elapsed:.1f} s")
+    assert (loaded, rejected) == (FILES * (ROWS_PER_FILE - 1), FILES)
+    assert statuses == {"loaded": FILES}
+    per_file = {}
+    for n in range(FILES):
+        name = f"load_{n:02d}.csv"
+        per_file[name] = [r["status"] for r in stack.runs("land_files_job", {"sales_platform/file": name})]
+    assert all(v == ["SUCCESS"] for v in per_file.values()), per_file  # no file processed twice
+    assert not list((stack.data_dir / "incoming").glob("load_*"))
