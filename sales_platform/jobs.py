@@ -22,6 +22,7 @@ daily_sales_job = dg.define_asset_job(
 land_files_job = dg.define_asset_job(
     "land_files_job", selection=dg.AssetSelection.assets("landed_files"),
     description="Land dropped files (run by the drop sensor, one file per run).",
+    executor_def=dg.in_process_executor,  # one step: a step process would only add start-up time
 )
 
 products_job = dg.define_asset_job(
