@@ -25,21 +25,27 @@ def _materialize_day(data_dir: str, url: str, key: str, day: str, queue) -> None
         queue.put((day, False, repr(exc)))
 
 
+def materialize_at_once(data_dir, url: str, key: str, days: list[str]) -> list[tuple]:
+    """One process per day, all started together; (day, success, error) per process."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_materialize_day, args=(str(data_dir), url, key, day, queue))
+             for day in days]
+    for p in procs:
+        p.start()
+    outcomes = [queue.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    return outcomes
+
+
 @pytest.mark.slow
 def test_four_days_at_once_all_succeed_with_exact_counts(data_dir, backend, key):
     files = generate(data_dir / "incoming", data_dir / "catalogue" / "products.csv", date(2024, 5, 1),
                      4, 2000, GeneratorSettings(seed=5, customers=500, products=50, defect_rate=0.02))
     resources = resources_for(data_dir, backend.url, key)
     materialize(resources, PRODUCTS)
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_materialize_day, args=(str(data_dir), backend.url, key, d, queue))
-             for d in DAYS]
-    for p in procs:
-        p.start()
-    outcomes = [queue.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
+    outcomes = materialize_at_once(data_dir, backend.url, key, DAYS)
     assert all(ok for _, ok, _ in outcomes), outcomes
     engine = cached_engine(resources["warehouse"].url())
     with engine.connect() as conn:
@@ -60,15 +66,7 @@ def test_two_runs_of_the_same_day_at_once_leave_the_table_as_one_run(data_dir, k
     url = f"sqlite:///{tmp_path / 'w.db'}"
     resources = resources_for(data_dir, url, key)
     materialize(resources, PRODUCTS)
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_materialize_day, args=(str(data_dir), url, key, DAYS[0], queue))
-             for _ in range(2)]
-    for p in procs:
-        p.start()
-    outcomes = [queue.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
+    outcomes = materialize_at_once(data_dir, url, key, [DAYS[0], DAYS[0]])
     assert all(ok for _, ok, _ in outcomes), outcomes
     engine = cached_engine(resources["warehouse"].url())
     with engine.connect() as conn:

@@ -162,3 +162,28 @@ def test_a_running_landing_blocks_a_new_attempt(env):
         status=dg.DagsterRunStatus.STARTED)
     (again,), _, _ = tick(incoming_files_sensor, instance, resources, cursor)
     assert again.run_key == first.run_key  # Dagster dedupes it: no second landing
+
+
+def test_a_running_landing_whose_process_died_is_failed_and_retried(env):
+    import fcntl
+
+    from sales_platform.ingestion.assets import landing_lease
+
+    data_dir, resources, instance = env
+    settled(write_csv(data_dir / "incoming" / "a.csv", [ROW]))
+    (first,), cursor, _ = tick(incoming_files_sensor, instance, resources)
+    run = instance.create_run_for_job(
+        dg.Definitions(jobs=[dg.JobDefinition(graph_def=dg.GraphDefinition("g", node_defs=[]))]
+                       ).resolve_job_def("g"), tags={"dagster/run_key": first.run_key},
+        status=dg.DagsterRunStatus.STARTED)
+    areas = resources["platform"].areas
+    lease = areas.lease_path(landing_lease(run.run_id))
+    lease.parent.mkdir(parents=True, exist_ok=True)
+    with open(lease, "a+") as held:  # the run's process is alive and landing
+        fcntl.flock(held, fcntl.LOCK_EX)
+        (alive,), _, _ = tick(incoming_files_sensor, instance, resources, cursor)
+        assert alive.run_key == first.run_key
+    # the process died: the OS released its lock, the lease file stayed behind
+    (retry,), _, _ = tick(incoming_files_sensor, instance, resources, cursor)
+    assert retry.run_key == f"{first.run_key}:attempt-1"
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE

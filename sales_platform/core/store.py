@@ -126,3 +126,38 @@ class DataAreas:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def lease_path(self, holder: str) -> Path:
+        return self.staging / ".leases" / f"{safe_name(holder)}.lock"
+
+    @contextmanager
+    def lease(self, holder: str) -> Iterator[None]:
+        """Held (flock) while ``holder`` works; the OS releases it when the process dies."""
+        import fcntl
+
+        path = self.lease_path(holder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                path.unlink(missing_ok=True)
+
+    def lease_abandoned(self, holder: str) -> bool:
+        """True when ``holder`` took its lease and no live process holds it any more."""
+        import fcntl
+
+        path = self.lease_path(holder)
+        try:
+            handle = open(path)
+        except FileNotFoundError:
+            return False  # never taken (or released cleanly and removed)
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return True

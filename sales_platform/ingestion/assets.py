@@ -33,6 +33,10 @@ def outcome_lines(outcomes: list[FileOutcome]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines) if outcomes else "_no new files_")
 
 
+def landing_lease(run_id: str) -> str:
+    return f"landing-run-{run_id}"
+
+
 class LandingConfig(dg.Config):
     files: list[str] = []  # names in incoming/ to land; empty: every ready file
 
@@ -57,7 +61,8 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
     started = time.monotonic()
     intake = Intake(platform.areas, warehouse.engine(), platform.keyring(), platform.contract(),
                     platform.rules(), code_version=RAW_SALES_VERSION, archive_sink=blob.put_file)
-    outcomes = intake.run(only=set(config.files) or None)
+    with platform.areas.lease(landing_lease(context.run_id)):  # lets the sensor see a dead run
+        outcomes = intake.run(only=set(config.files) or None)
     for o in outcomes:
         if o.status == LEDGER_QUARANTINED:
             context.log.error(f"file quarantined: {o.error}")

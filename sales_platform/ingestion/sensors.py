@@ -11,7 +11,9 @@ import os
 import dagster as dg
 
 from sales_platform.core.dropzone import contiguous_ranges, scan
+from sales_platform.core.store import DataAreas
 from sales_platform.core.warehouse.records import ledger_awaiting_load, ledger_landed_by_sha
+from sales_platform.ingestion.assets import landing_lease
 from sales_platform.jobs import daily_sales_job, land_files_job, rollups_job
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
@@ -37,7 +39,7 @@ def incoming_files_sensor(context: dg.SensorEvaluationContext, platform: Platfor
             context.log.info(f"{seen.name}: same content as already landed {earlier['file_name']}; "
                              "it will be archived as a duplicate, nothing reloaded")
         requests.append(dg.RunRequest(
-            run_key=retry_key(context.instance, seen.run_key),
+            run_key=retry_key(context.instance, seen.run_key, platform.areas),
             run_config=dg.RunConfig(ops={"landed_files": {"config": {"files": [seen.name]}}}),
             tags={"sales_platform/file": seen.name[:200], "sales_platform/sha256": seen.sha256},
         ))
@@ -49,15 +51,23 @@ def incoming_files_sensor(context: dg.SensorEvaluationContext, platform: Platfor
 DEAD_RUN_STATUSES = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
-def retry_key(instance: dg.DagsterInstance, run_key: str) -> str:
+def retry_key(instance: dg.DagsterInstance, run_key: str, areas: DataAreas) -> str:
     """The run key, with an attempt suffix once every earlier run of it died.
 
-    A file still in the drop zone whose landing run crashed (killed with the daemon, say) would
-    otherwise never be retried: Dagster launches a run key once. Its landing is idempotent, so a
-    new attempt cannot land it twice; a run that is queued, running or done blocks a new attempt.
+    Dagster launches a run key once, so a file still in the drop zone whose landing run died
+    (killed with the daemon, a machine restart) would never land. A run counts as dead when it
+    failed or was canceled, or when it is marked running but its landing lease (an flock the OS
+    releases with the process) is free while its file is still waiting: that run is reported
+    failed first. Landing is idempotent, so a new attempt can never land a file twice.
     """
     attempt, key = 0, run_key
     while True:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=5)
+        for run in runs:
+            if run.status == dg.DagsterRunStatus.STARTED and areas.lease_abandoned(
+                    landing_lease(run.run_id)):
+                instance.report_run_failed(run, "its process is gone: the landing lease was released "
+                                                "without the file being landed")
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=5)
         if not runs or any(r.status not in DEAD_RUN_STATUSES for r in runs):
             return key
