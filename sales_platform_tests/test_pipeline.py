@@ -252,3 +252,19 @@ def _fresh_pg_database() -> str:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_the_documented_selection_without_sales_rejects_loads_a_day_with_rejects(setup):
+    """`--select raw_sales,cleaned_sales,encrypted_sales,sales` (the README's command) must pass its
+    checks on a day with rejects, and the rejects still reach sales_rejects when that asset runs."""
+    data_dir, resources, engine = setup
+    write_catalogue(data_dir, ["P1"])
+    rows = [[f"T{i}", "C1", "P1", "1", f"{DAY}T10:00:{i:02d}"] for i in range(20)] + \
+           [["T99", "C1", "P1", "-4", f"{DAY}T11:00:00"]]
+    write_csv(data_dir / "incoming" / "a.csv", rows)
+    materialize(resources, PRODUCTS)
+    result = materialize(resources, ["raw_sales", "cleaned_sales", "encrypted_sales", "sales"], DAY)
+    assert result.success and check_results(result)["rows_conserved"] is True
+    assert count(engine, sales) == 20
+    materialize(resources, ["sales_rejects"], DAY)
+    assert count(engine, sales_rejects, sales_rejects.c.reason == "quantity_not_positive") == 1
