@@ -58,6 +58,7 @@ def run_pipeline(first: str, last: str) -> bool:
     from sales_platform.definitions import defs
 
     _ensure_dagster_home()
+    _wait_for_settled_drops()
     ok = True
     with dg.DagsterInstance.get() as instance:
         for job_name, tags in (("products_job", {}),
@@ -68,6 +69,21 @@ def run_pipeline(first: str, last: str) -> bool:
             print(f"{job_name}: {'succeeded' if result.success else 'FAILED'} (run {result.run_id})")
             ok = ok and result.success
     return ok
+
+
+def _wait_for_settled_drops() -> None:
+    """Files just written (``generate`` right before ``run``) are taken once settled: wait for that
+    rather than leave them for the next run."""
+    import time
+
+    from sales_platform.core.intake import pending_files
+
+    settle = float(settings.env_number(settings.SETTLE_S, 2.0, 0.0))
+    newest = max((p.stat().st_mtime for p in pending_files(settings.data_dir() / "incoming")),
+                 default=0.0)
+    remaining = newest + settle - time.time()
+    if 0 < remaining <= settle:
+        time.sleep(remaining + 0.05)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -87,7 +103,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def print_summary(first: str, last: str) -> None:
     from sqlalchemy import func, select
 
-    from sales_platform.core.warehouse.tables import file_ledger, metadata, sales, sales_rejects
+    from sales_platform.core.warehouse.tables import (
+        file_ledger,
+        metadata,
+        pending_days,
+        sales,
+        sales_rejects,
+    )
     from sales_platform.resources.factory import resolved, warehouse_resource
 
     warehouse = resolved(warehouse_resource())
@@ -100,12 +122,20 @@ def print_summary(first: str, last: str) -> None:
                                .group_by(sales_rejects.c.reason)).all()
         ledger = conn.execute(select(file_ledger.c.status, func.count())
                               .group_by(file_ledger.c.status)).all()
+        blocked = set(conn.execute(select(file_ledger.c.error)
+                                   .where(file_ledger.c.status == "blocked")).scalars())
+        pending = sorted(d.isoformat() for d in conn.execute(select(pending_days.c.sale_date))
+                         .scalars())
     root = settings.data_dir()
     print(f"\nSummary for {first} .. {last}")
     print(f"  rows loaded into sales: {loaded}")
     print(f"  rows rejected: {sum(n for _, n in rejects)}"
           + "".join(f"\n    {reason}: {n}" for reason, n in sorted(rejects)))
     print("  files: " + ", ".join(f"{status}={n}" for status, n in sorted(ledger)))
+    for line in sorted(blocked):
+        print(f"  BLOCKED {line}")
+    if pending:
+        print(f"  days waiting for a load: {', '.join(pending)}")
     print(f"  tables: {', '.join(sorted(metadata.tables))}")
     print(f"  database: {warehouse.display_url()}")
     print(f"  quarantine: {root / 'quarantine'}  archive: {root / 'archive'}")

@@ -25,7 +25,8 @@ def all_assets() -> list:
 
 def resources_for(data_dir: Path, db_url: str, key: str, **platform) -> dict:
     return {
-        "platform": PlatformResource(data_dir=str(data_dir), encryption_key=key, **platform),
+        "platform": PlatformResource(data_dir=str(data_dir), encryption_key=key,
+                                     **{"settle_s": 0.0, **platform}),
         "warehouse": SqlUrlWarehouse(database_url=db_url),
         "blob": LocalBlobStorage(root=str(data_dir / "blob")),
         "products_api": ProductsApiResource(store_path=str(data_dir / "products_api.sqlite")),

@@ -5,7 +5,8 @@ from datetime import date, datetime
 import pytest
 from sqlalchemy import select
 
-from sales_platform.core.intake import Intake, landed_rows_for_day
+from sales_platform.core.intake import Intake
+from sales_platform.core.warehouse.ledger import landed_rows
 from sales_platform.core.landing import FileRejected, read_header
 from sales_platform.core.quality import QualityRules
 from sales_platform.core.schema import SchemaContract
@@ -23,7 +24,12 @@ def intake(data_dir, keyring, tmp_path):
     areas.ensure()
     engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
     return Intake(areas, engine, keyring, SchemaContract(), QualityRules(start_date=date(2024, 1, 1)),
-                  code_version="test", now=NOW)
+                  code_version="test", now=NOW, settle_s=0)
+
+
+def landed_rows_for_day(intake: Intake, day: str) -> int:
+    with intake.engine.connect() as conn:
+        return sum(landed_rows(conn, day).values())
 
 
 @pytest.mark.parametrize(
@@ -69,7 +75,7 @@ def test_multi_day_file_rows_split_by_day_and_undated_rows_rejected(intake, data
     (outcome,) = intake.run()
     assert outcome.rows_by_day == {"2024-03-01": 1, "2024-03-02": 2}
     assert outcome.rows_read == 6 and outcome.rows_rejected == 3
-    assert sum(landed_rows_for_day(intake.areas, "2024-03-02").values()) == 2
+    assert landed_rows_for_day(intake, "2024-03-02") == 2
     with intake.engine.connect() as conn:
         reasons = sorted(conn.execute(select(sales_rejects.c.reason)).scalars())
     assert reasons == ["future_timestamp", "invalid_timestamp", "malformed_row"]
@@ -82,7 +88,7 @@ def test_same_content_under_new_name_is_skipped_and_archived(intake, data_dir):
     write_csv(data_dir / "incoming" / "b.csv", rows)
     (outcome,) = intake.run()
     assert outcome.status == "skipped_duplicate" and "a.csv" in outcome.error
-    assert sum(landed_rows_for_day(intake.areas, "2024-03-01").values()) == 1
+    assert landed_rows_for_day(intake, "2024-03-01") == 1
     assert len(list((data_dir / "archive").iterdir())) == 1  # same content, one sealed copy
 
 
@@ -92,8 +98,8 @@ def test_new_version_of_a_file_replaces_the_old_one(intake, data_dir):
     intake.run()
     write_csv(data_dir / "incoming" / "a.csv", [["T1", "C1", "P1", "5", "2024-03-01T10:00:00"]])
     intake.run()
-    assert sum(landed_rows_for_day(intake.areas, "2024-03-01").values()) == 1
-    assert sum(landed_rows_for_day(intake.areas, "2024-03-02").values()) == 0
+    assert landed_rows_for_day(intake, "2024-03-01") == 1
+    assert landed_rows_for_day(intake, "2024-03-02") == 0
     assert intake.areas.fragments("landed", "2024-03-02") == []
     with intake.engine.connect() as conn:
         statuses = sorted(conn.execute(select(file_ledger.c.status)).scalars())
@@ -109,7 +115,7 @@ def test_files_being_written_are_not_picked(intake, data_dir):
 def test_read_header_handles_bom_and_quotes(tmp_path):
     path = tmp_path / "x.csv"
     path.write_bytes('\ufeff"transaction_id","customer id",qty\n'.encode())
-    assert read_header(path) == ["transaction_id", "customer id", "qty"]
+    assert read_header(path, path.name) == ["transaction_id", "customer id", "qty"]
     path.write_bytes(b"")
     with pytest.raises(FileRejected, match="x.csv: file is empty"):
-        read_header(path)
+        read_header(path, path.name)

@@ -7,7 +7,6 @@ killed mid-work). Only a SQL Server is missing: test_mssql_integration.py needs 
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import struct
 import time
@@ -56,9 +55,9 @@ from sales_platform.core.warehouse.retry import (
     run_with_retries,
 )
 from sales_platform.resources.mssql import AzureSqlWarehouse, SqlServerWarehouse
-from sales_platform_tests.conftest import IN_CI, PG_ADMIN_URL, skip_or_fail
+from sales_platform_tests.conftest import pg_dsn, pg_url, require_postgres, skip_or_fail
+from sales_platform_tests.ports import closed_port
 
-PG_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 HOSTILE = ['x"; DROP TABLE sales; --', "a]b"]
 SECRET = "S3cr;et}{@:/x+y"
 DEADLOCK = ("[40001] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Transaction (Process ID 52) was "
@@ -98,12 +97,6 @@ def server_dialect() -> mssql.dialect:
     dialect = mssql.dialect(deprecate_large_types=True)
     dialect.server_version_info = (16, 0, 1000)
     return dialect
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- ODBC connection strings -------------------------------------------------------------------
@@ -196,7 +189,12 @@ def test_token_struct_bytes_for_a_known_token():
 
 
 def test_token_hook_logs_in_with_a_fresh_token_and_no_credentials(pyodbc):
-    odbc = odbc_connection_string("127.0.0.1", _closed_port(), "sales", DEFAULT_DRIVER, user="u",
+    with closed_port() as port:
+        _token_hook_against_a_closed_port(port)
+
+
+def _token_hook_against_a_closed_port(port: int) -> None:
+    odbc = odbc_connection_string("127.0.0.1", port, "sales", DEFAULT_DRIVER, user="u",
                                   password=SECRET, timeout_s=2)
     engine = sa.create_engine(sqlalchemy_url_from_odbc(odbc))
     tokens = iter(["token-one", "token-two"])
@@ -293,13 +291,15 @@ def test_display_url_repr_and_error_text_never_show_the_password():
 STAGING_DDL = (
     "CREATE TABLE [#stg_sales] ( transaction_id VARCHAR(64) NOT NULL, customer_id VARCHAR(128) NOT NULL, "
     "product_id VARCHAR(128) NOT NULL, quantity INTEGER NOT NULL, sale_date DATE NOT NULL, "
-    "sale_ts DATETIME NOT NULL, source_file VARCHAR(255) NOT NULL, PRIMARY KEY (transaction_id) )")
+    "sale_ts DATETIME NOT NULL, source_file VARCHAR(255) NOT NULL, source_sha256 VARCHAR(64) NULL, "
+    "source_row INTEGER NULL, PRIMARY KEY (transaction_id) )")
 TABLE_DDL = {
     "sales": (
         "CREATE TABLE sales ( transaction_id VARCHAR(64) NOT NULL, customer_id VARCHAR(128) NOT NULL, "
         "product_id VARCHAR(128) NOT NULL, quantity INTEGER NOT NULL, sale_date DATE NOT NULL, "
         "sale_ts DATETIME NOT NULL, source_file VARCHAR(255) NOT NULL, loaded_at DATETIME NOT NULL, "
-        "extras NVARCHAR(max) NULL, PRIMARY KEY (transaction_id) )",
+        "extras NVARCHAR(max) NULL, source_sha256 VARCHAR(64) NULL, source_row INTEGER NULL, "
+        "PRIMARY KEY (transaction_id) )",
         ["CREATE INDEX ix_sales_sale_date ON sales (sale_date)"]),
     "sales_rejects": (
         "CREATE TABLE sales_rejects ( reject_id INTEGER NOT NULL IDENTITY, stage VARCHAR(16) NOT NULL, "
@@ -316,7 +316,7 @@ TABLE_DDL = {
         "rows_read INTEGER NULL, rows_landed INTEGER NULL, rows_rejected INTEGER NULL, "
         "days_touched VARCHAR(max) NULL, error VARCHAR(max) NULL, archive_path VARCHAR(max) NULL, "
         "code_version VARCHAR(64) NULL, received_at DATETIME NOT NULL, processed_at DATETIME NULL, "
-        "PRIMARY KEY (file_id), CONSTRAINT uq_file_ledger_name_sha UNIQUE (file_name, sha256) )",
+        "days_affected VARCHAR(max) NULL, PRIMARY KEY (file_id), CONSTRAINT uq_file_ledger_name_sha UNIQUE (file_name, sha256) )",
         ["CREATE INDEX ix_file_ledger_sha ON file_ledger (sha256)"]),
     "dim_products": (
         "CREATE TABLE dim_products ( product_id VARCHAR(64) NOT NULL, product_token VARCHAR(128) NOT NULL, "
@@ -332,13 +332,16 @@ MERGE_SQL = (
     "ON t.[transaction_id] = s.[transaction_id] WHEN MATCHED AND ("
     + " OR ".join(f"(t.[{c}] <> s.[{c}] OR (t.[{c}] IS NULL AND s.[{c}] IS NOT NULL) "
                   f"OR (t.[{c}] IS NOT NULL AND s.[{c}] IS NULL))"
-                  for c in ("customer_id", "product_id", "quantity", "sale_date", "sale_ts"))
+                  for c in ("customer_id", "product_id", "quantity", "sale_date", "sale_ts", "source_file",
+                            "source_sha256", "source_row"))
     + ") THEN UPDATE SET t.[customer_id] = s.[customer_id], t.[product_id] = s.[product_id], "
     "t.[quantity] = s.[quantity], t.[sale_date] = s.[sale_date], t.[sale_ts] = s.[sale_ts], "
-    "t.[source_file] = s.[source_file], t.[loaded_at] = ? "
+    "t.[source_file] = s.[source_file], t.[source_sha256] = s.[source_sha256], "
+    "t.[source_row] = s.[source_row], t.[loaded_at] = ? "
     "WHEN NOT MATCHED BY TARGET THEN INSERT ([transaction_id], [customer_id], [product_id], [quantity], "
-    "[sale_date], [sale_ts], [source_file], [loaded_at]) VALUES (s.[transaction_id], s.[customer_id], "
-    "s.[product_id], s.[quantity], s.[sale_date], s.[sale_ts], s.[source_file], ?);")
+    "[sale_date], [sale_ts], [source_file], [source_sha256], [source_row], [loaded_at]) VALUES "
+    "(s.[transaction_id], s.[customer_id], s.[product_id], s.[quantity], s.[sale_date], s.[sale_ts], "
+    "s.[source_file], s.[source_sha256], s.[source_row], ?);")
 
 
 def test_staging_table_ddl(server_dialect):
@@ -399,7 +402,8 @@ def test_hostile_identifiers_are_bracket_quoted(server_dialect):
         'SELECT [a]]b], [x"; DROP TABLE sales; --] FROM sales')
     merge = _norm(mssql_merge_statement(datetime(2024, 3, 5), HOSTILE).compile(dialect=server_dialect))
     assert 't.[x"; DROP TABLE sales; --] = s.[x"; DROP TABLE sales; --], t.[a]]b] = s.[a]]b],' in merge
-    assert '[source_file], [x"; DROP TABLE sales; --], [a]]b], [loaded_at]) VALUES' in merge
+    assert '[source_file], [source_sha256], [source_row], [x"; DROP TABLE sales; --], [a]]b], [loaded_at]) ' \
+        'VALUES' in merge
     assert add_column_ddl(server_dialect, "sales", HOSTILE[1]) == (
         "IF COL_LENGTH('sales', 'a]b') IS NULL ALTER TABLE [sales] ADD [a]]b] NVARCHAR(MAX) NULL")
     assert add_column_ddl(server_dialect, "sales", "o'brien") == (
@@ -422,7 +426,7 @@ def test_rows_for_sql_server_are_types_pyodbc_binds():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # pandas 2.x: Series.dt.to_pydatetime
         (row,) = rows_for_driver(frame, "mssql")
-    tid, _, _, quantity, sale_date, sale_ts, _ = row
+    tid, _, _, quantity, sale_date, sale_ts, _, _, _ = row
     assert type(quantity) is int  # not numpy.int64, which pyodbc refuses
     assert type(sale_date) is date and sale_date == date(2024, 3, 5)
     assert isinstance(sale_ts, datetime) and sale_ts == datetime(2024, 3, 5, 10, 11, 12)
@@ -494,18 +498,19 @@ def test_a_missing_odbc_driver_is_permanent(pyodbc):
 
 
 def test_real_freetds_connection_failure_is_transient_and_retried(freetds):
-    odbc = odbc_connection_string("127.0.0.1", _closed_port(), "sales", freetds, user="loader",
-                                  password=SECRET, timeout_s=2)
-    engine = sa.create_engine(sqlalchemy_url_from_odbc(odbc))
     attempts, sleeps = [], []
+    with closed_port() as port:
+        odbc = odbc_connection_string("127.0.0.1", port, "sales", freetds, user="loader",
+                                      password=SECRET, timeout_s=2)
+        engine = sa.create_engine(sqlalchemy_url_from_odbc(odbc))
 
-    def connect():
-        attempts.append(1)
-        with engine.connect():
-            pass
+        def connect():
+            attempts.append(1)
+            with engine.connect():
+                pass
 
-    with pytest.raises(sa_exc.OperationalError) as err:
-        run_with_retries(connect, attempts=3, sleep=sleeps.append)
+        with pytest.raises(sa_exc.OperationalError) as err:
+            run_with_retries(connect, attempts=3, sleep=sleeps.append)
     engine.dispose()
     assert len(attempts) == 3 and len(sleeps) == 2
     assert is_transient(err.value) and err.value.orig.args[0] == "08S01"
@@ -538,8 +543,9 @@ def test_sqlite_locked_database_is_transient(tmp_path):
 
 
 def test_postgres_errors():
-    with pytest.raises(psycopg.OperationalError) as refused:
-        psycopg.connect(f"postgresql://postgres@127.0.0.1:{_closed_port()}/test", connect_timeout=2)
+    with closed_port() as port, pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/sp_nowhere_{uuid.uuid4().hex[:10]}",
+                        connect_timeout=2)
     assert refused.value.sqlstate is None and is_transient(refused.value)
     for error in (psycopg.errors.SerializationFailure("could not serialize access"),
                   psycopg.errors.DeadlockDetected("deadlock detected"),
@@ -622,11 +628,10 @@ def test_describe_db_error_names_partition_database_and_codes(pyodbc):
 
 # --- Real PostgreSQL: a killed backend ---------------------------------------------------------
 
-def _pg_admin(dsn: str) -> psycopg.Connection:
-    try:
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        skip_or_fail(f"PostgreSQL not reachable at {dsn}: {exc}")
+def _pg_admin() -> psycopg.Connection:
+    """An autocommit connection to the configured admin database (SALES_PLATFORM_TEST_PG_URL)."""
+    require_postgres()
+    return psycopg.connect(pg_dsn(), autocommit=True, connect_timeout=3)
 
 
 def _terminate(admin: psycopg.Connection, where: str, param: object) -> list[int]:
@@ -641,13 +646,13 @@ def _terminate(admin: psycopg.Connection, where: str, param: object) -> list[int
     return pids
 
 
-def test_retry_reconnects_after_postgres_backend_is_killed():
-    admin = _pg_admin(PG_TEST_DSN)
+def test_retry_reconnects_after_postgres_backend_is_killed(pg_database: str):
+    admin = _pg_admin()
     pids: list[int] = []
     errors: list[BaseException] = []
 
     def work() -> int:
-        with psycopg.connect(PG_TEST_DSN, connect_timeout=5) as conn:
+        with psycopg.connect(pg_dsn(pg_database), connect_timeout=5) as conn:
             pids.append(conn.info.backend_pid)
             conn.execute("SELECT 1")
             if len(pids) == 1:
@@ -673,12 +678,11 @@ def _frame(ids: list[str], quantity: int = 1) -> pd.DataFrame:
 @pytest.fixture
 def pg_database():
     """A new, empty PostgreSQL database (dropped afterwards) for a full SalesLoader run."""
-    admin_dsn = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    admin = _pg_admin(admin_dsn)
+    admin = _pg_admin()
     name = f"sp_retry_{uuid.uuid4().hex[:10]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        yield pg_url(name)
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
@@ -688,7 +692,7 @@ def test_sales_loader_retry_survives_a_backend_killed_mid_load(pg_database: str)
     app = f"sp-retry-{uuid.uuid4().hex[:8]}"
     engine = make_engine(f"{pg_database}?application_name={app}")
     loader = SalesLoader(engine)
-    admin = _pg_admin(PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://"))
+    admin = _pg_admin()
     attempts: list[int] = []
     errors: list[BaseException] = []
 
@@ -715,9 +719,6 @@ def test_sales_loader_retry_survives_a_backend_killed_mid_load(pg_database: str)
 
 # --- The CI machine's ODBC setup ---------------------------------------------------------------
 
-def test_pyodbc_sees_a_freetds_driver_in_ci():
-    if not IN_CI:
-        pytest.skip("checked in CI only (CI=true), where .ci/run installs unixodbc and tdsodbc")
-    import pyodbc
-
-    assert any("freetds" in d.lower() for d in pyodbc.drivers()), pyodbc.drivers()
+def test_pyodbc_sees_a_freetds_driver(pyodbc, freetds: str):
+    # Skips on a laptop without unixodbc/tdsodbc; fails in CI, where .ci/run installs both.
+    assert freetds in pyodbc.drivers() and "freetds" in freetds.lower()

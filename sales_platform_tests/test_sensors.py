@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
+from sales_platform.core.landing import name_id
 from sales_platform.core.warehouse.engine import cached_engine
 from sales_platform.core.warehouse.tables import file_ledger, sales
 from sales_platform.ingestion.sensors import incoming_files_sensor, landed_days_sensor
@@ -26,7 +27,7 @@ ROW = ["T1", "C1", "P1", "1", "2024-03-01T10:00:00"]
 
 @pytest.fixture
 def env(data_dir, key, tmp_path):
-    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'wh.db'}", key)
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'wh.db'}", key, settle_s=2.0)
     write_catalogue(data_dir, ["P1"])
     with dg.instance_for_test() as instance:
         yield data_dir, resources, instance
@@ -59,7 +60,7 @@ def test_first_drop_requests_one_landing_run_keyed_on_content(env):
     requests, cursor, _ = tick(incoming_files_sensor, instance, resources)
     assert len(requests) == 1
     run_key = requests[0].run_key
-    assert run_key.startswith("land:") and "a.csv" in run_key
+    assert run_key.startswith("land:") and name_id("a.csv") in run_key
     again, _, _ = tick(incoming_files_sensor, instance, resources, cursor)
     assert [r.run_key for r in again] == [run_key]  # same key: Dagster launches it once
     reset, _, _ = tick(incoming_files_sensor, instance, resources, cursor=None)

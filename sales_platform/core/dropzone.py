@@ -11,9 +11,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sales_platform.core.intake import pending_files
-from sales_platform.core.landing import fingerprint
-from sales_platform.core.store import safe_name
+from sales_platform.core.intake import DropEntry, drop_zone_entries
+from sales_platform.core.landing import fingerprint, name_id
 
 
 @dataclass(frozen=True)
@@ -26,17 +25,23 @@ class SeenFile:
     @property
     def run_key(self) -> str:
         """Content + name + mtime: the same drop is one run, even after a cursor reset."""
-        return f"land:{self.sha256}:{safe_name(self.name)}:{self.mtime_ns}"
+        return f"land:{self.sha256}:{name_id(self.name)}:{self.mtime_ns}"
 
 
 def scan(incoming: Path, cache: dict[str, dict], settle_s: float = 2.0,
-         now: float | None = None) -> tuple[list[SeenFile], list[str]]:
-    """Ready files (fingerprinted) and names still being written."""
+         now: float | None = None) -> tuple[list[SeenFile], list[str], list[DropEntry]]:
+    """Ready CSV files (fingerprinted), names still being written, and entries that are not
+    regular CSV files (links, FIFOs, other names: never opened here)."""
     now = time.time() if now is None else now
     ready, unsettled = [], []
-    for path in pending_files(incoming):
+    entries = drop_zone_entries(incoming)
+    unsafe = [e for e in entries if e.kind == "unsafe"]
+    for entry in entries:
+        if entry.kind != "csv":
+            continue
+        path = entry.path
         try:
-            before = path.stat()
+            before = path.lstat()
         except FileNotFoundError:
             continue  # landed or moved by a run meanwhile
         if now - before.st_mtime < settle_s:
@@ -46,8 +51,11 @@ def scan(incoming: Path, cache: dict[str, dict], settle_s: float = 2.0,
         if cached and (cached["size"], cached["mtime_ns"]) == (before.st_size, before.st_mtime_ns):
             ready.append(SeenFile(**cached))
             continue
-        sha, _ = fingerprint(path)
-        after = path.stat()
+        try:
+            sha, _ = fingerprint(path)
+        except OSError:  # unreadable: the landing run quarantines it with the reason
+            sha = f"unreadable-{before.st_mtime_ns}"
+        after = path.lstat()
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
             unsettled.append(path.name)
             continue
@@ -57,7 +65,7 @@ def scan(incoming: Path, cache: dict[str, dict], settle_s: float = 2.0,
     for name in list(cache):
         if name not in {f.name for f in ready}:
             del cache[name]
-    return ready, unsettled
+    return ready, unsettled, unsafe
 
 
 def contiguous_ranges(days: list[str]) -> list[tuple[str, str]]:

@@ -1,16 +1,27 @@
-"""Intake of the drop zone: land every pending file once, archive it, quarantine what is unreadable.
+"""Intake of the drop zone: every path that lands files (sensor runs, the daily job, backfills,
+the CLI) goes through ``Intake``, so the same rules hold everywhere.
 
-A file is identified by its content (sha256). The same content under another name is skipped and
-archived; a new version under the same name replaces the older version's rows. The whole intake
-runs under an inter-process lock so concurrent runs never land the same file twice.
+- Only regular files named ``*.csv`` are taken. Symlinks (never followed), FIFOs, folders and
+  other names are moved out of the way to quarantine/ with a reason (their content is never read)
+  and recorded in the ledger; hidden files are left alone with a warning; temp names (``*.tmp``,
+  ``*.partial``...) are in progress and left for later.
+- A file is taken only when settled (unmodified for ``settle_s`` seconds). It is opened once and
+  copied to a private spool while hashed, so the sha256 is of the bytes actually landed; when its
+  size, mtime or inode changed meanwhile it is left for the next attempt.
+- The drop is removed only after its rows are landed, its sealed archive copy is durable and its
+  ledger entry is committed, and only if it is still the file that was read.
+- One unreadable, oversized or malformed file is quarantined with a reason; it never blocks the
+  other files. The whole intake runs under an inter-process lock.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import os
 import shutil
+import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,31 +30,27 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from sales_platform.core.crypto import Keyring, seal_file
-from sales_platform.core.landing import (
-    FileRejected,
-    Lander,
-    file_key,
-    fingerprint,
-    landing_rejects_of,
-    same_file_name,
-)
+from sales_platform.core.landing import MAX_COLUMNS, FileRejected, Lander, name_id
 from sales_platform.core.quality import QualityRules
 from sales_platform.core.schema import SchemaContract
-from sales_platform.core.store import DataAreas
-from sales_platform.core.warehouse.records import (
-    LEDGER_DUPLICATE,
-    LEDGER_LANDED,
-    LEDGER_QUARANTINED,
-    LedgerEntry,
-    ledger_landed_by_sha,
-    ledger_record,
-    ledger_supersede,
-    record_source_schema,
-    replace_file_rejects,
+from sales_platform.core.store import DataAreas, safe_name
+from sales_platform.core.warehouse.ledger import (
+    DUPLICATE,
+    LANDED,
+    QUARANTINED,
+    LandedVersion,
+    current_version_with_content,
+    now_ns,
+    record_landed,
+    record_not_landed,
 )
+from sales_platform.core.warehouse.records import record_source_schema
 
 log = logging.getLogger(__name__)
-IGNORED_SUFFIXES = (".tmp", ".partial", ".part", ".crdownload")
+TEMP_SUFFIXES = (".tmp", ".partial", ".part", ".crdownload")
+CSV_SUFFIXES = (".csv",)
+WAITING = "waiting"  # not taken this time (still being written, changed while read)
+DEFAULT_MAX_FILE_BYTES = 20 << 30
 
 
 @dataclass
@@ -58,119 +65,225 @@ class FileOutcome:
     error: str | None = None
     columns: list[str] = field(default_factory=list)
     new_layout: bool = False
+    days_requested: list[str] = field(default_factory=list)
+
+
+class FileChanged(Exception):
+    """The file changed while it was being read: it is left for the next attempt."""
+
+
+@dataclass(frozen=True)
+class DropEntry:
+    path: Path
+    kind: str  # "csv" (to take), "temp" (in progress), "hidden" (left alone), "unsafe"
+    reason: str | None = None
+
+
+def classify(path: Path) -> DropEntry:
+    """What the drop zone entry is, without following links or opening it."""
+    name = path.name
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return DropEntry(path, "gone")
+    if name.endswith(TEMP_SUFFIXES):
+        return DropEntry(path, "temp")
+    if name.startswith("."):
+        return DropEntry(path, "hidden", f"{name}: hidden file left alone")
+    if stat.S_ISLNK(st.st_mode):
+        return DropEntry(path, "unsafe", f"{name}: symbolic link, not followed (drop the file itself)")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "directory" if stat.S_ISDIR(st.st_mode) else "FIFO" if stat.S_ISFIFO(st.st_mode) \
+            else "special file"
+        return DropEntry(path, "unsafe", f"{name}: a {kind}, not a regular file")
+    if not name.lower().endswith(CSV_SUFFIXES):
+        return DropEntry(path, "unsafe", f"{name}: not a .csv file (the drop zone takes *.csv only)")
+    return DropEntry(path, "csv")
+
+
+def drop_zone_entries(incoming: Path) -> list[DropEntry]:
+    if not incoming.is_dir():
+        return []
+    return [e for e in (classify(p) for p in sorted(incoming.iterdir())) if e.kind != "gone"]
 
 
 def pending_files(incoming: Path) -> list[Path]:
-    """Files ready to land: not hidden, not a temp file still being written."""
-    if not incoming.is_dir():
-        return []
-    return sorted(
-        p for p in incoming.iterdir()
-        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(IGNORED_SUFFIXES)
-    )
+    """CSV files in the drop zone (settled or not)."""
+    return [e.path for e in drop_zone_entries(incoming) if e.kind == "csv"]
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
 
 class Intake:
     def __init__(self, areas: DataAreas, engine: Engine, keyring: Keyring,
                  contract: SchemaContract, rules: QualityRules, code_version: str,
                  now: datetime | None = None,
-                 archive_sink: Callable[[str, Path], str] | None = None) -> None:
+                 archive_sink: Callable[[str, Path], str] | None = None,
+                 settle_s: float = 2.0, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                 max_columns: int = MAX_COLUMNS) -> None:
         self.areas = areas
         self.engine = engine
         self.keyring = keyring
         self.code_version = code_version
         self.archive_sink = archive_sink  # e.g. blob storage: a second, off-machine sealed copy
         self.now = now or datetime.now()
-        self.lander = Lander(areas, keyring, contract, rules, self.now)
+        self.settle_s = settle_s
+        self.max_file_bytes = max_file_bytes
+        self.lander = Lander(areas, keyring, contract, rules, self.now, max_columns)
+
+    @property
+    def spool(self) -> Path:
+        return self.areas.staging / "spool"
 
     def run(self, only: set[str] | None = None) -> list[FileOutcome]:
-        """Land pending files (or only those named); returns one outcome per file handled."""
+        """Take what is ready in the drop zone (or only the names given); one outcome per entry."""
+        outcomes = []
         with self.areas.lock("intake"):
-            return [self.take(path) for path in pending_files(self.areas.incoming)
-                    if only is None or path.name in only]
+            shutil.rmtree(self.spool, ignore_errors=True)  # left by a process that died
+            for entry in drop_zone_entries(self.areas.incoming):
+                if only is not None and entry.path.name not in only:
+                    continue
+                if entry.kind == "hidden":
+                    log.warning(entry.reason)
+                elif entry.kind == "unsafe":
+                    outcomes.append(self._quarantine_entry(entry.path, entry.reason or ""))
+                elif entry.kind == "csv":
+                    outcomes.append(self.take(entry.path))
+        return outcomes
 
     def take(self, path: Path) -> FileOutcome:
-        sha, size = fingerprint(path)
-        earlier = ledger_landed_by_sha(self.engine, sha)
-        if earlier is not None:
-            return self._skip_duplicate(path, sha, size, earlier["file_name"])
+        name = path.name
         try:
-            result = self.lander.land(path, sha, size)
+            before = os.lstat(path)
+        except FileNotFoundError:
+            return FileOutcome(name, "", WAITING, error=f"{name}: gone before it was read")
+        age = time.time() - before.st_mtime
+        if age < self.settle_s:
+            return FileOutcome(name, "", WAITING, error=f"{name}: modified {age:.1f}s ago; waits "
+                               f"until unchanged for {self.settle_s:g}s")
+        if before.st_size > self.max_file_bytes:
+            return self._quarantine(path, "", before.st_size,
+                                    f"{name}: {before.st_size} bytes, over the limit of "
+                                    f"{self.max_file_bytes} (SALES_PLATFORM_MAX_FILE_BYTES)")
+        self.spool.mkdir(parents=True, exist_ok=True)
+        copy = self.spool / f"{now_ns()}-{name_id(name)}.csv"
+        try:
+            sha, size = self._read_once(path, before, copy)
+        except FileChanged as exc:
+            return FileOutcome(name, "", WAITING, error=str(exc))
+        except OSError as exc:
+            copy.unlink(missing_ok=True)
+            return self._quarantine(path, "", before.st_size,
+                                    f"{name}: cannot read: {exc.strerror or exc}")
+        try:
+            return self._land(path, copy, before, sha, size)
+        finally:
+            copy.unlink(missing_ok=True)
+
+    def _read_once(self, path: Path, before: os.stat_result, copy: Path) -> tuple[str, int]:
+        """Copy the file to the spool while hashing it: the landed bytes are the hashed bytes."""
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(path, flags)
+        digest, size = hashlib.sha256(), 0
+        try:
+            opened = os.fstat(fd)
+            if (opened.st_ino, opened.st_dev) != (before.st_ino, before.st_dev):
+                raise FileChanged(f"{path.name}: replaced while being opened; taken next time")
+            with open(fd, "rb", closefd=False) as source, open(copy, "wb") as target:
+                for block in iter(lambda: source.read(1 << 20), b""):
+                    digest.update(block)
+                    target.write(block)
+                    size += len(block)
+                target.flush()
+                os.fsync(target.fileno())
+        finally:
+            os.close(fd)
+        if not self._unchanged(path, before) or size != before.st_size:
+            copy.unlink(missing_ok=True)
+            raise FileChanged(f"{path.name}: changed while being read ({before.st_size} -> "
+                              f"{size} bytes); taken when it stops changing")
+        return digest.hexdigest(), size
+
+    @staticmethod
+    def _unchanged(path: Path, before: os.stat_result) -> bool:
+        try:
+            return _identity(os.lstat(path)) == _identity(before)
+        except FileNotFoundError:
+            return False
+
+    def _land(self, path: Path, copy: Path, before: os.stat_result, sha: str,
+              size: int) -> FileOutcome:
+        name = path.name
+        earlier = current_version_with_content(self.engine, sha)
+        if earlier is not None:
+            return self._skip_duplicate(path, copy, before, sha, size, earlier["file_name"])
+        try:
+            result = self.lander.land(copy, name, sha, size, now_ns())
         except FileRejected as exc:
             return self._quarantine(path, sha, size, str(exc))
-        archive = self._archive(path, sha)
-        rejects = landing_rejects_of(self.areas, path.name, sha)
-        replace_file_rejects(self.engine, path.name, sha, rejects, self.now)
-        ledger_supersede(self.engine, path.name, sha)
-        new_layout = record_source_schema(self.engine, path.name, sha, result.columns, self.now)
-        ledger_record(self.engine, LedgerEntry(
-            file_name=path.name, sha256=sha, size_bytes=size, status=LEDGER_LANDED,
-            rows_read=result.rows_read, rows_landed=result.rows_landed,
-            rows_rejected=result.rows_rejected, days_touched=result.days,
-            archive_path=str(archive.relative_to(self.areas.root)),
-            code_version=self.code_version), self.now)
-        _write_day_counts(self.areas, path.name, sha, dict(result.rows_by_day))
-        path.unlink()
-        log.info("landed %s: %d rows read, %d landed for %d day(s), %d rejected", path.name,
+        archive = self._archive(copy, sha)
+        version = LandedVersion(
+            file_name=name, sha256=sha, size_bytes=size, rows_read=result.rows_read,
+            rows_rejected=result.rows_rejected, rows_by_day=dict(result.rows_by_day),
+            archive_path=str(archive.relative_to(self.areas.root)), code_version=self.code_version,
+            rejects=result.rejects, columns=result.columns)
+        requested = record_landed(self.engine, version, self.now)
+        new_layout = record_source_schema(self.engine, name, sha, result.columns, self.now)
+        self._remove_if_unchanged(path, before)
+        log.info("landed %s: %d rows read, %d landed for %d day(s), %d rejected", name,
                  result.rows_read, result.rows_landed, len(result.days), result.rows_rejected)
-        return FileOutcome(path.name, sha, LEDGER_LANDED, result.rows_read, result.rows_landed,
+        return FileOutcome(name, sha, LANDED, result.rows_read, result.rows_landed,
                            result.rows_rejected, dict(result.rows_by_day), columns=result.columns,
-                           new_layout=new_layout)
+                           new_layout=new_layout, days_requested=requested)
 
-    def _archive(self, path: Path, sha: str) -> Path:
+    def _remove_if_unchanged(self, path: Path, before: os.stat_result) -> None:
+        if self._unchanged(path, before):
+            path.unlink()
+        else:  # written again after it was read: a new version, landed next time
+            log.warning("%s changed after it was landed: left in the drop zone as a new version",
+                        path.name)
+
+    def _archive(self, copy: Path, sha: str) -> Path:
         # content-addressed: the same content dropped under two names is archived once
         target = self.areas.archive / f"{sha}.csv.sealed"
         if not target.exists():
-            seal_file(self.keyring.active, path, target)
+            seal_file(self.keyring.active, copy, target)
             if self.archive_sink is not None:
                 self.archive_sink(f"archive/{target.name}", target)
         return target
 
-    def _skip_duplicate(self, path: Path, sha: str, size: int, first_name: str) -> FileOutcome:
-        message = f"{path.name}: same content as already landed file {first_name}; skipped"
+    def _skip_duplicate(self, path: Path, copy: Path, before: os.stat_result, sha: str, size: int,
+                        first_name: str) -> FileOutcome:
+        same = "the same file dropped again" if first_name == path.name else \
+            f"same content as already landed file {first_name}"
+        message = f"{path.name}: {same}; nothing reloaded"
         log.info(message)
-        archive = self._archive(path, sha)
-        ledger_record(self.engine, LedgerEntry(
-            file_name=path.name, sha256=sha, size_bytes=size, status=LEDGER_DUPLICATE,
-            error=message, archive_path=str(archive.relative_to(self.areas.root)),
-            code_version=self.code_version), self.now)
-        path.unlink()
-        return FileOutcome(path.name, sha, LEDGER_DUPLICATE, error=message)
+        archive = self._archive(copy, sha)
+        record_not_landed(self.engine, path.name, sha, size, DUPLICATE, message,
+                          str(archive.relative_to(self.areas.root)), self.code_version, self.now)
+        self._remove_if_unchanged(path, before)
+        return FileOutcome(path.name, sha, DUPLICATE, error=message)
+
+    def _quarantine_target(self, name: str) -> Path:
+        self.areas.quarantine.mkdir(parents=True, exist_ok=True)
+        suffix = Path(name).suffix if Path(name).suffix.lower() in CSV_SUFFIXES else ""
+        return self.areas.quarantine / f"{safe_name(name)[:80]}__{now_ns()}-{name_id(name)}{suffix}"
 
     def _quarantine(self, path: Path, sha: str, size: int, reason: str) -> FileOutcome:
         log.error("quarantined %s", reason)
-        target = self.areas.quarantine / f"{file_key(path.name, sha)}{path.suffix}"
-        shutil.move(path, target)
-        target.with_name(target.name + ".reason.txt").write_text(reason + "\n")
-        ledger_record(self.engine, LedgerEntry(
-            file_name=path.name, sha256=sha, size_bytes=size, status=LEDGER_QUARANTINED,
-            error=reason, archive_path=str(target.relative_to(self.areas.root)),
-            code_version=self.code_version), self.now)
-        return FileOutcome(path.name, sha, LEDGER_QUARANTINED, error=reason)
+        target = self._quarantine_target(path.name)
+        os.replace(path, target)  # a rename: moves a link or FIFO itself, never its target
+        target.with_name(target.name + ".reason.txt").write_text(
+            f"file: {path.name}\nreason: {reason}\n")
+        record_not_landed(self.engine, path.name, sha, size, QUARANTINED, reason,
+                          str(target.relative_to(self.areas.root)), self.code_version, self.now)
+        return FileOutcome(path.name, sha, QUARANTINED, error=reason)
 
-
-def _counts_path(areas: DataAreas, name: str, sha: str) -> Path:
-    return areas.staging / "landed_counts" / f"{file_key(name, sha)}.json"
-
-
-def _write_day_counts(areas: DataAreas, name: str, sha: str, counts: dict[str, int]) -> None:
-    path = _counts_path(areas, name, sha)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for old in path.parent.glob("*.json"):
-        if same_file_name(old.name, name):
-            old.unlink()
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps(counts))
-    os.replace(tmp, path)
-
-
-def landed_rows_for_day(areas: DataAreas, day: str) -> dict[str, int]:
-    """Rows landed for ``day`` per current file version (from the landing counts)."""
-    folder = areas.staging / "landed_counts"
-    counts: dict[str, int] = {}
-    if folder.is_dir():
-        for path in sorted(folder.glob("*.json")):
-            rows = json.loads(path.read_text()).get(day, 0)
-            if rows:
-                counts[path.stem] = rows
-    return counts
+    def _quarantine_entry(self, path: Path, reason: str) -> FileOutcome:
+        try:
+            size = os.lstat(path).st_size
+        except FileNotFoundError:
+            return FileOutcome(path.name, "", WAITING, error=f"{path.name}: gone")
+        return self._quarantine(path, "", size, reason)

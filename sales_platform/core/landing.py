@@ -2,7 +2,8 @@
 
 Every row ends in exactly one place: a sealed per-day fragment under staging/landed/<day>/, or
 the file's landing rejects (rows whose timestamp gives no valid day, malformed records). A file
-that cannot be read at all raises FileRejected and leaves nothing behind.
+that cannot be read at all raises FileRejected and leaves nothing behind. Fragments are named
+``<landed ns>-<name id>-<sha256[:16]>-<chunk>``: the exact file name's hash, never a folded name.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import io
 import json
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,9 +21,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from sales_platform.core.crypto import Keyring, Tokenizer
+from sales_platform.core.csvread import (
+    Malformed,
+    NeedsExactRead,
+    ReadState,
+    exact_batches,
+    fast_batches,
+)
 from sales_platform.core.protect import protect_identifiers
 from sales_platform.core.quality import QualityRules, route_timestamps
 from sales_platform.core.schema import (
@@ -34,18 +40,11 @@ from sales_platform.core.schema import (
     SchemaContract,
     SchemaError,
 )
-from sales_platform.core.store import (
-    SEALED_SUFFIX,
-    DataAreas,
-    safe_name,
-    write_plain_table,
-    write_sealed_table,
-)
+from sales_platform.core.store import SEALED_SUFFIX, DataAreas, write_sealed_table
 
 LANDED = "landed"
-LANDING_REJECTS = "landing_rejects"
 MALFORMED_ROW = "malformed_row"
-BLOCK_SIZE = 8 << 20
+MAX_COLUMNS = 200  # wider files are quarantined before they can touch the table schema
 _HEADER_PROBE_BYTES = 64 << 10
 
 
@@ -64,8 +63,20 @@ def fingerprint(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def file_key(name: str, sha256: str) -> str:
-    return f"{safe_name(name)}__{sha256[:12]}"
+def name_id(name: str) -> str:
+    """A fixed-width id of the exact file name: never folds two names into one (unlike a
+    sanitized name: ``sales 1.csv`` and ``sales_1.csv``, or two all-CJK names, stay apart)."""
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+
+
+def version_key(name: str, sha256: str, landed_ns: int) -> str:
+    """Fragment prefix of a file version: landing time first, so fragments sort in landing order."""
+    return f"{landed_ns:020d}-{name_id(name)}-{sha256[:16]}"
+
+
+def fragment_name_id(fragment: str) -> str | None:
+    parts = fragment.split("-")
+    return parts[1] if len(parts) >= 4 else None
 
 
 @dataclass
@@ -86,14 +97,20 @@ class LandingResult:
     def rows_rejected(self) -> int:
         return sum(self.rejects_by_reason.values())
 
+    rejects: pd.DataFrame | None = None
+
     @property
     def days(self) -> list[str]:
         return sorted(self.rows_by_day)
 
+    def reset(self) -> None:
+        self.rows_read = 0
+        self.rows_by_day.clear()
+        self.rejects_by_reason.clear()
 
-def read_header(path: Path) -> list[str]:
+
+def read_header(path: Path, name: str) -> list[str]:
     """The header row, with clear errors for empty, binary and wrongly delimited files."""
-    name = path.name
     with open(path, "rb") as handle:
         probe = handle.read(_HEADER_PROBE_BYTES)
     if not probe.strip():
@@ -115,96 +132,92 @@ def read_header(path: Path) -> list[str]:
     return header
 
 
-def _invalid_rows(collector: list[dict]) -> callable:
-    def handler(row: pacsv.InvalidRow) -> str:
-        collector.append(
-            {"number": row.number, "detail": f"expected {row.expected_columns} columns, "
-             f"got {row.actual_columns}", "text": row.text}
-        )
-        return "skip"
-
-    return handler
-
-
-def iter_batches(path: Path, header: list[str], invalid: list[dict]) -> Iterator[pa.RecordBatch]:
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE, use_threads=True, encoding="utf8"),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=_invalid_rows(invalid),
-                                          newlines_in_values=False),
-        convert_options=pacsv.ConvertOptions(
-            column_types={h: pa.string() for h in header}, strings_can_be_null=False
-        ),
-    )
-    yield from reader
-
-
 class Lander:
-    """Lands files into the staging area; one instance per run."""
+    """Lands file versions into the staging area; one instance per run."""
 
     def __init__(self, areas: DataAreas, keyring: Keyring, contract: SchemaContract,
-                 rules: QualityRules, now: datetime) -> None:
+                 rules: QualityRules, now: datetime, max_columns: int = MAX_COLUMNS) -> None:
         self.areas = areas
         self.keyring = keyring
         self.tokenizer = Tokenizer(keyring)
         self.contract = contract
         self.rules = rules
         self.now = now
+        self.max_columns = max_columns
 
-    def land(self, path: Path, sha256: str, size: int) -> LandingResult:
-        """Land ``path`` (its fragments replace those of an older version of the same name)."""
-        result = LandingResult(file_name=path.name, sha256=sha256, size=size)
-        key = file_key(path.name, sha256)
+    def land(self, path: Path, name: str, sha256: str, size: int, landed_ns: int) -> LandingResult:
+        """Land the bytes at ``path`` as version ``sha256`` of the file ``name``.
+
+        Its fragments replace those of any older version of the same exact name, on every day.
+        """
+        result = LandingResult(file_name=name, sha256=sha256, size=size)
+        key = version_key(name, sha256, landed_ns)
         work = self.areas.staging / LANDED / f".landing-{key}"
         shutil.rmtree(work, ignore_errors=True)
         try:
-            self._split(path, key, work, result)
+            self._split(path, name, key, work, result)
             with self.areas.lock("landing"):
-                self._publish(path.name, key, work)
+                self._publish(name, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return result
 
-    def _split(self, path: Path, key: str, work: Path, result: LandingResult) -> None:
-        header = read_header(path)
+    def _split(self, path: Path, name: str, key: str, work: Path, result: LandingResult) -> None:
+        header = read_header(path, name)
+        if len(header) > self.max_columns:
+            raise FileRejected(f"{name}: {len(header)} columns, more than the limit of "
+                               f"{self.max_columns} (SALES_PLATFORM_MAX_COLUMNS)")
         try:
-            mapping = self.contract.map_header(header, path.name)
+            mapping = self.contract.map_header(header, name)
         except SchemaError as exc:
             raise FileRejected(str(exc)) from exc
         result.columns = [mapping[h] for h in header]
         extras = self.contract.extra_columns(result.columns)
         if extras and self.contract.policy == FREEZE:
-            raise FileRejected(f"{path.name}: unknown column(s) {', '.join(extras)} "
+            raise FileRejected(f"{name}: unknown column(s) {', '.join(extras)} "
                                "(schema policy 'freeze' accepts only the contract's columns)")
-        invalid: list[dict] = []
+        try:
+            rejects = self._route_all(fast_batches, path, header, mapping, extras, name, key, work,
+                                      result)
+        except NeedsExactRead:
+            shutil.rmtree(work, ignore_errors=True)
+            result.reset()
+            rejects = self._route_all(exact_batches, path, header, mapping, extras, name, key, work,
+                                      result)
+        except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error) as exc:
+            raise FileRejected(f"{name}: cannot parse as CSV: {exc}") from exc
+        if result.rows_read == 0:
+            raise FileRejected(f"{name}: header only, no data rows")
+        result.rejects = pd.concat([r for r in rejects if len(r)] or [pd.DataFrame()])
+
+    def _route_all(self, reader, path: Path, header: list[str], mapping: dict[str, str],
+                   extras: list[str], name: str, key: str, work: Path,
+                   result: LandingResult) -> list[pd.DataFrame]:
+        state = ReadState()
         rejects: list[pd.DataFrame] = []
         try:
-            for number, batch in enumerate(iter_batches(path, header, invalid)):
-                frame = batch.to_pandas().rename(columns=mapping)
+            for number, frame in enumerate(reader(path, header, state)):
+                frame = frame.rename(columns=mapping)
                 if extras and self.contract.policy == RESCUE:
                     frame = rescue_extras(frame, extras)
-                frame.insert(0, "source_row", range(result.rows_read + 1,
-                                                    result.rows_read + len(frame) + 1))
-                result.rows_read += len(frame)
-                rejects.append(self._route(frame, path.name, key, number, work, result))
-        except pa.ArrowInvalid as exc:
-            raise FileRejected(f"{path.name}: cannot parse as CSV: {exc}") from exc
-        if invalid:
-            rejects.append(self._malformed(invalid, path.name))
-            result.rows_read += len(invalid)
-            result.rejects_by_reason[MALFORMED_ROW] += len(invalid)
-        if result.rows_read == 0:
-            raise FileRejected(f"{path.name}: header only, no data rows")
-        landed_rejects = pd.concat([r for r in rejects if len(r)] or [pd.DataFrame()])
-        if len(landed_rejects):
-            write_plain_table(work / LANDING_REJECTS / f"{key}.parquet",
-                              pa.Table.from_pandas(landed_rejects, preserve_index=False))
+                rejects.append(self._route(frame, name, result.sha256, key, number, work, result))
+        except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error) as exc:
+            if isinstance(exc, pa.ArrowInvalid) and reader is exact_batches:
+                raise
+            raise FileRejected(f"{name}: cannot parse as CSV: {exc}") from exc
+        result.rows_read = state.rows_read
+        if state.malformed:
+            rejects.append(self._malformed(state.malformed, name))
+            for m in state.malformed:
+                result.rejects_by_reason[m.reason] += 1
+        return rejects
 
-    def _route(self, frame: pd.DataFrame, name: str, key: str, number: int, work: Path,
+    def _route(self, frame: pd.DataFrame, name: str, sha: str, key: str, number: int, work: Path,
                result: LandingResult) -> pd.DataFrame:
         sale_ts, reasons = route_timestamps(frame[TIMESTAMP], self.rules, self.now)
         frame["sale_ts"] = sale_ts
         frame["source_file"] = name
+        frame["source_sha256"] = sha
         ok = reasons.isna().to_numpy()
         landed = frame[ok]
         days = landed["sale_ts"].to_numpy().astype("datetime64[D]")  # not strftime: 30x faster
@@ -222,24 +235,23 @@ class Lander:
         """Rejected rows keep their raw values, with identifiers as tokens."""
         return protect_identifiers(rejects, self.tokenizer, self.contract.sensitive)
 
-    def _malformed(self, invalid: list[dict], name: str) -> pd.DataFrame:
+    def _malformed(self, malformed: list[Malformed], name: str) -> pd.DataFrame:
         return pd.DataFrame(
             {
-                "source_row": [r["number"] for r in invalid],
+                "source_row": [m.source_row for m in malformed],
                 "source_file": name,
-                "reason": MALFORMED_ROW,
-                "detail": [r["detail"] for r in invalid],
-                "raw_text": self.tokenizer.encrypt_series(pd.Series([r["text"] for r in invalid])),
+                "reason": [m.reason for m in malformed],
+                "detail": [m.detail for m in malformed],
+                "raw_text": self.tokenizer.encrypt_series(pd.Series([m.text for m in malformed])),
             }
         )
 
-    def _publish(self, name: str, key: str, work: Path) -> None:
+    def _publish(self, name: str, work: Path) -> None:
         """Move the new fragments into place and drop those of older versions of this name."""
-        prefix = f"{safe_name(name)}__"
-        for pattern in (f"{LANDED}/*/{prefix}*", f"{LANDING_REJECTS}/{prefix}*"):
-            for old in self.areas.staging.glob(pattern):
-                if same_file_name(old.name, name):
-                    old.unlink()
+        ident = name_id(name)
+        for old in self.areas.staging.glob(f"{LANDED}/*/*-{ident}-*"):
+            if fragment_name_id(old.name) == ident:
+                old.unlink()
         for fragment in sorted(work.rglob("*")):
             if fragment.is_file():
                 target = self.areas.staging / fragment.relative_to(work)
@@ -253,13 +265,3 @@ def rescue_extras(frame: pd.DataFrame, extras: list[str]) -> pd.DataFrame:
     out = frame.drop(columns=extras)
     out[EXTRAS_COLUMN] = [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in packed]
     return out
-
-
-def same_file_name(stored: str, name: str) -> bool:
-    """Whether a stored fragment/record name (``<safe name>__<sha12>...``) belongs to ``name``."""
-    return stored.rsplit("__", 1)[0] == safe_name(name)
-
-
-def landing_rejects_of(areas: DataAreas, name: str, sha256: str) -> pd.DataFrame | None:
-    path = areas.staging / LANDING_REJECTS / f"{file_key(name, sha256)}.parquet"
-    return pd.read_parquet(path) if path.exists() else None

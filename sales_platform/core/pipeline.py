@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,12 +32,17 @@ ENCRYPTED = "encrypted"
 REJECTS = "rejects"
 
 
+MANIFEST = "_manifest.json"
+
+
 @dataclass
 class DayCleaning:
     day: str
     rows_read: int = 0
     rows_clean: int = 0
     files: Counter[str] = field(default_factory=Counter)
+    versions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (file, sha) -> rows read
+    snapshot_ns: int = 0
     rejects_by_reason: Counter[str] = field(default_factory=Counter)
     product_rule_applied: bool = True
 
@@ -60,10 +68,13 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
     clean_tmp = areas.replace_layer(CLEANED, day)
     rejects_tmp = areas.replace_layer(REJECTS, day)
     scan, candidates, ordinal = DuplicateScan(), [], 0
-    with areas.lock("landing", shared=True):
+    with areas.lock("landing", shared=True):  # landings publish under the exclusive lock
+        result.snapshot_ns = time.time_ns()
         for part, frame in enumerate(_landed_frames(areas, keyring, day)):
             result.rows_read += len(frame)
             result.files.update(frame["source_file"].value_counts().to_dict())
+            result.versions.update(
+                frame.groupby(["source_file", "source_sha256"]).size().to_dict())
             cleaned = clean_rows(frame, rules, known_products)
             scan.add(cleaned.rows)
             path = clean_tmp / f"part-{part:05d}{SEALED_SUFFIX}"
@@ -85,6 +96,7 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
             rows = rows[keep]
             write_sealed_table(path, pa.Table.from_pandas(rows, preserve_index=False), keyring.active)
         result.rows_clean += len(rows)
+    write_manifest(clean_tmp, result.snapshot_ns, result.versions)
     areas.publish_layer(CLEANED, day, clean_tmp)
     areas.publish_layer(REJECTS, day, rejects_tmp)
     return result
@@ -123,9 +135,41 @@ def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
         write_plain_table(tmp / f"part-{part:05d}.parquet",
                           pa.Table.from_pandas(encrypted, preserve_index=False))
         result.rows += len(frame)
+    manifest = areas.layer_dir(CLEANED, day) / MANIFEST
+    if manifest.exists():
+        shutil.copyfile(manifest, tmp / MANIFEST)
     areas.publish_layer(ENCRYPTED, day, tmp)
     result.distinct_customers, result.distinct_products = len(customers), len(products)
     return result
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Which landed rows a day's layers were built from: the time they were read and the rows
+    of each file version."""
+
+    snapshot_ns: int
+    versions: dict[tuple[str, str], int]
+
+    @property
+    def rows(self) -> int:
+        return sum(self.versions.values())
+
+
+def write_manifest(folder: Path, snapshot_ns: int, versions: Counter[tuple[str, str]]) -> None:
+    payload = {"snapshot_ns": snapshot_ns,
+               "versions": [{"file": f, "sha256": s, "rows": int(n)}
+                            for (f, s), n in sorted(versions.items())]}
+    (folder / MANIFEST).write_text(json.dumps(payload))
+
+
+def read_snapshot(areas: DataAreas, layer: str, day: str) -> Snapshot | None:
+    path = areas.layer_dir(layer, day) / MANIFEST
+    if not path.exists():
+        return None
+    payload = json.loads(path.read_text())
+    return Snapshot(payload["snapshot_ns"],
+                    {(v["file"], v["sha256"]): v["rows"] for v in payload["versions"]})
 
 
 def layer_columns(areas: DataAreas, layer: str, day: str) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -40,12 +40,13 @@ QUANTITY_OUTLIER = "quantity_outlier"
 UNKNOWN_PRODUCT = "unknown_product"
 DUPLICATE_CONFLICTING = "duplicate_conflicting"
 DUPLICATE_IDENTICAL = "duplicate_identical"
+DUPLICATE_ACROSS_DAYS = "duplicate_across_days"
 
 # Identical duplicates are collapsed into the loaded row: recorded, but not a quality failure.
 COLLAPSED_REASONS = frozenset({DUPLICATE_IDENTICAL})
 MAX_IDENTIFIER_LENGTH = 64
 ROUTED_COLUMNS = frozenset({TRANSACTION_ID, CUSTOMER_ID, PRODUCT_ID, QUANTITY, TIMESTAMP, "sale_ts",
-                            "source_file", "source_row", "reason"})
+                            "source_file", "source_row", "source_sha256", "reason"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class QualityRules:
     max_quantity: int = 1000
     future_tolerance: timedelta = timedelta(hours=1)
     start_date: date = date(2024, 1, 1)
+    source_timezone: str = "UTC"  # how naive timestamps in the files are read
 
 
 def _arrow(values: pd.Series) -> pa.Array:
@@ -92,18 +94,58 @@ def _first_reason(rules: Iterable[tuple[str, pd.Series | np.ndarray]], index: pd
     return pd.Series(np.array(names, dtype=object)[codes], index=index)
 
 
-def parse_timestamps(raw: pd.Series) -> pd.Series:
-    """ISO 8601 timestamps as naive UTC datetimes; anything else becomes NaT."""
-    parsed = pd.to_datetime(raw.str.strip(), format="ISO8601", errors="coerce", utc=True)
-    return parsed.dt.tz_localize(None)
+# A full ISO 8601 timestamp: date, T or space, hh:mm[:ss[.fraction]], optional zone. Bare dates
+# and years are not timestamps: their time of day, and so often their day, would be a guess.
+TIMESTAMP_SHAPE = (r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
+                   r"(Z|z|[+-]\d{2}(:?\d{2})?)?$")
+ZONE_SUFFIX = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
+
+
+def parse_timestamps(raw: pd.Series, source_timezone: str = "UTC") -> pd.Series:
+    """ISO 8601 timestamps as naive UTC datetimes (whole seconds); anything else becomes NaT.
+
+    Each row is parsed on its own: an explicit offset is honoured, a naive timestamp is read in
+    ``source_timezone``. (pandas, given one column mixing both, would lend the naive rows the
+    offset of an earlier row: the two kinds are parsed apart.) Naive local times that do not exist
+    or are ambiguous in that zone (DST changes) become NaT.
+    """
+    text = pd.Series(pc.utf8_trim_whitespace(_arrow(raw)).to_numpy(zero_copy_only=False),
+                     index=raw.index, dtype=object)
+    arr = _arrow(text)
+    shaped = pc.fill_null(pc.match_substring_regex(arr, TIMESTAMP_SHAPE), False)
+    zoned = pc.fill_null(pc.match_substring_regex(arr, ZONE_SUFFIX), False)
+    shaped_np = shaped.to_numpy(zero_copy_only=False)
+    zoned_np = zoned.to_numpy(zero_copy_only=False) & shaped_np
+    naive_np = shaped_np & ~zoned_np
+    out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
+    if zoned_np.any():
+        values = text[zoned_np].str.replace(r"([+-]\d{2})$", r"\1:00", regex=True)
+        parsed = pd.to_datetime(values, format="ISO8601", errors="coerce", utc=True)
+        out[zoned_np] = parsed.dt.tz_localize(None).to_numpy()
+    if naive_np.any():
+        parsed = pd.to_datetime(text[naive_np], format="ISO8601", errors="coerce")
+        if source_timezone not in ("UTC", "Etc/UTC"):
+            parsed = (parsed.dt.tz_localize(source_timezone, ambiguous="NaT", nonexistent="NaT")
+                      .dt.tz_convert("UTC").dt.tz_localize(None))
+        out[naive_np] = parsed.to_numpy()
+    return out.dt.floor("s")
+
+
+def utc_naive(moment: datetime) -> pd.Timestamp:
+    """``moment`` as a naive UTC timestamp; a naive input is taken as the machine's local time."""
+    aware = moment if moment.tzinfo else moment.astimezone()
+    return pd.Timestamp(aware.astimezone(UTC).replace(tzinfo=None))
 
 
 def route_timestamps(
     raw: pd.Series, rules: QualityRules, now: datetime
 ) -> tuple[pd.Series, pd.Series]:
-    """Parse timestamps and give each row a reason when it cannot belong to a daily partition."""
-    parsed = parse_timestamps(raw)
-    limit = pd.Timestamp(now) + rules.future_tolerance
+    """Parse timestamps and give each row a reason when it cannot belong to a daily partition.
+
+    Comparisons are in UTC: ``now`` is converted, whatever the server's time zone.
+    """
+    parsed = parse_timestamps(raw, rules.source_timezone)
+    limit = utc_naive(now) + rules.future_tolerance
     start = pd.Timestamp(rules.start_date)
     reasons = _first_reason(
         [
@@ -127,9 +169,7 @@ def clean_rows(
     chunk: pd.DataFrame, rules: QualityRules, known_products: frozenset[str] | None
 ) -> CleanedChunk:
     """Apply the row-level rules to a chunk of raw string columns (plus a parsed ``sale_ts``)."""
-    tid_arr = pc.utf8_trim_whitespace(_arrow(chunk[TRANSACTION_ID]))
-    tid_arr = pc.if_else(pc.equal(pc.utf8_length(tid_arr), 0), pa.scalar(None, pa.string()), tid_arr)
-    tid = pd.Series(tid_arr.to_numpy(zero_copy_only=False), index=chunk.index, dtype=object)
+    tid = normalize_identifiers(chunk[TRANSACTION_ID])  # case-insensitive, like SQL Server's keys
     customer = normalize_identifiers(chunk[CUSTOMER_ID])
     product = normalize_identifiers(chunk[PRODUCT_ID])
     quantity_raw = chunk[QUANTITY]
@@ -165,6 +205,7 @@ def clean_rows(
             "sale_ts": chunk["sale_ts"][ok],
             "source_file": chunk["source_file"][ok],
             "source_row": chunk["source_row"][ok],
+            "source_sha256": chunk["source_sha256"][ok] if "source_sha256" in chunk else None,
             **{column: chunk[column][ok] for column in extras},  # new columns travel along
         }
     )

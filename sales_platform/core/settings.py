@@ -37,6 +37,47 @@ BLOB_SAS_TOKEN = "SALES_PLATFORM_BLOB_SAS_TOKEN"
 BLOB_USE_DEFAULT_CREDENTIAL = "SALES_PLATFORM_BLOB_USE_DEFAULT_CREDENTIAL"
 API_TOKEN = "SALES_PLATFORM_API_TOKEN"
 EXECUTOR = "SALES_PLATFORM_EXECUTOR"
+MAX_REJECT_RATE = "SALES_PLATFORM_MAX_REJECT_RATE"
+MAX_QUANTITY = "SALES_PLATFORM_MAX_QUANTITY"
+SOURCE_TIMEZONE = "SALES_PLATFORM_SOURCE_TIMEZONE"
+SETTLE_S = "SALES_PLATFORM_SETTLE_S"
+SENSOR_INTERVAL_S = "SALES_PLATFORM_SENSOR_INTERVAL_S"
+MAX_COLUMNS = "SALES_PLATFORM_MAX_COLUMNS"
+MAX_FILE_BYTES = "SALES_PLATFORM_MAX_FILE_BYTES"
+
+
+class SettingError(ValueError):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+def env_number(name: str, default: float, minimum: float, maximum: float | None = None,
+               integer: bool = False) -> float | int:
+    """A number from the environment, checked against its range (errors name the variable)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise SettingError(f"{name}={raw!r} is not {kind}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise SettingError(f"{name}={raw!r} must be {bound}")
+    return value
+
+
+def source_timezone() -> str:
+    """The zone naive timestamps in dropped files are read in (default UTC)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = os.environ.get(SOURCE_TIMEZONE, "").strip() or "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingError(f"{SOURCE_TIMEZONE}={name!r} is not an IANA time zone "
+                           "(e.g. UTC, Europe/Paris, America/New_York)") from None
+    return name
 
 DEFAULT_START_DATE = "2024-01-01"
 

@@ -6,8 +6,8 @@ import time
 import dagster as dg
 
 from sales_platform.checks import per_day_evaluations
-from sales_platform.core.intake import FileOutcome, Intake, landed_rows_for_day
-from sales_platform.core.warehouse.records import LEDGER_QUARANTINED
+from sales_platform.core.intake import WAITING, FileOutcome
+from sales_platform.core.warehouse.ledger import QUARANTINED, landed_rows
 from sales_platform.metadata import counts_table, rate
 from sales_platform.partitions import daily_backfill_policy, daily_partitions
 from sales_platform.resources.blob import BlobStorageResource
@@ -31,6 +31,16 @@ def outcome_lines(outcomes: list[FileOutcome]) -> dg.MetadataValue:
         lines.append(f"| {o.file_name} | {o.status} | {o.rows_read} | {o.rows_landed} | "
                      f"{o.rows_rejected} | {len(o.rows_by_day)} | {o.error or ''} |")
     return dg.MetadataValue.md("\n".join(lines) if outcomes else "_no new files_")
+
+
+def _log_outcomes(context: dg.AssetExecutionContext, outcomes: list[FileOutcome]) -> None:
+    for o in outcomes:
+        if o.status == QUARANTINED:
+            context.log.error(f"file quarantined: {o.error}")
+        elif o.status == WAITING:
+            context.log.warning(f"not taken yet: {o.error}")
+        elif o.error:
+            context.log.info(o.error)
 
 
 def landing_lease(run_id: str) -> str:
@@ -59,15 +69,10 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
                  platform: PlatformResource, warehouse: WarehouseResource,
                  blob: BlobStorageResource) -> dg.MaterializeResult:
     started = time.monotonic()
-    intake = Intake(platform.areas, warehouse.engine(), platform.keyring(), platform.contract(),
-                    platform.rules(), code_version=RAW_SALES_VERSION, archive_sink=blob.put_file)
+    intake = platform.intake(warehouse.engine(), RAW_SALES_VERSION, blob.put_file)
     with platform.areas.lease(landing_lease(context.run_id)):  # lets the sensor see a dead run
         outcomes = intake.run(only=set(config.files) or None)
-    for o in outcomes:
-        if o.status == LEDGER_QUARANTINED:
-            context.log.error(f"file quarantined: {o.error}")
-        elif o.error:
-            context.log.info(o.error)
+    _log_outcomes(context, outcomes)
     return dg.MaterializeResult(metadata={
         "files": outcome_lines(outcomes),
         "rows_read": sum(o.rows_read for o in outcomes),
@@ -96,14 +101,13 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
 def raw_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
               warehouse: WarehouseResource, blob: BlobStorageResource):
     started = time.monotonic()
-    intake = Intake(platform.areas, warehouse.engine(), platform.keyring(), platform.contract(),
-                    platform.rules(), code_version=RAW_SALES_VERSION, archive_sink=blob.put_file)
+    engine = warehouse.engine()
+    intake = platform.intake(engine, RAW_SALES_VERSION, blob.put_file)
     outcomes = intake.run()
-    quarantined = [o for o in outcomes if o.status == LEDGER_QUARANTINED]
-    for o in quarantined:
-        context.log.error(f"file quarantined: {o.error}")
-    per_day = {day: sum(landed_rows_for_day(platform.areas, day).values())
-               for day in context.partition_keys}
+    _log_outcomes(context, outcomes)
+    quarantined = [o for o in outcomes if o.status == QUARANTINED]
+    with engine.connect() as conn:
+        per_day = {day: sum(landed_rows(conn, day).values()) for day in context.partition_keys}
     rows = sum(per_day.values())
     yield dg.MaterializeResult(
         metadata={

@@ -10,16 +10,17 @@ import os
 
 import dagster as dg
 
+from sales_platform.core import settings
 from sales_platform.core.dropzone import contiguous_ranges, scan
+from sales_platform.core.landing import name_id
 from sales_platform.core.store import DataAreas
-from sales_platform.core.warehouse.records import ledger_awaiting_load, ledger_landed_by_sha
+from sales_platform.core.warehouse.ledger import current_version_with_content, pending_requests
 from sales_platform.ingestion.assets import landing_lease
 from sales_platform.jobs import daily_sales_job, land_files_job, rollups_job
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
 
-INTERVAL_S = int(os.environ.get("SALES_PLATFORM_SENSOR_INTERVAL_S", "30"))
-SETTLE_S = float(os.environ.get("SALES_PLATFORM_SETTLE_S", "2"))
+INTERVAL_S = int(settings.env_number(settings.SENSOR_INTERVAL_S, 30, 1, integer=True))
 
 
 @dg.sensor(
@@ -31,10 +32,20 @@ SETTLE_S = float(os.environ.get("SALES_PLATFORM_SETTLE_S", "2"))
 def incoming_files_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource,
                           warehouse: WarehouseResource):
     cache = json.loads(context.cursor) if context.cursor else {}
-    ready, unsettled = scan(platform.areas.incoming, cache, settle_s=SETTLE_S)
+    ready, unsettled, unsafe = scan(platform.areas.incoming, cache, settle_s=platform.settle_s)
     requests = []
+    for entry in unsafe:  # a landing run moves it to quarantine/ and records why
+        context.log.warning(entry.reason)
+        try:
+            mtime = os.lstat(entry.path).st_mtime_ns
+        except FileNotFoundError:
+            continue
+        requests.append(dg.RunRequest(
+            run_key=f"unsafe:{name_id(entry.path.name)}:{mtime}",
+            run_config=dg.RunConfig(ops={"landed_files": {"config": {"files": [entry.path.name]}}}),
+            tags={"sales_platform/file": entry.path.name[:200]}))
     for seen in ready:
-        earlier = ledger_landed_by_sha(warehouse.engine(), seen.sha256)
+        earlier = current_version_with_content(warehouse.engine(), seen.sha256)
         if earlier is not None:
             context.log.info(f"{seen.name}: same content as already landed {earlier['file_name']}; "
                              "it will be archived as a duplicate, nothing reloaded")
@@ -78,28 +89,24 @@ def retry_key(instance: dg.DagsterInstance, run_key: str, areas: DataAreas) -> s
 @dg.sensor(
     job=daily_sales_job,
     minimum_interval_seconds=INTERVAL_S,
-    description="Loads the days touched by newly landed files (late files re-materialize old "
-    "days), one run per contiguous range of days, keyed by the files' content.",
+    description="Loads the days whose landed rows changed (new or superseded file versions, "
+    "conflicts that went away), one run per contiguous range of such days.",
 )
 def landed_days_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-    """One run per contiguous range of the days that all files awaiting load touch.
+    """One run per contiguous range of the days waiting in ``pending_days``.
 
-    Files landed in the same tick share their runs (50 files dropped at once for one day load that
-    day once, not 50 times); the run key names the range and the files' content, so the same set
-    is never loaded twice and a file landed later gets its own run.
+    A day is waiting from the moment a file version touching it lands until a load whose snapshot
+    of the landed rows is newer clears it; the run key names the range and the times of its
+    requests, so the same requests are loaded once and a file landed later gets a new run.
     """
-    awaiting = ledger_awaiting_load(warehouse.engine())
-    if not awaiting:
-        return dg.SkipReason("no landed files awaiting load")
+    pending = pending_requests(warehouse.engine())
+    if not pending:
+        return dg.SkipReason("no days waiting for a load")
     requests = []
-    for first, last in contiguous_ranges([d for e in awaiting for d in e["days"]]):
-        files = sorted((e for e in awaiting if any(first <= d <= last for d in e["days"])),
-                       key=lambda e: e["sha256"])
-        digest = hashlib.sha256("".join(e["sha256"] for e in files).encode()).hexdigest()[:16]
-        tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
-                "sales_platform/files": str(len(files))}
-        if len(files) == 1:
-            tags["sales_platform/file"] = files[0]["file_name"][:200]
+    for first, last in contiguous_ranges(list(pending)):
+        stamps = "".join(f"{d}={pending[d]};" for d in sorted(pending) if first <= d <= last)
+        digest = hashlib.sha256(stamps.encode()).hexdigest()[:16]
+        tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
         requests.append(dg.RunRequest(run_key=f"load:{first}:{last}:{digest}", tags=tags))
     return requests
 

@@ -31,6 +31,12 @@ def platform_resource() -> PlatformResource:
         start_date=_env_or(settings.START_DATE, settings.DEFAULT_START_DATE),
         schema_contract=_env_or(settings.SCHEMA_CONTRACT, None),
         schema_policy=_env_or(settings.SCHEMA_POLICY, None),
+        max_reject_rate=settings.env_number(settings.MAX_REJECT_RATE, 0.2, 0.0, 1.0),
+        max_quantity=settings.env_number(settings.MAX_QUANTITY, 1000, 1, integer=True),
+        source_timezone=settings.source_timezone(),
+        settle_s=settings.env_number(settings.SETTLE_S, 2.0, 0.0),
+        max_columns=settings.env_number(settings.MAX_COLUMNS, 200, 5, integer=True),
+        max_file_bytes=settings.env_number(settings.MAX_FILE_BYTES, 20 << 30, 1, integer=True),
     )
 
 

@@ -49,6 +49,11 @@ class PlatformResource(dg.ConfigurableResource):
     max_quantity: int = 1000
     max_reject_rate: float = Field(
         default=0.2, description="Blocking check: share of rows rejected for quality failures.")
+    source_timezone: str = Field(
+        default="UTC", description="IANA zone naive timestamps in the files are read in.")
+    settle_s: float = Field(default=2.0, description="A drop is taken once unchanged this long.")
+    max_columns: int = Field(default=200, description="Wider files are quarantined.")
+    max_file_bytes: int = Field(default=20 << 30, description="Larger files are quarantined.")
     schema_contract: str | None = Field(
         default=None, description="Path of a JSON schema contract (aliases, policy, sensitive).")
     schema_policy: str | None = Field(
@@ -67,7 +72,17 @@ class PlatformResource(dg.ConfigurableResource):
 
     def rules(self) -> QualityRules:
         return QualityRules(max_quantity=self.max_quantity, future_tolerance=timedelta(hours=1),
-                            start_date=date.fromisoformat(self.start_date))
+                            start_date=date.fromisoformat(self.start_date),
+                            source_timezone=self.source_timezone)
+
+    def intake(self, engine, code_version: str, archive_sink=None):
+        """The one way files land (sensor runs, daily job, backfills, CLI share its rules)."""
+        from sales_platform.core.intake import Intake
+
+        return Intake(self.areas, engine, self.keyring(), self.contract(), self.rules(),
+                      code_version=code_version, archive_sink=archive_sink,
+                      settle_s=self.settle_s, max_file_bytes=self.max_file_bytes,
+                      max_columns=self.max_columns)
 
     def contract(self) -> SchemaContract:
         contract = SchemaContract.from_file(self.schema_contract) if self.schema_contract \

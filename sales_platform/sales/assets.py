@@ -11,26 +11,33 @@ from datetime import date, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
-import pyarrow.parquet as pq
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 
 from sales_platform.checks import per_day_evaluations
-from sales_platform.core.intake import landed_rows_for_day
 from sales_platform.core.pipeline import (
     ENCRYPTED,
     REJECTS,
+    Snapshot,
     clean_day,
     encrypt_day,
     iter_parquet_layer,
     layer_columns,
+    read_snapshot,
 )
 from sales_platform.core.quality import reject_rate
+from sales_platform.core.warehouse.checks import day_row_count, duplicate_transaction_ids
+from sales_platform.core.warehouse.ledger import (
+    accounted_rows,
+    clear_pending,
+    mark_blocked,
+    refresh_versions,
+    request_days,
+    versions_on_day,
+)
 from sales_platform.core.warehouse.loading import SalesLoader
 from sales_platform.core.warehouse.records import (
     known_product_ids,
-    ledger_entries_for_day,
-    ledger_mark_loaded,
     record_table_change,
     replace_day_rejects,
     source_layouts,
@@ -52,7 +59,7 @@ from sales_platform.resources.warehouse import WarehouseResource
 
 # columns of the encrypted layer that are not source data columns of their own
 LAYER_COLUMNS = frozenset({"transaction_id", "customer_id", "product_id", "quantity", "sale_ts",
-                           "source_file", "source_row"})
+                           "source_file", "source_row", "source_sha256"})
 COMMON = dict(
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill_policy,
@@ -70,7 +77,8 @@ reject_rate_check = dg.AssetCheckSpec(
 )
 conservation_check = dg.AssetCheckSpec(
     "rows_conserved", asset="sales", blocking=True, partitions_def=daily_partitions,
-    description="Every landed row of the day is in the sales table or in sales_rejects.",
+    description="Every row the day's load was built from (per file version) is in the sales table "
+    "or in sales_rejects, and the day holds no row of any other version.",
 )
 schema_check = dg.AssetCheckSpec(
     "schema_unchanged", asset="sales", partitions_def=daily_partitions,
@@ -79,8 +87,16 @@ schema_check = dg.AssetCheckSpec(
 )
 pk_check = dg.AssetCheckSpec(
     "transaction_id_unique", asset="sales", blocking=True, partitions_def=daily_partitions,
-    description="transaction_id is unique in the loaded partition.",
+    description="No loaded transaction id of the day has a conflicting copy (another sale day or "
+    "different content, in any current file version) and none differs from its normalized "
+    "(trimmed, upper-case) form: ids are case-insensitive.",
 )
+
+
+def blocked_detail(day: str, failed: int, read: int, rate_: float, limit: float) -> str:
+    return (f"{day} blocked: {failed} of {read} rows rejected ({rate_:.0%} > {limit:.0%}); "
+            "fix the file and drop a corrected version, or raise SALES_PLATFORM_MAX_REJECT_RATE "
+            "and re-materialize the day")
 
 
 def _days(context: dg.AssetExecutionContext) -> list[str]:
@@ -108,10 +124,14 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
     known = known_product_ids(warehouse.engine())
     if known is None:
         context.log.warning("dim_products is empty: the unknown_product rule is not applied")
+    engine = warehouse.engine()
     read, clean, reasons, failing = 0, 0, Counter(), {}
     per_day = []
     for day in _days(context):
         result = clean_day(platform.areas, keyring, day, rules, known, sensitive)
+        # the step that decides a reject writes it, before any check can stop the run
+        replace_day_rejects(engine, date.fromisoformat(day),
+                            iter_parquet_layer(platform.areas, REJECTS, day), datetime.now())
         read, clean = read + result.rows_read, clean + result.rows_clean
         reasons.update(result.rejects_by_reason)
         day_rate = reject_rate(result.rows_read, dict(result.rejects_by_reason))
@@ -119,6 +139,10 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
                         "rejected": result.rows_rejected, "reject_rate": round(day_rate, 4)})
         if day_rate > platform.max_reject_rate:
             failing[day] = round(day_rate, 4)
+            failed = result.rows_rejected - result.rejects_by_reason.get("duplicate_identical", 0)
+            detail = blocked_detail(day, failed, result.rows_read, day_rate, platform.max_reject_rate)
+            files = mark_blocked(engine, day, detail, datetime.now())
+            context.log.error(f"{detail}; files: {', '.join(sorted(set(files))) or '-'}")
     elapsed = time.monotonic() - started
     yield dg.MaterializeResult(metadata={
         "rows_read": read, "rows_clean": clean, "rows_rejected": sum(reasons.values()),
@@ -146,21 +170,20 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
     tags={"layer": "quality"},
     code_version="rejects-1",
     description="Every rejected row of the day with its reason, source file and row number "
-    "(identifiers as tokens). Rows without a valid sale date are recorded at landing.",
+    "(identifiers as tokens). Written by the step that decides each reject: landing (no valid "
+    "sale date, malformed records), cleaning (quality rules, duplicates) and the sales load "
+    "(transaction ids on two days); this asset reports the day's rejects.",
 )
 def sales_rejects(context: dg.AssetExecutionContext, platform: PlatformResource,
                   warehouse: WarehouseResource) -> dg.MaterializeResult:
-    engine, now, written = warehouse.engine(), datetime.now(), 0
-    for day in _days(context):
-        frames = iter_parquet_layer(platform.areas, REJECTS, day)
-        written += replace_day_rejects(engine, date.fromisoformat(day), frames, now)
+    engine = warehouse.engine()  # written by the steps that decide rejects; this reports them
     with engine.connect() as conn:
         by_reason = dict(conn.execute(
             select(rejects_table.c.reason, func.count())
             .where(rejects_table.c.sale_date.in_([date.fromisoformat(d) for d in _days(context)]))
             .group_by(rejects_table.c.reason)).all())
     return dg.MaterializeResult(metadata={
-        "rows_written": written, "rejected_by_reason": counts_table(by_reason),
+        "rows": sum(by_reason.values()), "rejected_by_reason": counts_table(by_reason),
         "table": rejects_table.name, "database": warehouse.display_url(),
         "dagster/column_schema": column_schema(rejects_table),
     })
@@ -217,66 +240,97 @@ def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
     started = time.monotonic()
     engine = run_with_retries(warehouse.engine)  # first connect (Azure serverless resumes: 40613)
     totals: Counter[str] = Counter()
-    per_day, conservation, ledger, added, layouts = [], {}, [], [], set()
+    per_day, conservation, added, layouts, reloads = [], {}, [], set(), set()
     evolved_days: set[str] = set()
+    ledger: list[str] = []
     for day in _days(context):
         extras = [c for c in layer_columns(platform.areas, ENCRYPTED, day) if c not in LAYER_COLUMNS]
-        stats = _load_with_retries(context, warehouse, engine, day, extras, platform)
+        snapshot = read_snapshot(platform.areas, ENCRYPTED, day)
+        stats = _load_with_retries(context, warehouse, engine, day, extras, platform, snapshot)
         if stats.columns_added:
             added += stats.columns_added
             evolved_days.add(day)
             record_table_change(engine, "sales", stats.columns_added,
                                 f"added column(s) for source files of {day}", datetime.now())
             context.log.warning(f"sales table evolved: added {', '.join(stats.columns_added)}")
-        ledger_mark_loaded(engine, day, datetime.now())
+        if stats.conflicts_rejected or stats.conflicts_evicted:
+            context.log.warning(f"{day}: {stats.conflicts_rejected} row(s) rejected and "
+                                f"{stats.conflicts_evicted} row(s) of other days moved to "
+                                "sales_rejects: transaction ids on two sale days")
+        reloads.update(stats.days_to_reload)
         totals.update(stats.as_dict())
         per_day.append({"day": day, **stats.as_dict()})
-        conservation[day] = _conservation(platform, engine, day)
-        entries = ledger_entries_for_day(engine, day)
+        conservation[day] = _conservation(engine, day, snapshot)
+        entries = versions_on_day(engine, day)
         ledger += [f"{e['file_name']} ({e['sha256'][:12]}, {e['status']})" for e in entries]
-        day_layouts = source_layouts(engine, [e["sha256"] for e in entries])
-        if len(day_layouts) > 1:
+        if len(source_layouts(engine, [e["sha256"] for e in entries])) > 1:
             layouts.add(day)
+        _report_day(context, day, stats, conservation[day])
     elapsed = time.monotonic() - started
-    broken = {d: c for d, c in conservation.items() if c["landed"] != c["loaded"] + c["rejected"]}
-    dup = _duplicate_ids(engine, _days(context))
+    broken = {d: c for d, c in conservation.items() if c["violations"]}
+    dup = duplicate_transaction_ids(engine, _days(context))
     yield dg.MaterializeResult(metadata={
-        **{k: totals[k] for k in ("staged", "inserted", "updated", "unchanged", "deleted")},
+        **{k: totals[k] for k in ("staged", "inserted", "updated", "unchanged", "relinked",
+                                  "deleted", "conflicts_rejected", "conflicts_evicted")},
         "per_day": markdown_table(pd.DataFrame(per_day), rows=40),
         "table": sales_table.name, "database": warehouse.display_url(),
         "ledger_entries": dg.MetadataValue.md("\n".join(f"- {x}" for x in sorted(set(ledger)))
                                               or "_none_"),
+        "days_requested_again": dg.MetadataValue.json(sorted(reloads)),
         "preview": markdown_table(_preview(engine, _days(context)[-1])),
         "dagster/column_schema": column_schema(reflected_table(engine, "sales")),
-        "dagster/row_count": _row_count(engine),
         "columns_added": dg.MetadataValue.json(added),
         "duration_s": round(elapsed, 3), "rows_per_s": rate(totals["staged"], elapsed),
     })
     yield dg.AssetCheckResult(check_name="rows_conserved", passed=not broken,
-                              metadata={"days_checked": len(conservation),
-                                        "violations": dg.MetadataValue.json(broken)})
-    yield dg.AssetCheckResult(check_name="transaction_id_unique", passed=dup == 0,
-                              metadata={"duplicate_transaction_ids": dup})
+                              metadata={"violations": dg.MetadataValue.json(broken)})
+    yield dg.AssetCheckResult(check_name="transaction_id_unique", passed=not dup,
+                              metadata={"violations": dg.MetadataValue.json(dup)})
     yield dg.AssetCheckResult(check_name="schema_unchanged", passed=not added and not layouts,
                               severity=dg.AssetCheckSeverity.WARN,
                               metadata={"columns_added": dg.MetadataValue.json(added),
                                         "days_with_several_layouts": dg.MetadataValue.json(
                                             sorted(layouts))})
-    yield from per_day_evaluations(context, "rows_conserved", broken, blocking=True, metadata=conservation)
-    dup_days = [d for d in _days(context) if _duplicate_ids(engine, [d])] if dup else []
-    yield from per_day_evaluations(context, "transaction_id_unique", dup_days, blocking=True)
+    yield from per_day_evaluations(context, "rows_conserved", broken, blocking=True,
+                                   metadata={d: {"landed": c["landed"], "loaded": c["loaded"],
+                                                 "rejected": c["rejected"]}
+                                             for d, c in conservation.items()})
+    yield from per_day_evaluations(context, "transaction_id_unique", {d for d, _ in dup}, blocking=True)
     yield from per_day_evaluations(context, "schema_unchanged", evolved_days | layouts,
                                    severity=dg.AssetCheckSeverity.WARN)
 
 
+def _report_day(context: dg.AssetExecutionContext, day: str, stats, conservation: dict) -> None:
+    """Per-day numbers as their own event: in a range run each day shows its own counts (one
+    MaterializeResult would give every day the range's totals)."""
+    if context.has_partition_key:
+        return
+    context.log_event(dg.AssetMaterialization(
+        asset_key=context.asset_key, partition=day,
+        metadata={**stats.as_dict(), "dagster/row_count": conservation["loaded"],
+                  "rejected": conservation["rejected"], "landed": conservation["landed"]}))
+
+
 def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str, extras: list[str],
-                       platform: PlatformResource):
-    """One atomic load; transient errors (deadlock, dropped connection, lock) retried with backoff."""
+                       platform: PlatformResource, snapshot: Snapshot | None):
+    """One atomic load; transient errors (deadlock, dropped connection, lock) retried with backoff.
+
+    In the load's own transaction: the day's pending requests that its snapshot answers are
+    cleared, days whose conflicts went away are requested again, and the file versions on the day
+    are re-derived (loaded once every landed row is counted)."""
     loader = SalesLoader(engine, extras)
+    snapshot_ns = snapshot.snapshot_ns if snapshot else 0
+
+    def bookkeeping(conn, stats) -> None:
+        clear_pending(conn, day, snapshot_ns)
+        if stats.days_to_reload:
+            request_days(conn, stats.days_to_reload, f"a conflict with {day} went away")
+        refresh_versions(conn, day, datetime.now())
 
     def attempt():  # each attempt reads the day's files afresh
         return loader.load_day(date.fromisoformat(day),
-                               iter_parquet_layer(platform.areas, ENCRYPTED, day), datetime.now())
+                               iter_parquet_layer(platform.areas, ENCRYPTED, day), datetime.now(),
+                               after=bookkeeping)
 
     def log(n: int, exc: BaseException, delay: float) -> None:
         context.log.warning(f"{describe_db_error(exc, warehouse.display_url(), day)}; "
@@ -288,24 +342,20 @@ def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str, 
         raise dg.Failure(description=describe_db_error(exc, warehouse.display_url(), day)) from None
 
 
-def _conservation(platform: PlatformResource, engine, day: str) -> dict[str, int]:
-    """Landed rows of the day against rows in the table plus the day's rejects (as cleaning wrote
-    them, so the check holds whether or not sales_rejects runs in the same selection)."""
-    landed = sum(landed_rows_for_day(platform.areas, day).values())
-    rejected = sum(pq.ParquetFile(p).metadata.num_rows for p in platform.areas.fragments(REJECTS, day))
+def _conservation(engine, day: str, snapshot: Snapshot | None) -> dict:
+    """Every row the day's layers were built from (per file version, from the snapshot the cleaning
+    read) is in sales or in the day's rejects, and sales holds no row of any other version."""
+    versions = snapshot.versions if snapshot else {}
     with engine.connect() as conn:
-        loaded = conn.execute(select(func.count()).select_from(sales_table)
-                              .where(sales_table.c.sale_date == date.fromisoformat(day))).scalar_one()
-    return {"landed": landed, "loaded": loaded, "rejected": rejected}
-
-
-def _duplicate_ids(engine, days: list[str]) -> int:
-    dates = [date.fromisoformat(d) for d in days]
-    with engine.connect() as conn:
-        total, distinct = conn.execute(
-            select(func.count(), func.count(func.distinct(sales_table.c.transaction_id)))
-            .where(sales_table.c.sale_date.in_(dates))).one()
-    return total - distinct
+        accounted = accounted_rows(conn, day)
+        in_sales = day_row_count(conn, day)
+    violations = {f"{name} ({sha[:12]})": {"landed": n, "accounted": accounted.get((name, sha), 0)}
+                  for (name, sha), n in versions.items() if accounted.get((name, sha), 0) != n}
+    strays = {k: n for k, n in accounted.items() if k not in versions}
+    for (name, sha), n in strays.items():
+        violations[f"{name} ({(sha or '')[:12]})"] = {"landed": 0, "accounted": n}
+    return {"landed": sum(versions.values()), "loaded": in_sales,
+            "rejected": sum(accounted.values()) - in_sales, "violations": violations}
 
 
 def _preview(engine, day: str) -> pd.DataFrame:
@@ -313,8 +363,3 @@ def _preview(engine, day: str) -> pd.DataFrame:
         rows = conn.execute(select(sales_table).where(
             sales_table.c.sale_date == date.fromisoformat(day)).limit(5)).mappings().all()
     return pd.DataFrame([dict(r) for r in rows])
-
-
-def _row_count(engine) -> int:
-    with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(sales_table)).scalar_one()

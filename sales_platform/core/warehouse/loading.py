@@ -10,7 +10,7 @@ added to ``sales`` first when missing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -42,10 +42,14 @@ from sqlalchemy import (
     true,
 )
 
+from sales_platform.core.warehouse.conflicts import CrossDayConflicts
+from sales_platform.core.warehouse.locks import take_lock
 from sales_platform.core.warehouse.tables import SALES_CONTENT_COLUMNS, sales
 
 BASE_STAGE_COLUMNS = ("transaction_id", "customer_id", "product_id", "quantity", "sale_date",
-                      "sale_ts", "source_file")
+                      "sale_ts", "source_file", "source_sha256", "source_row")
+LINEAGE_COLUMNS = ("source_file", "source_sha256", "source_row")
+SALES_LOAD_LOCK = "sales_load"
 STAGE_COLUMNS = BASE_STAGE_COLUMNS
 MSSQL_MAX_PARAMETERS = 2100
 
@@ -57,7 +61,11 @@ class LoadStats:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    relinked: int = 0  # same content, now credited to another file version / row
+    conflicts_rejected: int = 0  # staged rows whose transaction id is also on another day
+    conflicts_evicted: int = 0  # rows of other days moved out of sales for the same reason
     columns_added: list[str] = field(default_factory=list)
+    days_to_reload: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
@@ -76,6 +84,8 @@ def staging_table(dialect_name: str, extras: Sequence[str] = ()) -> Table:
         Column("sale_date", Date, nullable=False),
         Column("sale_ts", DateTime, nullable=False),
         Column("source_file", String(255), nullable=False),
+        Column("source_sha256", String(64), nullable=True),
+        Column("source_row", Integer, nullable=True),
         *(Column(name, UnicodeText, nullable=True) for name in extras),
         prefixes=prefixes,
     )
@@ -121,6 +131,12 @@ def _column_values(frame: pd.DataFrame, name: str) -> list:
     return values.astype(object).where(values.notna(), None).tolist()
 
 
+def _source_rows(frame: pd.DataFrame) -> list:
+    if "source_row" not in frame:
+        return [None] * len(frame)
+    return [None if pd.isna(v) else int(v) for v in frame["source_row"].tolist()]
+
+
 def rows_for_driver(frame: pd.DataFrame, dialect_name: str, extras: Sequence[str] = ()) -> list[tuple]:
     """Rows as tuples the driver's bulk path accepts (text dates for SQLite and COPY)."""
     if dialect_name == "mssql":
@@ -130,7 +146,8 @@ def rows_for_driver(frame: pd.DataFrame, dialect_name: str, extras: Sequence[str
         dates, stamps = _text_dates(frame)
     columns = [frame["transaction_id"].tolist(), frame["customer_id"].tolist(),
                frame["product_id"].tolist(), frame["quantity"].astype("int64").tolist(), dates, stamps,
-               frame["source_file"].tolist(), *(_column_values(frame, name) for name in extras)]
+               frame["source_file"].tolist(), _column_values(frame, "source_sha256"),
+               _source_rows(frame), *(_column_values(frame, name) for name in extras)]
     return list(zip(*columns, strict=True))
 
 
@@ -145,6 +162,8 @@ def copy_csv_bytes(frame: pd.DataFrame, extras: Sequence[str] = ()) -> bytes:
         "sale_date": pa.array(dates, pa.string()),
         "sale_ts": pa.array(stamps, pa.string()),
         "source_file": pa.array(frame["source_file"], pa.string()),
+        "source_sha256": pa.array(_column_values(frame, "source_sha256"), pa.string()),
+        "source_row": pa.array(_source_rows(frame), pa.int64()),
         **{name: pa.array(_column_values(frame, name), pa.string()) for name in extras},
     })
     sink = pa.BufferOutputStream()
@@ -172,7 +191,11 @@ class SalesLoader:
     def content_columns(self) -> list[str]:
         return [*SALES_CONTENT_COLUMNS, *self.extras]
 
-    def load_day(self, day: date, batches: Iterable[pd.DataFrame], loaded_at: datetime) -> LoadStats:
+    def load_day(self, day: date, batches: Iterable[pd.DataFrame], loaded_at: datetime,
+                 after: Callable[[Connection, LoadStats], None] | None = None) -> LoadStats:
+        """Stage the day's rows, then under the sales load lock: settle transaction ids that are
+        also on other days, upsert, delete vanished rows, and run ``after`` (ledger bookkeeping),
+        all in one transaction."""
         stats = LoadStats()
         with self.engine.begin() as conn:
             stats.columns_added = self._ensure_columns(conn)
@@ -182,12 +205,18 @@ class SalesLoader:
                 if len(frame):
                     self._bulk_insert(raw, frame)
                     stats.staged += len(frame)
+            take_lock(conn, SALES_LOAD_LOCK)  # one load decides cross-day conflicts at a time
+            conflicts = CrossDayConflicts(self.stage, self.target, day)
+            stats.conflicts_rejected, stats.conflicts_evicted = conflicts.settle(conn, loaded_at)
             self._count(conn, day, stats)
-            if stats.inserted or stats.updated:
+            if stats.inserted or stats.updated or stats.relinked:
                 conn.execute(self.upsert_statement(loaded_at))
             if stats.deleted:
                 conn.execute(self.delete_vanished_statement(day))
+            stats.days_to_reload = conflicts.days_no_longer_in_conflict(conn)
             conn.execute(self.stage.delete())
+            if after is not None:
+                after(conn, stats)
         return stats
 
     def _ensure_columns(self, conn: Connection) -> list[str]:
@@ -211,8 +240,15 @@ class SalesLoader:
         cursor = raw.cursor()
         try:
             if self.dialect == "postgresql":
-                with cursor.copy(f"COPY stg_sales ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
-                    copy.write(copy_csv_bytes(frame, self.extras))
+                sql = f"COPY stg_sales ({columns}) FROM STDIN WITH (FORMAT csv)"
+                data = copy_csv_bytes(frame, self.extras)
+                if hasattr(cursor, "copy"):  # psycopg 3
+                    with cursor.copy(sql) as copy:
+                        copy.write(data)
+                else:  # psycopg2
+                    import io
+
+                    cursor.copy_expert(sql, io.BytesIO(data))
             else:
                 marks = ", ".join(["?"] * len(names))
                 if self.dialect == "mssql":
@@ -226,13 +262,19 @@ class SalesLoader:
         t, s = self.target, self.stage
         return or_(*(t.c[c].is_distinct_from(s.c[c]) for c in self.content_columns))
 
+    def _relinked(self):
+        t, s = self.target, self.stage
+        return or_(*(t.c[c].is_distinct_from(s.c[c]) for c in LINEAGE_COLUMNS))
+
     def _count(self, conn: Connection, day: date, stats: LoadStats) -> None:
         s, t = self.stage, self.target
         matched = select(func.count()).select_from(s.join(t, t.c.transaction_id == s.c.transaction_id))
         present = conn.execute(matched).scalar_one()
         stats.updated = conn.execute(matched.where(self._changed())).scalar_one()
+        stats.relinked = conn.execute(matched.where(~self._changed(), self._relinked())).scalar_one()
+        stats.staged -= stats.conflicts_rejected
         stats.inserted = stats.staged - present
-        stats.unchanged = present - stats.updated
+        stats.unchanged = present - stats.updated - stats.relinked
         stats.deleted = conn.execute(
             select(func.count()).select_from(t).where(self._vanished(day))
         ).scalar_one()
@@ -256,11 +298,12 @@ class SalesLoader:
             else:
                 from sqlalchemy.dialects.postgresql import insert
             stmt = insert(t).from_select([*staged, "loaded_at"], source.where(true()))
-            updated = [*self.content_columns, "source_file", "loaded_at"]
+            updated = [*self.content_columns, *LINEAGE_COLUMNS, "loaded_at"]
+            compared = [*self.content_columns, *LINEAGE_COLUMNS]
             return stmt.on_conflict_do_update(
                 index_elements=[t.c.transaction_id],
                 set_={c: stmt.excluded[c] for c in updated},
-                where=or_(*(t.c[c].is_distinct_from(stmt.excluded[c]) for c in self.content_columns)),
+                where=or_(*(t.c[c].is_distinct_from(stmt.excluded[c]) for c in compared)),
             )
         if self.dialect == "mssql":
             return mssql_merge_statement(loaded_at, self.extras)
@@ -272,13 +315,13 @@ def mssql_merge_statement(loaded_at: datetime, extras: Sequence[str] = ()):
     from sqlalchemy.dialects import mssql
 
     quote = mssql.dialect().identifier_preparer.quote_identifier
-    content = [*SALES_CONTENT_COLUMNS, *extras]
+    content = [*SALES_CONTENT_COLUMNS, *extras, *LINEAGE_COLUMNS]
     differs = " OR ".join(
         f"(t.{quote(c)} <> s.{quote(c)} OR (t.{quote(c)} IS NULL AND s.{quote(c)} IS NOT NULL) "
         f"OR (t.{quote(c)} IS NOT NULL AND s.{quote(c)} IS NULL))"
         for c in content
     )
-    updates = ", ".join(f"t.{quote(c)} = s.{quote(c)}" for c in [*content, "source_file"])
+    updates = ", ".join(f"t.{quote(c)} = s.{quote(c)}" for c in content)
     staged = [*BASE_STAGE_COLUMNS, *extras]
     cols = ", ".join(quote(c) for c in [*staged, "loaded_at"])
     values = ", ".join(f"s.{quote(c)}" for c in staged)

@@ -42,10 +42,23 @@ def _add_columns(*pairs: tuple[str, str]) -> Callable[[Connection], list[str]]:
     return apply
 
 
+def _add_integer_column(conn: Connection, table: str, column: str) -> list[str]:
+    if column in existing_columns(conn, table):
+        return []
+    quote = conn.dialect.identifier_preparer.quote_identifier
+    keyword = "" if conn.dialect.name == "mssql" else "COLUMN "
+    conn.execute(text(f"ALTER TABLE {quote(table)} ADD {keyword}{quote(column)} INTEGER NULL"))
+    return [f"added column {table}.{column}"]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base tables", _base_tables),
     Migration(2, "extras JSON columns for the rescue schema policy",
               _add_columns(("sales", "extras"), ("sales_rejects", "extras"))),
+    Migration(3, "file versions: events, per-day counts, pending days, version of each sales row",
+              lambda conn: _base_tables(conn) + _add_columns(
+                  ("sales", "source_sha256"), ("file_ledger", "days_affected"))(conn)
+              + _add_integer_column(conn, "sales", "source_row")),
 )
 
 

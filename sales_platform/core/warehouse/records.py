@@ -4,32 +4,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 
 import pandas as pd
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
+from sales_platform.core.warehouse.locks import take_lock
 from sales_platform.core.warehouse.tables import (
     dim_products,
-    file_ledger,
-    sales,
     sales_rejects,
     schema_history,
 )
 
 REJECT_TEXT_COLUMNS = ("transaction_id", "customer_id", "product_id", "quantity", "timestamp",
                        "detail", "raw_text")
-LEDGER_RECEIVED = "received"
-LEDGER_LANDED = "landed"
-LEDGER_LOADED = "loaded"
-LEDGER_QUARANTINED = "quarantined"
-LEDGER_DUPLICATE = "skipped_duplicate"
-LEDGER_SUPERSEDED = "superseded"
 
 
 NUL_REPLACEMENT = "\ufffd"
-ROUTING_COLUMNS = frozenset({"source_file", "source_row", "reason", "sale_ts"})
+ROUTING_COLUMNS = frozenset({"source_file", "source_row", "reason", "sale_ts", "source_sha256"})
+CLEANING_STAGE = "cleaning"
+CONFLICT_STAGE = "conflict"  # decided by the load: a transaction id on two days
+DAY_STAGES = (CLEANING_STAGE, CONFLICT_STAGE)
 
 
 def _extras_json(frame: pd.DataFrame) -> list[str | None]:
@@ -51,6 +46,8 @@ def _reject_records(frame: pd.DataFrame, stage: str, sale_date: date | None, sha
         # PostgreSQL text cannot hold NUL (0x00): the reject is kept, its reason says why
         out[column] = values.map(lambda v: v.replace("\x00", NUL_REPLACEMENT) if isinstance(v, str) else v)
     out["source_file"] = frame["source_file"]
+    if "source_sha256" in frame:
+        out["source_sha256"] = frame["source_sha256"]
     out["source_row"] = frame["source_row"].astype("Int64").astype(object) if "source_row" in frame \
         else None
     out["reason"] = frame["reason"]
@@ -58,128 +55,44 @@ def _reject_records(frame: pd.DataFrame, stage: str, sale_date: date | None, sha
     for record in records:
         if record["source_row"] is pd.NA:
             record["source_row"] = None
-        record.update(stage=stage, sale_date=sale_date, source_sha256=sha, rejected_at=now)
+        record.update(stage=stage, sale_date=sale_date, rejected_at=now)
+        record.setdefault("source_sha256", sha)
     return records
 
 
 def replace_day_rejects(engine: Engine, day: date, frames: Iterable[pd.DataFrame],
                         now: datetime) -> int:
-    """Rejects of a cleaned day, replacing those of an earlier run of the same day."""
+    """Rejects of a cleaned day, replacing those of an earlier run of the same day.
+
+    Under a per-day lock: two runs of one day at once (READ COMMITTED on PostgreSQL would let both
+    delete nothing of the other's and insert) end with one copy of the day's rejects. The day's
+    cross-day conflict rejects go too: the day's load decides them again.
+    """
     written = 0
     with engine.begin() as conn:
-        conn.execute(delete(sales_rejects).where(sales_rejects.c.stage == "cleaning",
+        take_lock(conn, f"rejects:{day.isoformat()}")
+        conn.execute(delete(sales_rejects).where(sales_rejects.c.stage.in_(DAY_STAGES),
                                                  sales_rejects.c.sale_date == day))
         for frame in frames:
-            records = _reject_records(frame, "cleaning", day, None, now)
+            records = _reject_records(frame, CLEANING_STAGE, day, None, now)
             if records:
                 conn.execute(insert(sales_rejects), records)
                 written += len(records)
     return written
 
 
-def replace_file_rejects(engine: Engine, file_name: str, sha: str, frame: pd.DataFrame | None,
+def replace_file_rejects(conn: Connection, file_name: str, sha: str, frame: pd.DataFrame | None,
                          now: datetime) -> int:
-    """Landing rejects of a file (rows with no valid sale date, malformed records)."""
-    with engine.begin() as conn:
-        conn.execute(delete(sales_rejects).where(sales_rejects.c.stage == "landing",
-                                                 sales_rejects.c.source_file == file_name))
-        if frame is None or not len(frame):
-            return 0
-        records = _reject_records(frame, "landing", None, sha, now)
-        conn.execute(insert(sales_rejects), records)
-        return len(records)
-
-
-@dataclass
-class LedgerEntry:
-    file_name: str
-    sha256: str
-    size_bytes: int
-    status: str
-    rows_read: int | None = None
-    rows_landed: int | None = None
-    rows_rejected: int | None = None
-    days_touched: Sequence[str] = ()
-    error: str | None = None
-    archive_path: str | None = None
-    code_version: str | None = None
-
-
-def ledger_record(engine: Engine, entry: LedgerEntry, now: datetime) -> None:
-    """Insert or update the ledger row of (file name, sha256)."""
-    values = {**entry.__dict__, "days_touched": json.dumps(list(entry.days_touched)),
-              "processed_at": now}
-    key = (file_ledger.c.file_name == entry.file_name) & (file_ledger.c.sha256 == entry.sha256)
-    with engine.begin() as conn:
-        found = conn.execute(select(file_ledger.c.file_id).where(key)).first()
-        if found:
-            conn.execute(update(file_ledger).where(key).values(**values))
-        else:
-            conn.execute(insert(file_ledger).values(**values, received_at=now))
-
-
-def ledger_supersede(engine: Engine, file_name: str, keep_sha: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            update(file_ledger)
-            .where(file_ledger.c.file_name == file_name, file_ledger.c.sha256 != keep_sha,
-                   file_ledger.c.status.in_([LEDGER_LANDED, LEDGER_LOADED]))
-            .values(status=LEDGER_SUPERSEDED)
-        )
-
-
-def ledger_landed_by_sha(engine: Engine, sha: str) -> dict | None:
-    """A file with this content already landed (under any name), if any."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(file_ledger).where(file_ledger.c.sha256 == sha,
-                                      file_ledger.c.status.in_([LEDGER_LANDED, LEDGER_LOADED]))
-        ).mappings().first()
-    return dict(row) if row else None
-
-
-def ledger_awaiting_load(engine: Engine) -> list[dict]:
-    """Landed files whose days are not all loaded yet (what the load sensor acts on)."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(file_ledger.c.file_name, file_ledger.c.sha256, file_ledger.c.days_touched)
-            .where(file_ledger.c.status == LEDGER_LANDED).order_by(file_ledger.c.file_id)
-        ).mappings().all()
-    return [{**r, "days": json.loads(r["days_touched"] or "[]")} for r in rows]
-
-
-def ledger_by_sha(engine: Engine, sha: str) -> list[dict]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(file_ledger).where(file_ledger.c.sha256 == sha)).mappings().all()
-    return [dict(r) for r in rows]
-
-
-def ledger_entries_for_day(engine: Engine, day: str) -> list[dict]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(file_ledger.c.file_name, file_ledger.c.sha256, file_ledger.c.status)
-            .where(file_ledger.c.days_touched.like(f'%"{day}"%'),
-                   file_ledger.c.status.in_([LEDGER_LANDED, LEDGER_LOADED]))
-        ).mappings().all()
-    return [dict(r) for r in rows]
-
-
-def ledger_mark_loaded(engine: Engine, day: str, now: datetime) -> None:
-    """Files whose every touched day is loaded move from landed to loaded."""
-    with engine.begin() as conn:
-        for row in conn.execute(
-            select(file_ledger.c.file_id, file_ledger.c.days_touched)
-            .where(file_ledger.c.status == LEDGER_LANDED,
-                   file_ledger.c.days_touched.like(f'%"{day}"%'))
-        ).all():
-            days = json.loads(row.days_touched or "[]")
-            loaded = conn.execute(
-                select(func.count(func.distinct(sales.c.sale_date)))
-                .where(sales.c.sale_date.in_([date.fromisoformat(d) for d in days]))
-            ).scalar_one()
-            if loaded >= len(days):
-                conn.execute(update(file_ledger).where(file_ledger.c.file_id == row.file_id)
-                             .values(status=LEDGER_LOADED, processed_at=now))
+    """Landing rejects of a file version (no valid sale date, malformed records), replacing those
+    of the earlier version of the same exact name."""
+    conn.execute(delete(sales_rejects).where(sales_rejects.c.stage == "landing",
+                                             sales_rejects.c.source_file == file_name))
+    if frame is None or not len(frame):
+        return 0
+    records = _reject_records(frame.drop(columns=["source_sha256"], errors="ignore"),
+                              "landing", None, sha, now)
+    conn.execute(insert(sales_rejects), records)
+    return len(records)
 
 
 def record_source_schema(engine: Engine, file_name: str, sha: str, columns: Sequence[str],

@@ -34,6 +34,8 @@ sales = Table(
     Column("source_file", String(255), nullable=False),
     Column("loaded_at", DateTime, nullable=False),
     Column("extras", UnicodeText, nullable=True, comment="JSON of unknown columns (rescue policy)"),
+    Column("source_sha256", String(64), nullable=True, comment="content of the file version"),
+    Column("source_row", Integer, nullable=True, comment="data record number in that file"),
     Index("ix_sales_sale_date", "sale_date"),
 )
 
@@ -79,8 +81,52 @@ file_ledger = Table(
     Column("code_version", String(64), nullable=True),
     Column("received_at", DateTime, nullable=False),
     Column("processed_at", DateTime, nullable=True),
+    Column("days_affected", Text, nullable=True,
+           comment="JSON list: own days and the days of the versions it superseded"),
     UniqueConstraint("file_name", "sha256", name="uq_file_ledger_name_sha"),
     Index("ix_file_ledger_sha", "sha256"),
+)
+
+# Append-only history of every file version's state changes (the ledger row holds the latest).
+file_events = Table(
+    "file_events",
+    metadata,
+    Column("event_id", Integer, primary_key=True, autoincrement=True),
+    Column("file_name", String(255), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("recorded_at", DateTime, nullable=False),
+    Index("ix_file_events_file", "file_name", "sha256"),
+)
+
+# Rows each file version landed per sale day: written once, when the version lands.
+file_day_counts = Table(
+    "file_day_counts",
+    metadata,
+    Column("file_name", String(255), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("sale_date", Date, primary_key=True),
+    Column("rows_landed", Integer, nullable=False),
+)
+
+# Days whose landed rows changed since they were last loaded (new or superseded versions,
+# conflicts that went away); the load sensor loads them, a load clears what its snapshot saw.
+pending_days = Table(
+    "pending_days",
+    metadata,
+    Column("sale_date", Date, primary_key=True),
+    Column("requested_ns", String(24), nullable=False, comment="time.time_ns() of the request"),
+    Column("reason", Text, nullable=True),
+)
+
+# One row per named lock: writers UPDATE it to serialize on SQLite (PostgreSQL/SQL Server use
+# advisory/app locks).
+warehouse_locks = Table(
+    "warehouse_locks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("taken", Integer, nullable=False),
 )
 
 dim_products = Table(

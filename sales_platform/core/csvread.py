@@ -1,0 +1,125 @@
+"""Reading a dropped CSV file in bounded chunks, with a row number for every record.
+
+The fast path is Arrow's streaming reader with ``newlines_in_values=True`` (a quoted newline is
+part of its value wherever it falls, block boundaries included). Arrow cannot say where a
+malformed record sat among the good ones, nor read a record larger than its block; when it meets
+either, the file is read again by the exact path (Python's ``csv`` module, record by record), so
+every record keeps its ordinal: ``source_row`` is the 1-based number of the data record after the
+header, blank lines not counted, malformed records counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+BLOCK_SIZE = 16 << 20  # also the largest record the fast path reads
+MAX_ROW_CHARS = 1 << 20  # a longer record is rejected as a row (row_too_large), not the file
+EXACT_CHUNK_ROWS = 100_000
+
+
+class NeedsExactRead(Exception):
+    """The fast path met a record it cannot place (malformed or larger than a block)."""
+
+
+@dataclass
+class Malformed:
+    source_row: int
+    detail: str
+    text: str
+    reason: str = "malformed_row"
+
+
+@dataclass
+class ReadState:
+    rows_read: int = 0
+    malformed: list[Malformed] = field(default_factory=list)
+
+
+def _frame(columns: dict[str, list[str]], rows: list[int]) -> pd.DataFrame:
+    frame = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in columns.items()})
+    frame.insert(0, "source_row", rows)
+    return frame
+
+
+def fast_batches(path: Path, header: list[str], state: ReadState) -> Iterator[pd.DataFrame]:
+    """Arrow's reader; raises NeedsExactRead at the first malformed or oversized record."""
+
+    seen_invalid: list[int] = []
+
+    def invalid(_row: pacsv.InvalidRow) -> str:
+        seen_invalid.append(1)  # raising here would surface as a parse error: flag and skip
+        return "skip"
+
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE, use_threads=True, encoding="utf8"),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=invalid, newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(column_types={h: pa.string() for h in header},
+                                             strings_can_be_null=False),
+    )
+    try:
+        for batch in reader:
+            if seen_invalid:
+                raise NeedsExactRead("malformed record")
+            frame = batch.to_pandas()
+            frame.columns = header
+            frame.insert(0, "source_row", range(state.rows_read + 1, state.rows_read + len(frame) + 1))
+            state.rows_read += len(frame)
+            yield frame
+    except pa.ArrowInvalid as exc:
+        if "straddling" in str(exc) or "exceeds" in str(exc) or "block" in str(exc).lower():
+            raise NeedsExactRead(str(exc)) from exc
+        raise
+
+
+def _record_text(fields: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(fields)
+    return out.getvalue()
+
+
+def exact_batches(path: Path, header: list[str], state: ReadState,
+                  max_row_chars: int = MAX_ROW_CHARS) -> Iterator[pd.DataFrame]:
+    """Python's csv module, record by record: malformed and oversized records become rows of
+    ``state.malformed`` with their own source_row; good records are yielded in chunks."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)  # size is judged per record below, not per field
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            next(reader, None)  # header
+            columns: dict[str, list[str]] = {h: [] for h in header}
+            rows: list[int] = []
+            for fields in reader:
+                if not fields:
+                    continue  # blank line
+                state.rows_read += 1
+                size = sum(len(f) for f in fields)
+                if size > max_row_chars:
+                    state.malformed.append(Malformed(
+                        state.rows_read, f"record of {size} characters is over the limit of "
+                        f"{max_row_chars}", _record_text(fields)[:200], "row_too_large"))
+                elif len(fields) != len(header):
+                    state.malformed.append(Malformed(
+                        state.rows_read, f"expected {len(header)} columns, got {len(fields)}",
+                        _record_text(fields)))
+                else:
+                    for name, value in zip(header, fields, strict=True):
+                        columns[name].append(value)
+                    rows.append(state.rows_read)
+                if len(rows) >= EXACT_CHUNK_ROWS:
+                    yield _frame(columns, rows)
+                    columns, rows = {h: [] for h in header}, []
+            if rows:
+                yield _frame(columns, rows)
+    finally:
+        csv.field_size_limit(limit)

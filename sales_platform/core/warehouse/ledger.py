@@ -1,0 +1,269 @@
+"""The file-version ledger: one source of truth for what every dropped file became.
+
+A file version is (exact file name, sha256 of its bytes). Its row in ``file_ledger`` holds its
+current state; every change of state is also appended to ``file_events`` (history is never
+overwritten). ``file_day_counts`` holds the rows the version landed per sale day, written once
+when it lands. ``pending_days`` lists the days whose landed rows changed since their last load.
+
+States: landed -> loaded | blocked; any live state -> superseded (a newer version of the same
+name landed); quarantined and skipped_duplicate are final for that drop. "loaded" is set only
+when every row the version landed is counted in ``sales`` or ``sales_rejects`` and none of the
+days it affects is waiting for a load.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import pandas as pd
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+
+from sales_platform.core.warehouse.locks import take_lock
+from sales_platform.core.warehouse.records import DAY_STAGES, replace_file_rejects
+from sales_platform.core.warehouse.tables import (
+    file_day_counts,
+    file_events,
+    file_ledger,
+    pending_days,
+    sales,
+    sales_rejects,
+)
+
+LANDED = "landed"
+LOADED = "loaded"
+BLOCKED = "blocked"
+QUARANTINED = "quarantined"
+DUPLICATE = "skipped_duplicate"
+SUPERSEDED = "superseded"
+LIVE = (LANDED, LOADED, BLOCKED)  # the current version of a name is in one of these
+LEDGER_LOCK = "file_ledger"
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def _ns_text(ns: int) -> str:
+    return f"{ns:020d}"  # fixed width: text order is time order
+
+
+@dataclass
+class LandedVersion:
+    file_name: str
+    sha256: str
+    size_bytes: int
+    rows_read: int
+    rows_rejected: int
+    rows_by_day: Mapping[str, int]
+    archive_path: str
+    code_version: str
+    rejects: pd.DataFrame | None = None  # landing rejects (no valid day, malformed records)
+    columns: list[str] = field(default_factory=list)
+
+    @property
+    def rows_landed(self) -> int:
+        return sum(self.rows_by_day.values())
+
+
+def _event(conn: Connection, name: str, sha: str, status: str, detail: str | None,
+           now: datetime) -> None:
+    conn.execute(insert(file_events).values(file_name=name, sha256=sha, status=status,
+                                            detail=detail, recorded_at=now))
+
+
+def _key(name: str, sha: str):
+    return and_(file_ledger.c.file_name == name, file_ledger.c.sha256 == sha)
+
+
+def current_version_with_content(engine: Engine, sha: str) -> dict | None:
+    """A current (live) version, under any name, whose content is ``sha``."""
+    with engine.connect() as conn:
+        row = conn.execute(select(file_ledger).where(file_ledger.c.sha256 == sha,
+                                                     file_ledger.c.status.in_(LIVE))
+                           .order_by(file_ledger.c.file_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def request_days(conn: Connection, days: Iterable[str], reason: str) -> None:
+    """Mark days as needing a load (a later request replaces an earlier one's time)."""
+    stamp = _ns_text(now_ns())
+    for day in sorted(set(days)):
+        value = date.fromisoformat(day)
+        done = conn.execute(update(pending_days).where(pending_days.c.sale_date == value)
+                            .values(requested_ns=stamp, reason=reason[:500])).rowcount
+        if not done:
+            conn.execute(insert(pending_days).values(sale_date=value, requested_ns=stamp,
+                                                     reason=reason[:500]))
+
+
+def pending_requests(engine: Engine) -> dict[str, str]:
+    """Days waiting for a load -> the time of their latest request."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(pending_days.c.sale_date, pending_days.c.requested_ns)).all()
+    return {r.sale_date.isoformat(): r.requested_ns for r in rows}
+
+
+def clear_pending(conn: Connection, day: str, snapshot_ns: int) -> None:
+    """A load of ``day`` that read the landed rows as of ``snapshot_ns`` answers older requests."""
+    conn.execute(delete(pending_days).where(pending_days.c.sale_date == date.fromisoformat(day),
+                                            pending_days.c.requested_ns <= _ns_text(snapshot_ns)))
+
+
+def record_landed(engine: Engine, version: LandedVersion, now: datetime) -> list[str]:
+    """Record a landed version in one transaction; returns the days it asks to (re)load.
+
+    Earlier live versions of the same name are superseded; the days they touched are requested
+    too, so their rows leave the warehouse even on days the new version no longer has.
+    """
+    own_days = sorted(version.rows_by_day)
+    with engine.begin() as conn:
+        take_lock(conn, LEDGER_LOCK)
+        older = conn.execute(select(file_ledger).where(
+            file_ledger.c.file_name == version.file_name, file_ledger.c.sha256 != version.sha256,
+            file_ledger.c.status.in_(LIVE))).mappings().all()
+        affected = set(own_days)
+        for row in older:
+            affected.update(json.loads(row["days_touched"] or "[]"))
+            conn.execute(update(file_ledger).where(file_ledger.c.file_id == row["file_id"])
+                         .values(status=SUPERSEDED, processed_at=now))
+            _event(conn, row["file_name"], row["sha256"], SUPERSEDED,
+                   f"superseded by version {version.sha256[:12]}", now)
+        values = dict(
+            size_bytes=version.size_bytes, status=LANDED, rows_read=version.rows_read,
+            rows_landed=version.rows_landed, rows_rejected=version.rows_rejected,
+            days_touched=json.dumps(own_days), days_affected=json.dumps(sorted(affected)),
+            error=None, archive_path=version.archive_path, code_version=version.code_version,
+            processed_at=now)
+        key = _key(version.file_name, version.sha256)
+        if conn.execute(select(file_ledger.c.file_id).where(key)).first():
+            conn.execute(update(file_ledger).where(key).values(**values))  # dropped again later
+        else:
+            conn.execute(insert(file_ledger).values(file_name=version.file_name,
+                                                    sha256=version.sha256, received_at=now, **values))
+        conn.execute(delete(file_day_counts).where(file_day_counts.c.file_name == version.file_name,
+                                                   file_day_counts.c.sha256 == version.sha256))
+        if own_days:
+            conn.execute(insert(file_day_counts), [
+                {"file_name": version.file_name, "sha256": version.sha256,
+                 "sale_date": date.fromisoformat(d), "rows_landed": n}
+                for d, n in version.rows_by_day.items()])
+        replace_file_rejects(conn, version.file_name, version.sha256, version.rejects, now)
+        _event(conn, version.file_name, version.sha256, LANDED,
+               f"{version.rows_read} rows read, {version.rows_landed} landed on {len(own_days)} "
+               f"day(s), {version.rows_rejected} rejected at landing", now)
+        if affected:
+            request_days(conn, affected, f"file {version.file_name} landed")
+    return sorted(affected)
+
+
+def record_not_landed(engine: Engine, name: str, sha: str, size: int, status: str, detail: str,
+                      archive_path: str | None, code_version: str, now: datetime) -> None:
+    """A drop that did not land (duplicate, quarantined): appended; a live entry is never
+    overwritten (re-dropping a loaded file leaves its counts and state as they are)."""
+    with engine.begin() as conn:
+        take_lock(conn, LEDGER_LOCK)
+        row = conn.execute(select(file_ledger.c.file_id, file_ledger.c.status)
+                           .where(_key(name, sha))).first()
+        if row is None:
+            conn.execute(insert(file_ledger).values(
+                file_name=name, sha256=sha, size_bytes=size, status=status, error=detail,
+                archive_path=archive_path, code_version=code_version, received_at=now,
+                processed_at=now, days_touched="[]", days_affected="[]"))
+        elif row.status not in LIVE:
+            conn.execute(update(file_ledger).where(file_ledger.c.file_id == row.file_id)
+                         .values(status=status, error=detail, processed_at=now))
+        _event(conn, name, sha, status, detail, now)
+
+
+def _live_versions_on(conn: Connection, day: str) -> list[dict]:
+    rows = conn.execute(select(file_ledger).where(
+        file_ledger.c.status.in_(LIVE), file_ledger.c.days_affected.like(f'%"{day}"%'))
+    ).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def mark_blocked(engine: Engine, day: str, detail: str, now: datetime) -> list[str]:
+    """Versions with rows on a day that the reject-rate check blocked; returns their names."""
+    names = []
+    with engine.begin() as conn:
+        take_lock(conn, LEDGER_LOCK)
+        for row in _live_versions_on(conn, day):
+            if day not in json.loads(row["days_touched"] or "[]"):
+                continue
+            names.append(row["file_name"])
+            conn.execute(update(file_ledger).where(file_ledger.c.file_id == row["file_id"])
+                         .values(status=BLOCKED, error=detail, processed_at=now))
+            _event(conn, row["file_name"], row["sha256"], BLOCKED, detail, now)
+    return names
+
+
+def accounted_rows(conn: Connection, day: str) -> dict[tuple[str, str], int]:
+    """Rows of ``day`` in ``sales`` plus its cleaning/conflict rejects, per file version."""
+    value = date.fromisoformat(day)
+    counts: dict[tuple[str, str], int] = {}
+    for table, where in ((sales, sales.c.sale_date == value),
+                         (sales_rejects, and_(sales_rejects.c.sale_date == value,
+                                              sales_rejects.c.stage.in_(DAY_STAGES)))):
+        for name, sha, n in conn.execute(
+                select(table.c.source_file, table.c.source_sha256, func.count())
+                .where(where).group_by(table.c.source_file, table.c.source_sha256)).all():
+            counts[(name, sha)] = counts.get((name, sha), 0) + n
+    return counts
+
+
+def landed_rows(conn: Connection, day: str) -> dict[tuple[str, str], int]:
+    """Rows each live version landed on ``day``."""
+    rows = conn.execute(
+        select(file_day_counts.c.file_name, file_day_counts.c.sha256, file_day_counts.c.rows_landed)
+        .select_from(file_day_counts.join(file_ledger, and_(
+            file_ledger.c.file_name == file_day_counts.c.file_name,
+            file_ledger.c.sha256 == file_day_counts.c.sha256)))
+        .where(file_day_counts.c.sale_date == date.fromisoformat(day),
+               file_ledger.c.status.in_(LIVE))).all()
+    return {(r.file_name, r.sha256): r.rows_landed for r in rows}
+
+
+def refresh_versions(conn: Connection, day: str, now: datetime) -> dict[str, str]:
+    """Re-derive the state of every live version that affects ``day`` from counts.
+
+    A version is loaded when, on each of its days, the rows it landed equal its rows in sales plus
+    its rejects, and none of the days it affects waits for a load. Returns name -> new state for
+    versions whose state changed.
+    """
+    waiting = {r.isoformat() for r in conn.execute(select(pending_days.c.sale_date)).scalars()}
+    changed: dict[str, str] = {}
+    cache: dict[str, tuple[dict, dict]] = {}
+    for row in _live_versions_on(conn, day):
+        affected = json.loads(row["days_affected"] or "[]")
+        own = json.loads(row["days_touched"] or "[]")
+        complete = not (set(affected) & waiting)
+        for d in own if complete else ():
+            if d not in cache:
+                cache[d] = (landed_rows(conn, d), accounted_rows(conn, d))
+            landed, accounted = cache[d]
+            ident = (row["file_name"], row["sha256"])
+            if landed.get(ident, 0) != accounted.get(ident, 0):
+                complete = False
+                break
+        if complete and row["status"] != LOADED:
+            conn.execute(update(file_ledger).where(file_ledger.c.file_id == row["file_id"])
+                         .values(status=LOADED, error=None, processed_at=now))
+            _event(conn, row["file_name"], row["sha256"], LOADED,
+                   f"every landed row counted in sales or sales_rejects (last day {day})", now)
+            changed[row["file_name"]] = LOADED
+    return changed
+
+
+def ledger_rows(engine: Engine) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(file_ledger).order_by(file_ledger.c.file_id))
+                .mappings().all()]
+
+
+def versions_on_day(engine: Engine, day: str) -> list[dict]:
+    with engine.connect() as conn:
+        return _live_versions_on(conn, day)

@@ -1,0 +1,34 @@
+"""Named locks held for the length of a transaction, on every supported dialect.
+
+PostgreSQL: ``pg_advisory_xact_lock``; SQL Server: ``sp_getapplock`` owned by the transaction;
+SQLite: an UPDATE of the lock's row in ``warehouse_locks`` (SQLite writers are serialized anyway
+by BEGIN IMMEDIATE; the row makes the intent explicit and works on any SQLite connection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from sqlalchemy import Connection, text
+
+from sales_platform.core.warehouse.tables import warehouse_locks
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for an advisory lock name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def take_lock(conn: Connection, name: str) -> None:
+    """Block until this transaction holds the lock ``name`` (released at commit or rollback)."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
+    elif dialect == "mssql":
+        conn.execute(text("EXEC sp_getapplock @Resource=:name, @LockMode='Exclusive', "
+                          "@LockOwner='Transaction', @LockTimeout=600000"), {"name": name[:255]})
+    else:
+        updated = conn.execute(warehouse_locks.update().where(warehouse_locks.c.name == name)
+                               .values(taken=warehouse_locks.c.taken + 1)).rowcount
+        if not updated:
+            conn.execute(warehouse_locks.insert().values(name=name, taken=1))

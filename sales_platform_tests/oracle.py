@@ -1,0 +1,400 @@
+"""Independent test oracle: a plain-Python re-implementation of the platform's documented data rules.
+
+Tests drop CSV files, then ask :func:`expected_state` what the sales table and the rejects table must
+contain. Deliberately simple and standard-library only; it never imports ``sales_platform`` (nor pandas or
+pyarrow), so a bug in the platform cannot leak into the expectation.
+
+Rules, in the order they apply (first failing rule wins for a record):
+
+1. Only names ending ``.csv`` (any case), not starting with ``.`` and not ending in a temporary-download
+   suffix are taken; anything else is skipped as ``not_csv``.
+2. A drop whose sha256 equals the sha256 of any *current* version is skipped as ``duplicate``.
+3. A drop that cannot be read at all is skipped as ``quarantined`` and replaces nothing. Otherwise it becomes
+   the current version of its exact name, replacing the previous version entirely.
+4. Records of current versions: blank records are ignored; the others are numbered 1.. (``source_row``);
+   a wrong field count is a landing ``malformed_row``.
+5. Timestamp (landing): ``missing_timestamp``, ``invalid_timestamp``, ``future_timestamp``,
+   ``before_start_date``.
+6. Row rules (cleaning): missing ids, ``invalid_identifier``, quantity rules, ``unknown_product``.
+7. Duplicates by normalized transaction id across all current files and days: ``duplicate_across_days``,
+   ``duplicate_conflicting``, ``duplicate_identical`` (the earliest-landed copy, lowest row, is kept).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+HEADER: tuple[str, ...] = ("transaction_id", "customer_id", "product_id", "quantity", "timestamp")
+TEMP_SUFFIXES: tuple[str, ...] = (".tmp", ".partial", ".part", ".crdownload")
+BOM = b"\xef\xbb\xbf"
+MAX_ID_LENGTH = 64
+
+LANDING = "landing"
+CLEANING = "cleaning"
+
+# Shape only; the values (month 13, Feb 30, hour 24, offset +25:00) are checked by ``datetime``.
+# ASCII digits only; ``T`` and ``Z`` upper-case only; a fraction needs seconds.
+_TS_RE = re.compile(
+    r"(?P<y>[0-9]{4})-(?P<mo>[0-9]{2})-(?P<d>[0-9]{2})[T ]"
+    r"(?P<h>[0-9]{2}):(?P<mi>[0-9]{2})(?::(?P<s>[0-9]{2})(?:\.(?P<f>[0-9]{1,6}))?)?"
+    r"(?P<z>Z|(?P<sign>[+-])(?P<oh>[0-9]{2})(?::?(?P<om>[0-9]{2}))?)?"
+)
+_QTY_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One file dropped into the drop zone, in drop order."""
+
+    name: str
+    content: bytes
+
+
+@dataclass(frozen=True)
+class ExpectedSale:
+    """One row the sales table must hold."""
+
+    transaction_id: str
+    customer_id: str
+    product_id: str
+    quantity: int
+    sale_ts: datetime  # naive UTC, whole seconds
+    sale_date: date
+    source_file: str
+    source_row: int
+
+
+@dataclass(frozen=True)
+class ExpectedReject:
+    """One row the rejects table must hold."""
+
+    source_file: str
+    source_row: int
+    reason: str
+    sale_date: date | None
+    transaction_id: str | None
+    stage: str
+
+
+@dataclass
+class Expected:
+    """What the platform must hold after landing and processing a sequence of drops."""
+
+    sales: dict[str, ExpectedSale]
+    rejects: list[ExpectedReject]
+    current_files: dict[str, str]
+    skipped: list[tuple[str, str, str]]
+    current_order: list[str] = field(default_factory=list)  # current names, in landing order
+
+    def rows_by_day(self) -> dict[date, int]:
+        """Sales rows per UTC day."""
+        return dict(Counter(sale.sale_date for sale in self.sales.values()))
+
+    def rejects_by_reason(self) -> dict[str, int]:
+        """Reject count per reason."""
+        return dict(Counter(reject.reason for reject in self.rejects))
+
+    def rejects_by_day(self) -> dict[date | None, int]:
+        """Reject count per day (``None`` for landing-stage rejects)."""
+        return dict(Counter(reject.sale_date for reject in self.rejects))
+
+    def accounted(self) -> dict[str, int]:
+        """Per current file name: how many of its records ended in sales or rejects."""
+        counts = dict.fromkeys(self.current_files, 0)
+        for sale in self.sales.values():
+            counts[sale.source_file] += 1
+        for reject in self.rejects:
+            counts[reject.source_file] += 1
+        return counts
+
+
+@dataclass(frozen=True)
+class _Version:
+    name: str
+    sha256: str
+    position: int  # index of the drop that landed it
+    header: list[str]
+    records: list[list[str]]  # non-blank data records; source_row = index + 1
+
+
+@dataclass(frozen=True)
+class _Row:
+    position: int
+    source_file: str
+    source_row: int
+    transaction_id: str
+    customer_id: str
+    product_id: str
+    quantity: int
+    sale_ts: datetime
+    sale_date: date
+
+
+def csv_bytes(rows: list[list[str]], header: Sequence[str] | None = HEADER) -> bytes:
+    """Build a UTF-8 CSV file (``\\n`` line endings); ``header=None`` writes no header line."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header is not None:
+        writer.writerow(list(header))
+    writer.writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def sha256_hex(content: bytes) -> str:
+    """Hex sha256 of some bytes."""
+    return hashlib.sha256(content).hexdigest()
+
+
+def is_taken(name: str) -> bool:
+    """Rule 1: is this file name picked up from the drop zone at all?"""
+    lower = name.lower()
+    if name.startswith(".") or lower.endswith(TEMP_SUFFIXES):
+        return False
+    return lower.endswith(".csv")
+
+
+def read_table(content: bytes) -> tuple[list[str], list[list[str]]] | None:
+    """Rule 3/4: (header, non-blank data records), or ``None`` if the file cannot be read at all.
+
+    The header is the first non-blank record. ``csv.Error`` (e.g. a field over the csv module's
+    size limit) also counts as unreadable.
+    """
+    if b"\x00" in content:
+        return None
+    if content.startswith(BOM):
+        content = content[len(BOM):]
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text.strip():
+        return None
+    try:
+        records = [record for record in csv.reader(io.StringIO(text, newline="")) if record]
+    except csv.Error:
+        return None
+    if len(records) < 2:
+        return None
+    header, data = records[0], records[1:]
+    names = {cell.strip().lower() for cell in header}
+    if not set(HEADER) <= names:
+        return None
+    return header, data
+
+
+def _column_index(header: list[str]) -> dict[str, int]:
+    """Canonical column name -> index (first occurrence wins)."""
+    index: dict[str, int] = {}
+    for position, cell in enumerate(header):
+        index.setdefault(cell.strip().lower(), position)
+    return index
+
+
+def parse_timestamp(value: str, source_timezone: str = "UTC") -> datetime | str:
+    """Rule 5 (shape and values): an aware UTC datetime (fraction kept), or a reject reason."""
+    value = value.strip()
+    if not value:
+        return "missing_timestamp"
+    match = _TS_RE.fullmatch(value)
+    if match is None:
+        return "invalid_timestamp"
+    parts = match.groupdict()
+    tzinfo: timezone | None = None
+    try:
+        if parts["z"] == "Z":
+            tzinfo = UTC
+        elif parts["z"]:
+            hours, minutes = int(parts["oh"]), int(parts["om"] or 0)
+            if minutes > 59:
+                return "invalid_timestamp"
+            offset = timedelta(hours=hours, minutes=minutes)
+            tzinfo = timezone(-offset if parts["sign"] == "-" else offset)
+        fraction = (parts["f"] or "").ljust(6, "0")
+        wall = datetime(
+            int(parts["y"]), int(parts["mo"]), int(parts["d"]), int(parts["h"]), int(parts["mi"]),
+            int(parts["s"] or 0), int(fraction or 0), tzinfo=tzinfo,
+        )
+    except ValueError:
+        return "invalid_timestamp"
+    if tzinfo is not None:
+        return _to_utc(wall)
+    zone = ZoneInfo(source_timezone)
+    local = wall.replace(tzinfo=zone)
+    try:
+        if local.replace(fold=0).utcoffset() != local.replace(fold=1).utcoffset():
+            return "invalid_timestamp"  # DST gap or fold
+        if local.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != wall:
+            return "invalid_timestamp"  # DST gap
+    except OverflowError:
+        pass  # at the ends of the datetime range there is no DST to worry about
+    return _to_utc(local)
+
+
+def _to_utc(moment: datetime) -> datetime:
+    """Convert to UTC; instants outside datetime's range stay in their own zone (compare still works)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return moment
+
+
+def check_timestamp(value: str, *, now: datetime, source_timezone: str = "UTC",
+                    start_date: date = date(2024, 1, 1)) -> datetime | str:
+    """Rule 5 in full: the aware UTC instant, or the landing reject reason."""
+    parsed = parse_timestamp(value, source_timezone)
+    if isinstance(parsed, str):
+        return parsed
+    if parsed > now + timedelta(hours=1):
+        return "future_timestamp"
+    if parsed < datetime.combine(start_date, time(0), tzinfo=UTC):
+        return "before_start_date"
+    return parsed
+
+
+def normalize_id(value: str) -> str:
+    """Identifier normalization: strip, then upper-case."""
+    return value.strip().upper()
+
+
+def check_quantity(value: str, max_quantity: int = 1000) -> int | str:
+    """Quantity rules: the integer quantity, or the cleaning reject reason."""
+    value = value.strip()
+    if not value:
+        return "missing_quantity"
+    if _QTY_RE.fullmatch(value) is None or not math.isfinite(float(value)):
+        return "quantity_not_numeric"
+    number = Decimal(value)
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    if exponent < 0:  # whole iff every digit right of the point is zero
+        fraction_digits = digits[exponent:] if -exponent <= len(digits) else digits
+        if any(fraction_digits):
+            return "quantity_not_integer"
+    quantity = int(number)
+    if quantity <= 0:
+        return "quantity_not_positive"
+    if quantity > max_quantity:
+        return "quantity_outlier"
+    return quantity
+
+
+def _land(drops: Sequence[Drop]) -> tuple[dict[str, _Version], list[tuple[str, str, str]]]:
+    """Rules 1-3: the current version of each name, and the skipped drops."""
+    current: dict[str, _Version] = {}
+    skipped: list[tuple[str, str, str]] = []
+    for position, drop in enumerate(drops):
+        digest = sha256_hex(drop.content)
+        if not is_taken(drop.name):
+            skipped.append((drop.name, digest, "not_csv"))
+            continue
+        if any(version.sha256 == digest for version in current.values()):
+            skipped.append((drop.name, digest, "duplicate"))
+            continue
+        table = read_table(drop.content)
+        if table is None:
+            skipped.append((drop.name, digest, "quarantined"))
+            continue
+        header, records = table
+        current[drop.name] = _Version(drop.name, digest, position, header, records)
+    return current, skipped
+
+
+def _check_record(version: _Version, columns: dict[str, int], source_row: int, record: list[str], *,
+                  now: datetime, known_products: set[str] | None, source_timezone: str, max_quantity: int,
+                  start_date: date) -> _Row | ExpectedReject:
+    """Rules 4-6 for one record: the row that passed, or its reject."""
+    def reject(reason: str, day: date | None = None, tid: str | None = None) -> ExpectedReject:
+        stage = LANDING if day is None else CLEANING
+        return ExpectedReject(version.name, source_row, reason, day, tid, stage)
+
+    if len(record) != len(version.header):
+        return reject("malformed_row")
+    moment = check_timestamp(record[columns["timestamp"]], now=now, source_timezone=source_timezone,
+                             start_date=start_date)
+    if isinstance(moment, str):
+        return reject(moment)
+    sale_ts = moment.replace(microsecond=0, tzinfo=None)
+    day = sale_ts.date()
+    tid = normalize_id(record[columns["transaction_id"]])
+    cid = normalize_id(record[columns["customer_id"]])
+    pid = normalize_id(record[columns["product_id"]])
+    if not tid:
+        return reject("missing_transaction_id", day)
+    if not cid:
+        return reject("missing_customer_id", day, tid)
+    if not pid:
+        return reject("missing_product_id", day, tid)
+    if any(len(ident) > MAX_ID_LENGTH or _CONTROL_RE.search(ident) for ident in (tid, cid, pid)):
+        return reject("invalid_identifier", day, tid)
+    quantity = check_quantity(record[columns["quantity"]], max_quantity)
+    if isinstance(quantity, str):
+        return reject(quantity, day, tid)
+    if known_products is not None and pid not in known_products:
+        return reject("unknown_product", day, tid)
+    return _Row(version.position, version.name, source_row, tid, cid, pid, quantity, sale_ts, day)
+
+
+def expected_state(drops: Sequence[Drop], *, now: datetime, known_products: set[str] | None = None,
+                   source_timezone: str = "UTC", max_quantity: int = 1000,
+                   start_date: date = date(2024, 1, 1)) -> Expected:
+    """Everything the platform must hold after landing ``drops`` (in order) and processing them."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    current, skipped = _land(drops)
+    versions = sorted(current.values(), key=lambda version: version.position)
+    rejects: list[ExpectedReject] = []
+    passed: list[_Row] = []
+
+    for version in versions:
+        columns = _column_index(version.header)
+        for source_row, record in enumerate(version.records, start=1):
+            outcome = _check_record(version, columns, source_row, record, now=now,
+                                    known_products=known_products, source_timezone=source_timezone,
+                                    max_quantity=max_quantity, start_date=start_date)
+            if isinstance(outcome, ExpectedReject):
+                rejects.append(outcome)
+            else:
+                passed.append(outcome)
+
+    groups: dict[str, list[_Row]] = {}
+    for row in passed:
+        groups.setdefault(row.transaction_id, []).append(row)
+    sales: dict[str, ExpectedSale] = {}
+    for tid, rows in groups.items():
+        rows.sort(key=lambda row: (row.position, row.source_row))
+        if len({row.sale_date for row in rows}) > 1:
+            reason: str | None = "duplicate_across_days"
+        elif len({(row.customer_id, row.product_id, row.quantity, row.sale_ts) for row in rows}) > 1:
+            reason = "duplicate_conflicting"
+        else:
+            reason = None
+        if reason is None:
+            first, rest = rows[0], rows[1:]
+            sales[tid] = ExpectedSale(tid, first.customer_id, first.product_id, first.quantity, first.sale_ts,
+                                      first.sale_date, first.source_file, first.source_row)
+            rows, reason = rest, "duplicate_identical"
+        for row in rows:
+            rejects.append(
+                ExpectedReject(row.source_file, row.source_row, reason, row.sale_date, tid, CLEANING)
+            )
+
+    order = {version.name: version.position for version in versions}
+    rejects.sort(key=lambda reject: (order[reject.source_file], reject.source_row))
+    return Expected(
+        sales=sales,
+        rejects=rejects,
+        current_files={version.name: version.sha256 for version in versions},
+        skipped=skipped,
+        current_order=[version.name for version in versions],
+    )
