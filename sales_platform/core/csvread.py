@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 BLOCK_SIZE = 16 << 20  # also the largest record the fast path reads
@@ -70,6 +71,8 @@ def fast_batches(path: Path, header: list[str], state: ReadState) -> Iterator[pd
         for batch in reader:
             if seen_invalid:
                 raise NeedsExactRead("malformed record")
+            if _longest_record(batch) > MAX_ROW_CHARS:
+                raise NeedsExactRead("record over the row size limit")
             frame = batch.to_pandas()
             frame.columns = header
             frame.insert(0, "source_row", range(state.rows_read + 1, state.rows_read + len(frame) + 1))
@@ -81,6 +84,17 @@ def fast_batches(path: Path, header: list[str], state: ReadState) -> Iterator[pd
         raise
 
 
+def _longest_record(batch: pa.RecordBatch) -> int:
+    """Characters of the longest record in the batch (sum over its fields)."""
+    if not batch.num_rows:
+        return 0
+    total = None
+    for column in batch.columns:
+        lengths = pc.utf8_length(column)
+        total = lengths if total is None else pc.add(total, lengths)
+    return int(pc.max(total).as_py() or 0)
+
+
 def _record_text(fields: list[str]) -> str:
     out = io.StringIO()
     csv.writer(out, lineterminator="").writerow(fields)
@@ -88,9 +102,10 @@ def _record_text(fields: list[str]) -> str:
 
 
 def exact_batches(path: Path, header: list[str], state: ReadState,
-                  max_row_chars: int = MAX_ROW_CHARS) -> Iterator[pd.DataFrame]:
+                  max_row_chars: int | None = None) -> Iterator[pd.DataFrame]:
     """Python's csv module, record by record: malformed and oversized records become rows of
     ``state.malformed`` with their own source_row; good records are yielded in chunks."""
+    max_row_chars = MAX_ROW_CHARS if max_row_chars is None else max_row_chars
     limit = csv.field_size_limit()
     csv.field_size_limit(sys.maxsize)  # size is judged per record below, not per field
     try:

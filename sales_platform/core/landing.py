@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import shutil
 from collections import Counter
@@ -44,6 +43,7 @@ from sales_platform.core.store import SEALED_SUFFIX, DataAreas, write_sealed_tab
 
 LANDED = "landed"
 MALFORMED_ROW = "malformed_row"
+MAX_HEADER_CHARS = 1 << 20
 MAX_COLUMNS = 200  # wider files are quarantined before they can touch the table schema
 _HEADER_PROBE_BYTES = 64 << 10
 
@@ -109,6 +109,22 @@ class LandingResult:
         self.rejects_by_reason.clear()
 
 
+def _full_header(path: Path, name: str) -> list[str]:
+    """The first record, however long (a very wide header goes past the probe)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            limit = csv.field_size_limit()
+            csv.field_size_limit(MAX_HEADER_CHARS)
+            try:
+                return next(csv.reader(handle), [])
+            finally:
+                csv.field_size_limit(limit)
+    except UnicodeDecodeError as exc:
+        raise FileRejected(f"{name}: not UTF-8 text in the header ({exc.reason})") from exc
+    except csv.Error as exc:
+        raise FileRejected(f"{name}: unreadable header: {exc}") from exc
+
+
 def read_header(path: Path, name: str) -> list[str]:
     """The header row, with clear errors for empty, binary and wrongly delimited files."""
     with open(path, "rb") as handle:
@@ -124,7 +140,7 @@ def read_header(path: Path, name: str) -> list[str]:
             raise FileRejected(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
         text = probe[: exc.start].decode("utf-8-sig")
     first_line = text.splitlines()[0] if text.splitlines() else ""
-    header = next(csv.reader(io.StringIO(first_line)), [])
+    header = _full_header(path, name)
     if len(header) == 1 and any(d in first_line for d in ";\t|"):
         raise FileRejected(
             f"{name}: wrong delimiter: header {first_line[:80]!r} has no commas (expected comma-separated)"

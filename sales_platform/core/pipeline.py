@@ -127,17 +127,18 @@ def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
     tmp = areas.replace_layer(ENCRYPTED, day)
     customers: set[str] = set()
     products: set[str] = set()
-    for part, path in enumerate(areas.fragments(CLEANED, day)):
-        frame = read_sealed_table(path, keyring).to_pandas()
-        customers.update(frame["customer_id"].unique())
-        products.update(frame["product_id"].unique())
-        encrypted = protect_identifiers(frame, tokenizer, sensitive)
-        write_plain_table(tmp / f"part-{part:05d}.parquet",
-                          pa.Table.from_pandas(encrypted, preserve_index=False))
-        result.rows += len(frame)
-    manifest = areas.layer_dir(CLEANED, day) / MANIFEST
-    if manifest.exists():
-        shutil.copyfile(manifest, tmp / MANIFEST)
+    with areas.reading_layer(CLEANED, day):
+        for part, path in enumerate(areas.fragments(CLEANED, day)):
+            frame = read_sealed_table(path, keyring).to_pandas()
+            customers.update(frame["customer_id"].unique())
+            products.update(frame["product_id"].unique())
+            encrypted = protect_identifiers(frame, tokenizer, sensitive)
+            write_plain_table(tmp / f"part-{part:05d}.parquet",
+                              pa.Table.from_pandas(encrypted, preserve_index=False))
+            result.rows += len(frame)
+        manifest = areas.layer_dir(CLEANED, day) / MANIFEST
+        if manifest.exists():
+            shutil.copyfile(manifest, tmp / MANIFEST)
     areas.publish_layer(ENCRYPTED, day, tmp)
     result.distinct_customers, result.distinct_products = len(customers), len(products)
     return result

@@ -31,10 +31,18 @@ def safe_name(name: str) -> str:
     return cleaned[:120] or "unnamed"
 
 
+def _writer_id() -> str:
+    """Unique per process, thread and call: concurrent runs of one day never share a temp name."""
+    import threading
+    import uuid
+
+    return f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write beside the target and rename: readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp = path.with_name(f".{path.name}.{_writer_id()}.partial")
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -99,20 +107,25 @@ class DataAreas:
 
     def replace_layer(self, layer: str, day: str) -> Path:
         """A fresh temp folder to write a day's layer into; publish it with ``publish_layer``."""
-        tmp = self.staging / layer / f".{day}.{os.getpid()}.tmp"
+        tmp = self.staging / layer / f".{day}.{_writer_id()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         return tmp
 
     def publish_layer(self, layer: str, day: str, tmp: Path) -> None:
-        """Swap the day's layer folder for ``tmp`` (old content removed only after the swap)."""
+        """Swap the day's layer folder for ``tmp`` under the layer's lock: readers holding it
+        shared (``reading_layer``) see the old folder or the new one, never none or half."""
         final = self.layer_dir(layer, day)
-        old = final.with_name(f".{day}.{os.getpid()}.old")
+        old = final.with_name(f".{day}.{_writer_id()}.old")
+        with self.lock(f"layer-{layer}-{day}"):
+            if final.exists():
+                os.replace(final, old)
+            os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+
+    def reading_layer(self, layer: str, day: str):
+        """Held while a day's layer is read, so a concurrent publish waits."""
+        return self.lock(f"layer-{layer}-{day}", shared=True)
 
     @contextmanager
     def lock(self, name: str, shared: bool = False) -> Iterator[None]:

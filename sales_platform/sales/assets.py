@@ -244,9 +244,7 @@ def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
     evolved_days: set[str] = set()
     ledger: list[str] = []
     for day in _days(context):
-        extras = [c for c in layer_columns(platform.areas, ENCRYPTED, day) if c not in LAYER_COLUMNS]
-        snapshot = read_snapshot(platform.areas, ENCRYPTED, day)
-        stats = _load_with_retries(context, warehouse, engine, day, extras, platform, snapshot)
+        stats, snapshot = _load_with_retries(context, warehouse, engine, day, platform)
         if stats.columns_added:
             added += stats.columns_added
             evolved_days.add(day)
@@ -311,26 +309,30 @@ def _report_day(context: dg.AssetExecutionContext, day: str, stats, conservation
                   "rejected": conservation["rejected"], "landed": conservation["landed"]}))
 
 
-def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str, extras: list[str],
-                       platform: PlatformResource, snapshot: Snapshot | None):
+def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
+                       platform: PlatformResource):
     """One atomic load; transient errors (deadlock, dropped connection, lock) retried with backoff.
 
     In the load's own transaction: the day's pending requests that its snapshot answers are
     cleared, days whose conflicts went away are requested again, and the file versions on the day
     are re-derived (loaded once every landed row is counted)."""
-    loader = SalesLoader(engine, extras)
-    snapshot_ns = snapshot.snapshot_ns if snapshot else 0
+    snapshot: list[Snapshot | None] = [None]
 
     def bookkeeping(conn, stats) -> None:
-        clear_pending(conn, day, snapshot_ns)
+        clear_pending(conn, day, snapshot[0].snapshot_ns if snapshot[0] else 0)
         if stats.days_to_reload:
             request_days(conn, stats.days_to_reload, f"a conflict with {day} went away")
         refresh_versions(conn, day, datetime.now())
 
-    def attempt():  # each attempt reads the day's files afresh
-        return loader.load_day(date.fromisoformat(day),
-                               iter_parquet_layer(platform.areas, ENCRYPTED, day), datetime.now(),
-                               after=bookkeeping)
+    def attempt():  # each attempt reads the day's files afresh, under the layer's read lock
+        with platform.areas.reading_layer(ENCRYPTED, day):
+            snapshot[0] = read_snapshot(platform.areas, ENCRYPTED, day)
+            extras = [c for c in layer_columns(platform.areas, ENCRYPTED, day)
+                      if c not in LAYER_COLUMNS]
+            stats = SalesLoader(engine, extras).load_day(
+                date.fromisoformat(day), iter_parquet_layer(platform.areas, ENCRYPTED, day),
+                datetime.now(), after=bookkeeping)
+            return stats, snapshot[0]
 
     def log(n: int, exc: BaseException, delay: float) -> None:
         context.log.warning(f"{describe_db_error(exc, warehouse.display_url(), day)}; "

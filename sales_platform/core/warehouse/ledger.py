@@ -5,10 +5,10 @@ current state; every change of state is also appended to ``file_events`` (histor
 overwritten). ``file_day_counts`` holds the rows the version landed per sale day, written once
 when it lands. ``pending_days`` lists the days whose landed rows changed since their last load.
 
-States: landed -> loaded | blocked; any live state -> superseded (a newer version of the same
-name landed); quarantined and skipped_duplicate are final for that drop. "loaded" is set only
-when every row the version landed is counted in ``sales`` or ``sales_rejects`` and none of the
-days it affects is waiting for a load.
+States: landed -> loaded | blocked (blocked -> loaded once the day loads); any live state ->
+superseded (a newer version of the same name landed); quarantined and skipped_duplicate are
+final for that drop. "loaded" is set only when every row the version landed is counted in
+``sales`` or ``sales_rejects``, and no row of the versions it superseded is left.
 """
 
 from __future__ import annotations
@@ -227,29 +227,38 @@ def landed_rows(conn: Connection, day: str) -> dict[tuple[str, str], int]:
     return {(r.file_name, r.sha256): r.rows_landed for r in rows}
 
 
+def _older_rows_left(conn: Connection, name: str, sha: str, day: str) -> bool:
+    """Whether rows of another version of ``name`` are still counted on ``day``."""
+    return any(n for (file, other), n in accounted_rows(conn, day).items()
+               if file == name and other != sha)
+
+
 def refresh_versions(conn: Connection, day: str, now: datetime) -> dict[str, str]:
     """Re-derive the state of every live version that affects ``day`` from counts.
 
     A version is loaded when, on each of its days, the rows it landed equal its rows in sales plus
-    its rejects, and none of the days it affects waits for a load. Returns name -> new state for
-    versions whose state changed.
+    its rejects, and on the days only the versions it superseded had, none of their rows is left.
+    Returns name -> new state for versions whose state changed.
     """
-    waiting = {r.isoformat() for r in conn.execute(select(pending_days.c.sale_date)).scalars()}
     changed: dict[str, str] = {}
     cache: dict[str, tuple[dict, dict]] = {}
     for row in _live_versions_on(conn, day):
-        affected = json.loads(row["days_affected"] or "[]")
+        if row["status"] == LOADED:
+            continue
         own = json.loads(row["days_touched"] or "[]")
-        complete = not (set(affected) & waiting)
-        for d in own if complete else ():
+        others = sorted(set(json.loads(row["days_affected"] or "[]")) - set(own))
+        ident = (row["file_name"], row["sha256"])
+        complete = True
+        for d in own:
             if d not in cache:
                 cache[d] = (landed_rows(conn, d), accounted_rows(conn, d))
             landed, accounted = cache[d]
-            ident = (row["file_name"], row["sha256"])
             if landed.get(ident, 0) != accounted.get(ident, 0):
                 complete = False
                 break
-        if complete and row["status"] != LOADED:
+        if complete and any(_older_rows_left(conn, *ident, d) for d in others):
+            complete = False
+        if complete:
             conn.execute(update(file_ledger).where(file_ledger.c.file_id == row["file_id"])
                          .values(status=LOADED, error=None, processed_at=now))
             _event(conn, row["file_name"], row["sha256"], LOADED,

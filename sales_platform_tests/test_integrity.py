@@ -1,0 +1,392 @@
+"""Exactly-once, loss-free ingestion under realistic drops.
+
+Every test drops files as an operator would, drives the real assets (and the load sensor), and
+compares the whole sales table, the rejects and the ledger with what the independent oracle
+(sales_platform_tests/oracle.py) computes from the same bytes, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+from sqlalchemy import select
+
+from sales_platform.core import csvread
+from sales_platform.core.warehouse.tables import file_ledger, pending_days
+from sales_platform_tests.helpers import all_assets, check_results
+from sales_platform_tests.integrity import (
+    Harness,
+    assert_matches_oracle,
+    day,
+    days_of,
+    expected_sales,
+)
+from sales_platform_tests.oracle import Drop, csv_bytes
+
+D1, D2, D3 = "2024-06-15", "2024-06-16", "2024-06-17"
+
+
+@pytest.fixture
+def harness(data_dir, backend, key):
+    return Harness(data_dir, backend.url, key)
+
+
+def rows(prefix: str, n: int, when: str = f"{D1}T10:00:00", customer: str = "C1") -> list[list[str]]:
+    return [[f"{prefix}{i}", customer, "P1", str(1 + i % 5), when] for i in range(n)]
+
+
+def land_and_load(h: Harness) -> None:
+    h.land()
+    h.load_requested()
+
+
+# 1 -------------------------------------------------------------------------------------------
+def test_names_that_a_sanitizer_would_fold_stay_separate_files(harness):
+    for name, prefix in (("sales 1.csv", "A"), ("sales_1.csv", "B"), ("销售.csv", "C"), ("退货.csv", "D")):
+        harness.drop(name, csv_bytes(rows(prefix, 30 if prefix != "D" else 200)))
+    land_and_load(harness)
+    expected = assert_matches_oracle(harness)
+    assert len(expected.sales) == 290
+    # a new version of one name never touches the rows of another
+    harness.drop("sales 1.csv", csv_bytes(rows("A", 10)))
+    land_and_load(harness)
+    expected = assert_matches_oracle(harness)
+    assert len(expected.sales) == 270
+    assert {s for (_, _, _, _, _, s, _) in harness.sales_rows().values()} == {
+        "sales 1.csv", "sales_1.csv", "销售.csv", "退货.csv"}
+
+
+# 2 -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("order", [(D1, D2), (D2, D1)])
+def test_a_transaction_id_on_two_days_is_rejected_on_both_and_reruns_move_nothing(harness, order):
+    harness.drop("monday.csv", csv_bytes([["T1", "C1", "P1", "1", f"{D1}T09:00:00"],
+                                          ["T2", "C1", "P1", "1", f"{D1}T09:00:00"]]))
+    harness.drop("tuesday.csv", csv_bytes([["t1", "C9", "P1", "3", f"{D2}T09:00:00"],
+                                           ["T3", "C1", "P1", "1", f"{D2}T09:00:00"]]))
+    harness.land()
+    for d in order:
+        harness.run_day(d)
+    expected = assert_matches_oracle(harness)
+    assert expected.rejects_by_reason() == {"duplicate_across_days": 2}
+    before = (harness.sales_rows(), harness.reject_rows())
+    for d in (*order, order[0]):
+        harness.run_day(d)
+    assert (harness.sales_rows(), harness.reject_rows()) == before
+    result = harness.run_day(D1)
+    assert check_results(result)["transaction_id_unique"] is True
+
+
+def test_a_conflict_that_goes_away_brings_the_other_days_row_back(harness):
+    harness.drop("a.csv", csv_bytes([["T1", "C1", "P1", "1", f"{D1}T09:00:00"]]))
+    harness.drop("b.csv", csv_bytes([["T1", "C2", "P1", "2", f"{D2}T09:00:00"]]))
+    land_and_load(harness)
+    assert assert_matches_oracle(harness).sales == {}
+    harness.drop("b.csv", csv_bytes([["T9", "C2", "P1", "2", f"{D2}T09:00:00"]]))  # corrected
+    land_and_load(harness)  # loads D2; the sensor then asks for D1 again
+    expected = assert_matches_oracle(harness)
+    assert set(expected.sales) == {"T1", "T9"}
+
+
+# 3 -------------------------------------------------------------------------------------------
+def test_each_timestamp_is_parsed_on_its_own(harness):
+    harness.drop("mixed.csv", csv_bytes([
+        ["T1", "C1", "P1", "1", f"{D1}T02:00:00-08:00"],
+        ["T2", "C1", "P1", "1", f"{D1}T20:00:00"],
+        ["T3", "C1", "P1", "1", f"{D1}T23:30:00+00:00"],
+        ["T4", "C1", "P1", "1", f"{D1} 23:45"],
+        ["T5", "C1", "P1", "1", f"{D2}T01:00:00+05:00"],
+        ["T6", "C1", "P1", "1", D1],
+        ["T7", "C1", "P1", "1", "2024"],
+    ]))
+    land_and_load(harness)
+    expected = assert_matches_oracle(harness)
+    got = {tid: (ts, d) for tid, (_, _, _, ts, d, _, _) in harness.sales_rows().items()}
+    assert got["T1"] == (datetime(2024, 6, 15, 10, 0), day(D1))
+    assert got["T2"] == (datetime(2024, 6, 15, 20, 0), day(D1))
+    assert got["T5"] == (datetime(2024, 6, 15, 20, 0), day(D1))
+    assert expected.rejects_by_reason() == {"invalid_timestamp": 2}
+
+
+def test_naive_timestamps_are_read_in_the_configured_source_zone(data_dir, backend, key):
+    h = Harness(data_dir, backend.url, key, platform={"source_timezone": "America/New_York"})
+    h.drop("ny.csv", csv_bytes([["T1", "C1", "P1", "1", f"{D1}T22:00:00"],
+                                ["T2", "C1", "P1", "1", f"{D1}T22:00:00Z"],
+                                ["T3", "C1", "P1", "1", "2024-03-10T02:30:00"]]))  # DST gap
+    land_and_load(h)
+    assert_matches_oracle(h, source_timezone="America/New_York")
+    got = h.sales_rows()
+    assert got["T1"][3:5] == (datetime(2024, 6, 16, 2, 0), day(D2))
+    assert got["T2"][3:5] == (datetime(2024, 6, 15, 22, 0), day(D1))
+
+
+# 4 -------------------------------------------------------------------------------------------
+def test_recent_sales_are_not_future_on_a_server_outside_utc(harness, monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        recent = (datetime.now(UTC) - timedelta(minutes=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        future = (datetime.now(UTC) + timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        harness.drop("late.csv", csv_bytes([["T1", "C1", "P1", "1", recent],
+                                            ["T2", "C1", "P1", "1", future]]))
+        land_and_load(harness)
+        expected = assert_matches_oracle(harness)
+        assert set(expected.sales) == {"T1"} and expected.rejects_by_reason() == {"future_timestamp": 1}
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+# 5 -------------------------------------------------------------------------------------------
+def test_a_corrected_version_that_drops_a_day_removes_that_days_rows(harness):
+    harness.drop("week.csv", csv_bytes(rows("A", 5, f"{D1}T10:00:00") + rows("B", 7, f"{D2}T10:00:00")))
+    land_and_load(harness)
+    assert len(assert_matches_oracle(harness).sales) == 12
+    harness.drop("week.csv", csv_bytes(rows("A", 5, f"{D1}T11:00:00")))
+    ran = harness.load_requested() if harness.land() else []
+    assert any(first <= D2 <= last for first, last in ran)  # the old version's day is reloaded
+    expected = assert_matches_oracle(harness)
+    assert len(expected.sales) == 5
+    statuses = sorted(e["status"] for e in harness.ledger().values())
+    assert statuses == ["loaded", "superseded"]
+
+
+# 6 -------------------------------------------------------------------------------------------
+def test_a_file_landed_while_its_day_is_materialized_is_loaded_by_the_next_run(harness):
+    harness.drop("first.csv", csv_bytes(rows("A", 20)))
+    harness.land()
+    harness.run_day(D1, ["raw_sales", "cleaned_sales"])
+    harness.drop("late.csv", csv_bytes(rows("L", 6)))  # lands between cleaning and loading
+    harness.land()
+    result = harness.run_day(D1, ["encrypted_sales", "sales"])
+    assert check_results(result)["rows_conserved"] is True
+    ledger = {name: e["status"] for (name, _), e in harness.ledger().items()}
+    assert ledger == {"first.csv": "loaded", "late.csv": "landed"}  # its rows are not in yet
+    ran = harness.load_requested()
+    assert (D1, D1) in ran
+    assert_matches_oracle(harness)
+    assert {name: e["status"] for (name, _), e in harness.ledger().items()} == {
+        "first.csv": "loaded", "late.csv": "loaded"}
+
+
+# 7 -------------------------------------------------------------------------------------------
+def test_a_growing_file_is_taken_only_once_complete_and_nothing_is_lost(data_dir, backend, key):
+    h = Harness(data_dir, backend.url, key, platform={"settle_s": 0.6})
+    path = h.incoming / "stream.csv"
+    header = b"transaction_id,customer_id,product_id,quantity,timestamp\n"
+    path.write_bytes(header)
+    written = [header]
+
+    def writer() -> None:
+        for batch in range(10):
+            chunk = "".join(f"G{batch}-{i},C1,P1,1,{D1}T10:00:00\n" for i in range(2000)).encode()
+            with open(path, "ab") as handle:
+                handle.write(chunk)
+            written.append(chunk)
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while thread.is_alive():
+        h.land()  # the daily job and backfills land too: the settle rule must hold for them
+        time.sleep(0.05)
+    thread.join()
+    deadline = time.monotonic() + 60
+    while path.exists() and time.monotonic() < deadline:
+        h.land()
+        time.sleep(0.2)
+    assert not path.exists()
+    h.drops = [Drop("stream.csv", b"".join(written))]  # what the writer wrote, in full
+    h.load_requested()
+    expected = assert_matches_oracle(h)
+    assert len(expected.sales) == 20_000
+
+
+# 8 -------------------------------------------------------------------------------------------
+def test_two_runs_of_one_day_at_once_keep_one_copy_of_each_reject(harness):
+    bad = [["X1", "C1", "P1", "-1", f"{D1}T10:00:00"], ["X2", "", "P1", "1", f"{D1}T10:00:00"]]
+    harness.drop("day.csv", csv_bytes(rows("A", 30) + bad))
+    harness.land()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            instance = dg.DagsterInstance.ephemeral()
+            dg.materialize(all_assets(), selection=["cleaned_sales", "encrypted_sales", "sales"],
+                           partition_key=D1, resources=harness.resources, instance=instance)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert_matches_oracle(harness)
+
+
+# 9 -------------------------------------------------------------------------------------------
+def test_a_duplicate_drop_never_overwrites_the_loaded_entry(harness):
+    content = csv_bytes(rows("A", 4))
+    harness.drop("a.csv", content)
+    land_and_load(harness)
+    before = harness.ledger()
+    for name in ("a.csv", "copy.csv", "a.csv"):
+        harness.drop(name, content)
+        harness.land()
+    harness.load_requested()
+    after = harness.ledger()
+    (sha,) = {sha for (_, sha) in after}
+    assert after[("a.csv", sha)]["status"] == "loaded"
+    assert after[("a.csv", sha)]["rows_landed"] == before[("a.csv", sha)]["rows_landed"] == 4
+    assert after[("copy.csv", sha)]["status"] == "skipped_duplicate"
+    assert harness.events("a.csv") == ["landed", "loaded", "skipped_duplicate", "skipped_duplicate"]
+    assert_matches_oracle(harness)
+
+
+# 10 ------------------------------------------------------------------------------------------
+def test_a_blocked_day_keeps_its_rejects_and_the_ledger_says_why(data_dir, backend, key):
+    h = Harness(data_dir, backend.url, key, platform={"max_reject_rate": 0.2})
+    h.drop("bad.csv", csv_bytes(rows("A", 4) + [[f"B{i}", "C1", "P1", "-1", f"{D1}T10:00:00"]
+                                                 for i in range(4)]))
+    h.land()
+    result = h.run_day(D1, raise_on_error=False)
+    assert check_results(result)["reject_rate_below_threshold"] is False
+    expected = h.expected()
+    assert h.reject_rows() == sorted((r.source_file, r.source_row, r.reason, r.sale_date)
+                                     for r in expected.rejects)
+    assert h.sales_rows() == {}
+    (entry,) = h.ledger().values()
+    assert entry["status"] == "blocked"
+    assert entry["error"].startswith(f"{D1} blocked: 4 of 8 rows rejected (50% > 20%)")
+    with h.engine.connect() as conn:
+        assert conn.execute(select(pending_days.c.sale_date)).scalars().all() == [day(D1)]
+
+
+def test_the_cli_summary_tells_a_blocked_day(data_dir, backend, key, monkeypatch, capsys):
+    from sales_platform import cli
+
+    h = Harness(data_dir, backend.url, key, platform={"max_reject_rate": 0.2})
+    h.drop("bad.csv", csv_bytes(rows("A", 4) + [[f"B{i}", "C1", "P1", "0", f"{D1}T10:00:00"]
+                                                 for i in range(4)]))
+    h.land()
+    h.run_day(D1, raise_on_error=False)
+    monkeypatch.setenv("SALES_PLATFORM_DB_URL", backend.url)
+    monkeypatch.setenv("SALES_PLATFORM_DATA_DIR", str(data_dir))
+    cli.print_summary(D1, D1)
+    out = capsys.readouterr().out
+    assert "rows rejected: 4" in out and "quantity_not_positive: 4" in out
+    assert f"BLOCKED {D1} blocked: 4 of 8 rows rejected (50% > 20%)" in out
+
+
+# 11 ------------------------------------------------------------------------------------------
+def test_quoted_newlines_across_read_blocks_and_oversized_rows(harness, monkeypatch):
+    monkeypatch.setattr(csvread, "BLOCK_SIZE", 4096)
+    monkeypatch.setattr(csvread, "MAX_ROW_CHARS", 20_000)
+    records = rows("A", 150)
+    for i in range(0, 150, 7):
+        records[i][1] = "C\nwith\nnewlines " + "x" * (i * 5)  # invalid_identifier, one row each
+    records[60][2] = "P" * 9000  # a field larger than the block: read as a row
+    records[90][2] = "Q" * 30_000  # larger than the row limit: rejected as a row
+    harness.drop("quoted.csv", csv_bytes(records))
+    land_and_load(harness)
+    expected = harness.expected()
+    assert harness.sales_rows() == expected_sales(expected)
+    got = {(f, r): reason for f, r, reason, _ in harness.reject_rows()}
+    assert got[("quoted.csv", 91)] == "row_too_large"
+    want = {(r.source_file, r.source_row): r.reason for r in expected.rejects}
+    assert {k: v for k, v in got.items() if k != ("quoted.csv", 91)} == {
+        k: v for k, v in want.items() if k != ("quoted.csv", 91)}
+    ledger = next(iter(harness.ledger().values()))
+    assert ledger["rows_read"] == 150
+
+
+# 12 ------------------------------------------------------------------------------------------
+def test_an_unreadable_or_too_wide_file_never_blocks_the_others(harness, monkeypatch):
+    from sales_platform.core import intake as intake_module
+
+    real_open = os.open
+
+    def deny(path, flags, *args, **kwargs):  # root reads any file: simulate a permission error
+        if str(path).endswith("locked.csv"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(intake_module.os, "open", deny)
+    harness.drop("good.csv", csv_bytes(rows("A", 5)))
+    harness.drop("locked.csv", csv_bytes(rows("L", 5)))
+    wide = [*(f"col{i}" for i in range(10_000))]
+    harness.drop("wide.csv", csv_bytes([["W1", "C1", "P1", "1", f"{D1}T10:00:00", *["v"] * 10_000]],
+                                       header=["transaction_id", "customer_id", "product_id", "quantity",
+                                               "timestamp", *wide]))
+    land_and_load(harness)
+    statuses = {name: e["status"] for (name, _), e in harness.ledger().items()}
+    assert statuses == {"good.csv": "loaded", "locked.csv": "quarantined", "wide.csv": "quarantined"}
+    errors = {name: e["error"] for (name, _), e in harness.ledger().items()}
+    assert "Permission denied" in errors["locked.csv"]
+    assert "10005 columns" in errors["wide.csv"]
+    assert set(harness.sales_rows()) == {f"A{i}" for i in range(5)}
+
+
+# 13 ------------------------------------------------------------------------------------------
+def test_links_and_special_files_are_never_followed(harness, tmp_path):
+    outside = tmp_path / "outside.csv"
+    outside.write_bytes(csv_bytes(rows("O", 3)))
+    secret = tmp_path / "secret.csv"
+    secret.write_text("root:x:0:0:TOPSECRETLINE:/root:/bin/bash\n")
+    os.symlink(secret, harness.incoming / "passwd.csv")
+    os.symlink(outside, harness.incoming / "elsewhere.csv")
+    os.mkfifo(harness.incoming / "pipe.csv")
+    (harness.incoming / "folder.csv").mkdir()
+    harness.drop("real.csv", csv_bytes(rows("R", 2)))
+    land_and_load(harness)
+    assert set(harness.sales_rows()) == {"R0", "R1"}
+    assert outside.exists() and secret.exists()  # targets untouched
+    ledger = {name: e for (name, _), e in harness.ledger().items()}
+    for name in ("passwd.csv", "elsewhere.csv", "pipe.csv", "folder.csv"):
+        assert ledger[name]["status"] == "quarantined", name
+    assert "symbolic link" in ledger["passwd.csv"]["error"]
+    for path in (harness.data_dir / "quarantine").rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert b"TOPSECRETLINE" not in path.read_bytes()
+    assert all("TOPSECRETLINE" not in str(e) for e in ledger.values())
+    assert os.listdir(harness.incoming) == []
+
+
+# 14 ------------------------------------------------------------------------------------------
+def test_every_reject_names_its_row_and_only_csv_files_are_taken(harness):
+    content = (b"transaction_id,customer_id,product_id,quantity,timestamp\n"
+               b"T1,C1,P1,1,2024-06-15T10:00:00\n"
+               b"T2,C1,P1\n"
+               b"\n"
+               b"T3,C1,P1,1,2024-06-15T10:00:00,extra\n"
+               b"T4,C1,P1,1,2024-06-15T10:00:00\n")
+    harness.drop("rows.csv", content)
+    harness.drop("notes.txt", csv_bytes(rows("N", 2)))
+    harness.drop("noext", csv_bytes(rows("M", 2)))
+    land_and_load(harness)
+    assert_matches_oracle(harness)
+    assert ("rows.csv", 2, "malformed_row", None) in harness.reject_rows()
+    assert ("rows.csv", 3, "malformed_row", None) in harness.reject_rows()
+    assert harness.sales_rows()["T4"][6] == 4
+    ledger = {name: e for (name, _), e in harness.ledger().items()}
+    assert ledger["notes.txt"]["status"] == ledger["noext"]["status"] == "quarantined"
+
+
+def test_every_day_touched_is_requested_once_and_then_cleared(harness):
+    harness.drop("span.csv", csv_bytes(rows("A", 3, f"{D1}T10:00:00") + rows("B", 3, f"{D3}T10:00:00")))
+    harness.land()
+    with harness.engine.connect() as conn:
+        assert sorted(d.isoformat() for d in conn.execute(select(pending_days.c.sale_date)).scalars()) \
+            == [D1, D3]
+    assert sorted(harness.load_requested()) == [(D1, D1), (D3, D3)]
+    with harness.engine.connect() as conn:
+        assert conn.execute(select(pending_days.c.sale_date)).scalars().all() == []
+        assert conn.execute(select(file_ledger.c.status)).scalars().all() == ["loaded"]
+    expected = assert_matches_oracle(harness)
+    assert days_of(expected) == [D1, D3]
