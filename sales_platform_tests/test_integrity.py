@@ -390,3 +390,66 @@ def test_every_day_touched_is_requested_once_and_then_cleared(harness):
         assert conn.execute(select(file_ledger.c.status)).scalars().all() == ["loaded"]
     expected = assert_matches_oracle(harness)
     assert days_of(expected) == [D1, D3]
+
+
+# property ------------------------------------------------------------------------------------
+NAMES = ("sales 1.csv", "sales_1.csv", "销售.csv", "退货.csv", "week.csv")
+DAYS = (D1, D2, D3, "2024-06-18")
+
+
+def random_file(rng, previous: list[list[list[str]]]) -> list[list[str]]:
+    """Rows mixing fresh ids, ids of earlier files (identical or changed copies, other days),
+    case variants, offsets, and a few bad values."""
+    out = []
+    for _ in range(rng.randint(1, 12)):
+        if previous and rng.random() < 0.25:
+            row = list(rng.choice(rng.choice(previous)))
+            if rng.random() < 0.5:
+                row[3] = str(rng.randint(1, 9))  # same id, other content
+            if rng.random() < 0.3:
+                row[4] = f"{rng.choice(DAYS)}T{rng.randint(0, 23):02d}:15:00"  # maybe another day
+        else:
+            tid = f"T{rng.randint(1, 60)}"
+            row = [tid.lower() if rng.random() < 0.1 else tid, f"C{rng.randint(1, 5)}", "P1",
+                   str(rng.randint(1, 9)), f"{rng.choice(DAYS)}T{rng.randint(0, 23):02d}:30:00"]
+            if rng.random() < 0.15:
+                row[4] = row[4] + rng.choice(["Z", "+02:00", "-05:00"])
+            if rng.random() < 0.08:
+                row[3] = rng.choice(["-1", "x", "2.5", ""])
+        out.append(row)
+    return out
+
+
+@pytest.mark.parametrize("seed", [3, 11, 29, 71])
+def test_random_drop_sequences_end_in_the_oracles_tables(data_dir, backend, key, seed):
+    import random
+
+    # reject-rate blocking is tested on its own: here every day must load
+    harness = Harness(data_dir, backend.url, key, platform={"max_reject_rate": 1.0})
+    rng = random.Random(seed)
+    written: list[list[list[str]]] = []
+    for _ in range(9):
+        action = rng.random()
+        if action < 0.15 and harness.drops:  # the same bytes again, maybe under another name
+            again = rng.choice(harness.drops)
+            harness.drop(rng.choice([again.name, *NAMES]), again.content)
+        else:
+            content = random_file(rng, written)
+            written.append(content)
+            harness.drop(rng.choice(NAMES), csv_bytes(content))
+        harness.land()
+        step = rng.random()
+        if step < 0.5:
+            harness.load_requested()
+        elif step < 0.8:  # an operator re-runs a random day (possibly not a pending one)
+            harness.run_day(rng.choice(DAYS), raise_on_error=False)
+    harness.land()
+    harness.load_requested(rounds=6)
+    expected = assert_matches_oracle(harness)
+    accounted = expected.accounted()
+    got: dict[str, int] = {}
+    for (_, _, _, _, _, name, _) in harness.sales_rows().values():
+        got[name] = got.get(name, 0) + 1
+    for name, *_ in harness.reject_rows():
+        got[name] = got.get(name, 0) + 1
+    assert got == {k: v for k, v in accounted.items() if v}

@@ -38,7 +38,7 @@ from sales_platform.core.warehouse.tables import dim_products, sales, sales_reje
 from sales_platform.products.api import TOKEN_HEADER, create_app
 from sales_platform.resources import factory
 from sales_platform.resources.warehouse import PostgresWarehouse, SqlUrlWarehouse
-from sales_platform_tests.conftest import PG_ADMIN_URL, _pg_available, skip_or_fail
+from sales_platform_tests.conftest import PG_ADMIN_URL, pg_admin_url, require_postgres
 from sales_platform_tests.helpers import (
     PRODUCTS,
     SALES_CHAIN,
@@ -214,8 +214,7 @@ def _warehouse_facts(db_url: str, key: str) -> tuple[str, set[str]]:
 
 @pytest.fixture(scope="module")
 def audit(tmp_path_factory, azurite) -> Iterator[Audit]:
-    if not _pg_available():
-        skip_or_fail("PostgreSQL not reachable at 127.0.0.1:5432")
+    require_postgres()
     root = tmp_path_factory.mktemp("audit")
     data_dir, home = root / "data", root / "dagster_home"
     home.mkdir()
@@ -223,7 +222,8 @@ def audit(tmp_path_factory, azurite) -> Iterator[Audit]:
     password, sas = f"pgpw-{uuid.uuid4().hex[:16]}", account_sas(azurite)
     fake_sas = f"sv=2023-11-03&ss=b&srt=sco&sp=rwdlac&se=2031-01-01&sig=FakeSig{uuid.uuid4().hex}%3D"
     db, container = f"sp_audit_{uuid.uuid4().hex[:10]}", f"audit-{uuid.uuid4().hex[:12]}"
-    db_url = f"postgresql+psycopg://postgres:{password}@127.0.0.1:5432/{db}"
+    # The configured server, with a password to search for (ignored under trust authentication).
+    db_url = pg_admin_url().set(password=password, database=db).render_as_string(hide_password=False)
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{db}"'))
@@ -359,7 +359,8 @@ def test_sql_metacharacters_and_long_values_are_stored_exactly_or_rejected(backe
 
     assert inspect(engine).has_table("sales") and len(stored) == len(loaded)
     for tid, (customer, product, quantity) in loaded.items():
-        customer_token, product_token, stored_quantity = stored[tid]  # transaction id round trip
+        # transaction ids are case-insensitive: stored trimmed and upper-cased, otherwise exact
+        customer_token, product_token, stored_quantity = stored[tid.strip().upper()]
         assert tokenizer.decrypt(customer_token) == customer.strip().upper()  # ids are normalized
         assert tokenizer.decrypt(product_token) == product.upper() and stored_quantity == int(quantity)
     assert set(rejects) == set(rejected)
@@ -371,7 +372,7 @@ def test_sql_metacharacters_and_long_values_are_stored_exactly_or_rejected(backe
     with engine.connect() as conn:
         joined = conn.execute(select(dim_products.c.product_id).join(
             sales, sales.c.product_id == dim_products.c.product_token)
-            .where(sales.c.transaction_id == HOSTILE)).scalar_one()
+            .where(sales.c.transaction_id == HOSTILE.strip().upper())).scalar_one()
     assert joined == HOSTILE_PRODUCT
 
 

@@ -6,7 +6,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,11 +57,14 @@ def _landed_frames(areas: DataAreas, keyring: Keyring, day: str) -> Iterator[pd.
 
 
 def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
-              known_products: frozenset[str] | None, sensitive: tuple[str, ...] = ()) -> DayCleaning:
+              known_products: frozenset[str] | None, sensitive: tuple[str, ...] = (),
+              conflicts_before: Sequence[str] = ()) -> DayCleaning:
     """Apply every quality rule to all landed rows of ``day``; publish cleaned rows and rejects.
 
     One cleaning pass writes candidate fragments and records two hashes per row; duplicate
     transaction ids are then removed from the candidates that hold any (usually few rows).
+    ``conflicts_before`` (ids the day held in cross-day conflict before) travels in the manifest:
+    the load asks for the other days again when the day lets go of one.
     """
     result = DayCleaning(day=day, product_rule_applied=known_products is not None)
     tokenizer = Tokenizer(keyring)
@@ -96,7 +99,7 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
             rows = rows[keep]
             write_sealed_table(path, pa.Table.from_pandas(rows, preserve_index=False), keyring.active)
         result.rows_clean += len(rows)
-    write_manifest(clean_tmp, result.snapshot_ns, result.versions)
+    write_manifest(clean_tmp, result.snapshot_ns, result.versions, conflicts_before)
     areas.publish_layer(CLEANED, day, clean_tmp)
     areas.publish_layer(REJECTS, day, rejects_tmp)
     return result
@@ -151,14 +154,16 @@ class Snapshot:
 
     snapshot_ns: int
     versions: dict[tuple[str, str], int]
+    conflicts_before: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
         return sum(self.versions.values())
 
 
-def write_manifest(folder: Path, snapshot_ns: int, versions: Counter[tuple[str, str]]) -> None:
-    payload = {"snapshot_ns": snapshot_ns,
+def write_manifest(folder: Path, snapshot_ns: int, versions: Counter[tuple[str, str]],
+                   conflicts_before: Sequence[str] = ()) -> None:
+    payload = {"snapshot_ns": snapshot_ns, "conflicts_before": sorted(conflicts_before),
                "versions": [{"file": f, "sha256": s, "rows": int(n)}
                             for (f, s), n in sorted(versions.items())]}
     (folder / MANIFEST).write_text(json.dumps(payload))
@@ -170,7 +175,8 @@ def read_snapshot(areas: DataAreas, layer: str, day: str) -> Snapshot | None:
         return None
     payload = json.loads(path.read_text())
     return Snapshot(payload["snapshot_ns"],
-                    {(v["file"], v["sha256"]): v["rows"] for v in payload["versions"]})
+                    {(v["file"], v["sha256"]): v["rows"] for v in payload["versions"]},
+                    tuple(payload.get("conflicts_before", ())))
 
 
 def layer_columns(areas: DataAreas, layer: str, day: str) -> list[str]:

@@ -37,6 +37,7 @@ from sales_platform.core.warehouse.ledger import (
 )
 from sales_platform.core.warehouse.loading import SalesLoader
 from sales_platform.core.warehouse.records import (
+    cross_day_ids,
     known_product_ids,
     record_table_change,
     replace_day_rejects,
@@ -128,7 +129,8 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
     read, clean, reasons, failing = 0, 0, Counter(), {}
     per_day = []
     for day in _days(context):
-        result = clean_day(platform.areas, keyring, day, rules, known, sensitive)
+        before = cross_day_ids(engine, date.fromisoformat(day))
+        result = clean_day(platform.areas, keyring, day, rules, known, sensitive, before)
         # the step that decides a reject writes it, before any check can stop the run
         replace_day_rejects(engine, date.fromisoformat(day),
                             iter_parquet_layer(platform.areas, REJECTS, day), datetime.now())
@@ -331,7 +333,8 @@ def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
                       if c not in LAYER_COLUMNS]
             stats = SalesLoader(engine, extras).load_day(
                 date.fromisoformat(day), iter_parquet_layer(platform.areas, ENCRYPTED, day),
-                datetime.now(), after=bookkeeping)
+                datetime.now(), after=bookkeeping,
+                conflicts_before=snapshot[0].conflicts_before if snapshot[0] else ())
             return stats, snapshot[0]
 
     def log(n: int, exc: BaseException, delay: float) -> None:

@@ -11,6 +11,7 @@ All statements are set-based SQLAlchemy Core and compile for every dialect.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 
 from sqlalchemy import (
@@ -28,6 +29,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    update,
 )
 from sqlalchemy.orm import aliased
 
@@ -37,32 +39,68 @@ from sales_platform.core.warehouse.tables import sales_rejects
 DUPLICATE_ACROSS_DAYS = "duplicate_across_days"
 
 
-class CrossDayConflicts:
-    def __init__(self, stage: Table, target: Table, day: date) -> None:
-        self.stage, self.target, self.day = stage, target, day
+WITHIN_DAY_REASONS = ("duplicate_conflicting", "duplicate_identical")
+COPY_REASONS = (*WITHIN_DAY_REASONS, DUPLICATE_ACROSS_DAYS)  # rejects that are copies of an id
+WITHIN_DAY_MARK = "within the day: "
 
-    def _ids_elsewhere(self):
-        """Staged ids that are in sales, or conflict-rejected, on another day."""
-        s, t, r = self.stage, self.target, sales_rejects
-        in_sales = exists().where(t.c.transaction_id == s.c.transaction_id,
-                                  t.c.sale_date != self.day)
-        rejected = exists().where(r.c.transaction_id == s.c.transaction_id,
-                                  r.c.stage == CONFLICT_STAGE, r.c.sale_date != self.day)
-        return select(s.c.transaction_id).where(or_(in_sales, rejected))
+
+class CrossDayConflicts:
+    def __init__(self, stage: Table, target: Table, day: date,
+                 conflicts_before: Iterable[str] = ()) -> None:
+        self.stage, self.target, self.day = stage, target, day
+        self.known_before = set(conflicts_before)  # as the day's cleaning saw them
+        self.before: set[str] = set()  # ids in conflict on this day before this load
+        self.after: set[str] = set()
+
+    def _copies_elsewhere(self, tid_column):
+        """An id has a copy on another day: in sales, or as a duplicate reject (every copy that
+        passed the row rules counts, also those rejected as duplicates within their day)."""
+        t, r = self.target, aliased(sales_rejects)  # an alias: the caller may scan sales_rejects
+        return or_(
+            exists().where(t.c.transaction_id == tid_column, t.c.sale_date != self.day),
+            exists().where(r.c.transaction_id == tid_column, r.c.reason.in_(COPY_REASONS),
+                           r.c.sale_date != self.day))
+
+    def _conflicting_ids(self, conn: Connection) -> list[str]:
+        s, r = self.stage, sales_rejects
+        staged = select(s.c.transaction_id).where(self._copies_elsewhere(s.c.transaction_id))
+        own_duplicates = select(r.c.transaction_id).where(
+            r.c.sale_date == self.day, r.c.reason.in_(COPY_REASONS),
+            self._copies_elsewhere(r.c.transaction_id))
+        return sorted(set(conn.execute(staged).scalars()) | set(conn.execute(own_duplicates).scalars()))
+
+    def reset(self, conn: Connection) -> None:
+        """Forget the day's earlier cross-day verdicts: this load decides them again."""
+        r = sales_rejects
+        self.before = self.known_before | set(conn.execute(select(r.c.transaction_id).where(
+            r.c.sale_date == self.day, r.c.reason == DUPLICATE_ACROSS_DAYS)).scalars())
+        conn.execute(delete(r).where(r.c.stage == CONFLICT_STAGE, r.c.sale_date == self.day))
+        marked = conn.execute(select(r.c.reject_id, r.c.detail).where(
+            r.c.sale_date == self.day, r.c.reason == DUPLICATE_ACROSS_DAYS,
+            r.c.detail.like(f"{WITHIN_DAY_MARK}%"))).all()
+        for reject_id, detail in marked:
+            conn.execute(update(r).where(r.c.reject_id == reject_id).values(
+                reason=detail[len(WITHIN_DAY_MARK):].split(";")[0], detail=None))
 
     def settle(self, conn: Connection, now: datetime) -> tuple[int, int]:
         """Move conflicting rows to rejects; returns (staged rows rejected, other rows evicted)."""
-        ids = conn.execute(self._ids_elsewhere()).scalars().all()
+        self.reset(conn)
+        ids = self._conflicting_ids(conn)
+        self.after = set(ids)
         if not ids:
             return 0, 0
-        s, t = self.stage, self.target
+        s, t, r = self.stage, self.target, sales_rejects
         rejected = self._reject(conn, s, s.c.transaction_id.in_(ids), literal(self.day, Date),
                                 f"also on another day than {self.day}", now)
         others = and_(t.c.transaction_id.in_(ids), t.c.sale_date != self.day)
-        evicted = self._reject(conn, t, others, t.c.sale_date,
-                               f"also on {self.day}", now)
+        evicted = self._reject(conn, t, others, t.c.sale_date, f"also on {self.day}", now)
         conn.execute(delete(t).where(others))
         conn.execute(delete(s).where(s.c.transaction_id.in_(ids)))
+        # copies rejected as duplicates within their own day are copies across days too
+        for reason in WITHIN_DAY_REASONS:
+            conn.execute(update(r).where(r.c.transaction_id.in_(ids), r.c.reason == reason)
+                         .values(reason=DUPLICATE_ACROSS_DAYS,
+                                 detail=f"{WITHIN_DAY_MARK}{reason}; also on another day"))
         return rejected, evicted
 
     @staticmethod
@@ -83,13 +121,19 @@ class CrossDayConflicts:
         return conn.execute(insert(sales_rejects).from_select(columns, rows)).rowcount or 0
 
     def days_no_longer_in_conflict(self, conn: Connection) -> list[str]:
-        """Days holding a conflict reject whose id now has no copy on any other day."""
+        """Days holding a cross-day reject of an id this day no longer holds, which now has no
+        copy on any other day (only ids this day let go of: other days' loads in flight do not
+        count as a change)."""
+        released = sorted(self.before - self.after)
+        if not released:
+            return []
         r, t = sales_rejects, self.target
         other = aliased(sales_rejects)
         lonely = and_(
-            r.c.stage == CONFLICT_STAGE, r.c.sale_date != self.day,
+            r.c.transaction_id.in_(released),
+            r.c.reason == DUPLICATE_ACROSS_DAYS, r.c.sale_date != self.day,
             ~exists().where(t.c.transaction_id == r.c.transaction_id, t.c.sale_date != r.c.sale_date),
             ~exists().where(other.c.transaction_id == r.c.transaction_id,
-                            other.c.stage == CONFLICT_STAGE, other.c.sale_date != r.c.sale_date))
+                            other.c.reason.in_(COPY_REASONS), other.c.sale_date != r.c.sale_date))
         days = conn.execute(select(func.distinct(r.c.sale_date)).where(lonely)).scalars().all()
         return sorted(d.isoformat() if hasattr(d, "isoformat") else str(d) for d in days)

@@ -192,7 +192,8 @@ class SalesLoader:
         return [*SALES_CONTENT_COLUMNS, *self.extras]
 
     def load_day(self, day: date, batches: Iterable[pd.DataFrame], loaded_at: datetime,
-                 after: Callable[[Connection, LoadStats], None] | None = None) -> LoadStats:
+                 after: Callable[[Connection, LoadStats], None] | None = None,
+                 conflicts_before: Iterable[str] = ()) -> LoadStats:
         """Stage the day's rows, then under the sales load lock: settle transaction ids that are
         also on other days, upsert, delete vanished rows, and run ``after`` (ledger bookkeeping),
         all in one transaction."""
@@ -206,7 +207,7 @@ class SalesLoader:
                     self._bulk_insert(raw, frame)
                     stats.staged += len(frame)
             take_lock(conn, SALES_LOAD_LOCK)  # one load decides cross-day conflicts at a time
-            conflicts = CrossDayConflicts(self.stage, self.target, day)
+            conflicts = CrossDayConflicts(self.stage, self.target, day, conflicts_before)
             stats.conflicts_rejected, stats.conflicts_evicted = conflicts.settle(conn, loaded_at)
             self._count(conn, day, stats)
             if stats.inserted or stats.updated or stats.relinked:

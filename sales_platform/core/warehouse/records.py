@@ -81,6 +81,14 @@ def replace_day_rejects(engine: Engine, day: date, frames: Iterable[pd.DataFrame
     return written
 
 
+def cross_day_ids(engine: Engine, day: date) -> list[str]:
+    """Transaction ids rejected on ``day`` because they are also on another day."""
+    with engine.connect() as conn:
+        return sorted(set(conn.execute(select(sales_rejects.c.transaction_id).where(
+            sales_rejects.c.sale_date == day,
+            sales_rejects.c.reason == "duplicate_across_days")).scalars()))
+
+
 def replace_file_rejects(conn: Connection, file_name: str, sha: str, frame: pd.DataFrame | None,
                          now: datetime) -> int:
     """Landing rejects of a file version (no valid sale date, malformed records), replacing those
