@@ -3,16 +3,16 @@
     pytest_plugins = ["sales_platform_tests.azurite"]
 
 Tests get ``azurite`` (an ``AzuriteServer``): connection details, and ``stop()``/``start()`` to simulate
-an outage on the same port and data folder. Without Azurite installed the tests are skipped, except
-under CI=true, where they fail: CI must run them.
+an outage on the same port and data folder. Without Azurite installed the tests are skipped on a
+laptop and fail in CI (``conftest.skip_or_fail``): CI must run them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,9 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from sales_platform_tests.conftest import skip_or_fail
+from sales_platform_tests.eventually import eventually
+from sales_platform_tests.ports import PortInUse, PortReservation
+
 REPO = Path(__file__).resolve().parents[1]
 NOT_INSTALLED = "Azurite not installed: npm install azurite (see .ci/run)"
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 60.0
+START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 10.0
 
 # Azurite's fixed development account. The key is public and documented by Microsoft; it guards nothing.
@@ -47,22 +52,16 @@ def find_azurite_blob() -> str | None:
     return shutil.which("azurite-blob")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _accepts_connections(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+LISTENING = re.compile(rb"successfully listens on https?://[^\s:]+:(\d+)")
 
 
 class AzuriteServer:
-    """One azurite-blob process; ``stop()`` and ``start()`` keep its port and data folder."""
+    """One azurite-blob process; ``stop()`` and ``start()`` keep its port and data folder.
+
+    The first start binds port 0 and reads the port Azurite reports. While stopped (an outage) the port
+    stays held by this process (bound, not listening: connections are refused), so nothing else can
+    take it before the restart.
+    """
 
     host = "127.0.0.1"
     account_name = ACCOUNT_NAME
@@ -72,8 +71,9 @@ class AzuriteServer:
         self.executable = executable
         self.location = location
         self.log_path = log_path
-        self.port = port or free_port()
+        self.port = port  # None until the first start reports it
         self._process: subprocess.Popen[bytes] | None = None
+        self._reservation: PortReservation | None = None
 
     @property
     def account_url(self) -> str:
@@ -89,42 +89,86 @@ class AzuriteServer:
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
-        """Start (or restart) on the same port and folder; returns once the port accepts connections."""
+        """Start (or restart) on the same port and folder; returns once Azurite reports it listens."""
         if self.running:
             return
         self.location.mkdir(parents=True, exist_ok=True)
+        failures = []
+        for _ in range(START_ATTEMPTS):  # the same port each time: clients already have its URL
+            try:
+                self._start_once()
+                return
+            except PortInUse as exc:
+                failures.append(str(exc))
+                time.sleep(1.0)
+        raise RuntimeError(f"azurite-blob could not bind port {self.port}: {'; '.join(failures)}")
+
+    def _start_once(self) -> None:
         command = [self.executable, "--silent", "--location", str(self.location), "--blobHost", self.host,
-                   "--blobPort", str(self.port), "--skipApiVersionCheck", "--loose",
+                   "--blobPort", str(self.port or 0), "--skipApiVersionCheck", "--loose",
                    # Azurite otherwise sends usage data to Microsoft on start and stop.
                    "--disableTelemetry"]
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._release_port()  # right before Azurite binds it
         with open(self.log_path, "ab") as log:
             try:
-                self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                 stdin=subprocess.DEVNULL)
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL)
             except OSError as exc:  # typically: azurite-blob is a node script and node is not on PATH
                 raise RuntimeError(f"cannot run {self.executable} (is Node.js on PATH?): {exc}") from exc
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _accepts_connections(self.host, self.port):
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                raise RuntimeError(f"azurite-blob exited with {code}:\n{self._log_tail()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"azurite-blob not listening on {self.port} after {START_TIMEOUT_S:.0f} s:"
-                                   f"\n{self._log_tail()}")
-            time.sleep(0.1)
+        self._process = process
 
-    def stop(self) -> None:
-        """Stop gracefully (Azurite saves its metadata on SIGTERM); kill if it hangs. Idempotent."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
+        def listening_port() -> int | None:
+            if process.poll() is not None:
+                output = self._new_log(offset)
+                if b"EADDRINUSE" in output or b"address already in use" in output.lower():
+                    raise PortInUse(output.decode(errors="replace").strip()[-500:])
+                raise RuntimeError(f"azurite-blob exited with {process.returncode}:\n{self._log_tail()}")
+            found = LISTENING.search(self._new_log(offset))
+            return int(found.group(1)) if found else None
+
         try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            port = eventually("azurite-blob to report it listens", listening_port, timeout=START_TIMEOUT_S,
+                              interval=0.1, diagnose=lambda: f"azurite log:\n{self._log_tail()}")
+        except BaseException:
+            self.stop(hold_port=False)
+            raise
+        if self.port is not None and port != self.port:
+            self.stop(hold_port=False)
+            raise RuntimeError(f"azurite-blob listens on {port}, expected {self.port}")
+        self.port = port
+
+    def stop(self, hold_port: bool = True) -> None:
+        """Stop gracefully (Azurite saves its metadata on SIGTERM); kill if it hangs. Idempotent.
+        With ``hold_port`` the port stays reserved for the restart."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if hold_port and self.port is not None and self._reservation is None:
+            try:
+                self._reservation = PortReservation(self.port, self.host)
+            except OSError:  # taken already: the restart will report it
+                self._reservation = None
+        elif not hold_port:
+            self._release_port()
+
+    def _release_port(self) -> None:
+        reservation, self._reservation = self._reservation, None
+        if reservation is not None:
+            reservation.release()
+
+    def _new_log(self, offset: int) -> bytes:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                return log.read()
+        except OSError:
+            return b""
 
     @contextmanager
     def outage(self) -> Iterator[None]:
@@ -146,13 +190,11 @@ class AzuriteServer:
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
     executable = find_azurite_blob()
     if executable is None:
-        if os.environ.get("CI", "").lower() == "true":  # CI must run these tests, so it fails
-            pytest.fail(NOT_INSTALLED, pytrace=False)
-        pytest.skip(NOT_INSTALLED)
+        skip_or_fail(NOT_INSTALLED)
     root = tmp_path_factory.mktemp("azurite")
     server = AzuriteServer(executable, root / "data", root / "azurite.log")
     server.start()
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(hold_port=False)

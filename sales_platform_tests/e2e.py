@@ -5,9 +5,12 @@
 ``dagster_stack`` (a ``DagsterStack``) runs ``dagster-webserver`` and ``dagster-daemon`` on workspace.yaml
 with a temp DAGSTER_HOME, a temp data dir holding a generated catalogue and a temp SQLite warehouse. The
 generated daily CSVs wait in ``generated/incoming`` until a test drops them (``stack.drop``). Tests talk
-to the processes through GraphQL; every wait is bounded and a timeout prints the tails of the daemon
-and webserver logs. Both process groups (with the code servers and run workers they spawned) are
-stopped at the end of the session, also when starting failed.
+to the processes through GraphQL; every wait is bounded (``eventually``, under pytest-timeout) and a
+timeout prints what was awaited, the last value seen and the tails of the daemon and webserver logs.
+The webserver cannot bind port 0 (dagster-webserver reads ``-p 0`` as "the default port"), so it
+gets a port held until just before it starts, and a new one if another process took it meanwhile
+(``ports.start_on_free_port``). Both process groups (with the code servers and run workers they
+spawned) are stopped at the end of the session, also when starting failed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +35,8 @@ from sqlalchemy import Engine, create_engine
 
 from sales_platform.core import settings
 from sales_platform.core.crypto import generate_key
+from sales_platform_tests.eventually import WaitTimeout, eventually
+from sales_platform_tests.ports import PortInUse, start_on_free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -61,12 +65,6 @@ T = TypeVar("T")
 
 
 # ---- processes ---------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def executable(name: str) -> str:
     """A console script of this venv (the one running pytest), else from PATH."""
@@ -152,19 +150,20 @@ class DagsterStack:
         print(f"{message}\n{tails}")  # shown by pytest with the failure, also under -q
         pytest.fail(f"{message}\n{tails}", pytrace=False)
 
-    def wait_until(self, what: str, probe: Callable[[], T | None], timeout: float = RUN_TIMEOUT_S) -> T:
-        """Poll ``probe`` until it returns something other than None; fail with the log tails."""
-        deadline = time.monotonic() + timeout
-        while True:
+    def wait_until(self, what: str, probe: Callable[[], T | None], timeout: float = RUN_TIMEOUT_S,
+                   until: Callable[[Any], bool] | None = None) -> T:
+        """Poll ``probe`` until it returns something other than None (or, given ``until``, until
+        ``until(value)`` holds); fail with the last value seen and the log tails."""
+        def processes_running() -> None:
             for p in self.processes:
                 if not p.running:
                     self.fail(f"{p.name} exited with {p.process.returncode} while waiting for {what}")
-            value = probe()
-            if value is not None:
-                return value
-            if time.monotonic() > deadline:
-                self.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-            time.sleep(POLL_S)
+
+        try:
+            return eventually(what, probe, timeout=timeout, interval=POLL_S, check=processes_running,
+                              until=until if until is not None else (lambda value: value is not None))
+        except WaitTimeout as exc:
+            self.fail(str(exc))
 
     # -- data
 
@@ -522,6 +521,38 @@ def _daemons_healthy(stack: DagsterStack) -> bool | None:
     return True if required and all(s["healthy"] for s in required) else None
 
 
+def start_webserver(stack: DagsterStack, port: int) -> GroupProcess:
+    """dagster-webserver on ``port``, returned once it answers there; ``PortInUse`` if it could not
+    bind the port (someone took it after it was picked)."""
+    log = stack.root / f"webserver.{port}.log"  # one per attempt: a retry's log starts clean
+    url = f"http://127.0.0.1:{port}"
+    process = GroupProcess.start(
+        "dagster-webserver", [executable("dagster-webserver"), "-w", str(REPO / "workspace.yaml"),
+                              "-h", "127.0.0.1", "-p", str(port)], stack.env, log)
+
+    def answering() -> bool | None:
+        if not process.running:
+            tail = log_tail(log, 200)
+            if "address already in use" in tail.lower():
+                raise PortInUse(f"dagster-webserver: {tail.splitlines()[-1] if tail else ''}")
+            stack.fail(f"dagster-webserver exited with {process.process.returncode} before answering on "
+                       f"{url}:\n{tail}")
+        return _server_info(url)
+
+    try:
+        eventually(f"dagster-webserver to answer GET {url}/server_info", answering, timeout=START_TIMEOUT_S,
+                   interval=POLL_S, diagnose=lambda: f"----- dagster-webserver log ({log}) -----\n"
+                                                     f"{log_tail(log)}")
+    except WaitTimeout as exc:
+        process.stop()
+        stack.fail(str(exc))
+    except BaseException:
+        process.stop()
+        raise
+    stack.url = url
+    return process
+
+
 @contextmanager
 def running_stack(root: Path) -> Iterator[DagsterStack]:
     """Start webserver + daemon on fresh temp state; both process groups are stopped on exit."""
@@ -531,16 +562,14 @@ def running_stack(root: Path) -> Iterator[DagsterStack]:
     prepare_home(home)
     init_instance(home)
     generate_data(generated, data_dir, env)
-    port = free_port()
-    stack = DagsterStack(f"http://127.0.0.1:{port}", root, home, data_dir, generated, db_url, env)
+    stack = DagsterStack("", root, home, data_dir, generated, db_url, env)  # url: once the webserver is up
     workspace = str(REPO / "workspace.yaml")
     try:
         stack.processes.append(GroupProcess.start(
-            "dagster-webserver", [executable("dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
-                                  "-p", str(port)], env, root / "webserver.log"))
-        stack.processes.append(GroupProcess.start(
             "dagster-daemon", [executable("dagster-daemon"), "run", "-w", workspace], env,
             root / "daemon.log"))
+        # First in the list: the daemon (it launches the runs) is stopped first.
+        stack.processes.insert(0, start_on_free_port(lambda port: start_webserver(stack, port)))
         wait_until_ready(stack)
         yield stack
     finally:

@@ -2,9 +2,11 @@
 
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
+import pytest
 
 from sales_platform.governance.alerts import ALERTS_FILE, run_failure_alert_sensor
 from sales_platform_tests.helpers import (
@@ -19,11 +21,19 @@ from sales_platform_tests.helpers import (
 DAY = "2024-03-01"
 
 
+class WebhookServer(HTTPServer):
+    """Keeps what was posted to it: per server, so per test (reruns start empty)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        super().__init__(("127.0.0.1", 0), Hook)  # port 0: the kernel picks, server_port tells
+
+
 class Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
+    server: WebhookServer
 
     def do_POST(self):  # noqa: N802 (http.server's name)
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.server.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(204)
         self.end_headers()
 
@@ -31,10 +41,22 @@ class Hook(BaseHTTPRequestHandler):
         return None
 
 
-def test_failed_run_becomes_a_redacted_alert_in_file_and_webhook(data_dir, key, tmp_path, monkeypatch):
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookServer]:
+    """A webhook receiver for this test only, stopped afterwards even if the test fails."""
+    server = WebhookServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
     monkeypatch.setenv("SALES_PLATFORM_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_failed_run_becomes_a_redacted_alert_in_file_and_webhook(data_dir, key, tmp_path, webhook):
     resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, max_reject_rate=0.01)
     write_catalogue(data_dir, ["P1"])
     write_csv(data_dir / "incoming" / "bad.csv", [["T1", "C1", "P1", "-5", f"{DAY}T10:00:00"]])
@@ -50,14 +72,13 @@ def test_failed_run_becomes_a_redacted_alert_in_file_and_webhook(data_dir, key, 
             dagster_instance=instance, dagster_run=run, resources={"platform": resources["platform"]},
         ).for_run_failure()
         run_failure_alert_sensor(context)
-    server.shutdown()
     (line,) = (data_dir / ALERTS_FILE).read_text().splitlines()
     alert = json.loads(line)
     assert alert["run_id"] == result.run_id and alert["partition"] == DAY
     assert any("reject_rate_below_threshold" in s["error"] or s["step"] == "cleaned_sales"
                for s in alert["failed_steps"]), alert
     assert key not in line
-    assert Hook.received and Hook.received[0]["run_id"] == result.run_id
+    assert [a["run_id"] for a in webhook.received] == [result.run_id]
 
 
 def test_alert_redaction_removes_passwords_keys_and_tokens():

@@ -6,12 +6,12 @@ import pytest
 from sqlalchemy import select
 
 from sales_platform.core.intake import Intake
-from sales_platform.core.warehouse.ledger import landed_rows
 from sales_platform.core.landing import FileRejected, read_header
 from sales_platform.core.quality import QualityRules
 from sales_platform.core.schema import SchemaContract
 from sales_platform.core.store import DataAreas
 from sales_platform.core.warehouse.engine import make_engine
+from sales_platform.core.warehouse.ledger import landed_rows
 from sales_platform.core.warehouse.tables import file_ledger, sales_rejects
 from sales_platform_tests.helpers import write_csv
 

@@ -316,7 +316,8 @@ TABLE_DDL = {
         "rows_read INTEGER NULL, rows_landed INTEGER NULL, rows_rejected INTEGER NULL, "
         "days_touched VARCHAR(max) NULL, error VARCHAR(max) NULL, archive_path VARCHAR(max) NULL, "
         "code_version VARCHAR(64) NULL, received_at DATETIME NOT NULL, processed_at DATETIME NULL, "
-        "days_affected VARCHAR(max) NULL, PRIMARY KEY (file_id), CONSTRAINT uq_file_ledger_name_sha UNIQUE (file_name, sha256) )",
+        "days_affected VARCHAR(max) NULL, PRIMARY KEY (file_id), "
+        "CONSTRAINT uq_file_ledger_name_sha UNIQUE (file_name, sha256) )",
         ["CREATE INDEX ix_file_ledger_sha ON file_ledger (sha256)"]),
     "dim_products": (
         "CREATE TABLE dim_products ( product_id VARCHAR(64) NOT NULL, product_token VARCHAR(128) NOT NULL, "

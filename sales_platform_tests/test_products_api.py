@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -25,6 +24,8 @@ from werkzeug.serving import make_server
 from sales_platform.products.api import MAX_PRODUCT_ID_LENGTH, Store, create_app, upsert_products
 from sales_platform.resources import products_api
 from sales_platform.resources.products_api import ProductsApiError, ProductsApiResource
+from sales_platform_tests.eventually import eventually
+from sales_platform_tests.ports import closed_port
 
 TOKEN = "tok-3f9a1c77e2b04d1d"
 MAX_PAYLOAD = 60_000  # above 250 products, below _big
@@ -404,10 +405,11 @@ def test_4xx_is_not_retried(sleeps: list[float]) -> None:
 
 
 def test_connection_errors_are_retried_then_reported(sleeps: list[float]) -> None:
-    port = free_port()  # nothing listens on it
-    client = ProductsApiResource(base_url=f"http://127.0.0.1:{port}", token=TOKEN, max_retries=2, timeout_s=2)
-    with pytest.raises(ProductsApiError) as caught:
-        client.health()
+    with closed_port() as port:  # nothing listens on it, nor can start to meanwhile
+        client = ProductsApiResource(base_url=f"http://127.0.0.1:{port}", token=TOKEN, max_retries=2,
+                                     timeout_s=2)
+        with pytest.raises(ProductsApiError) as caught:
+            client.health()
     assert "GET /health: no response after 3 attempt(s)" in str(caught.value)
     assert sleeps == [0.5, 1.0] and TOKEN not in str(caught.value)
 
@@ -488,36 +490,42 @@ def test_a_failed_write_transaction_leaves_nothing(store: Path) -> None:
     assert ProductsApiResource(store_path=str(store)).health()["products"] == 0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+# serve() binds port 0 and logs the port it got; logging on, the test reads it from the output.
+SERVE = ("import logging, sys; from sales_platform.products.api import serve; "
+         "logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True); "
+         "serve('127.0.0.1', 0, sys.argv[1], sys.argv[2])")
+SERVING_ON = re.compile(r"products API on http://127\.0\.0\.1:(\d+) ")
+SERVE_START_TIMEOUT_S = 60.0  # a Python start-up importing Flask and pandas, on a loaded machine
 
 
 def test_serve_runs_until_interrupted(store: Path) -> None:
-    port = free_port()
-    code = "import sys; from sales_platform.products.api import serve; " \
-           "serve('127.0.0.1', int(sys.argv[1]), sys.argv[2], sys.argv[3])"
-    process = subprocess.Popen([sys.executable, "-c", code, str(port), str(store), TOKEN],
+    process = subprocess.Popen([sys.executable, "-c", SERVE, str(store), TOKEN],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output: list[bytes] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, b"")), daemon=True)
+    reader.start()
+
+    def reported_port() -> int | None:
+        if process.poll() is not None:
+            raise AssertionError(f"serve() exited with {process.returncode}: {b''.join(output)!r}")
+        found = SERVING_ON.search(b"".join(output).decode(errors="replace"))
+        return int(found.group(1)) if found else None
+
     try:
+        port = eventually("serve() to log its port", reported_port, timeout=SERVE_START_TIMEOUT_S,
+                          interval=0.05, diagnose=lambda: f"output so far: {b''.join(output)!r}")
         client = ProductsApiResource(base_url=f"http://127.0.0.1:{port}", token=TOKEN, max_retries=0)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.health()
-                break
-            except ProductsApiError:
-                assert time.monotonic() < deadline and process.poll() is None, "the server did not start"
-                time.sleep(0.05)
+        assert client.health() == {"status": "ok", "products": 0}
         assert client.put_products([product(1)])["inserted"] == 1
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=10)
+        process.wait(timeout=10)
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+        reader.join(timeout=5)
     assert process.returncode == 0
-    assert TOKEN not in output.decode()
+    assert TOKEN not in b"".join(output).decode()
     assert ProductsApiResource(store_path=str(store)).health()["products"] == 1
 
 
