@@ -8,6 +8,7 @@ compares the whole sales table, the rejects and the ledger with what the indepen
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from sales_platform.core import csvread
+from sales_platform.core.pipeline import manifest_ns
 from sales_platform.core.warehouse.tables import file_ledger, pending_days
 from sales_platform_tests.helpers import all_assets, check_results
 from sales_platform_tests.integrity import (
@@ -453,3 +455,29 @@ def test_random_drop_sequences_end_in_the_oracles_tables(data_dir, backend, key,
     for name, *_ in harness.reject_rows():
         got[name] = got.get(name, 0) + 1
     assert got == {k: v for k, v in accounted.items() if v}
+
+
+def test_a_run_that_read_older_landed_rows_never_overwrites_a_newer_load(harness):
+    """Run A cleans a day before a late file lands; run B cleans and loads it after. When A's
+    steps finish last, the day keeps B's (newer) rows, rejects and layers."""
+    harness.drop("first.csv", csv_bytes(rows("A", 10)))
+    harness.land()
+    old_a = harness.run_day(D1, ["raw_sales", "cleaned_sales"])  # run A: snapshot with first.csv
+    assert old_a.success
+
+    stale = harness.data_dir / "stale_layers"
+    for layer in ("cleaned", "rejects"):
+        shutil.copytree(harness.data_dir / "staging" / layer / D1, stale / layer)
+    harness.drop("late.csv", csv_bytes(rows("L", 5) + [["BAD", "C1", "P1", "-1", f"{D1}T10:00:00"]]))
+    harness.land()
+    harness.run_day(D1)  # run B: sees both files, loads 15 rows
+    newer = (harness.sales_rows(), harness.reject_rows())
+    for layer in ("cleaned", "rejects"):  # run A's slow steps publish its older layers now
+        tmp = harness.data_dir / "staging" / layer / f".{D1}.stale.tmp"
+        shutil.copytree(stale / layer, tmp)
+        harness.resources["platform"].areas.publish_layer(
+            layer, D1, tmp, version=manifest_ns)
+    result = harness.run_day(D1, ["encrypted_sales", "sales"])
+    assert result.success
+    assert (harness.sales_rows(), harness.reject_rows()) == newer
+    assert_matches_oracle(harness)

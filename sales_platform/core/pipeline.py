@@ -99,9 +99,11 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
             rows = rows[keep]
             write_sealed_table(path, pa.Table.from_pandas(rows, preserve_index=False), keyring.active)
         result.rows_clean += len(rows)
-    write_manifest(clean_tmp, result.snapshot_ns, result.versions, conflicts_before)
-    areas.publish_layer(CLEANED, day, clean_tmp)
-    areas.publish_layer(REJECTS, day, rejects_tmp)
+    for folder in (clean_tmp, rejects_tmp):
+        write_manifest(folder, result.snapshot_ns, result.versions, conflicts_before)
+    # a run that read older landed rows than the published layer's never replaces it
+    areas.publish_layer(CLEANED, day, clean_tmp, version=manifest_ns)
+    areas.publish_layer(REJECTS, day, rejects_tmp, version=manifest_ns)
     return result
 
 
@@ -142,7 +144,7 @@ def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
         manifest = areas.layer_dir(CLEANED, day) / MANIFEST
         if manifest.exists():
             shutil.copyfile(manifest, tmp / MANIFEST)
-    areas.publish_layer(ENCRYPTED, day, tmp)
+    areas.publish_layer(ENCRYPTED, day, tmp, version=manifest_ns)
     result.distinct_customers, result.distinct_products = len(customers), len(products)
     return result
 
@@ -167,6 +169,12 @@ def write_manifest(folder: Path, snapshot_ns: int, versions: Counter[tuple[str, 
                "versions": [{"file": f, "sha256": s, "rows": int(n)}
                             for (f, s), n in sorted(versions.items())]}
     (folder / MANIFEST).write_text(json.dumps(payload))
+
+
+def manifest_ns(folder: Path) -> int:
+    """The snapshot time of a layer folder (0 when it has no manifest)."""
+    path = folder / MANIFEST
+    return json.loads(path.read_text())["snapshot_ns"] if path.exists() else 0
 
 
 def read_snapshot(areas: DataAreas, layer: str, day: str) -> Snapshot | None:

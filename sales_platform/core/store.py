@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,16 +112,22 @@ class DataAreas:
         tmp.mkdir(parents=True)
         return tmp
 
-    def publish_layer(self, layer: str, day: str, tmp: Path) -> None:
+    def publish_layer(self, layer: str, day: str, tmp: Path,
+                      version: Callable[[Path], int] | None = None) -> bool:
         """Swap the day's layer folder for ``tmp`` under the layer's lock: readers holding it
-        shared (``reading_layer``) see the old folder or the new one, never none or half."""
+        shared (``reading_layer``) see the old folder or the new one, never none or half. With
+        ``version``, a folder older than the published one is discarded instead (False)."""
         final = self.layer_dir(layer, day)
         old = final.with_name(f".{day}.{_writer_id()}.old")
         with self.lock(f"layer-{layer}-{day}"):
+            if version is not None and final.exists() and version(final) > version(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return False
             if final.exists():
                 os.replace(final, old)
             os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
+        return True
 
     def reading_layer(self, layer: str, day: str):
         """Held while a day's layer is read, so a concurrent publish waits."""

@@ -132,8 +132,14 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
         before = cross_day_ids(engine, date.fromisoformat(day))
         result = clean_day(platform.areas, keyring, day, rules, known, sensitive, before)
         # the step that decides a reject writes it, before any check can stop the run
-        replace_day_rejects(engine, date.fromisoformat(day),
-                            iter_parquet_layer(platform.areas, REJECTS, day), datetime.now())
+        with platform.areas.reading_layer(REJECTS, day):
+            layer = read_snapshot(platform.areas, REJECTS, day)
+            written = replace_day_rejects(engine, date.fromisoformat(day),
+                                          iter_parquet_layer(platform.areas, REJECTS, day),
+                                          datetime.now(), layer.snapshot_ns if layer else None)
+        if written is None:
+            context.log.warning(f"{day}: a run that read newer landed rows already wrote the "
+                                "day's rejects; this run's are not written")
         read, clean = read + result.rows_read, clean + result.rows_clean
         reasons.update(result.rejects_by_reason)
         day_rate = reject_rate(result.rows_read, dict(result.rejects_by_reason))
@@ -260,7 +266,13 @@ def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
         reloads.update(stats.days_to_reload)
         totals.update(stats.as_dict())
         per_day.append({"day": day, **stats.as_dict()})
-        conservation[day] = _conservation(engine, day, snapshot)
+        if stats.stale:
+            context.log.warning(f"{day}: not loaded: a run that read newer landed rows already "
+                                "loaded the day (its result stands)")
+            conservation[day] = {"landed": 0, "loaded": 0, "rejected": 0, "violations": {},
+                                 "stale": True}
+        else:
+            conservation[day] = _conservation(engine, day, snapshot)
         entries = versions_on_day(engine, day)
         ledger += [f"{e['file_name']} ({e['sha256'][:12]}, {e['status']})" for e in entries]
         if len(source_layouts(engine, [e["sha256"] for e in entries])) > 1:
@@ -334,7 +346,8 @@ def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
             stats = SalesLoader(engine, extras).load_day(
                 date.fromisoformat(day), iter_parquet_layer(platform.areas, ENCRYPTED, day),
                 datetime.now(), after=bookkeeping,
-                conflicts_before=snapshot[0].conflicts_before if snapshot[0] else ())
+                conflicts_before=snapshot[0].conflicts_before if snapshot[0] else (),
+                snapshot_ns=snapshot[0].snapshot_ns if snapshot[0] else None)
             return stats, snapshot[0]
 
     def log(n: int, exc: BaseException, delay: float) -> None:

@@ -43,7 +43,7 @@ from sqlalchemy import (
 )
 
 from sales_platform.core.warehouse.conflicts import CrossDayConflicts
-from sales_platform.core.warehouse.locks import take_lock
+from sales_platform.core.warehouse.locks import claim_snapshot, newest_snapshot, take_lock
 from sales_platform.core.warehouse.tables import SALES_CONTENT_COLUMNS, sales
 
 BASE_STAGE_COLUMNS = ("transaction_id", "customer_id", "product_id", "quantity", "sale_date",
@@ -66,6 +66,7 @@ class LoadStats:
     conflicts_evicted: int = 0  # rows of other days moved out of sales for the same reason
     columns_added: list[str] = field(default_factory=list)
     days_to_reload: list[str] = field(default_factory=list)
+    stale: bool = False  # not applied: built from older landed rows than the day already has
 
     def as_dict(self) -> dict[str, int]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
@@ -193,7 +194,8 @@ class SalesLoader:
 
     def load_day(self, day: date, batches: Iterable[pd.DataFrame], loaded_at: datetime,
                  after: Callable[[Connection, LoadStats], None] | None = None,
-                 conflicts_before: Iterable[str] = ()) -> LoadStats:
+                 conflicts_before: Iterable[str] = (),
+                 snapshot_ns: int | None = None) -> LoadStats:
         """Stage the day's rows, then under the sales load lock: settle transaction ids that are
         also on other days, upsert, delete vanished rows, and run ``after`` (ledger bookkeeping),
         all in one transaction."""
@@ -207,6 +209,11 @@ class SalesLoader:
                     self._bulk_insert(raw, frame)
                     stats.staged += len(frame)
             take_lock(conn, SALES_LOAD_LOCK)  # one load decides cross-day conflicts at a time
+            if snapshot_ns is not None and (newest_snapshot(conn, day) > snapshot_ns or not
+                                            claim_snapshot(conn, day, "loaded_ns", snapshot_ns)):
+                stats.stale = True  # a run that read newer landed rows got here first
+                conn.execute(self.stage.delete())
+                return stats
             conflicts = CrossDayConflicts(self.stage, self.target, day, conflicts_before)
             stats.conflicts_rejected, stats.conflicts_evicted = conflicts.settle(conn, loaded_at)
             self._count(conn, day, stats)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, insert, select, text, update
 
-from sales_platform.core.warehouse.tables import warehouse_locks
+from sales_platform.core.warehouse.tables import day_snapshots, warehouse_locks
 
 
 def lock_key(name: str) -> int:
@@ -32,3 +32,24 @@ def take_lock(conn: Connection, name: str) -> None:
                                .values(taken=warehouse_locks.c.taken + 1)).rowcount
         if not updated:
             conn.execute(warehouse_locks.insert().values(name=name, taken=1))
+
+
+def claim_snapshot(conn: Connection, day, column: str, snapshot_ns: int) -> bool:
+    """Record that ``day``'s ``column`` (cleaned_ns or loaded_ns) is written from ``snapshot_ns``;
+    False, and nothing recorded, when a newer snapshot was already written (a stale run)."""
+    stamp = f"{snapshot_ns:020d}"
+    row = conn.execute(select(day_snapshots).where(day_snapshots.c.sale_date == day)).mappings().first()
+    if row is None:
+        conn.execute(insert(day_snapshots).values(sale_date=day, **{column: stamp}))
+        return True
+    if row[column] is not None and row[column] > stamp:
+        return False
+    conn.execute(update(day_snapshots).where(day_snapshots.c.sale_date == day).values(**{column: stamp}))
+    return True
+
+
+def newest_snapshot(conn: Connection, day) -> int:
+    row = conn.execute(select(day_snapshots).where(day_snapshots.c.sale_date == day)).mappings().first()
+    if row is None:
+        return 0
+    return max(int(row["cleaned_ns"] or 0), int(row["loaded_ns"] or 0))

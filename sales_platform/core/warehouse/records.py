@@ -9,7 +9,7 @@ from datetime import date, datetime
 import pandas as pd
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from sales_platform.core.warehouse.locks import take_lock
+from sales_platform.core.warehouse.locks import claim_snapshot, take_lock
 from sales_platform.core.warehouse.tables import (
     dim_products,
     sales_rejects,
@@ -61,16 +61,19 @@ def _reject_records(frame: pd.DataFrame, stage: str, sale_date: date | None, sha
 
 
 def replace_day_rejects(engine: Engine, day: date, frames: Iterable[pd.DataFrame],
-                        now: datetime) -> int:
+                        now: datetime, snapshot_ns: int | None = None) -> int | None:
     """Rejects of a cleaned day, replacing those of an earlier run of the same day.
 
     Under a per-day lock: two runs of one day at once (READ COMMITTED on PostgreSQL would let both
     delete nothing of the other's and insert) end with one copy of the day's rejects. The day's
-    cross-day conflict rejects go too: the day's load decides them again.
+    cross-day conflict rejects go too: the day's load decides them again. Returns None, writing
+    nothing, when rejects from a newer snapshot of the landed rows are already there.
     """
     written = 0
     with engine.begin() as conn:
         take_lock(conn, f"rejects:{day.isoformat()}")
+        if snapshot_ns is not None and not claim_snapshot(conn, day, "cleaned_ns", snapshot_ns):
+            return None
         conn.execute(delete(sales_rejects).where(sales_rejects.c.stage.in_(DAY_STAGES),
                                                  sales_rejects.c.sale_date == day))
         for frame in frames:

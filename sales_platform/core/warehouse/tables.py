@@ -120,6 +120,16 @@ pending_days = Table(
     Column("reason", Text, nullable=True),
 )
 
+# The newest snapshot of landed rows each day's rejects and sales rows were written from: a run
+# that read older landed rows (it started before a later run) never overwrites newer results.
+day_snapshots = Table(
+    "day_snapshots",
+    metadata,
+    Column("sale_date", Date, primary_key=True),
+    Column("cleaned_ns", String(24), nullable=True),
+    Column("loaded_ns", String(24), nullable=True),
+)
+
 # One row per named lock: writers UPDATE it to serialize on SQLite (PostgreSQL/SQL Server use
 # advisory/app locks).
 warehouse_locks = Table(
