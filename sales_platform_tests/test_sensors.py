@@ -188,3 +188,22 @@ def test_a_running_landing_whose_process_died_is_failed_and_retried(env):
     (retry,), _, _ = tick(incoming_files_sensor, instance, resources, cursor)
     assert retry.run_key == f"{first.run_key}:attempt-1"
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+
+
+def test_a_link_in_the_drop_zone_is_never_opened_and_is_moved_aside(env, tmp_path):
+    data_dir, resources, instance = env
+    target = tmp_path / "elsewhere.csv"
+    write_csv(target, [ROW])
+    os.symlink(target, data_dir / "incoming" / "link.csv")
+    settled(write_csv(data_dir / "incoming" / "real.csv", [ROW]))
+    requests, _, _ = tick(incoming_files_sensor, instance, resources)
+    by_kind = {r.run_key.split(":")[0]: r for r in requests}
+    assert set(by_kind) == {"unsafe", "land"}
+    land(by_kind["unsafe"], resources, instance)
+    assert not os.path.lexists(data_dir / "incoming" / "link.csv") and target.exists()
+    engine = cached_engine(resources["warehouse"].url())
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(file_ledger.c.file_name, file_ledger.c.status)).all())
+    assert rows == {"link.csv": "quarantined"}  # real.csv is its own run
+    (load_request,) = [r for r in tick(incoming_files_sensor, instance, resources)[0]]
+    assert load_request.run_key == by_kind["land"].run_key

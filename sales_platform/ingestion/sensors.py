@@ -14,7 +14,11 @@ from sales_platform.core import settings
 from sales_platform.core.dropzone import contiguous_ranges, scan
 from sales_platform.core.landing import name_id
 from sales_platform.core.store import DataAreas
-from sales_platform.core.warehouse.ledger import current_version_with_content, pending_requests
+from sales_platform.core.warehouse.ledger import (
+    current_version_with_content,
+    pending_requests,
+    versions_awaiting_load,
+)
 from sales_platform.ingestion.assets import landing_lease
 from sales_platform.jobs import daily_sales_job, land_files_job, rollups_job
 from sales_platform.resources.platform import PlatformResource
@@ -102,11 +106,16 @@ def landed_days_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
     pending = pending_requests(warehouse.engine())
     if not pending:
         return dg.SkipReason("no days waiting for a load")
+    awaiting = versions_awaiting_load(warehouse.engine())
     requests = []
     for first, last in contiguous_ranges(list(pending)):
         stamps = "".join(f"{d}={pending[d]};" for d in sorted(pending) if first <= d <= last)
         digest = hashlib.sha256(stamps.encode()).hexdigest()[:16]
-        tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+        files = sorted({v["file_name"] for v in awaiting if any(first <= d <= last for d in v["days"])})
+        tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
+                "sales_platform/files": str(len(files))}
+        if len(files) == 1:  # lets an operator find the load of a file by its name
+            tags["sales_platform/file"] = files[0][:200]
         requests.append(dg.RunRequest(run_key=f"load:{first}:{last}:{digest}", tags=tags))
     return requests
 

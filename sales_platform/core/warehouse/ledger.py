@@ -267,6 +267,16 @@ def refresh_versions(conn: Connection, day: str, now: datetime) -> dict[str, str
     return changed
 
 
+def versions_awaiting_load(engine: Engine) -> list[dict]:
+    """Live versions not loaded yet, with the days they affect (for run tags and reports)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(file_ledger.c.file_name, file_ledger.c.sha256,
+                                   file_ledger.c.days_affected)
+                            .where(file_ledger.c.status.in_((LANDED, BLOCKED)))
+                            .order_by(file_ledger.c.file_id)).mappings().all()
+    return [{**r, "days": json.loads(r["days_affected"] or "[]")} for r in rows]
+
+
 def ledger_rows(engine: Engine) -> list[dict]:
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(select(file_ledger).order_by(file_ledger.c.file_id))
