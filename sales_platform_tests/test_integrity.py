@@ -481,3 +481,13 @@ def test_a_run_that_read_older_landed_rows_never_overwrites_a_newer_load(harness
     assert result.success
     assert (harness.sales_rows(), harness.reject_rows()) == newer
     assert_matches_oracle(harness)
+
+
+def test_a_file_with_a_future_mtime_still_lands(harness):
+    """Copied from a machine whose clock runs ahead: it would never look settled."""
+    harness.drop("skewed.csv", csv_bytes(rows("S", 3)))
+    ahead = time.time() + 365 * 86400
+    os.utime(harness.incoming / "skewed.csv", (ahead, ahead))
+    harness.resources["platform"] = harness.resources["platform"].model_copy(update={"settle_s": 5.0})
+    land_and_load(harness)
+    assert set(assert_matches_oracle(harness).sales) == {"S0", "S1", "S2"}

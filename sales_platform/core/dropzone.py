@@ -44,7 +44,7 @@ def scan(incoming: Path, cache: dict[str, dict], settle_s: float = 2.0,
             before = path.lstat()
         except FileNotFoundError:
             continue  # landed or moved by a run meanwhile
-        if now - before.st_mtime < settle_s:
+        if 0 <= now - before.st_mtime < settle_s:  # future mtime (clock skew): never "settles"
             unsettled.append(path.name)
             continue
         cached = cache.get(path.name)

@@ -160,7 +160,7 @@ class Intake:
         except FileNotFoundError:
             return FileOutcome(name, "", WAITING, error=f"{name}: gone before it was read")
         age = time.time() - before.st_mtime
-        if age < self.settle_s:
+        if 0 <= age < self.settle_s:  # a future mtime (clock skew) relies on the read-time check
             return FileOutcome(name, "", WAITING, error=f"{name}: modified {age:.1f}s ago; waits "
                                f"until unchanged for {self.settle_s:g}s")
         if before.st_size > self.max_file_bytes:
