@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
 HEADER: tuple[str, ...] = ("transaction_id", "customer_id", "product_id", "quantity", "timestamp")
@@ -265,6 +265,18 @@ def check_timestamp(value: str, *, now: datetime, source_timezone: str = "UTC",
 def normalize_id(value: str) -> str:
     """Identifier normalization: strip, then upper-case."""
     return value.strip().upper()
+
+
+def catalogue_prices(content: bytes) -> dict[str, Decimal]:
+    """A product catalogue CSV (columns ``product_id`` and ``unit_price``, others ignored): normalized
+    product id -> unit price to the cent. Its keys are the ``known_products`` once it is loaded into
+    ``dim_products``; revenue of a sale is its quantity times this price."""
+    text = content.decode("utf-8-sig")
+    prices: dict[str, Decimal] = {}
+    for record in csv.DictReader(io.StringIO(text, newline="")):
+        price = Decimal(record["unit_price"].strip()).quantize(Decimal("0.01"), ROUND_HALF_EVEN)
+        prices[normalize_id(record["product_id"])] = price
+    return prices
 
 
 def check_quantity(value: str, max_quantity: int = 1000) -> int | str:

@@ -64,6 +64,11 @@ def test_failed_run_becomes_a_redacted_alert_in_file_and_webhook(data_dir, key, 
         materialize(resources, PRODUCTS, instance=instance)
         result = materialize(resources, SALES_CHAIN, DAY, instance=instance, raise_on_error=False)
         assert not result.success
+        # what the test provokes: the day's one row is rejected, 100% > 1%, so the blocking check fails
+        (check,) = [e for e in result.get_asset_check_evaluations()
+                    if e.check_name == "reject_rate_below_threshold"]
+        assert (check.partition, check.passed) == (DAY, False)
+        assert check.metadata["days_over_threshold"].value == {DAY: 1.0}
         run = instance.get_run_by_id(result.run_id)
         failure = next(e for e in instance.all_logs(result.run_id)
                        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
@@ -75,8 +80,11 @@ def test_failed_run_becomes_a_redacted_alert_in_file_and_webhook(data_dir, key, 
     (line,) = (data_dir / ALERTS_FILE).read_text().splitlines()
     alert = json.loads(line)
     assert alert["run_id"] == result.run_id and alert["partition"] == DAY
-    assert any("reject_rate_below_threshold" in s["error"] or s["step"] == "cleaned_sales"
-               for s in alert["failed_steps"]), alert
+    # exactly one failed step, the one holding the blocking check, failed by that check
+    (step,) = alert["failed_steps"]
+    assert step["step"] == "cleaned_sales", alert
+    assert "DagsterAssetCheckFailedError" in step["error"], alert
+    assert step["error"].splitlines()[-1] == "cleaned_sales: reject_rate_below_threshold", alert
     assert key not in line
     assert [a["run_id"] for a in webhook.received] == [result.run_id]
 

@@ -1,4 +1,12 @@
-"""Lineage for governance: Atlas exports -> tables, our asset graph -> Atlas, the lineage_export asset."""
+"""Lineage for governance: Atlas exports -> tables, our asset graph -> Atlas, the lineage_export asset.
+
+Expected outputs are golden files, written once and reviewed by eye, never produced by the test:
+``fixtures/lineage/atlas_export/`` holds the tables of ``fixtures/atlas_export.json``, and
+``fixtures/lineage/platform/`` what lineage_export writes for this code location's asset graph
+(``atlas_entities.json`` without the asset descriptions, which are checked against the asset specs).
+When the asset graph or its lineage metadata changes on purpose, regenerate the platform files from a
+lineage_export run, review the diff, and check them in.
+"""
 
 import json
 import zipfile
@@ -18,20 +26,20 @@ from sales_platform.governance.lineage import (
     EDGE_COLUMNS,
     PROCESS_COLUMNS,
     READS,
-    SUMMARY_FILE,
     WRITES,
-    Dataset,
     LineageNode,
     atlas_entities,
     atlas_tables_command,
     consolidate,
-    table_files,
-    write_tables,
 )
 from sales_platform.resources.blob import LocalBlobStorage
 from sales_platform_tests.helpers import resources_for
 
 FIXTURE = Path(__file__).parent / "fixtures" / "atlas_export.json"
+GOLDEN = Path(__file__).parent / "fixtures" / "lineage"
+GOLDEN_EXPORT, GOLDEN_PLATFORM = GOLDEN / "atlas_export", GOLDEN / "platform"
+TABLE_NAMES = ("datasets.csv", "processes.csv", "lineage_edges.csv")
+FILE_NAMES = (*TABLE_NAMES, "lineage_summary.md")
 ORDERS, DAILY = "sales_db.orders@prod", "sales_db.orders_daily@prod"
 LANDING, RETURNS = "hdfs://namenode:8020/landing/orders", "hdfs://namenode:8020/landing/returns"
 ERP = "erp.public.orders_daily@erp-pg"
@@ -50,6 +58,21 @@ def _rows(frame: pd.DataFrame) -> list[tuple]:
 
 def _edges(tables) -> set[tuple[str, str, str]]:
     return {(s, p, t) for s, p, t, _ in _rows(tables.edges)}
+
+
+def _golden(folder: Path, name: str) -> pd.DataFrame:
+    """A golden table, every value as the text in the file."""
+    return pd.read_csv(folder / name, dtype=str, keep_default_na=False)
+
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype(str).reset_index(drop=True)
+
+
+def _without_descriptions(entities: dict) -> dict:
+    return {**entities, "entities": [
+        {**e, "attributes": {k: v for k, v in e["attributes"].items() if k != "description"}}
+        for e in entities["entities"]]}
 
 
 # --- any Atlas export -> tables ----------------------------------------------------------------
@@ -87,19 +110,20 @@ def test_consolidate_atlas_export_with_guid_and_unique_attribute_refs():
 
 def test_consolidate_accepts_bare_lists_and_entity_documents():
     export = _export()
-    expected = consolidate(export)
+    edges, processes = _golden(GOLDEN_EXPORT, "lineage_edges.csv"), _golden(GOLDEN_EXPORT, "processes.csv")
     referred = list(export["referredEntities"].values())
 
     bare = consolidate(export["entities"] + referred)
-    assert _rows(bare.edges) == _rows(expected.edges)
-    assert _rows(bare.processes) == _rows(expected.processes)
+    assert _as_text(bare.edges).equals(edges)
+    assert _as_text(bare.processes).equals(processes)
     # In a bare list every entity is primary, so the database and the column are listed too.
     assert set(bare.datasets["qualified_name"]) == (
-        set(expected.datasets["qualified_name"]) | {"sales_db@prod", "sales_db.orders.amount@prod"})
+        set(_golden(GOLDEN_EXPORT, "datasets.csv")["qualified_name"])
+        | {"sales_db@prod", "sales_db.orders.amount@prod"})
 
     documents = [{"entity": e, "referredEntities": export["referredEntities"]}
                  for e in export["entities"]]
-    assert _rows(consolidate(documents).edges) == _rows(expected.edges)
+    assert _as_text(consolidate(documents).edges).equals(edges)
 
 
 def test_consolidate_refuses_json_that_holds_no_entities():
@@ -109,14 +133,12 @@ def test_consolidate_refuses_json_that_holds_no_entities():
 
 def test_atlas_tables_command_writes_csvs_and_summary(tmp_path: Path):
     written = atlas_tables_command(FIXTURE, tmp_path / "out")
-    assert [p.name for p in written] == ["datasets.csv", "processes.csv", "lineage_edges.csv",
-                                         "lineage_summary.md"]
-    expected = consolidate(_export())
-    for path, frame in zip(written[:3], (expected.datasets, expected.processes, expected.edges),
-                           strict=True):
-        assert path.read_text().splitlines()[0] == ",".join(frame.columns)
-        back = pd.read_csv(path, dtype=str, keep_default_na=False)
-        assert back.equals(frame.astype(str)), path.name
+    assert [p.name for p in written] == list(FILE_NAMES)
+    for path in written:
+        assert path.read_bytes() == (GOLDEN_EXPORT / path.name).read_bytes(), path.name
+    assert written[0].read_text().splitlines()[0] == ",".join(DATASET_COLUMNS)
+    assert written[1].read_text().splitlines()[0] == ",".join(PROCESS_COLUMNS)
+    assert written[2].read_text().splitlines()[0] == ",".join(EDGE_COLUMNS)
     summary = written[3].read_text()
     assert "- datasets: 5" in summary and "- processes: 3" in summary
     assert "- lineage edges: 4" in summary
@@ -133,8 +155,13 @@ def test_atlas_tables_command_reads_an_atlas_export_zip(tmp_path: Path):
         for entity in export["entities"] + list(export["referredEntities"].values()):
             z.writestr(f"{entity['guid']}.json", json.dumps({"entity": entity}))
     atlas_tables_command(archive, tmp_path / "out")
-    edges = pd.read_csv(tmp_path / "out" / "lineage_edges.csv", dtype=str, keep_default_na=False)
-    assert edges.equals(consolidate(export).edges)
+    # the same processes and edges as from the JSON export (every member is a primary entity here, so
+    # the database and the column are datasets too)
+    for name in ("processes.csv", "lineage_edges.csv"):
+        assert (tmp_path / "out" / name).read_bytes() == (GOLDEN_EXPORT / name).read_bytes(), name
+    datasets = _golden(tmp_path / "out", "datasets.csv")["qualified_name"]
+    assert set(datasets) == set(_golden(GOLDEN_EXPORT, "datasets.csv")["qualified_name"]) | {
+        "sales_db@prod", "sales_db.orders.amount@prod"}
 
 
 # --- our asset graph -> Atlas ------------------------------------------------------------------
@@ -214,22 +241,38 @@ def test_malformed_lineage_metadata_fails_loudly():
         lineage_nodes_from_defs(dg.Definitions(assets=[bad]))
 
 
+# _declared_defs() in namespace "dev", worked out by hand: each asset's computation reads its upstream
+# assets and declared reads, and writes its own materialization and declared writes.
+DEV_LANDED, DEV_EXPORTED = "sales_platform.asset.landed@dev", "sales_platform.asset.exported@dev"
+DEV_T, DEV_INCOMING = "sales_platform.warehouse.t@dev", "sales_platform.files/incoming/*.csv@dev"
+DEV_BLOB, DEV_EXTERNAL = "sales_platform.blob/exports/t.csv@dev", "sales_platform.asset.external@dev"
+DECLARED_EDGES = {
+    (DEV_INCOMING, "landed", DEV_LANDED), (DEV_INCOMING, "landed", DEV_T),
+    (DEV_LANDED, "exported", DEV_EXPORTED), (DEV_LANDED, "exported", DEV_BLOB),
+    (DEV_T, "exported", DEV_EXPORTED), (DEV_T, "exported", DEV_BLOB),
+    ("", "external", DEV_EXTERNAL),  # nothing upstream
+}
+
+
+def _in_namespace(qualified_name: str, namespace: str) -> str:
+    """A golden qualified name (namespace sales_platform) in another namespace."""
+    return qualified_name.removesuffix("@sales_platform") + f"@{namespace}" if qualified_name else ""
+
+
 @pytest.mark.parametrize("source", ["real", "declared"])
 def test_round_trip_our_atlas_json_gives_the_node_edges(source: str):
     nodes = lineage_nodes_from_defs(defs if source == "real" else _declared_defs())
     entities = json.loads(json.dumps(atlas_entities(nodes, namespace="dev")))
-
-    def qn(ref: str) -> str:
-        return Dataset.parse(ref).qualified_name("dev")
-
-    expected = set()
-    for n in nodes:
-        sources = [qn(f"asset:{k}") for k in n.inputs] + [qn(r) for r in n.datasets_in]
-        targets = [qn(f"asset:{n.key}")] + [qn(r) for r in n.datasets_out]
-        expected |= {(s, n.key, t) for s, t in product(sources or [""], targets)}
+    if source == "declared":
+        expected, processes = DECLARED_EDGES, 3
+    else:
+        golden = _golden(GOLDEN_PLATFORM, "lineage_edges.csv")
+        expected = {(_in_namespace(s, "dev"), p, _in_namespace(t, "dev"))
+                    for s, p, t, _ in _rows(golden)}
+        processes = len(_golden(GOLDEN_PLATFORM, "processes.csv"))
     tables = consolidate(entities)
     assert _edges(tables) == expected
-    assert len(tables.processes) == len(nodes)
+    assert len(tables.processes) == len(nodes) == processes
     assert set(tables.datasets["qualified_name"]) == {q for s, _, t in expected for q in (s, t) if q}
 
 
@@ -246,31 +289,28 @@ def test_lineage_export_materializes_the_whole_graph_to_blob_storage(tmp_path: P
     result = dg.materialize(assets, selection=[lineage_export.key], resources=resources)
     assert result.success
 
-    nodes = lineage_nodes_from_defs(dg.Definitions(assets=assets, resources=resources))
-    expected_entities = atlas_entities(nodes)
-    expected = consolidate(expected_entities)
     assert sorted(str(p.relative_to(blob)) for p in blob.rglob("*") if p.is_file()) == sorted(BLOB_NAMES)
     exported = json.loads((blob / "lineage" / "atlas_entities.json").read_text())
-    assert exported == expected_entities
+    golden = json.loads((GOLDEN_PLATFORM / "atlas_entities.json").read_text())
+    assert _without_descriptions(exported) == golden
+    # each asset's DataSet and Process carry the asset's own description, as its spec has it
+    specs = dg.Definitions(assets=assets, resources=resources).resolve_all_asset_specs()
+    descriptions = {s.key.to_user_string(): s.description for s in specs}
+    for type_name in ("DataSet", "Process"):
+        assert {e["customAttributes"]["dagster_asset_key"]: e["attributes"].get("description")
+                for e in exported["entities"] if e["typeName"] == type_name} == descriptions, type_name
     assert set(_asset_qns(exported).values()) == (
         _asset_edges_of_specs(defs)[0] | {"lineage_export"})
 
-    folder = tmp_path / "expected"
-    write_tables(expected, folder)
-    for name in ("datasets.csv", "processes.csv", "lineage_edges.csv"):
-        back = pd.read_csv(blob / "lineage" / name, dtype=str, keep_default_na=False)
-        frame = getattr(expected, {"datasets.csv": "datasets", "processes.csv": "processes",
-                                   "lineage_edges.csv": "edges"}[name])
-        assert back.equals(frame.astype(str)), name
-        assert (blob / "lineage" / name).read_bytes() == (folder / name).read_bytes()
-    assert (blob / "lineage" / SUMMARY_FILE).read_bytes() == table_files(expected)[SUMMARY_FILE]
+    for name in FILE_NAMES:
+        assert (blob / "lineage" / name).read_bytes() == (GOLDEN_PLATFORM / name).read_bytes(), name
 
     metadata = result.asset_materializations_for_node("lineage_export")[0].metadata
-    assert metadata["processes"].value == len(nodes) == len(expected.processes)
-    assert metadata["lineage_edges"].value == len(expected.edges)
-    assert "# Lineage summary" in metadata["summary"].value
-    # Round trip: the blob's Atlas JSON consolidates to the edges the asset wrote.
-    assert _edges(consolidate(exported)) == _edges(expected)
+    assert metadata["processes"].value == len(_golden(GOLDEN_PLATFORM, "processes.csv"))
+    assert metadata["datasets"].value == len(_golden(GOLDEN_PLATFORM, "datasets.csv"))
+    assert metadata["lineage_edges"].value == len(_golden(GOLDEN_PLATFORM, "lineage_edges.csv"))
+    assert metadata["atlas_entities"].value == len(golden["entities"])
+    assert metadata["summary"].value == (GOLDEN_PLATFORM / "lineage_summary.md").read_text()
 
 
 def test_lineage_export_is_a_standalone_governance_asset():

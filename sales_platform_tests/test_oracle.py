@@ -7,6 +7,7 @@ import hashlib
 import io
 import random
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -15,6 +16,7 @@ from sales_platform_tests.oracle import (
     Drop,
     ExpectedReject,
     ExpectedSale,
+    catalogue_prices,
     check_quantity,
     csv_bytes,
     expected_state,
@@ -482,3 +484,12 @@ def test_every_record_ends_in_exactly_one_place(seed: int) -> None:
     for reject in expected.rejects:
         assert (reject.stage == "landing") == (reject.sale_date is None)
     assert {why for _, _, why in expected.skipped} <= {"not_csv", "duplicate", "quarantined"}
+
+
+def test_catalogue_prices_normalize_ids_and_round_to_the_cent() -> None:
+    content = ("\ufeffproduct_id,name,category,unit_price,updated_at\n"
+               " p1 ,Kite,Toys,2.5,2024-01-01T00:00:00\n"
+               "P00002,\"Lamp, large\",Home,19.999,2024-01-01\n"
+               "P3,Cup,Home,0.125,2024-01-01\n").encode()
+    assert catalogue_prices(content) == {"P1": Decimal("2.50"), "P00002": Decimal("20.00"),
+                                         "P3": Decimal("0.12")}

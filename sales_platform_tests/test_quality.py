@@ -60,15 +60,23 @@ def test_unknown_product_rule_is_skipped_without_a_catalogue():
 
 
 @pytest.mark.parametrize(
-    ("raw", "reason"),
-    [("", q.MISSING_TIMESTAMP), ("yesterday", q.INVALID_TIMESTAMP),
-     ("2024-13-45T10:00:00", q.INVALID_TIMESTAMP),
-     ("2030-01-01T00:00:00", q.FUTURE_TIMESTAMP), ("2023-12-31T23:59:59", q.BEFORE_START_DATE),
-     ("2024-03-01T10:00:00", None), ("2024-03-01 10:00:00", None), ("2024-03-01T10:00:00+02:00", None)],
+    ("raw", "reason", "utc"),
+    [("", q.MISSING_TIMESTAMP, None), ("yesterday", q.INVALID_TIMESTAMP, None),
+     ("2024-13-45T10:00:00", q.INVALID_TIMESTAMP, None),
+     ("2030-01-01T00:00:00", q.FUTURE_TIMESTAMP, None),
+     ("2023-12-31T23:59:59", q.BEFORE_START_DATE, None),
+     ("2024-03-01T10:00:00", None, datetime(2024, 3, 1, 10, 0, 0)),
+     ("2024-03-01 10:00:00", None, datetime(2024, 3, 1, 10, 0, 0)),
+     ("2024-03-01T10:00:00+02:00", None, datetime(2024, 3, 1, 8, 0, 0)),
+     # an offset that moves the sale to the previous UTC day (2024 is a leap year)
+     ("2024-03-01T01:30:00+02:00", None, datetime(2024, 2, 29, 23, 30, 0))],
 )
-def test_timestamp_routing(raw, reason):
+def test_timestamp_routing(raw, reason, utc):
     parsed, reasons = q.route_timestamps(pd.Series([raw]), RULES, NOW)
     assert reasons[0] == reason
+    if utc is not None:  # accepted: stored as naive UTC, and its day is the UTC date
+        assert parsed[0].tzinfo is None and parsed[0].to_pydatetime() == utc
+        assert parsed[0].date() == utc.date()
 
 
 def test_reject_rate_excludes_collapsed_duplicates():

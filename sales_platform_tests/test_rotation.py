@@ -1,19 +1,29 @@
 """Key rotation on real pipeline output, on SQLite and PostgreSQL: every token and sealed file ends
 under the new key, decrypts to the same plaintext with the new key alone, and an interrupted
-rotation resumes to the same state as an uninterrupted one."""
+rotation resumes to the same state as an uninterrupted one.
+
+End states are checked absolutely, with the test's own instruments rather than the platform's token
+counters: a scan of every column of every table and of every file under the data dir (blob storage
+included) for the old key id, and a decryption of everything with the new key alone, compared with the
+plaintext computed from the input files (the oracle, the catalogue, the dropped bytes).
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
+import math
+import re
 import shutil
 import sqlite3
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,18 +32,22 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import MetaData, create_engine, func, insert, select, text
 
-from sales_platform.core.crypto import CryptoError, Keyring, Tokenizer, generate_key, open_sealed_bytes
+from sales_platform.core.crypto import (
+    SEAL_MAGIC,
+    CryptoError,
+    Keyring,
+    Tokenizer,
+    generate_key,
+    open_sealed_bytes,
+)
 from sales_platform.core.generator import GeneratorSettings, generate
 from sales_platform.core.rotation import (
     STAGED_TOKEN_COLUMNS,
     TOKEN_TABLES,
     RotationError,
     rotate_keys,
-    sealed_counts_by_key,
     sealed_files,
-    staged_token_counts_by_key,
     staged_token_files,
-    token_counts_by_key,
     token_tables,
 )
 from sales_platform.core.rotation_cli import cmd_key_status, cmd_rotate_keys
@@ -58,6 +72,9 @@ from sales_platform_tests.helpers import (
     write_catalogue,
     write_csv,
 )
+from sales_platform_tests.oracle import HEADER, Drop, Expected, normalize_id, read_table
+from sales_platform_tests.test_pipeline import drops_in, matches_oracle
+from sales_platform_tests.test_products_and_exports import expected_totals, read_catalogue, totals
 
 DAYS = ("2024-03-01", "2024-03-02")
 AGGREGATES = ["agg_sales_daily", "agg_sales_by_product", "agg_sales_by_customer"]
@@ -67,27 +84,212 @@ STAMPS = {"refreshed_at"}  # rotation re-stamps rotated aggregate rows (so expor
 RELOADED = {*STAMPS, "reject_id", "rejected_at"}  # a rerun of sales_rejects rewrites the day's rows
 
 
+# Where the documented rules put tokens for run_pipeline's input: identifiers, the sensitive column the
+# schema evolution adds (email), a malformed record, the rejected row's other columns, the aggregates.
+TOKEN_COLUMNS = frozenset({
+    "sales.customer_id", "sales.product_id", "sales.email", "sales_rejects.customer_id",
+    "sales_rejects.product_id", "sales_rejects.raw_text", "sales_rejects.extras",
+    "dim_products.product_token", "agg_sales_by_product.product_token",
+    "agg_sales_by_customer.customer_token"})
+TOKEN = re.compile(r"(?<![0-9a-f])([0-9a-f]{8})~[A-Za-z0-9_-]{22,}")  # <key id>~<base64url AES-SIV>
+EXTRA_CSV = ("transaction_id,customer_id,product_id,quantity,timestamp,email\n"
+             "TX-1,C0000001,P00001,2,2024-03-01T09:00:00,ann@example.com\n"
+             "TX-2,C0000002,P00001,1,2024-03-01T09:30:00,bob@example.com,too,many\n"
+             "TX-3,C0000003,P00001,-1,2024-03-01T09:45:00,cy@example.com\n")
+
+
 class Interrupted(Exception):
     pass
 
 
-def run_pipeline(data_dir: Path, url: str, key: str) -> dict:
+@dataclass
+class Inputs:
+    """What run_pipeline dropped and loaded, read from the files before the platform took them."""
+
+    drops: list[Drop]
+    catalogue: dict[str, tuple[str, str, Decimal]]
+
+
+def run_pipeline(data_dir: Path, url: str, key: str) -> tuple[dict, Inputs]:
     """Products, two days of generated sales with defects (plus a malformed record), aggregates, exports."""
     generate(data_dir / "incoming", data_dir / "catalogue" / "products.csv", date(2024, 3, 1), 2, 300,
              GeneratorSettings(seed=5, customers=120, products=25, defect_rate=0.08))
     # A sensitive column the contract does not declare (schema evolution adds it, as tokens), a
     # rejected row (its email lands in sales_rejects.extras JSON) and a malformed record (raw_text).
-    (data_dir / "incoming" / "extra.csv").write_text(
-        "transaction_id,customer_id,product_id,quantity,timestamp,email\n"
-        "TX-1,C0000001,P00001,2,2024-03-01T09:00:00,ann@example.com\n"
-        "TX-2,C0000002,P00001,1,2024-03-01T09:30:00,bob@example.com,too,many\n"
-        "TX-3,C0000003,P00001,-1,2024-03-01T09:45:00,cy@example.com\n")
+    (data_dir / "incoming" / "extra.csv").write_text(EXTRA_CSV)
+    inputs = Inputs(drops_in(data_dir / "incoming"), read_catalogue(data_dir))
     resources = resources_for(data_dir, url, key)
     materialize(resources, PRODUCTS)
     for day in DAYS:
         materialize(resources, [*SALES_CHAIN, *AGGREGATES], day)
     materialize(resources, ["agg_exports"])
-    return resources
+    return resources, inputs
+
+
+# ---- the test's own instruments: scans and decryptions, independent of the platform's token lists ------
+
+def db_key_ids(engine) -> dict[str, Counter[str]]:
+    """table.column -> key ids of the tokens in its values (inside JSON text too), scanning every column
+    of every table of the database."""
+    live = MetaData()
+    live.reflect(engine)
+    found: dict[str, Counter[str]] = defaultdict(Counter)
+    with engine.connect() as conn:
+        for table in live.sorted_tables:
+            for row in conn.execute(select(table)).mappings():
+                for column, value in row.items():
+                    if isinstance(value, str):
+                        found[f"{table.name}.{column}"].update(TOKEN.findall(value))
+    return {name: ids for name, ids in found.items() if ids}
+
+
+def db_mentions(engine, text_: str) -> list[str]:
+    """table.column of every value (of any column of any table) that holds ``text_``."""
+    live = MetaData()
+    live.reflect(engine)
+    with engine.connect() as conn:
+        return [f"{table.name}.{column}" for table in live.sorted_tables
+                for row in conn.execute(select(table)).mappings() for column, value in row.items()
+                if text_ in (value.decode("latin-1") if isinstance(value, bytes) else str(value))]
+
+
+def every_file(data_dir: Path) -> list[Path]:
+    return sorted(p for p in data_dir.rglob("*") if p.is_file())
+
+
+def parquet_strings(content: bytes) -> dict[str, list[str]]:
+    """column -> its non-null string values, of a Parquet file's bytes."""
+    table = pq.read_table(io.BytesIO(content))
+    return {name: [v for v in table[name].to_pylist() if isinstance(v, str)] for name in table.column_names}
+
+
+def decoded(path: Path, keyring: Keyring) -> tuple[str | None, str]:
+    """(key id of the seal or None, the content as text: a sealed file opened with ``keyring``, the string
+    values of Parquet, else the bytes)."""
+    content = path.read_bytes()
+    seal = None
+    if content.startswith(SEAL_MAGIC):
+        seal = content[len(SEAL_MAGIC):len(SEAL_MAGIC) + 8].decode("ascii")
+        content = open_sealed_bytes(keyring, content)
+    if content[:4] == b"PAR1":
+        return seal, "\n".join(v for values in parquet_strings(content).values() for v in values)
+    return seal, content.decode("latin-1")
+
+
+def file_key_ids(data_dir: Path, keyring: Keyring) -> dict[str, Counter[str]]:
+    """File (relative to the data dir) -> key ids of its seal and of the tokens in its content."""
+    found = {}
+    for path in every_file(data_dir):
+        seal, text_ = decoded(path, keyring)
+        ids = Counter(TOKEN.findall(text_)) + Counter([seal] if seal else [])
+        if ids:
+            found[str(path.relative_to(data_dir))] = ids
+    return found
+
+
+def assert_key_gone(engine, data_dir: Path, keyring: Keyring, old: str) -> None:
+    """The old key id is nowhere: in no value of any table, in no file's bytes, in no file's content
+    (sealed files opened with ``keyring``, which must not need the old key)."""
+    assert db_mentions(engine, old) == []
+    in_bytes = [str(p.relative_to(data_dir)) for p in every_file(data_dir) if old.encode() in p.read_bytes()]
+    assert in_bytes == []
+    in_content = [str(p.relative_to(data_dir)) for p in every_file(data_dir) if old in decoded(p, keyring)[1]]
+    assert in_content == []
+
+
+def area(relative: str) -> str:
+    """The data area of a file: archive, blob/archive, blob/exports, staging/landed, ..."""
+    parts = relative.split("/")
+    return parts[0] if parts[0] == "archive" else "/".join(parts[:2])
+
+
+def only_key_id(counts: dict[str, Counter[str]], key_id: str) -> bool:
+    return bool(counts) and all(set(ids) == {key_id} for ids in counts.values())
+
+
+def input_records(drops: list[Drop]) -> dict[tuple[str, int], dict[str, str]]:
+    """(file, source_row) -> the record's fields by header name; a malformed record as {"raw": line}."""
+    out = {}
+    for drop in drops:
+        table = read_table(drop.content)
+        assert table is not None, drop.name
+        header, records = table
+        names = [cell.strip().lower() for cell in header]
+        for row, record in enumerate(records, start=1):
+            out[(drop.name, row)] = (dict(zip(names, record, strict=True)) if len(record) == len(names)
+                                     else {"raw": ",".join(record)})  # the test's input has no quoting
+    return out
+
+
+def input_values(drops: list[Drop]) -> set[str]:
+    """Every field of every input record, as written and normalized."""
+    values = set()
+    for fields in input_records(drops).values():
+        for value in fields.values():
+            values |= {value, normalize_id(value)}
+    return values
+
+
+def assert_plaintext_from_inputs(engine, url: str, data_dir: Path, key: str, inputs: Inputs,
+                                 exports: bool = True) -> Expected:
+    """Everything decrypts with ``key`` alone to the plaintext computed from the input files: the sales
+    rows and rejects (oracle), rejected rows' raw values and other columns, the products dimension and
+    the token aggregates (oracle x catalogue), archived drops (their bytes), the values in staged and
+    sealed fragments, and (``exports``) the exported token aggregates."""
+    keyring = Keyring.from_secrets(key)
+    tokenizer = Tokenizer(keyring)
+    expected = matches_oracle(data_dir, url, key, inputs.drops, known_products=set(inputs.catalogue))
+    records = input_records(inputs.drops)
+    live = MetaData()
+    live.reflect(engine)
+    with engine.connect() as conn:
+        emails = {r.transaction_id: tokenizer.decrypt(r.email)
+                  for r in conn.execute(select(live.tables["sales"])) if r.email is not None}
+        rejects = conn.execute(select(sales_rejects)).mappings().all()
+        products = {r.product_id: tokenizer.decrypt(r.product_token)
+                    for r in conn.execute(select(dim_products))}
+        by_product = {(r.sale_date, tokenizer.decrypt(r.product_token)): totals(r)
+                      for r in conn.execute(select(agg_sales_by_product))}
+        by_customer = {(r.sale_date, tokenizer.decrypt(r.customer_token)): totals(r)
+                       for r in conn.execute(select(agg_sales_by_customer))}
+    assert emails == {"TX-1": "ann@example.com"}
+    for reject in rejects:
+        fields = records[(reject["source_file"], reject["source_row"])]
+        if "raw" in fields:
+            assert tokenizer.decrypt(reject["raw_text"]) == fields["raw"]
+            continue
+        for column in ("customer_id", "product_id"):
+            assert normalize_id(tokenizer.decrypt(reject[column])) == normalize_id(fields[column]), reject
+        extras = {k: tokenizer.decrypt(v) if TOKEN.fullmatch(v) else v
+                  for k, v in json.loads(reject["extras"] or "{}").items()}
+        assert extras == {k: v for k, v in fields.items() if k not in HEADER}, reject
+    assert products == {pid: pid for pid in inputs.catalogue}
+    want = expected_totals(expected, inputs.catalogue)
+    assert by_product == want["product"] and by_customer == want["customer"]
+
+    contents, values = {d.content for d in inputs.drops}, input_values(inputs.drops)
+    archived: dict[str, set[bytes]] = defaultdict(set)
+    for path in every_file(data_dir):
+        content = path.read_bytes()
+        if content.startswith(SEAL_MAGIC):
+            content = open_sealed_bytes(keyring, content)
+            if path.name.endswith(".csv.sealed"):  # an archived drop (or its blob copy): the dropped bytes
+                assert hashlib.sha256(content).hexdigest() == path.name.split(".")[0]
+                archived[str(path.parent.relative_to(data_dir))].add(content)
+                continue
+        if content[:4] == b"PAR1":
+            for column, strings in parquet_strings(content).items():
+                if column in ("customer_id", "product_id", "raw_text", "email"):
+                    plain = [tokenizer.decrypt(v) if TOKEN.fullmatch(v) else v for v in strings]
+                    assert set(plain) <= values, (path, column, set(plain) - values)
+    assert archived == {"archive": contents, "blob/archive": contents}
+    if exports:
+        for name, column in TOKEN_EXPORTS.items():
+            group = "product" if column == "product_token" else "customer"
+            rows = list(csv.DictReader(io.StringIO((data_dir / "blob" / name).read_text())))
+            assert {(date.fromisoformat(r["sale_date"]), tokenizer.decrypt(r[column])): totals(r)
+                    for r in rows} == {k: v for k, v in want[group].items() if k[0].year == 2024}, name
+    return expected
 
 
 def _decrypt_json(tokenizer: Tokenizer, text: str | None) -> object:
@@ -153,14 +355,6 @@ def distinct_groups(engine) -> tuple[int, ...]:
                                     agg_sales_by_customer.c.customer_token))
 
 
-def totals(counts: dict[str, dict[str, int]]) -> dict[str, int]:
-    return {name: sum(per_key.values()) for name, per_key in counts.items()}
-
-
-def only_key(counts: dict[str, dict[str, int]], key_id: str) -> bool:
-    return all(set(per_key) <= {key_id} for per_key in counts.values())
-
-
 def sales_counts(result) -> tuple[int, int, int]:
     meta = result.asset_materializations_for_node("sales")[0].metadata
     return meta["inserted"].value, meta["updated"].value, meta["deleted"].value
@@ -172,41 +366,47 @@ def test_rotation_moves_everything_to_the_new_key_and_changes_no_plaintext(backe
     ring_a, ring_b = Keyring.from_secrets(key), Keyring.from_secrets(key_b, [key])
     only_b = Keyring.from_secrets(key_b)
     a, b = ring_a.active.key_id, ring_b.active.key_id
-    resources = run_pipeline(data_dir, backend.url, key)
+    resources, inputs = run_pipeline(data_dir, backend.url, key)
     engine, areas = cached_engine(resources["warehouse"].url()), DataAreas(data_dir)
     before = plaintext_state(engine, data_dir, ring_a)
     before_reload = plaintext_state(engine, data_dir, ring_a, RELOADED)
     exports_before = _decrypted_exports(data_dir, ring_a)
-    tokens_before, sealed_before = token_counts_by_key(engine), sealed_counts_by_key(areas)
-    staged_before = staged_token_counts_by_key(areas)
-    assert only_key(tokens_before, a) and only_key(sealed_before, a) and only_key(staged_before, a)
-    assert tokens_before["sales.email"] and tokens_before["sales_rejects.extras"]  # evolved columns
-    assert [n for n, v in totals(tokens_before).items() if not v] == ["sales.extras"], tokens_before
-    assert {"archive", "staging/landed", "staging/cleaned"} <= set(sealed_before)
-    assert {"staging/encrypted", "staging/rejects"} <= set(staged_before)
-    joined, groups = joined_rows(engine), distinct_groups(engine)
+    # The start, from the inputs: tokens under key A exactly where the rules put them, every file under A
+    # (sealed archive and fragments, staged tokens, exports), all decrypting to the input's plaintext.
+    assert {c: set(ids) for c, ids in db_key_ids(engine).items()} == dict.fromkeys(TOKEN_COLUMNS, {a})
+    start_files = file_key_ids(data_dir, ring_a)
+    assert only_key_id(start_files, a)
+    assert {area(f) for f in start_files} == {"archive", "blob/archive", "blob/exports", "staging/landed",
+                                              "staging/cleaned", "staging/encrypted", "staging/rejects"}
+    expected = assert_plaintext_from_inputs(engine, backend.url, data_dir, key, inputs)
 
     report = rotate_keys(engine, ring_b, areas, batch_size=97,
                          archive_sink=LocalBlobStorage(root=str(data_dir / "blob")).put_file)
 
-    tokens_after, sealed_after = token_counts_by_key(engine), sealed_counts_by_key(areas)
-    assert only_key(tokens_after, b) and totals(tokens_after) == totals(tokens_before)
-    assert only_key(sealed_after, b) and totals(sealed_after) == totals(sealed_before)
-    assert only_key(staged_token_counts_by_key(areas), b)
-    assert dict(report.values) == {n: v for n, v in totals(tokens_before).items() if v}
-    assert dict(report.sealed_files) == totals(sealed_before)
-    assert report.batches > len(TOKEN_TABLES)  # several batches per large table
+    # Every token in the database is under key B, in the same columns; every sealed or staged file too
+    # (the exports are rewritten by the next agg_exports, below).
+    assert {c: set(ids) for c, ids in db_key_ids(engine).items()} == dict.fromkeys(TOKEN_COLUMNS, {b})
+    assert only_key_id({f: ids for f, ids in file_key_ids(data_dir, only_b).items()
+                        if not f.startswith("blob/exports/")}, b)
+    # one transaction per batch of 97 rows: the sales rows alone take ceil(n / 97), each other table one
+    assert report.batches >= math.ceil(len(expected.sales) / 97) + len(TOKEN_TABLES) - 1
     # With key B alone, everything decrypts to the same plaintext as before (blob archive copy too).
     assert plaintext_state(engine, data_dir, only_b) == before
     with pytest.raises(CryptoError):
         _decrypted_rows(engine, ring_a)
-    assert joined_rows(engine) == joined and distinct_groups(engine) == groups
+    customers = {s.customer_id for s in expected.sales.values()}
+    assert joined_rows(engine) == len(expected.sales)  # every sale still finds its product
+    assert distinct_groups(engine) == (len(customers), len({s.product_id for s in expected.sales.values()}),
+                                       len(customers))
 
     # Rotated aggregate rows count as refreshed: the next export rewrites them with the new tokens.
     resources_b = resources_for(data_dir, backend.url, key_b, retired_keys=key)
     exported = materialize(resources_b, ["agg_exports"]).asset_materializations_for_node("agg_exports")
-    assert exported[0].metadata["files_written"].value > 0
+    assert exported[0].metadata["files_written"].value == len(TOKEN_EXPORTS)  # the two with tokens
     assert _decrypted_exports(data_dir, only_b) == exports_before
+    # The absolute end state: key A is nowhere, and key B alone gives the input's plaintext everywhere.
+    assert_key_gone(engine, data_dir, only_b, a)
+    assert_plaintext_from_inputs(engine, backend.url, data_dir, key_b, inputs)
     # The pipeline with key B active finds nothing to change: staged files and tables agree.
     assert sales_counts(materialize(resources_b, ["sales"], DAYS[0])) == (0, 0, 0)
     assert sales_counts(materialize(resources_b, [*SALES_CHAIN, *AGGREGATES], DAYS[1])) == (0, 0, 0)
@@ -264,13 +464,15 @@ def test_interrupted_rotation_resumes_and_ends_like_an_uninterrupted_one(backend
     key_b = generate_key()
     ring_b = Keyring.from_secrets(key_b, [key])
     a, b = Keyring.from_secrets(key).active.key_id, ring_b.active.key_id
-    resources = run_pipeline(data_dir, backend.url, key)
+    resources, inputs = run_pipeline(data_dir, backend.url, key)
     engine, areas = cached_engine(resources["warehouse"].url()), DataAreas(data_dir)
     before = plaintext_state(engine, data_dir, Keyring.from_secrets(key))
+    expected = assert_plaintext_from_inputs(engine, backend.url, data_dir, key, inputs)
+    n = len(expected.sales)
     with cloned(backend, data_dir, tmp_path) as (clone_url, clone_dir):
         clone_engine = cached_engine(clone_url)
-        reference = rotate_keys(clone_engine, ring_b, DataAreas(clone_dir), batch_size=40,
-                                archive_sink=LocalBlobStorage(root=str(clone_dir / "blob")).put_file)
+        rotate_keys(clone_engine, ring_b, DataAreas(clone_dir), batch_size=40,  # the uninterrupted reference
+                    archive_sink=LocalBlobStorage(root=str(clone_dir / "blob")).put_file)
         done = []
 
         def stop_after_first_batch(batch) -> None:
@@ -283,11 +485,13 @@ def test_interrupted_rotation_resumes_and_ends_like_an_uninterrupted_one(backend
             rotate_keys(engine, ring_b, areas, batch_size=40, progress=stop_after_first_batch,
                         archive_sink=sink)
         # Mixed state: the first batch is committed, the rest still under key A; both keys decrypt.
-        mixed = token_counts_by_key(engine)
+        mixed = db_key_ids(engine)
         assert done[0].target == "sales" and done[0].items == 40
-        assert set(mixed["sales.customer_id"]) == {a, b} and mixed["sales.customer_id"][b] == 40
-        assert only_key({k: v for k, v in mixed.items() if not k.startswith("sales.")}, a)
-        assert only_key(sealed_counts_by_key(areas), a)
+        for column in ("sales.customer_id", "sales.product_id"):
+            assert mixed.pop(column) == Counter({b: 40, a: n - 40}), column
+        assert only_key_id(mixed, a)
+        assert set(mixed) == TOKEN_COLUMNS - {"sales.customer_id", "sales.product_id"}
+        assert only_key_id(file_key_ids(data_dir, ring_b), a)  # files come after the tables
         assert plaintext_state(engine, data_dir, ring_b) == before
         for one_key in (key, key_b):
             with pytest.raises(CryptoError):
@@ -295,16 +499,20 @@ def test_interrupted_rotation_resumes_and_ends_like_an_uninterrupted_one(backend
 
         resumed = rotate_keys(engine, ring_b, areas, batch_size=40, archive_sink=sink)
 
-        # The rerun skips the committed batch (it reads only rows still under key A) ...
-        assert resumed.rows["sales"] == reference.rows["sales"] - 40
-        rotated = resumed.values + Counter({"sales.customer_id": 40, "sales.product_id": 40})
+        # The rerun skips the committed batch: it reads only the sales rows still under key A ...
+        assert resumed.rows["sales"] == n - 40
         # ... and ends exactly where an uninterrupted rotation of the same start ends.
-        assert rotated == reference.values and resumed.sealed_files == reference.sealed_files
-        assert resumed.token_files == reference.token_files
         assert table_dump(engine) == table_dump(clone_engine)
         assert file_dump(data_dir, ring_b) == file_dump(clone_dir, ring_b)
-        assert only_key(token_counts_by_key(engine), b)
         assert plaintext_state(engine, data_dir, Keyring.from_secrets(key_b)) == before
+        # That end, absolutely: with the exports redone (the runbook's next step), key A is nowhere and key
+        # B alone gives the input's plaintext everywhere.
+        only_b = Keyring.from_secrets(key_b)
+        assert {c: set(ids) for c, ids in db_key_ids(engine).items()} == dict.fromkeys(TOKEN_COLUMNS, {b})
+        materialize(resources_for(data_dir, backend.url, key_b), ["agg_exports"])
+        assert_key_gone(engine, data_dir, only_b, a)
+        assert only_key_id(file_key_ids(data_dir, only_b), b)
+        assert_plaintext_from_inputs(engine, backend.url, data_dir, key_b, inputs)
 
 
 def _agg_row(day: date, column: str, token: str, transactions: int, revenue: Decimal | None,
@@ -384,12 +592,17 @@ def test_cli_dry_run_changes_nothing_then_rotation_and_status(data_dir, key, tmp
     monkeypatch.setenv("SALES_PLATFORM_ENCRYPTION_KEY", key_b)
     monkeypatch.setenv("SALES_PLATFORM_RETIRED_KEYS", key)
     engine = cached_engine(url)
-    before = token_counts_by_key(engine)
+    ring = Keyring.from_secrets(key_b, [key])
+    # the input's tokens: one loaded row, one rejected row (customer and product each), one product
+    tokens = {"sales.customer_id": Counter({a: 1}), "sales.product_id": Counter({a: 1}),
+              "sales_rejects.customer_id": Counter({a: 1}), "sales_rejects.product_id": Counter({a: 1}),
+              "dim_products.product_token": Counter({a: 1})}
+    assert db_key_ids(engine) == tokens and only_key_id(file_key_ids(data_dir, ring), a)
 
     assert cmd_rotate_keys(argparse.Namespace(batch_size=1, dry_run=True)) == 0
     dry = capsys.readouterr().out
     assert f"{a} (retired)=1" in dry and "dry run: nothing changed" in dry
-    assert token_counts_by_key(engine) == before and only_key(sealed_counts_by_key(DataAreas(data_dir)), a)
+    assert db_key_ids(engine) == tokens and only_key_id(file_key_ids(data_dir, ring), a)  # nothing changed
     assert cmd_key_status(argparse.Namespace()) == 1
 
     assert cmd_rotate_keys(argparse.Namespace(batch_size=1, dry_run=False)) == 0
@@ -400,7 +613,10 @@ def test_cli_dry_run_changes_nothing_then_rotation_and_status(data_dir, key, tmp
     status = capsys.readouterr().out
     assert f"{b} (active)=1" in status and f"{a} (retired)=" not in status
     assert all(Path(p).exists() for p in sealed_files(DataAreas(data_dir)))
-    assert only_key(token_counts_by_key(engine), b)
+    assert db_key_ids(engine) == {column: Counter({b: 1}) for column in tokens}
+    only_b = Keyring.from_secrets(key_b)
+    assert only_key_id(file_key_ids(data_dir, only_b), b)
+    assert_key_gone(engine, data_dir, only_b, a)
 
 
 def test_tokens_in_evolved_columns_and_extras_json_are_rotated(backend):
@@ -433,10 +649,10 @@ def test_tokens_in_evolved_columns_and_extras_json_are_rotated(backend):
     assert only_b.decrypt(row["email"]) == "ann@example.com" and extras["note"] == "ß kept"
     assert only_b.decrypt(extras["phone"]) == "+44 1" and only_b.decrypt(reject["iban"]) == "GB00"
     assert only_b.decrypt(json.loads(reject["extras"])["email"]) == "ann@example.com"
-    counts = token_counts_by_key(engine)
     b = Keyring.from_secrets(key_b).active.key_id
-    assert (counts["sales.email"], counts["sales.extras"], counts["sales_rejects.extras"]) == (
-        {b: 1}, {b: 1}, {b: 2})
+    assert db_key_ids(engine) == {"sales.customer_id": Counter({b: 1}), "sales.product_id": Counter({b: 1}),
+                                  "sales.email": Counter({b: 1}), "sales.extras": Counter({b: 1}),
+                                  "sales_rejects.extras": Counter({b: 2})}  # the nested token too
     assert report.values == Counter({"sales.customer_id": 1, "sales.product_id": 1, "sales.email": 1,
                                      "sales.extras": 1, "sales_rejects.extras": 1})
 
