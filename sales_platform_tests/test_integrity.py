@@ -491,3 +491,63 @@ def test_a_file_with_a_future_mtime_still_lands(harness):
     harness.resources["platform"] = harness.resources["platform"].model_copy(update={"settle_s": 5.0})
     land_and_load(harness)
     assert set(assert_matches_oracle(harness).sales) == {"S0", "S1", "S2"}
+
+
+# found by a hostile pass ---------------------------------------------------------------------
+def test_a_blocked_day_keeps_no_row_of_the_version_it_superseded(data_dir, backend, key):
+    h = Harness(data_dir, backend.url, key, platform={"max_reject_rate": 0.2})
+    h.drop("f.csv", csv_bytes(rows("T", 5)))
+    land_and_load(h)
+    bad = rows("T", 5)
+    for row in bad[:3]:
+        row[3] = "0"
+    h.drop("f.csv", csv_bytes(bad))  # the new version blocks the day
+    land_and_load(h)
+    (current,) = [e for e in h.ledger().values() if e["status"] != "superseded"]
+    assert current["status"] == "blocked"
+    assert h.sales_rows() == {}  # v1's rows are gone, v2's good rows wait for the day to unblock
+    assert sorted(r[2] for r in h.reject_rows()) == ["quantity_not_positive"] * 3
+
+
+def test_a_sale_moved_to_another_day_survives_its_old_day_being_blocked(data_dir, backend, key):
+    h = Harness(data_dir, backend.url, key, platform={"max_reject_rate": 0.2})
+    elsewhere = ["E1", "C1", "P1", "1", f"{D3}T10:00:00Z"]
+    old = [["T", "C1", "P1", "1", f"{D1}T10:00:00Z"], *rows("G", 4), elsewhere]
+    h.drop("f.csv", csv_bytes(old))
+    land_and_load(h)
+    new = [["T", "C1", "P1", "1", f"{D3}T10:00:00Z"], *rows("G", 4), elsewhere]
+    new[1][3] = new[2][3] = "0"  # D1 now blocks
+    h.drop("f.csv", csv_bytes(new))
+    land_and_load(h)
+    got = h.sales_rows()
+    assert got["T"][4] == day(D3) and got["E1"][4] == day(D3)
+    assert not any(d == day(D1) for *_, d, _, _ in got.values())
+
+
+def test_a_version_whose_every_row_is_rejected_at_landing_is_loaded(harness):
+    harness.drop("bad.csv", csv_bytes([["A1", "C1", "P1", "1", "garbage"],
+                                       ["A2", "C1", "P1", "1", "2024-13-01T00:00:00"]]))
+    land_and_load(harness)
+    assert [e["status"] for e in harness.ledger().values()] == ["loaded"]
+    assert_matches_oracle(harness)
+
+
+def test_whole_numbers_ids_blank_lines_and_far_years_follow_the_rules(data_dir, backend, key):
+    harness = Harness(data_dir, backend.url, key, platform={"max_reject_rate": 1.0})
+    content = b"\n\n" + csv_bytes([
+        ["Q1", "C1", "P1", "1.0000000000000001", f"{D1}T10:00:00Z"],
+        ["Q2", "C1", "P1", "1000.0000000000001", f"{D1}T10:00:00Z"],
+        ["Q3", "C1", "P1", "1.5e1", f"{D1}T10:00:00Z"],
+        ["ß1", "C1", "P1", "1", f"{D1}T10:00:00Z"],
+        ["SS1", "C1", "P1", "1", f"{D2}T10:00:00Z"],
+        ["ﬁx", "C1", "P1", "1", f"{D1}T10:00:00Z"],
+        ["FIX", "C1", "P1", "1", f"{D2}T10:00:00Z"],
+        ["Y1", "C1", "P1", "1", "2300-01-01T00:00:00Z"],
+        ["Y2", "C1", "P1", "1", "1600-01-01T00:00:00Z"],
+    ])
+    harness.drop("odd.csv", content)
+    land_and_load(harness)
+    expected = assert_matches_oracle(harness)
+    assert set(expected.sales) == {"Q3"}
+    assert expected.rejects_by_reason() == {"quantity_not_integer": 2, "duplicate_across_days": 4,
+                                            "future_timestamp": 1, "before_start_date": 1}

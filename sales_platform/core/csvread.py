@@ -111,7 +111,7 @@ def exact_batches(path: Path, header: list[str], state: ReadState,
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle)
-            next(reader, None)  # header
+            next((r for r in reader if r), None)  # the header: the first non-blank record
             columns: dict[str, list[str]] = {h: [] for h in header}
             rows: list[int] = []
             for fields in reader:

@@ -116,13 +116,19 @@ def _full_header(path: Path, name: str) -> list[str]:
             limit = csv.field_size_limit()
             csv.field_size_limit(MAX_HEADER_CHARS)
             try:
-                return next(csv.reader(handle), [])
+                return next((r for r in csv.reader(handle) if r), [])  # blank lines before it skipped
             finally:
                 csv.field_size_limit(limit)
     except UnicodeDecodeError as exc:
         raise FileRejected(f"{name}: not UTF-8 text in the header ({exc.reason})") from exc
     except csv.Error as exc:
         raise FileRejected(f"{name}: unreadable header: {exc}") from exc
+
+
+def _starts_with_blank_line(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(8).removeprefix(b"\xef\xbb\xbf")
+    return head[:1] in (b"\n", b"\r")
 
 
 def read_header(path: Path, name: str) -> list[str]:
@@ -139,7 +145,7 @@ def read_header(path: Path, name: str) -> list[str]:
         if len(probe) < _HEADER_PROBE_BYTES or exc.start < len(probe) - 4:
             raise FileRejected(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
         text = probe[: exc.start].decode("utf-8-sig")
-    first_line = text.splitlines()[0] if text.splitlines() else ""
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
     header = _full_header(path, name)
     if len(header) == 1 and any(d in first_line for d in ";\t|"):
         raise FileRejected(
@@ -193,6 +199,8 @@ class Lander:
             raise FileRejected(f"{name}: unknown column(s) {', '.join(extras)} "
                                "(schema policy 'freeze' accepts only the contract's columns)")
         try:
+            if _starts_with_blank_line(path):  # Arrow would take the blank line for the header
+                raise NeedsExactRead("blank lines before the header")
             rejects = self._route_all(fast_batches, path, header, mapping, extras, name, key, work,
                                       result)
         except NeedsExactRead:

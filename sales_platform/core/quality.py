@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
 import numpy as np
 import pandas as pd
@@ -70,10 +71,36 @@ def _blank(values: pd.Series) -> np.ndarray:
 
 
 def normalize_identifiers(values: pd.Series) -> pd.Series:
-    """Stray whitespace and case differences removed; empty becomes missing (Arrow kernels: fast)."""
-    cleaned = pc.utf8_upper(pc.utf8_trim_whitespace(_arrow(values)))
+    """Stray whitespace and case differences removed; empty becomes missing (Arrow kernels: fast).
+
+    Upper case is Python's full case mapping (``ß`` -> ``SS``, ``ﬁ`` -> ``FI``): Arrow's kernel
+    maps one character to one, so the few non-ASCII values are upper-cased in Python.
+    """
+    trimmed = pc.utf8_trim_whitespace(_arrow(values))
+    cleaned = pc.utf8_upper(trimmed)
     cleaned = pc.if_else(pc.equal(pc.utf8_length(cleaned), 0), pa.scalar(None, pa.string()), cleaned)
-    return pd.Series(cleaned.to_numpy(zero_copy_only=False), index=values.index, dtype=object)
+    out = pd.Series(cleaned.to_numpy(zero_copy_only=False), index=values.index, dtype=object)
+    wide = ~pc.fill_null(pc.string_is_ascii(trimmed), True).to_numpy(zero_copy_only=False)
+    if wide.any():
+        out[wide] = [v.upper() or None for v in pd.Series(
+            trimmed.to_numpy(zero_copy_only=False), index=values.index)[wide]]
+    return out
+
+
+def _not_whole(text: pd.Series, parsed: pd.Series) -> np.ndarray:
+    """Quantities that are not whole numbers, decided on the text: a float would round
+    ``1.0000000000000001`` to 1. Exponent forms (rare) are decided exactly with Decimal."""
+    arr = pc.utf8_trim_whitespace(_arrow(text))
+    fraction = pc.fill_null(pc.match_substring_regex(arr, r"^[+-]?[0-9]*\.[0-9]*[1-9][0-9]*$"), False)
+    out = ((parsed % 1) != 0).to_numpy() | fraction.to_numpy(zero_copy_only=False)
+    exponent = pc.fill_null(pc.match_substring_regex(arr, r"[eE]"), False).to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(exponent & parsed.notna().to_numpy()):
+        try:
+            value = Decimal(str(text.iloc[i]).strip())
+            out[i] = value != value.to_integral_value()
+        except (InvalidOperation, ValueError):
+            pass
+    return out
 
 
 def _invalid_identifier(values: pd.Series) -> np.ndarray:
@@ -147,9 +174,12 @@ def route_timestamps(
     parsed = parse_timestamps(raw, rules.source_timezone)
     limit = utc_naive(now) + rules.future_tolerance
     start = pd.Timestamp(rules.start_date)
+    far_future, far_past = _beyond_pandas_range(raw, parsed)
     reasons = _first_reason(
         [
             (MISSING_TIMESTAMP, _blank(raw)),
+            (FUTURE_TIMESTAMP, far_future),
+            (BEFORE_START_DATE, far_past),
             (INVALID_TIMESTAMP, parsed.isna().to_numpy()),
             (FUTURE_TIMESTAMP, (parsed > limit).to_numpy()),
             (BEFORE_START_DATE, (parsed < start).to_numpy()),
@@ -157,6 +187,25 @@ def route_timestamps(
         raw.index,
     )
     return parsed, reasons
+
+
+def _beyond_pandas_range(raw: pd.Series, parsed: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Valid timestamps pandas cannot hold (years before 1678 or after 2261): far in the future
+    or the past, not invalid. Checked with Python's datetime on the (rare) unparsed rows."""
+    future = np.zeros(len(raw), dtype=bool)
+    past = np.zeros(len(raw), dtype=bool)
+    text = pd.Series(pc.utf8_trim_whitespace(_arrow(raw)).to_numpy(zero_copy_only=False), index=raw.index)
+    shaped = pc.fill_null(pc.match_substring_regex(_arrow(text), TIMESTAMP_SHAPE), False)
+    candidates = shaped.to_numpy(zero_copy_only=False) & parsed.isna().to_numpy()
+    for i in np.flatnonzero(candidates):
+        value = str(text.iloc[i]).replace("z", "Z")
+        try:
+            moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+        except ValueError:
+            continue
+        future[i] = moment.year > 2261
+        past[i] = moment.year < 1678
+    return future, past
 
 
 @dataclass
@@ -187,7 +236,7 @@ def clean_rows(
              | _invalid_identifier(product)),
             (MISSING_QUANTITY, _blank(quantity_raw)),
             (QUANTITY_NOT_NUMERIC, (quantity.isna() | ~np.isfinite(quantity.fillna(0))).to_numpy()),
-            (QUANTITY_NOT_INTEGER, ((quantity % 1) != 0).to_numpy()),
+            (QUANTITY_NOT_INTEGER, _not_whole(quantity_raw, quantity)),
             (QUANTITY_NOT_POSITIVE, (quantity <= 0).to_numpy()),
             (QUANTITY_OUTLIER, (quantity > rules.max_quantity).to_numpy()),
             (UNKNOWN_PRODUCT, unknown & product.notna().to_numpy()),

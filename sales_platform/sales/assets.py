@@ -31,6 +31,7 @@ from sales_platform.core.warehouse.ledger import (
     accounted_rows,
     clear_pending,
     mark_blocked,
+    purge_blocked_day,
     refresh_versions,
     request_days,
     versions_on_day,
@@ -150,6 +151,7 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
             failed = result.rows_rejected - result.rejects_by_reason.get("duplicate_identical", 0)
             detail = blocked_detail(day, failed, result.rows_read, day_rate, platform.max_reject_rate)
             files = mark_blocked(engine, day, detail, datetime.now())
+            purge_blocked_day(engine, day)
             context.log.error(f"{detail}; files: {', '.join(sorted(set(files))) or '-'}")
     elapsed = time.monotonic() - started
     yield dg.MaterializeResult(metadata={

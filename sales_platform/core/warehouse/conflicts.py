@@ -34,7 +34,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import aliased
 
 from sales_platform.core.warehouse.records import CONFLICT_STAGE
-from sales_platform.core.warehouse.tables import sales_rejects
+from sales_platform.core.warehouse.tables import file_ledger, sales, sales_rejects
+
+LIVE_STATES = ("landed", "loaded", "blocked")  # as in ledger.LIVE (that module imports this one)
 
 DUPLICATE_ACROSS_DAYS = "duplicate_across_days"
 
@@ -54,12 +56,14 @@ class CrossDayConflicts:
 
     def _copies_elsewhere(self, tid_column):
         """An id has a copy on another day: in sales, or as a duplicate reject (every copy that
-        passed the row rules counts, also those rejected as duplicates within their day)."""
+        passed the row rules counts, also those rejected as duplicates within their day). Only
+        copies of current file versions count: a superseded version's row waiting for its day's
+        reload (or held there by a blocked day) is no sale any more."""
         t, r = self.target, aliased(sales_rejects)  # an alias: the caller may scan sales_rejects
         return or_(
-            exists().where(t.c.transaction_id == tid_column, t.c.sale_date != self.day),
+            exists().where(t.c.transaction_id == tid_column, t.c.sale_date != self.day, _live(t)),
             exists().where(r.c.transaction_id == tid_column, r.c.reason.in_(COPY_REASONS),
-                           r.c.sale_date != self.day))
+                           r.c.sale_date != self.day, _live(r)))
 
     def _conflicting_ids(self, conn: Connection) -> list[str]:
         s, r = self.stage, sales_rejects
@@ -92,7 +96,7 @@ class CrossDayConflicts:
         s, t, r = self.stage, self.target, sales_rejects
         rejected = self._reject(conn, s, s.c.transaction_id.in_(ids), literal(self.day, Date),
                                 f"also on another day than {self.day}", now)
-        others = and_(t.c.transaction_id.in_(ids), t.c.sale_date != self.day)
+        others = and_(t.c.transaction_id.in_(ids), t.c.sale_date != self.day, _live(t))
         evicted = self._reject(conn, t, others, t.c.sale_date, f"also on {self.day}", now)
         conn.execute(delete(t).where(others))
         conn.execute(delete(s).where(s.c.transaction_id.in_(ids)))
@@ -127,13 +131,45 @@ class CrossDayConflicts:
         released = sorted(self.before - self.after)
         if not released:
             return []
-        r, t = sales_rejects, self.target
-        other = aliased(sales_rejects)
-        lonely = and_(
-            r.c.transaction_id.in_(released),
-            r.c.reason == DUPLICATE_ACROSS_DAYS, r.c.sale_date != self.day,
-            ~exists().where(t.c.transaction_id == r.c.transaction_id, t.c.sale_date != r.c.sale_date),
-            ~exists().where(other.c.transaction_id == r.c.transaction_id,
-                            other.c.reason.in_(COPY_REASONS), other.c.sale_date != r.c.sale_date))
-        days = conn.execute(select(func.distinct(r.c.sale_date)).where(lonely)).scalars().all()
-        return sorted(d.isoformat() if hasattr(d, "isoformat") else str(d) for d in days)
+        return lonely_conflict_days(conn, released, self.target, exclude_day=self.day)
+
+
+def _live(table):
+    """The row belongs to a current (live) file version."""
+    return exists().where(file_ledger.c.file_name == table.c.source_file,
+                          file_ledger.c.sha256 == table.c.source_sha256,
+                          file_ledger.c.status.in_(LIVE_STATES))
+
+
+def lonely_conflict_days(conn: Connection, ids, target: Table = sales,
+                         exclude_day: date | None = None) -> list[str]:
+    """Days holding a cross-day reject of one of ``ids`` that has no live copy on another day
+    any more: their row must come back, so they need a load."""
+    ids = sorted(ids)
+    if not ids:
+        return []
+    r, t = sales_rejects, target
+    other = aliased(sales_rejects)
+    lonely = and_(
+        r.c.transaction_id.in_(ids), r.c.reason == DUPLICATE_ACROSS_DAYS,
+        ~exists().where(t.c.transaction_id == r.c.transaction_id, t.c.sale_date != r.c.sale_date,
+                        _live(t)),
+        ~exists().where(other.c.transaction_id == r.c.transaction_id,
+                        other.c.reason.in_(COPY_REASONS), other.c.sale_date != r.c.sale_date,
+                        _live(other)))
+    if exclude_day is not None:
+        lonely = and_(lonely, r.c.sale_date != exclude_day)
+    days = conn.execute(select(func.distinct(r.c.sale_date)).where(lonely)).scalars().all()
+    return sorted(d.isoformat() if hasattr(d, "isoformat") else str(d) for d in days)
+
+
+def purge_superseded_rows(conn: Connection, day: date) -> list[str]:
+    """Remove the day's sales rows of versions that are no longer current (a blocked day keeps
+    no superseded sale); returns the days whose cross-day conflict this lets go of."""
+    t = sales
+    stale = and_(t.c.sale_date == day, ~_live(t))
+    ids = conn.execute(select(t.c.transaction_id).where(stale)).scalars().all()
+    if not ids:
+        return []
+    conn.execute(delete(t).where(stale))
+    return lonely_conflict_days(conn, ids)

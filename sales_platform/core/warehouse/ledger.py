@@ -22,6 +22,8 @@ from datetime import date, datetime
 import pandas as pd
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
+from sales_platform.core.warehouse.conflicts import purge_superseded_rows
+from sales_platform.core.warehouse.loading import SALES_LOAD_LOCK
 from sales_platform.core.warehouse.locks import take_lock
 from sales_platform.core.warehouse.records import DAY_STAGES, replace_file_rejects
 from sales_platform.core.warehouse.tables import (
@@ -157,6 +159,10 @@ def record_landed(engine: Engine, version: LandedVersion, now: datetime) -> list
                f"day(s), {version.rows_rejected} rejected at landing", now)
         if affected:
             request_days(conn, affected, f"file {version.file_name} landed")
+        else:  # every row rejected at landing, no day to load: all of them are counted already
+            conn.execute(update(file_ledger).where(key).values(status=LOADED))
+            _event(conn, version.file_name, version.sha256, LOADED,
+                   "every row rejected at landing: nothing to load", now)
     return sorted(affected)
 
 
@@ -199,6 +205,17 @@ def mark_blocked(engine: Engine, day: str, detail: str, now: datetime) -> list[s
                          .values(status=BLOCKED, error=detail, processed_at=now))
             _event(conn, row["file_name"], row["sha256"], BLOCKED, detail, now)
     return names
+
+
+def purge_blocked_day(engine: Engine, day: str) -> list[str]:
+    """A blocked day loads nothing, but rows of versions superseded since its last load must still
+    leave ``sales``; days whose cross-day conflict that ends are requested. Returns those days."""
+    with engine.begin() as conn:
+        take_lock(conn, SALES_LOAD_LOCK)
+        released = purge_superseded_rows(conn, date.fromisoformat(day))
+        if released:
+            request_days(conn, released, f"superseded rows left blocked day {day}")
+    return released
 
 
 def accounted_rows(conn: Connection, day: str) -> dict[tuple[str, str], int]:
