@@ -53,9 +53,9 @@ class LandingConfig(dg.Config):
 
 @dg.asset(
     metadata={"lineage/reads": ["file:incoming/*.csv"],
-              "lineage/writes": ["file:staging/landed", "file:staging/landing_rejects", "file:archive",
-                                 "file:quarantine", "table:file_ledger", "table:sales_rejects",
-                                 "blob:archive"]},
+              "lineage/writes": ["file:staging/landed", "file:archive", "file:quarantine",
+                                 "table:file_ledger", "table:file_events", "table:file_day_counts",
+                                 "table:pending_days", "table:sales_rejects", "blob:archive"]},
     group_name="ingestion",
     kinds={"csv"},
     owners=["team:data-platform"],
@@ -82,8 +82,10 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
 
 
 @dg.asset(
-    metadata={"lineage/reads": ["file:incoming/*.csv", "file:staging/landed"],
-              "lineage/writes": ["file:staging/landed", "table:file_ledger"]},
+    metadata={"lineage/reads": ["file:incoming/*.csv"],
+              "lineage/writes": ["file:staging/landed", "table:file_ledger", "table:file_events",
+                                 "table:file_day_counts", "table:pending_days",
+                                 "table:sales_rejects"]},
     partitions_def=daily_partitions,
     deps=[landed_files],
     backfill_policy=daily_backfill_policy,

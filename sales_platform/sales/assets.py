@@ -107,7 +107,8 @@ def _days(context: dg.AssetExecutionContext) -> list[str]:
 
 @dg.asset(
     metadata={"lineage/reads": ["file:staging/landed", "table:dim_products"],
-              "lineage/writes": ["file:staging/cleaned", "file:staging/rejects"]},
+              "lineage/writes": ["file:staging/cleaned", "file:staging/rejects", "table:sales_rejects",
+                                 "table:file_ledger"]},
     **COMMON,
     deps=["raw_sales", "dim_products"],
     kinds={"pandas", "parquet"},
@@ -173,7 +174,7 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
 
 
 @dg.asset(
-    metadata={"lineage/reads": ["file:staging/rejects"], "lineage/writes": ["table:sales_rejects"]},
+    metadata={"lineage/reads": ["table:sales_rejects"], "lineage/writes": []},
     **COMMON,
     deps=["cleaned_sales"],
     kinds=warehouse_kinds(),
@@ -231,7 +232,8 @@ def encrypted_sales(context: dg.AssetExecutionContext,
 
 @dg.asset(
     metadata={"lineage/reads": ["file:staging/encrypted"],
-              "lineage/writes": ["table:sales", "table:file_ledger"]},
+              "lineage/writes": ["table:sales", "table:sales_rejects", "table:file_ledger",
+                                 "table:pending_days"]},
     **COMMON,
     deps=["encrypted_sales"],
     kinds=warehouse_kinds(),
