@@ -7,6 +7,7 @@ compares the whole sales table, the rejects and the ledger with what the indepen
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import threading
@@ -19,7 +20,7 @@ from sqlalchemy import select
 
 from sales_platform.core import csvread
 from sales_platform.core.pipeline import manifest_ns
-from sales_platform.core.warehouse.tables import file_ledger, pending_days
+from sales_platform.core.warehouse.tables import file_ledger, pending_days, sales
 from sales_platform_tests.helpers import all_assets, check_results
 from sales_platform_tests.integrity import (
     Harness,
@@ -133,11 +134,14 @@ def test_recent_sales_are_not_future_on_a_server_outside_utc(harness, monkeypatc
     try:
         recent = (datetime.now(UTC) - timedelta(minutes=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
         future = (datetime.now(UTC) + timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        tolerated = (datetime.now(UTC) + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
         harness.drop("late.csv", csv_bytes([["T1", "C1", "P1", "1", recent],
-                                            ["T2", "C1", "P1", "1", future]]))
+                                            ["T2", "C1", "P1", "1", future],
+                                            ["T3", "C1", "P1", "1", tolerated]]))
         land_and_load(harness)
         expected = assert_matches_oracle(harness)
-        assert set(expected.sales) == {"T1"} and expected.rejects_by_reason() == {"future_timestamp": 1}
+        assert set(expected.sales) == {"T1", "T3"}  # 30 min ahead: within the 1 h clock tolerance
+        assert expected.rejects_by_reason() == {"future_timestamp": 1}
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
@@ -370,12 +374,14 @@ def test_every_reject_names_its_row_and_only_csv_files_are_taken(harness):
                b"T4,C1,P1,1,2024-06-15T10:00:00\n")
     harness.drop("rows.csv", content)
     harness.drop("notes.txt", csv_bytes(rows("N", 2)))
+    harness.drop("UPPER.CSV", csv_bytes(rows("U", 2)))  # the suffix is matched in any case
     harness.drop("noext", csv_bytes(rows("M", 2)))
     land_and_load(harness)
     assert_matches_oracle(harness)
     assert ("rows.csv", 2, "malformed_row", None) in harness.reject_rows()
     assert ("rows.csv", 3, "malformed_row", None) in harness.reject_rows()
     assert harness.sales_rows()["T4"][6] == 4
+    assert {"U0", "U1"} <= set(harness.sales_rows())
     ledger = {name: e for (name, _), e in harness.ledger().items()}
     assert ledger["notes.txt"]["status"] == ledger["noext"]["status"] == "quarantined"
 
@@ -544,10 +550,26 @@ def test_whole_numbers_ids_blank_lines_and_far_years_follow_the_rules(data_dir, 
         ["FIX", "C1", "P1", "1", f"{D2}T10:00:00Z"],
         ["Y1", "C1", "P1", "1", "2300-01-01T00:00:00Z"],
         ["Y2", "C1", "P1", "1", "1600-01-01T00:00:00Z"],
+        ["M1", "C1", "P1", "1000", f"{D1}T10:00:00Z"],  # exactly max_quantity: allowed
     ])
     harness.drop("odd.csv", content)
     land_and_load(harness)
     expected = assert_matches_oracle(harness)
-    assert set(expected.sales) == {"Q3"}
+    assert set(expected.sales) == {"Q3", "M1"}
     assert expected.rejects_by_reason() == {"quantity_not_integer": 2, "duplicate_across_days": 4,
                                             "future_timestamp": 1, "before_start_date": 1}
+
+
+def test_a_new_version_takes_over_its_unchanged_rows_and_drops_the_old_rejects(harness):
+    v1 = rows("A", 4) + [["BADTS", "C1", "P1", "1", "garbage"]]
+    harness.drop("f.csv", csv_bytes(v1))
+    land_and_load(harness)
+    v2 = rows("A", 4) + [["A9", "C1", "P1", "1", f"{D1}T12:00:00Z"]]  # same 4 rows, one fixed
+    harness.drop("f.csv", csv_bytes(v2))
+    land_and_load(harness)
+    assert_matches_oracle(harness)  # v1's landing reject is gone with v1
+    sha = hashlib.sha256(harness.drops[-1].content).hexdigest()
+    with harness.engine.connect() as conn:
+        shas = set(conn.execute(select(sales.c.source_sha256)).scalars())
+    assert shas == {sha}  # every row, the unchanged ones too, credits the current version
+    assert harness.ledger()[("f.csv", sha)]["status"] == "loaded"
