@@ -428,7 +428,7 @@ def random_file(rng, previous: list[list[list[str]]]) -> list[list[str]]:
     return out
 
 
-@pytest.mark.parametrize("seed", [3, 11, 29, 71])
+@pytest.mark.parametrize("seed", [3, 29])
 def test_random_drop_sequences_end_in_the_oracles_tables(data_dir, backend, key, seed):
     import random
 
