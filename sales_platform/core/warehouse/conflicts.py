@@ -122,7 +122,10 @@ class CrossDayConflicts:
         columns = ["stage", "sale_date", "source_file", "source_sha256", "source_row", "reason",
                    "detail", "transaction_id", "customer_id", "product_id", "quantity", "timestamp",
                    "rejected_at"]
-        return conn.execute(insert(sales_rejects).from_select(columns, rows)).rowcount or 0
+        # counted first: INSERT ... SELECT reports no row count on every driver (SQLite: -1)
+        count = conn.execute(select(func.count()).select_from(rows.subquery())).scalar_one()
+        conn.execute(insert(sales_rejects).from_select(columns, rows))
+        return count
 
     def days_no_longer_in_conflict(self, conn: Connection) -> list[str]:
         """Days holding a cross-day reject of an id this day no longer holds, which now has no
