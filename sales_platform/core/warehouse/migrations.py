@@ -51,6 +51,15 @@ def _add_integer_column(conn: Connection, table: str, column: str) -> list[str]:
     return [f"added column {table}.{column}"]
 
 
+def _reject_id_index(conn: Connection) -> list[str]:
+    """Cross-day checks look rejects up by transaction id. SQL Server cannot index its
+    VARCHAR(max) column (it scans; rejects are few), SQLite and PostgreSQL get an index."""
+    if conn.dialect.name == "mssql":
+        return []
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_sales_rejects_tid ON sales_rejects (transaction_id)"))
+    return ["index sales_rejects.transaction_id"]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base tables", _base_tables),
     Migration(2, "extras JSON columns for the rescue schema policy",
@@ -58,7 +67,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "file versions: events, per-day counts, pending days, version of each sales row",
               lambda conn: _base_tables(conn) + _add_columns(
                   ("sales", "source_sha256"), ("file_ledger", "days_affected"))(conn)
-              + _add_integer_column(conn, "sales", "source_row")),
+              + _add_integer_column(conn, "sales", "source_row") + _reject_id_index(conn)),
 )
 
 
