@@ -350,6 +350,7 @@ def test_links_and_special_files_are_never_followed(harness, tmp_path):
     secret.write_text("root:x:0:0:TOPSECRETLINE:/root:/bin/bash\n")
     os.symlink(secret, harness.incoming / "passwd.csv")
     os.symlink(outside, harness.incoming / "elsewhere.csv")
+    os.symlink(tmp_path / "missing.csv", harness.incoming / "dangling.csv")
     os.mkfifo(harness.incoming / "pipe.csv")
     (harness.incoming / "folder.csv").mkdir()
     harness.drop("real.csv", csv_bytes(rows("R", 2)))
@@ -357,9 +358,10 @@ def test_links_and_special_files_are_never_followed(harness, tmp_path):
     assert set(harness.sales_rows()) == {"R0", "R1"}
     assert outside.exists() and secret.exists()  # targets untouched
     ledger = {name: e for (name, _), e in harness.ledger().items()}
-    for name in ("passwd.csv", "elsewhere.csv", "pipe.csv", "folder.csv"):
+    for name in ("passwd.csv", "elsewhere.csv", "dangling.csv", "pipe.csv", "folder.csv"):
         assert ledger[name]["status"] == "quarantined", name
-    assert "symbolic link" in ledger["passwd.csv"]["error"]
+    for name in ("passwd.csv", "elsewhere.csv", "dangling.csv"):
+        assert "symbolic link, not followed" in ledger[name]["error"], name
     for path in (harness.data_dir / "quarantine").rglob("*"):
         if path.is_file() and not path.is_symlink():
             assert b"TOPSECRETLINE" not in path.read_bytes()
@@ -554,13 +556,16 @@ def test_whole_numbers_ids_blank_lines_and_far_years_follow_the_rules(data_dir, 
         ["Y1", "C1", "P1", "1", "2300-01-01T00:00:00Z"],
         ["Y2", "C1", "P1", "1", "1600-01-01T00:00:00Z"],
         ["M1", "C1", "P1", "1000", f"{D1}T10:00:00Z"],  # exactly max_quantity: allowed
+        ["B1", "C1", "P1", "1", "9999-12-31"],  # bare far dates: not timestamps
+        ["B2", "C1", "P1", "1", "1000-01-01"],
     ])
     harness.drop("odd.csv", content)
     land_and_load(harness)
     expected = assert_matches_oracle(harness)
     assert set(expected.sales) == {"Q3", "M1"}
     assert expected.rejects_by_reason() == {"quantity_not_integer": 2, "duplicate_across_days": 4,
-                                            "future_timestamp": 1, "before_start_date": 1}
+                                            "future_timestamp": 1, "before_start_date": 1,
+                                            "invalid_timestamp": 2}
 
 
 def test_a_new_version_takes_over_its_unchanged_rows_and_drops_the_old_rejects(harness):
