@@ -241,7 +241,7 @@ def audit(tmp_path_factory, azurite) -> Iterator[Audit]:
               dg.instance_for_test(temp_dir=str(home)) as instance):
             _set_env(mp, DATA_DIR=str(data_dir), DB_URL=db_url, ENCRYPTION_KEY=key, API_URL=api_url,
                      API_TOKEN=api_token, BLOB_CONTAINER=container, BLOB_ACCOUNT_URL=azurite.account_url,
-                     BLOB_SAS_TOKEN=sas)
+                     BLOB_SAS_TOKEN=sas, SETTLE_S="0")  # files written just above: take them now
             resources = factory.resources()
             materialize(resources, PRODUCTS, instance=instance)
             for day in DAYS:
