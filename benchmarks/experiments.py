@@ -76,7 +76,8 @@ class Day:
         self.rules = QualityRules()
         upsert_products(self.engine, with_tokens(read_catalogue(catalogue), Tokenizer(self.keyring)))
         self.known = known_product_ids(self.engine)
-        Intake(self.areas, self.engine, self.keyring, SchemaContract(), self.rules, "exp").run()
+        Intake(self.areas, self.engine, self.keyring, SchemaContract(), self.rules, "exp",
+               settle_s=0).run()
         self.day = DEFAULT_DAY.isoformat()
         clean_day(self.areas, self.keyring, self.day, self.rules, self.known)
         encrypt_day(self.areas, self.keyring, self.day)
