@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from sales_platform.partitions import daily_partitions
-
 DAILY_ASSETS = ["raw_sales", "cleaned_sales", "sales_rejects", "encrypted_sales", "sales",
                 "agg_sales_daily", "agg_sales_by_product", "agg_sales_by_customer"]
 ROLLUP_ASSETS = ["agg_sales_monthly", "agg_sales_yearly", "agg_exports", "agg_sales_by_year_json",
@@ -13,8 +11,7 @@ ROLLUP_ASSETS = ["agg_sales_monthly", "agg_sales_yearly", "agg_exports", "agg_sa
 
 daily_sales_job = dg.define_asset_job(
     "daily_sales_job",
-    selection=dg.AssetSelection.assets(*DAILY_ASSETS),
-    partitions_def=daily_partitions,
+    selection=dg.AssetSelection.assets(*DAILY_ASSETS),  # daily partitions inferred from the assets
     description="Land new drops and load the selected days: raw -> cleaned -> encrypted -> "
     "sales (+ rejects and the per-day aggregates).",
 )

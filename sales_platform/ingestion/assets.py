@@ -70,7 +70,7 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
                  blob: BlobStorageResource) -> dg.MaterializeResult:
     started = time.monotonic()
     intake = platform.intake(warehouse.engine(), RAW_SALES_VERSION, blob.put_file)
-    with platform.areas.lease(landing_lease(context.run_id)):  # lets the sensor see a dead run
+    with platform.areas.lease(landing_lease(context.run.run_id)):  # lets the sensor see a dead run
         outcomes = intake.run(only=set(config.files) or None)
     _log_outcomes(context, outcomes)
     return dg.MaterializeResult(metadata={

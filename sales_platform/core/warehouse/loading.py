@@ -95,7 +95,7 @@ def staging_table(dialect_name: str, extras: Sequence[str] = ()) -> Table:
 def sales_with(extras: Sequence[str]) -> Table:
     """The sales table as this load sees it: the declared columns plus the source's new ones."""
     declared = {c.name for c in sales.columns}
-    table = Table("sales", MetaData(), *(c.copy() for c in sales.columns))
+    table = sales.to_metadata(MetaData())  # a copy: new columns never touch the declared table
     for name in extras:
         if name not in declared:
             table.append_column(Column(name, UnicodeText, nullable=True))
