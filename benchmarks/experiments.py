@@ -75,7 +75,7 @@ class Day:
         self.keyring = Keyring.from_secrets(generate_key())
         self.rules = QualityRules()
         upsert_products(self.engine, with_tokens(read_catalogue(catalogue), Tokenizer(self.keyring)))
-        self.known = known_product_ids(self.engine)
+        self.known = known_product_ids(self.engine, Tokenizer(self.keyring))
         Intake(self.areas, self.engine, self.keyring, SchemaContract(), self.rules, "exp",
                settle_s=0).run()
         self.day = DEFAULT_DAY.isoformat()

@@ -142,7 +142,8 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
         outcomes = Intake(areas, engine, keyring, SchemaContract(), rules, "bench", now,
                           settle_s=0).run()  # just written: no settle wait
     with stages.stage("clean"):
-        cleaning = clean_day(areas, keyring, day.isoformat(), rules, known_product_ids(engine))
+        known = known_product_ids(engine, Tokenizer(keyring))
+        cleaning = clean_day(areas, keyring, day.isoformat(), rules, known)
     with stages.stage("encrypt"):
         encryption = encrypt_day(areas, keyring, day.isoformat())
     with stages.stage("load"):

@@ -320,9 +320,9 @@ TABLE_DDL = {
         "CONSTRAINT uq_file_ledger_name_sha UNIQUE (file_name, sha256) )",
         ["CREATE INDEX ix_file_ledger_sha ON file_ledger (sha256)"]),
     "dim_products": (
-        "CREATE TABLE dim_products ( product_id VARCHAR(64) NOT NULL, product_token VARCHAR(128) NOT NULL, "
+        "CREATE TABLE dim_products ( product_token VARCHAR(128) NOT NULL, "
         "name VARCHAR(255) NOT NULL, category VARCHAR(100) NOT NULL, unit_price NUMERIC(12, 2) NOT NULL, "
-        "updated_at DATETIME NOT NULL, PRIMARY KEY (product_id), UNIQUE (product_token) )", []),
+        "updated_at DATETIME NOT NULL, PRIMARY KEY (product_token) )", []),
     "agg_sales_daily": (
         "CREATE TABLE agg_sales_daily ( sale_date DATE NOT NULL, transactions INTEGER NOT NULL, "
         "total_quantity INTEGER NOT NULL, total_revenue NUMERIC(18, 2) NOT NULL, "

@@ -96,10 +96,12 @@ def test_products_round_trip_over_real_http_with_a_token(data_dir, key, tmp_path
         failed = materialize(unauthorised, PRODUCTS, raise_on_error=False)
         assert not failed.success
     engine = cached_engine(resources["warehouse"].url())
+    tokenizer = Tokenizer(Keyring.from_secrets(key))
     with engine.connect() as conn:
-        stored = {r.product_id: (r.name, float(r.unit_price))
+        assert "product_id" not in {c.name for c in dim_products.columns}
+        stored = {tokenizer.decrypt(r.product_token): (r.name, float(r.unit_price))
                   for r in conn.execute(select(dim_products))}
-    assert stored == {r["product_id"]: (r["name"], float(r["unit_price"])) for r in catalogue}
+    assert stored == {r["product_id"].upper(): (r["name"], float(r["unit_price"])) for r in catalogue}
     assert json.loads((data_dir / "blob" / "products" / "products.json").read_text())[0]["product_id"]
 
 

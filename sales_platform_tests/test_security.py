@@ -370,10 +370,12 @@ def test_sql_metacharacters_and_long_values_are_stored_exactly_or_rejected(backe
         assert tokenizer.decrypt(row["customer_id"]) == customer  # the raw value, in a token
         assert tokenizer.decrypt(row["product_id"]) == product
     with engine.connect() as conn:
-        joined = conn.execute(select(dim_products.c.product_id).join(
+        joined = conn.execute(select(dim_products.c.product_token, dim_products.c.name).join(
             sales, sales.c.product_id == dim_products.c.product_token)
-            .where(sales.c.transaction_id == HOSTILE.strip().upper())).scalar_one()
-    assert joined == HOSTILE_PRODUCT
+            .where(sales.c.transaction_id == HOSTILE.strip().upper())).one()
+    # the join gives the product's name, and its id only to who holds the key
+    assert joined.name == f"Product {HOSTILE_PRODUCT}"
+    assert tokenizer.decrypt(joined.product_token) == HOSTILE_PRODUCT
 
 
 def test_nul_bytes_are_rejected_with_a_reason(backend, data_dir, key, request):
@@ -441,3 +443,28 @@ def test_products_api_refuses_unauthenticated_oversized_and_malformed_writes(tmp
         for malformed in (b"[{\"product_id\": ", b"{\"not\": \"a list\"}", b"[NaN]", half_valid):
             assert put(malformed, auth) == 400, malformed
         assert stored() == before
+
+
+def test_migration_removes_plaintext_product_ids_from_an_older_warehouse(tmp_path, key):
+    """A warehouse from before migration 4 (dim_products keyed by the plaintext id) keeps its
+    products, keyed by token, and the id is gone from the SQLite file's bytes too."""
+    from sales_platform.core.warehouse.migrations import migrate
+
+    planted = f"ZqxOldProd{uuid.uuid4().hex[:8]}"
+    tokenizer = Tokenizer(Keyring.from_secrets(key))
+    path = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE dim_products (product_id VARCHAR(64) PRIMARY KEY, "
+                          "product_token VARCHAR(128) NOT NULL UNIQUE, name VARCHAR(255) NOT NULL, "
+                          "category VARCHAR(100) NOT NULL, unit_price NUMERIC(12, 2) NOT NULL, "
+                          "updated_at DATETIME NOT NULL)"))
+        conn.execute(text("INSERT INTO dim_products VALUES (:pid, :tok, 'Widget', 'Toys', 2.5, "
+                          "'2024-01-01 00:00:00')"), {"pid": planted, "tok": tokenizer.encrypt(planted)})
+    assert 4 in migrate(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM dim_products")).mappings().all()
+    engine.dispose()
+    assert [tokenizer.decrypt(r["product_token"]) for r in rows] == [planted]
+    assert set(rows[0]) == {"product_token", "name", "category", "unit_price", "updated_at"}
+    assert planted.encode() not in path.read_bytes()

@@ -44,10 +44,11 @@ def read_catalogue(path: Path) -> pd.DataFrame:
 
 
 def with_tokens(products: pd.DataFrame, tokenizer: Tokenizer) -> pd.DataFrame:
+    """The dimension rows for the warehouse: the product id replaced by its token (no plaintext)."""
     out = products.copy()
-    out.insert(1, "product_token", tokenizer.encrypt_series(out["product_id"]))
+    out.insert(0, "product_token", tokenizer.encrypt_series(out["product_id"]))
     out["updated_at"] = [ts.to_pydatetime() for ts in out["updated_at"]]
-    return out
+    return out.drop(columns=["product_id"])
 
 
 def products_document(catalogue: pd.DataFrame) -> list[dict]:

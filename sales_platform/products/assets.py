@@ -41,7 +41,8 @@ def products_json(platform: PlatformResource, blob: BlobStorageResource) -> dg.M
     location = blob.put_bytes(PRODUCTS_BLOB, json.dumps(document, indent=1).encode())
     return dg.MaterializeResult(metadata={
         "products": len(document), "blob": PRODUCTS_BLOB, "location": location,
-        "preview": markdown_table(catalogue),
+        # no product ids: Dagster's event log is readable by everyone with UI access
+        "preview": markdown_table(catalogue.drop(columns=["product_id"])),
     })
 
 
@@ -82,6 +83,6 @@ def dim_products(platform: PlatformResource, warehouse: WarehouseResource,
     return dg.MaterializeResult(metadata={
         **counts, "products": len(products), "table": dim_products_table.name,
         "database": warehouse.display_url(), "duration_s": round(time.monotonic() - started, 3),
-        "preview": markdown_table(products.drop(columns=["product_token"])),
+        "preview": markdown_table(products),
         "dagster/column_schema": column_schema(dim_products_table),
     })

@@ -15,6 +15,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 
 from sales_platform.checks import per_day_evaluations
+from sales_platform.core.crypto import Tokenizer
 from sales_platform.core.pipeline import (
     ENCRYPTED,
     REJECTS,
@@ -124,7 +125,7 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
     started = time.monotonic()
     keyring, rules = platform.keyring(), platform.rules()
     sensitive = tuple(platform.contract().sensitive)
-    known = known_product_ids(warehouse.engine())
+    known = known_product_ids(warehouse.engine(), Tokenizer(keyring))
     if known is None:
         context.log.warning("dim_products is empty: the unknown_product rule is not applied")
     engine = warehouse.engine()

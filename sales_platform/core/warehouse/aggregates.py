@@ -143,5 +143,5 @@ def unpriced_rows(engine: Engine, days: Sequence[date]) -> int:
     with engine.connect() as conn:
         return conn.execute(
             select(func.count()).select_from(_priced)
-            .where(sales.c.sale_date.in_(list(days)), dim_products.c.product_id.is_(None))
+            .where(sales.c.sale_date.in_(list(days)), dim_products.c.product_token.is_(None))
         ).scalar_one()

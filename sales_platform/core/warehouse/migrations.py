@@ -11,10 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, insert, select, text
+from sqlalchemy import Connection, Engine, MetaData, insert, select, text
 
 from sales_platform.core.warehouse.loading import add_column_ddl, existing_columns
-from sales_platform.core.warehouse.tables import metadata, schema_history, schema_migrations
+from sales_platform.core.warehouse.tables import (
+    dim_products,
+    metadata,
+    schema_history,
+    schema_migrations,
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,32 @@ def _reject_id_index(conn: Connection) -> list[str]:
     return ["index sales_rejects.transaction_id"]
 
 
+def _dim_products_by_token(conn: Connection) -> list[str]:
+    """dim_products without its plaintext product_id column (keyed by the token instead).
+
+    The table is rebuilt (copy, drop, rename) because SQLite cannot drop a primary key column.
+    SQLite overwrites the freed pages (secure_delete) so the old ids do not stay in the file;
+    on PostgreSQL and SQL Server the old row versions go with the next VACUUM / index rebuild.
+    """
+    if "product_id" not in existing_columns(conn, dim_products.name):
+        return []
+    if conn.dialect.name == "sqlite":
+        conn.execute(text("PRAGMA secure_delete = ON"))
+    staged = dim_products.to_metadata(MetaData(), name="dim_products_by_token")
+    staged.create(conn, checkfirst=True)
+    columns = [c.name for c in dim_products.columns]
+    quote = conn.dialect.identifier_preparer.quote_identifier
+    listed = ", ".join(quote(c) for c in columns)
+    conn.execute(text(f"INSERT INTO {quote(staged.name)} ({listed}) "
+                      f"SELECT {listed} FROM {quote(dim_products.name)}"))
+    conn.execute(text(f"DROP TABLE {quote(dim_products.name)}"))
+    if conn.dialect.name == "mssql":
+        conn.execute(text(f"EXEC sp_rename '{staged.name}', '{dim_products.name}'"))
+    else:
+        conn.execute(text(f"ALTER TABLE {quote(staged.name)} RENAME TO {quote(dim_products.name)}"))
+    return ["dim_products keyed by product_token; plaintext product_id column removed"]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base tables", _base_tables),
     Migration(2, "extras JSON columns for the rescue schema policy",
@@ -68,6 +99,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               lambda conn: _base_tables(conn) + _add_columns(
                   ("sales", "source_sha256"), ("file_ledger", "days_affected"))(conn)
               + _add_integer_column(conn, "sales", "source_row") + _reject_id_index(conn)),
+    Migration(4, "dim_products keyed by the product token, no plaintext product id",
+              _dim_products_by_token),
 )
 
 

@@ -9,6 +9,7 @@ from datetime import date, datetime
 import pandas as pd
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
+from sales_platform.core.crypto import Tokenizer
 from sales_platform.core.warehouse.locks import claim_snapshot, take_lock
 from sales_platform.core.warehouse.tables import (
     dim_products,
@@ -137,26 +138,31 @@ def source_layouts(engine: Engine, shas: Sequence[str]) -> set[str]:
             .scalars())
 
 
-def known_product_ids(engine: Engine) -> frozenset[str] | None:
-    """Product ids of the dimension, or None when it is empty (the rule cannot apply)."""
+def known_product_ids(engine: Engine, tokenizer: Tokenizer) -> frozenset[str] | None:
+    """Product ids of the dimension (its tokens decrypted in memory), or None when it is empty."""
     with engine.connect() as conn:
-        ids = conn.execute(select(dim_products.c.product_id)).scalars().all()
-    return frozenset(ids) if ids else None
+        tokens = conn.execute(select(dim_products.c.product_token)).scalars().all()
+    return frozenset(tokenizer.decrypt(t) for t in tokens) if tokens else None
 
 
 def upsert_products(engine: Engine, products: pd.DataFrame) -> dict[str, int]:
-    """Insert or update products by id (the dimension is small: thousands of rows)."""
+    """Insert or update products by token (the dimension is small: thousands of rows).
+
+    ``products`` carries product_token, name, category, unit_price, updated_at; a plaintext
+    product_id column, if present, is never written.
+    """
+    columns = [c.name for c in dim_products.columns]
     inserted = updated = 0
     with engine.begin() as conn:
-        existing = {r.product_id: r for r in conn.execute(select(dim_products)).all()}
-        for record in products.to_dict("records"):
-            old = existing.get(record["product_id"])
+        existing = {r.product_token: r for r in conn.execute(select(dim_products)).all()}
+        for record in products[columns].to_dict("records"):
+            old = existing.get(record["product_token"])
             if old is None:
                 conn.execute(insert(dim_products).values(**record))
                 inserted += 1
             elif any(getattr(old, k) != v for k, v in record.items() if k != "updated_at"):
                 conn.execute(update(dim_products)
-                             .where(dim_products.c.product_id == record["product_id"])
+                             .where(dim_products.c.product_token == record["product_token"])
                              .values(**record))
                 updated += 1
     return {"inserted": inserted, "updated": updated,

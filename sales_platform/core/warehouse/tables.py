@@ -139,11 +139,12 @@ warehouse_locks = Table(
     Column("taken", Integer, nullable=False),
 )
 
+# Keyed by the product token only: a plaintext id here would map every sales token back to its
+# product (sales JOIN dim_products). The plaintext ids live in the products catalogue (the API).
 dim_products = Table(
     "dim_products",
     metadata,
-    Column("product_id", String(64), primary_key=True),
-    Column("product_token", ID, nullable=False, unique=True),
+    Column("product_token", ID, primary_key=True, comment="token (AES-SIV) of the product id"),
     Column("name", String(255), nullable=False),
     Column("category", String(100), nullable=False),
     Column("unit_price", Numeric(12, 2), nullable=False),
