@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -148,10 +149,51 @@ def read_header(path: Path, name: str) -> list[str]:
     first_line = next((line for line in text.splitlines() if line.strip()), "")
     header = _full_header(path, name)
     if len(header) == 1 and any(d in first_line for d in ";\t|"):
-        raise FileRejected(
-            f"{name}: wrong delimiter: header {first_line[:80]!r} has no commas (expected comma-separated)"
-        )
+        # Counts, never the line itself: in a file without a header it is a data row.
+        found = ", ".join(f"{first_line.count(d)} {label}" for d, label in _OTHER_DELIMITERS
+                          if d in first_line)
+        raise FileRejected(f"{name}: wrong delimiter: the first line has no commas but {found} "
+                           "(expected comma-separated)")
     return header
+
+
+_OTHER_DELIMITERS = ((";", "semicolon(s)"), ("\t", "tab(s)"), ("|", "pipe(s)"))
+
+
+def header_problem(name: str, header: list[str], contract: SchemaContract) -> str:
+    """Why a header does not fit the contract, quoting only the column names the contract knows.
+
+    Any other cell is reported by count and position: in a file without a header row, the
+    "header" is the first data row (customer and product ids).
+    """
+    canonical = [contract.canonical_name(h) for h in header]
+    known_names = {*contract.required, *contract.aliases.values(), *contract.sensitive}
+    known = [c for c in canonical if c in known_names]
+    unknown = [i for i, c in enumerate(canonical, 1) if c not in known_names]
+    parts = [f"{name}: header has {len(header)} column(s)"]
+    missing = [c for c in contract.required if c not in canonical]
+    if missing:
+        parts.append(f"missing required column(s) {', '.join(missing)}")
+    twice = sorted({c for c in known if known.count(c) > 1})
+    if twice:
+        parts.append(f"more than one column maps to {', '.join(twice)}")
+    if len(set(canonical)) < len(canonical) and not twice:
+        parts.append("two unrecognised columns have the same name")
+    parts.append(f"recognised: {', '.join(known) or 'none'}")
+    if unknown:
+        shown = ", ".join(map(str, unknown[:20])) + (" ..." if len(unknown) > 20 else "")
+        parts.append(f"{len(unknown)} unrecognised name(s) at column(s) {shown} (not shown: "
+                     "a file without a header row would show data here)")
+    return "; ".join(parts)
+
+
+def _parse_error(exc: BaseException) -> str:
+    """A parser's message without the record it quotes (Arrow appends the offending row)."""
+    if not isinstance(exc, pa.ArrowInvalid):
+        return str(exc)  # csv and codec errors name positions, not content
+    message = str(exc)
+    cut = re.search(r"expected \d+ columns?, got \d+", message, re.I)
+    return message[:cut.end()] if cut else message.split(":", 1)[0]
 
 
 class Lander:
@@ -191,13 +233,15 @@ class Lander:
                                f"{self.max_columns} (SALES_PLATFORM_MAX_COLUMNS)")
         try:
             mapping = self.contract.map_header(header, name)
-        except SchemaError as exc:
-            raise FileRejected(str(exc)) from exc
+        except SchemaError:
+            # from None: the contract's own message quotes the header cells
+            raise FileRejected(header_problem(name, header, self.contract)) from None
         result.columns = [mapping[h] for h in header]
         extras = self.contract.extra_columns(result.columns)
         if extras and self.contract.policy == FREEZE:
-            raise FileRejected(f"{name}: unknown column(s) {', '.join(extras)} "
-                               "(schema policy 'freeze' accepts only the contract's columns)")
+            raise FileRejected(f"{name}: {len(extras)} column(s) outside the contract (schema "
+                               "policy 'freeze' accepts only the contract's columns); "
+                               + header_problem(name, header, self.contract).split("; ", 1)[1])
         try:
             if _starts_with_blank_line(path):  # Arrow would take the blank line for the header
                 raise NeedsExactRead("blank lines before the header")
@@ -209,7 +253,7 @@ class Lander:
             rejects = self._route_all(exact_batches, path, header, mapping, extras, name, key, work,
                                       result)
         except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error) as exc:
-            raise FileRejected(f"{name}: cannot parse as CSV: {exc}") from exc
+            raise FileRejected(f"{name}: cannot parse as CSV: {_parse_error(exc)}") from None
         if result.rows_read == 0:
             raise FileRejected(f"{name}: header only, no data rows")
         result.rejects = pd.concat([r for r in rejects if len(r)] or [pd.DataFrame()])
@@ -228,7 +272,7 @@ class Lander:
         except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error) as exc:
             if isinstance(exc, pa.ArrowInvalid) and reader is exact_batches:
                 raise
-            raise FileRejected(f"{name}: cannot parse as CSV: {exc}") from exc
+            raise FileRejected(f"{name}: cannot parse as CSV: {_parse_error(exc)}") from None
         result.rows_read = state.rows_read
         if state.malformed:
             rejects.append(self._malformed(state.malformed, name))
