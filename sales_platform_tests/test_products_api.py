@@ -122,8 +122,12 @@ def test_get_one_product_and_404(api: str) -> None:
 
 
 @pytest.mark.parametrize("query, problem", [
-    ("page=0", "page must be an integer >= 1"),
-    ("page=abc", "page must be an integer >= 1"),
+    ("page=0", "page must be an integer between 1 and 10000000"),
+    ("page=abc", "page must be an integer between 1 and 10000000"),
+    ("page=-1", "page must be an integer between 1 and 10000000"),
+    ("page=99999999999999999999", "page must be an integer between 1 and 10000000"),
+    ("page=" + "9" * 5000, "page must be an integer between 1 and 10000000"),
+    ("page_size=abc", "page_size must be an integer between 1 and 1000"),
     ("page_size=0", "page_size must be an integer between 1 and 1000"),
     ("page_size=1001", "page_size must be an integer between 1 and 1000"),
     ("page_size=-5", "page_size must be an integer between 1 and 1000"),

@@ -1,6 +1,9 @@
 """The products API: a small Flask service that stores products and yearly sales in SQLite.
 
-Kept free of Dagster so it can run on its own (`sales-platform api`) or in-process in tests.
+Kept free of Dagster so it can run on its own (`sales-platform api`, gunicorn, HTTPS with a
+certificate) or in-process in tests. The store is the products catalogue's system of record and
+holds plaintext product ids (the warehouse holds only their tokens). Every upload that changes
+the catalogue is a version that can be rolled back (``GET /products/versions``).
 """
 
 from __future__ import annotations
@@ -8,7 +11,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import math
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,15 +20,21 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import make_server
+
+from sales_platform.products.schemas import (
+    MAX_PRODUCT_ID_LENGTH,
+    id_key,
+    parse_products,
+    parse_sales_years,
+)
 
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-API-Token"
-MAX_PRODUCT_ID_LENGTH = 64
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-MAX_SQLITE_INT = 2**63 - 1
+MAX_PAGE = 10_000_000  # (page - 1) x page_size stays far inside SQLite's 64-bit OFFSET
+MAX_QUERY_INT_DIGITS = 12
 MAX_ERROR_DETAILS = 100  # enough to fix a payload; bounds the size of an error response
 
 _SCHEMA = (
@@ -36,6 +44,20 @@ _SCHEMA = (
         category TEXT NOT NULL,
         unit_price REAL NOT NULL,
         updated_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS catalogue_versions (
+        version INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        received INTEGER NOT NULL,
+        inserted INTEGER NOT NULL,
+        updated INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        rolled_back_at TEXT)""",
+    # The state of each product a version changed, before it (NULL: the version created it).
+    """CREATE TABLE IF NOT EXISTS catalogue_changes (
+        version INTEGER NOT NULL,
+        product_id TEXT NOT NULL,
+        before TEXT,
+        PRIMARY KEY (version, product_id))""",
     """CREATE TABLE IF NOT EXISTS sales_by_year (
         year INTEGER PRIMARY KEY,
         transactions INTEGER NOT NULL,
@@ -46,7 +68,7 @@ PRODUCT_FIELDS = ("product_id", "name", "category", "unit_price", "updated_at")
 SALES_FIELDS = ("year", "transactions", "total_quantity", "total_revenue")
 
 Problem = dict[str, Any]
-Checker = Callable[[Any], str | None]
+ACTIVE, ROLLED_BACK = "active", "rolled_back"
 
 
 class ApiError(Exception):
@@ -72,6 +94,7 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            _add_id_keys(conn)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -97,136 +120,107 @@ class Store:
             conn.execute("COMMIT")
 
 
+def _add_id_keys(conn: sqlite3.Connection) -> None:
+    """products.id_key (the id as the warehouse folds it), filled in for stores made before it."""
+    columns = {r["name"] for r in conn.execute("PRAGMA table_info(products)")}
+    if "id_key" not in columns:
+        conn.execute("ALTER TABLE products ADD COLUMN id_key TEXT")
+    rows = conn.execute("SELECT product_id FROM products WHERE id_key IS NULL").fetchall()
+    conn.executemany("UPDATE products SET id_key = ? WHERE product_id = ?",
+                     [(id_key(r["product_id"]), r["product_id"]) for r in rows])
+    conn.execute("CREATE INDEX IF NOT EXISTS ix_products_id_key ON products (id_key)")
+
+
+_PRODUCT_COLUMNS = ", ".join(PRODUCT_FIELDS)
+
+
 def count_products(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM products").fetchone()[0]
 
 
-def upsert_products(conn: sqlite3.Connection, products: list[dict[str, Any]]) -> dict[str, int]:
+def _stored(conn: sqlite3.Connection, product_id: str) -> dict[str, Any] | None:
+    row = conn.execute(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE product_id = ?",
+                       (product_id,)).fetchone()
+    return dict(row) if row else None
+
+
+def case_conflicts(conn: sqlite3.Connection, products: list[dict[str, Any]]) -> list[Problem]:
+    """Items whose id differs only in case (or spacing) from another stored product's id.
+
+    The warehouse folds ids to upper case: two such products would be one product there.
+    """
+    problems = []
+    for index, product in enumerate(products):
+        other = conn.execute("SELECT 1 FROM products WHERE id_key = ? AND product_id <> ?",
+                             (id_key(product["product_id"]), product["product_id"])).fetchone()
+        if other:
+            problems.append({"index": index, "field": "product_id",
+                             "problem": "differs only in case or spacing from a stored product's id"})
+    return problems
+
+
+def _write(conn: sqlite3.Connection, product: dict[str, Any]) -> None:
+    conn.execute("INSERT OR REPLACE INTO products (product_id, name, category, unit_price, "
+                 "updated_at, id_key) VALUES (?, ?, ?, ?, ?, ?)",
+                 (*(product[f] for f in PRODUCT_FIELDS), id_key(product["product_id"])))
+
+
+def upsert_products(conn: sqlite3.Connection, products: list[dict[str, Any]],
+                    now: str | None = None) -> dict[str, int]:
+    """Insert or update products; a write that changes anything becomes a catalogue version."""
     counts = {"inserted": 0, "updated": 0, "unchanged": 0}
+    changes: list[tuple[str, str | None]] = []
     for product in products:
-        row = conn.execute("SELECT * FROM products WHERE product_id = ?",
-                           (product["product_id"],)).fetchone()
-        if row is None:
-            counts["inserted"] += 1
-        elif dict(row) == product:
+        old = _stored(conn, product["product_id"])
+        if old == product:
             counts["unchanged"] += 1
             continue
-        else:
-            counts["updated"] += 1
-        conn.execute("INSERT OR REPLACE INTO products VALUES (?, ?, ?, ?, ?)",
-                     tuple(product[f] for f in PRODUCT_FIELDS))
+        counts["inserted" if old is None else "updated"] += 1
+        changes.append((product["product_id"], None if old is None else json.dumps(old)))
+        _write(conn, product)
+    if changes:
+        version = conn.execute(
+            "INSERT INTO catalogue_versions (created_at, received, inserted, updated, status) "
+            "VALUES (?, ?, ?, ?, ?)", (now or datetime.now().isoformat(timespec="seconds"),
+                                       len(products), counts["inserted"], counts["updated"],
+                                       ACTIVE)).lastrowid
+        conn.executemany("INSERT INTO catalogue_changes VALUES (?, ?, ?)",
+                         [(version, pid, before) for pid, before in changes])
     return counts
+
+
+def list_versions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute("SELECT * FROM catalogue_versions ORDER BY version DESC")]
+
+
+def rollback_version(conn: sqlite3.Connection, version: int) -> dict[str, int]:
+    """Undo the newest active version: its products go back to their state before it."""
+    latest = conn.execute("SELECT MAX(version) FROM catalogue_versions WHERE status = ?",
+                          (ACTIVE,)).fetchone()[0]
+    if latest is None or version != latest:
+        known = conn.execute("SELECT status FROM catalogue_versions WHERE version = ?",
+                             (version,)).fetchone()
+        if known is None:
+            raise ApiError(404, f"catalogue version {version} not found")
+        raise ApiError(409, f"only the newest active version ({latest}) can be rolled back; "
+                            "roll back the newer ones first")
+    restored = removed = 0
+    for row in conn.execute("SELECT product_id, before FROM catalogue_changes WHERE version = ?",
+                            (version,)).fetchall():
+        if row["before"] is None:
+            conn.execute("DELETE FROM products WHERE product_id = ?", (row["product_id"],))
+            removed += 1
+        else:
+            _write(conn, json.loads(row["before"]))
+            restored += 1
+    conn.execute("UPDATE catalogue_versions SET status = ?, rolled_back_at = ? WHERE version = ?",
+                 (ROLLED_BACK, datetime.now().isoformat(timespec="seconds"), version))
+    return {"version": version, "restored": restored, "removed": removed}
 
 
 def replace_sales_by_year(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
     conn.executemany("INSERT OR REPLACE INTO sales_by_year VALUES (?, ?, ?, ?)",
                      [tuple(row[f] for f in SALES_FIELDS) for row in rows])
-
-
-# --- validation ----------------------------------------------------------------------------------
-
-def _is_number(value: Any) -> bool:
-    # bool is an int subclass: True must not pass as a price of 1.
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
-def _is_int(value: Any) -> bool:
-    # SQLite stores 64-bit integers; a larger one would fail at insert time, after validation.
-    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SQLITE_INT
-
-
-def _text(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return "must be a string"
-    return None if value.strip() else "must not be empty"
-
-
-def _product_id(value: Any) -> str | None:
-    if problem := _text(value):
-        return problem
-    if len(value) > MAX_PRODUCT_ID_LENGTH:
-        return f"must be at most {MAX_PRODUCT_ID_LENGTH} characters"
-    return "must not start or end with whitespace" if value != value.strip() else None
-
-
-def _price(value: Any) -> str | None:
-    return None if _is_number(value) and value > 0 else "must be a number greater than 0"
-
-
-def _timestamp(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return "must be an ISO-8601 string"
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return "must be an ISO-8601 date-time, e.g. 2024-01-31T12:00:00"
-    return None
-
-
-def _count(value: Any) -> str | None:
-    return None if _is_int(value) and value >= 0 else "must be an integer >= 0"
-
-
-def _year(value: Any) -> str | None:
-    return None if _is_int(value) and 1 <= value <= 9999 else "must be an integer year (1-9999)"
-
-
-def _amount(value: Any) -> str | None:
-    return None if _is_number(value) and value >= 0 else "must be a number >= 0"
-
-
-PRODUCT_CHECKS: dict[str, Checker] = {
-    "product_id": _product_id, "name": _text, "category": _text,
-    "unit_price": _price, "updated_at": _timestamp,
-}
-SALES_CHECKS: dict[str, Checker] = {
-    "year": _year, "transactions": _count, "total_quantity": _count, "total_revenue": _amount,
-}
-
-
-def validate_items(items: Any, checks: dict[str, Checker], key: str) -> list[Problem]:
-    """Every problem in every item (not just the first), so a caller can fix a payload in one go."""
-    if not isinstance(items, list):
-        return [{"index": None, "field": None, "problem": "body must be a JSON list"}]
-    problems: list[Problem] = []
-    first_seen: dict[Any, int] = {}
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            problems.append({"index": index, "field": None, "problem": "must be a JSON object"})
-            continue
-        for field, check in checks.items():
-            problem = "is required" if field not in item else check(item[field])
-            if problem:
-                problems.append({"index": index, "field": field, "problem": problem})
-        # Unknown fields are refused rather than dropped: a typo must not silently lose data.
-        for field in sorted(set(item) - set(checks)):
-            problems.append({"index": index, "field": field, "problem": "unknown field"})
-        value = item.get(key)
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            if value in first_seen:
-                problems.append({"index": index, "field": key,
-                                 "problem": f"duplicate of index {first_seen[value]}"})
-            else:
-                first_seen[value] = index
-    return problems
-
-
-def normalize_product(item: dict[str, Any]) -> dict[str, Any]:
-    """The stored form: one spelling per timestamp, so re-sending the same product is 'unchanged'."""
-    return {
-        "product_id": item["product_id"], "name": item["name"], "category": item["category"],
-        "unit_price": float(item["unit_price"]),
-        "updated_at": datetime.fromisoformat(item["updated_at"]).isoformat(),
-    }
-
-
-def normalize_sales(item: dict[str, Any]) -> dict[str, Any]:
-    return {**{f: item[f] for f in SALES_FIELDS}, "total_revenue": float(item["total_revenue"])}
 
 
 # --- request helpers -----------------------------------------------------------------------------
@@ -235,31 +229,43 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def read_json_list(checks: dict[str, Checker], key: str) -> list[dict[str, Any]]:
-    """The request body as a validated list, or an ApiError (nothing has been stored yet)."""
+def read_json_body() -> Any:
+    """The request body as JSON, or an ApiError (nothing has been stored yet)."""
     if not request.is_json:
         raise ApiError(415, "Content-Type must be application/json")
     raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
     try:
         # NaN/Infinity are Python extensions to JSON; refuse them like any malformed body.
         body = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ApiError(400, "malformed JSON body: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"malformed JSON body: {exc}") from None
     if not isinstance(body, list):
         raise ApiError(400, f"body must be a JSON list, got {type(body).__name__}")
-    problems = validate_items(body, checks, key)
-    if problems:
-        shown = problems[:MAX_ERROR_DETAILS]
-        more = f" (first {len(shown)} shown)" if len(problems) > len(shown) else ""
-        raise ApiError(400, f"{len(problems)} validation problem(s); nothing was stored{more}", shown)
     return body
+
+
+def refuse(status: int, problems: list[Problem]) -> ApiError:
+    shown = problems[:MAX_ERROR_DETAILS]
+    more = f" (first {len(shown)} shown)" if len(problems) > len(shown) else ""
+    return ApiError(status, f"{len(problems)} validation problem(s); nothing was stored{more}", shown)
+
+
+def read_items(parse: Callable[[Any], tuple[list[dict[str, Any]], list[Problem]]]) -> list[dict[str, Any]]:
+    items, problems = parse(read_json_body())
+    if problems:
+        raise refuse(400, problems)
+    return items
 
 
 def _int_arg(name: str, default: int, low: int, high: int | None) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    value = int(raw) if raw.isascii() and raw.isdigit() else None
+    # digits only, and few of them: int() of a huge string is slow, and SQLite takes 64 bits
+    plain = raw.isascii() and raw.isdigit() and len(raw) <= MAX_QUERY_INT_DIGITS
+    value = int(raw) if plain else None
     if value is None or value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         raise ApiError(400, f"query parameter {name} must be an integer {bound}",
@@ -317,33 +323,46 @@ def create_app(store_path: str | Path, token: str | None = None,
 
     @app.put("/products")
     def put_products() -> Response:
-        products = [normalize_product(p) for p in read_json_list(PRODUCT_CHECKS, "product_id")]
+        products = read_items(parse_products)
         with store.transaction(write=True) as conn:
+            conflicts = case_conflicts(conn, products)
+            if conflicts:
+                raise refuse(409, conflicts)
             counts = upsert_products(conn, products)
         return jsonify({"received": len(products), **counts})
 
+    @app.get("/products/versions")
+    def get_versions() -> Response:
+        with store.transaction() as conn:
+            return jsonify(list_versions(conn))
+
+    @app.post("/products/versions/<int:version>/rollback")
+    def post_rollback(version: int) -> Response:
+        with store.transaction(write=True) as conn:
+            return jsonify(rollback_version(conn, version))
+
     @app.get("/products")
     def list_products() -> Response:
-        page = _int_arg("page", 1, 1, None)
+        page = _int_arg("page", 1, 1, MAX_PAGE)
         page_size = _int_arg("page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
         with store.transaction() as conn:
             total = count_products(conn)
-            rows = conn.execute("SELECT * FROM products ORDER BY product_id LIMIT ? OFFSET ?",
-                                (page_size, (page - 1) * page_size)).fetchall()
+            rows = conn.execute(f"SELECT {_PRODUCT_COLUMNS} FROM products ORDER BY product_id "
+                                "LIMIT ? OFFSET ?", (page_size, (page - 1) * page_size)).fetchall()
         return jsonify({"items": [dict(r) for r in rows], "page": page, "page_size": page_size,
                         "total": total, "next_page": page + 1 if page * page_size < total else None})
 
     @app.get("/products/<product_id>")
     def get_product(product_id: str) -> Response:
         with store.transaction() as conn:
-            row = conn.execute("SELECT * FROM products WHERE product_id = ?", (product_id,)).fetchone()
+            row = _stored(conn, product_id)
         if row is None:
             raise ApiError(404, f"product {product_id[:MAX_PRODUCT_ID_LENGTH]!r} not found")
-        return jsonify(dict(row))
+        return jsonify(row)
 
     @app.post("/aggregates/sales-by-year")
     def post_sales_by_year() -> Response:
-        rows = [normalize_sales(r) for r in read_json_list(SALES_CHECKS, "year")]
+        rows = read_items(parse_sales_years)
         with store.transaction(write=True) as conn:
             replace_sales_by_year(conn, rows)
         return jsonify({"received": len(rows)})
@@ -357,17 +376,40 @@ def create_app(store_path: str | Path, token: str | None = None,
     return app
 
 
-def serve(host: str, port: int, store_path: str | Path, token: str | None) -> None:
-    """Run the API (threaded) until interrupted with Ctrl-C."""
-    app = create_app(store_path, token)
-    server = make_server(host, port, app, threaded=True)
-    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+def serve(host: str, port: int, store_path: str | Path, token: str | None,
+          certfile: str | None = None, keyfile: str | None = None, workers: int = 2) -> None:
+    """Run the API under gunicorn (HTTPS when a certificate is given) until SIGINT/SIGTERM."""
+    from gunicorn.app.base import BaseApplication
+
+    if bool(certfile) != bool(keyfile):
+        raise ValueError("give both --certfile and --keyfile, or neither")
+    scheme = "https" if certfile else "http"
+    local = host in ("127.0.0.1", "localhost", "::1")
+    if token is None and not local:
         log.warning("products API listens on %s without a token: anyone who reaches it can write", host)
-    log.info("products API on http://%s:%s (store %s, writes %s)", host, server.port, store_path,
-             "need a token" if token else "open")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    if scheme == "http" and not local:
+        log.warning("products API listens on %s over plain HTTP: the token and the catalogue "
+                    "cross the network in clear; give --certfile/--keyfile", host)
+    app = create_app(store_path, token)
+
+    def when_ready(server: Any) -> None:
+        bound = [listener.sock.getsockname()[1] for listener in server.LISTENERS]
+        log.info("products API on %s://%s:%s (store %s, writes %s)", scheme, host, bound[0],
+                 store_path, "need a token" if token else "open")
+
+    options = {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread",
+               "threads": 4, "timeout": 60, "graceful_timeout": 10, "when_ready": when_ready,
+               "accesslog": None, "loglevel": "warning",
+               # request line and header bounds: gunicorn answers 4xx past them
+               "limit_request_line": 8190, "limit_request_fields": 50,
+               **({"certfile": certfile, "keyfile": keyfile} if certfile else {})}
+
+    class _Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            for name, value in options.items():
+                self.cfg.set(name, value)
+
+        def load(self) -> Flask:
+            return app
+
+    _Gunicorn().run()
