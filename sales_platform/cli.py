@@ -6,13 +6,50 @@ import argparse
 import os
 import shutil
 import sys
-from datetime import date, timedelta
+import traceback
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from sales_platform.core import settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+PROG = "sales-platform"
+
+
+class CliError(Exception):
+    """A usage or input problem: printed as one line, exit code 2, nothing written."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (no usage block) and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def _preflight(connect: bool = True) -> None:
+    """Every setting checked before anything is written (raises ConfigurationError)."""
+    from sales_platform.core.preflight import require_valid
+
+    require_valid(connect=connect)
 
 
 def _ensure_dagster_home() -> Path:
@@ -27,17 +64,29 @@ def _ensure_dagster_home() -> Path:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from sales_platform.core.generator import GeneratorSettings, generate
+    from tqdm import tqdm
 
+    from sales_platform.core.generator import GeneratorSettings, generate
+    from sales_platform.core.preflight import ConfigurationError, check_data_dir
+
+    if problems := check_data_dir():
+        raise ConfigurationError(problems)
+    if not 0.0 <= args.defect_rate <= 1.0:
+        raise CliError(f"--defect-rate {args.defect_rate} must be between 0 and 1")
     root = settings.data_dir()
-    written = generate(
-        root / "incoming", root / "catalogue" / "products.csv", date.fromisoformat(args.start),
-        args.days, args.rows_per_day,
-        GeneratorSettings(seed=args.seed, customers=args.customers, products=args.products,
-                          defect_rate=args.defect_rate),
-    )
+    out = Path(args.out).expanduser() if args.out else None
+    if out is not None and not out.parent.is_dir():
+        raise CliError(f"--out {out}: folder {out.parent} does not exist")
+    with tqdm(total=1 if out else args.days, unit="file", desc="generate", disable=None) as bar:
+        written = generate(
+            root / "incoming", root / "catalogue" / "products.csv", args.start,
+            args.days, args.rows_per_day,
+            GeneratorSettings(seed=args.seed, customers=args.customers, products=args.products,
+                              defect_rate=args.defect_rate),
+            out=out, progress=lambda path, rows: bar.update(1))
     total = sum(rows for _, rows in written)
-    print(f"wrote {len(written)} file(s), {total} rows, into {root / 'incoming'}")
+    where = out if out else root / "incoming"
+    print(f"wrote {len(written)} file(s), {total} rows, into {where}")
     print(f"catalogue: {root / 'catalogue' / 'products.csv'}")
     return 0
 
@@ -60,15 +109,33 @@ def run_pipeline(first: str, last: str) -> bool:
     _ensure_dagster_home()
     _wait_for_settled_drops()
     ok = True
+    jobs = (("products_job", {}), ("daily_sales_job", _partition_range(first, last)), ("rollups_job", {}))
     with dg.DagsterInstance.get() as instance:
-        for job_name, tags in (("products_job", {}),
-                               ("daily_sales_job", _partition_range(first, last)),
-                               ("rollups_job", {})):
+        for number, (job_name, tags) in enumerate(jobs, start=1):
+            print(f"[{number}/{len(jobs)}] {job_name} ...", flush=True)
+            started = datetime.now(UTC)
             result = defs.resolve_job_def(job_name).execute_in_process(
                 instance=instance, tags=tags, raise_on_error=False, run_config=QUIET)
-            print(f"{job_name}: {'succeeded' if result.success else 'FAILED'} (run {result.run_id})")
+            took = (datetime.now(UTC) - started).total_seconds()
+            print(f"[{number}/{len(jobs)}] {job_name}: {'succeeded' if result.success else 'FAILED'} "
+                  f"in {took:.1f}s (run {result.run_id})", flush=True)
+            if not result.success:
+                _alert_failed_run(instance, result.run_id)
             ok = ok and result.success
     return ok
+
+
+def _alert_failed_run(instance, run_id: str) -> None:
+    """A failed CLI run raises the same alert as a daemon or UI run (the run-failure sensor only
+    sees runs launched through a code location); one line per failed step on stderr."""
+    from sales_platform.governance.alerts import alert_for_run, write_alert
+
+    alert = alert_for_run(instance, run_id)
+    path = write_alert(alert)
+    for step in alert.failed_steps or [{"step": alert.job_name, "error": alert.message}]:
+        first = (step.get("error") or "failed").strip().splitlines()
+        print(f"  {step.get('step')}: {first[0] if first else 'failed'}", file=sys.stderr)
+    print(f"  alert written to {path}", file=sys.stderr)
 
 
 def _wait_for_settled_drops() -> None:
@@ -86,18 +153,48 @@ def _wait_for_settled_drops() -> None:
         time.sleep(remaining + 0.05)
 
 
+def partition_range(first: date, last: date | None, days: int, today: date | None = None
+                    ) -> tuple[date, date]:
+    """The validated [first, last] range: in order and within the daily partitions."""
+    last = last or first + timedelta(days=days - 1)
+    if first > last:
+        raise CliError(f"--first {first} is after --last {last}")
+    start = date.fromisoformat(settings.start_date())
+    if first < start:
+        raise CliError(f"{first} is before the first partition {start} "
+                       f"({settings.START_DATE}); use a later --first/--start")
+    today = today or datetime.now(UTC).date()
+    if last > today:
+        raise CliError(f"{last} is after today ({today} UTC): that partition does not exist yet")
+    return first, last
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    first = args.first or args.start
-    last = args.last or (date.fromisoformat(first) + timedelta(days=args.days - 1)).isoformat()
-    ok = run_pipeline(first, last)
-    print_summary(first, last)
+    first, last = partition_range(args.first or args.start, args.last, args.days)
+    _preflight()
+    ok = run_pipeline(first.isoformat(), last.isoformat())
+    print_summary(first.isoformat(), last.isoformat())
     return 0 if ok else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    partition_range(args.start, None, args.days)
+    _preflight()
     cmd_generate(args)
     args.first = args.last = None
     return cmd_run(args)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from sales_platform.core.preflight import ConfigurationError, problems, summary
+
+    found = problems(connect=not args.offline)
+    if found:
+        raise ConfigurationError(found)
+    print("configuration OK")
+    for line in summary():
+        print(f"  {line}")
+    return 0
 
 
 def print_summary(first: str, last: str) -> None:
@@ -146,11 +243,27 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     from sales_platform.core.crypto import CryptoError, Tokenizer, unseal_file
     from sales_platform.resources.factory import platform_resource, resolved
 
-    keyring = resolved(platform_resource()).keyring()
+    if not args.file and not args.tokens:
+        raise CliError("give one or more tokens, or --file SEALED --out TARGET")
+    if args.file and args.tokens:
+        raise CliError("give tokens or --file, not both")
+    if args.file and not args.out:
+        raise CliError("--file needs --out TARGET (or --out - for standard output): plaintext is "
+                       "never written to an implicit place")
+    if args.file and not Path(args.file).is_file():
+        raise CliError(f"--file {args.file}: no such file")
+    try:
+        keyring = resolved(platform_resource()).keyring()
+    except CryptoError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
     if args.file:
-        out = Path(args.out or Path(args.file).name.removesuffix(".sealed"))
-        unseal_file(keyring, Path(args.file), out)
-        print(f"decrypted {args.file} -> {out}")
+        try:
+            target = _unseal_to(keyring, Path(args.file), args.out, unseal_file)
+        except CryptoError as exc:
+            raise CliError(f"cannot decrypt {args.file}: {exc}; nothing was written") from None
+        if target:
+            print(f"decrypted {args.file} -> {target}", file=sys.stderr)
         return 0
     tokenizer = Tokenizer(keyring)
     status = 0
@@ -161,6 +274,32 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
             print(f"{token}\tERROR: {exc}", file=sys.stderr)
             status = 1
     return status
+
+
+def _unseal_to(keyring, source: Path, out: str, unseal_file) -> Path | None:
+    """Decrypt into a private temporary file next to the target, renamed only once whole: a wrong
+    key or a truncated file leaves no plaintext behind. ``out == "-"`` streams to stdout."""
+    import tempfile
+
+    if out == "-":
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = Path(tmp) / "plain"
+            unseal_file(keyring, source, plain)
+            with plain.open("rb") as handle:
+                shutil.copyfileobj(handle, sys.stdout.buffer)
+        return None
+    target = Path(out).expanduser()
+    if not target.parent.is_dir():
+        raise CliError(f"--out {target}: folder {target.parent} does not exist")
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        unseal_file(keyring, source, Path(tmp_name))
+        os.replace(tmp_name, target)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return target
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -192,59 +331,101 @@ def cmd_key_status(args: argparse.Namespace) -> int:
 
 
 def _add_generate_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--start", default=settings.start_date(), help="first sale date")
-    parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--rows-per-day", type=int, default=3000)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--products", type=int, default=500)
+    parser.add_argument("--start", type=_iso_date, default=settings.start_date(),
+                        help="first sale date (YYYY-MM-DD)")
+    parser.add_argument("--days", type=_positive_int, default=7, help="number of days, one file each")
+    parser.add_argument("--rows-per-day", type=_positive_int, default=3000,
+                        help="average rows per day (weekdays and December get more)")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="random seed: the same seed and dates give the same files")
+    parser.add_argument("--customers", type=_positive_int, default=20_000, help="distinct customers")
+    parser.add_argument("--products", type=_positive_int, default=500, help="products in the catalogue")
     parser.add_argument("--defect-rate", type=float, default=0.02,
                         help="share of rows with an injected defect (0 for clean data)")
 
 
+def _sub(sub, name: str, help_text: str, func) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sales-platform", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="write mock daily sales CSVs into the drop zone")
+    parser = OneLineParser(prog=PROG, description=__doc__,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    gen = _sub(sub, "generate", "write mock daily sales CSVs into the drop zone", cmd_generate)
     _add_generate_options(gen)
-    gen.set_defaults(func=cmd_generate)
-    run = sub.add_parser("run", help="land drops and materialize the sales assets for a range")
-    run.add_argument("--start", default=settings.start_date())
-    run.add_argument("--days", type=int, default=7)
-    run.add_argument("--first", help="first partition (default --start)")
-    run.add_argument("--last", help="last partition (default first + days - 1)")
-    run.set_defaults(func=cmd_run)
-    demo = sub.add_parser("demo", help="generate mock data, then run the pipeline on it")
+    gen.add_argument("--out", help="write all days into this one CSV file instead of the drop zone")
+    run = _sub(sub, "run", "land drops and materialize the sales assets for a range", cmd_run)
+    run.add_argument("--start", type=_iso_date, default=settings.start_date(),
+                     help="first day when --first is not given")
+    run.add_argument("--days", type=_positive_int, default=7, help="days from the first day")
+    run.add_argument("--first", type=_iso_date, help="first partition (default: --start)")
+    run.add_argument("--last", type=_iso_date, help="last partition (default: first + days - 1)")
+    demo = _sub(sub, "demo", "generate mock data, then run the pipeline on it", cmd_demo)
     _add_generate_options(demo)
-    demo.set_defaults(func=cmd_demo)
-    dec = sub.add_parser("decrypt", help="decrypt tokens or a sealed file (needs the key)")
-    dec.add_argument("tokens", nargs="*")
+    demo.set_defaults(out=None)
+    check = _sub(sub, "check", "check every setting (and reach the database, blob, API) before a run; "
+                 "exit 2 with one line per problem", cmd_check)
+    check.add_argument("--offline", action="store_true", help="skip the network round trips")
+    dec = _sub(sub, "decrypt", "decrypt tokens or a sealed file (needs the key)", cmd_decrypt)
+    dec.add_argument("tokens", nargs="*", help="tokens to decrypt")
     dec.add_argument("--file", help="a sealed file (archive/…) to decrypt")
-    dec.add_argument("--out", help="where to write the decrypted file")
-    dec.set_defaults(func=cmd_decrypt)
-    api = sub.add_parser("api", help="serve the products API (token from SALES_PLATFORM_API_TOKEN)")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=5050)
+    dec.add_argument("--out", help="where to write the decrypted file (- for standard output)")
+    api = _sub(sub, "api", "serve the products API (token from SALES_PLATFORM_API_TOKEN)", cmd_api)
+    api.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    api.add_argument("--port", type=int, default=5050, help="TCP port")
     api.add_argument("--store", help="SQLite store (default <DATA_DIR>/products_api.sqlite)")
-    api.set_defaults(func=cmd_api)
-    atlas = sub.add_parser("atlas-tables", help="Apache Atlas JSON export -> CSV + Markdown tables")
+    atlas = _sub(sub, "atlas-tables", "Apache Atlas JSON export -> CSV + Markdown tables",
+                 cmd_atlas_tables)
     atlas.add_argument("export", help="Atlas v2 entities JSON (or ZIP) export")
     atlas.add_argument("--out", default="atlas_tables", help="output folder")
-    atlas.set_defaults(func=cmd_atlas_tables)
-    rotate = sub.add_parser("rotate-keys", help="re-encrypt every token and sealed file under the active "
-                            "key (resumable: rerun after an interruption)")
-    rotate.add_argument("--batch-size", type=int, default=5000, help="rows per transaction")
+    rotate = _sub(sub, "rotate-keys", "re-encrypt every token and sealed file under the active key "
+                  "(resumable: rerun after an interruption)", cmd_rotate_keys)
+    rotate.add_argument("--batch-size", type=_positive_int, default=5000, help="rows per transaction")
     rotate.add_argument("--dry-run", action="store_true", help="only print counts per key id")
-    rotate.set_defaults(func=cmd_rotate_keys)
-    status = sub.add_parser("key-status", help="token and sealed-file counts per key id (exit 1 while "
-                            "anything is under another key than the active one)")
-    status.set_defaults(func=cmd_key_status)
+    _sub(sub, "key-status", "token and sealed-file counts per key id (exit 1 while anything is under "
+         "another key than the active one)", cmd_key_status)
     return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    from sales_platform.core.redact import redact_text
+
+    lines = str(exc).strip().splitlines()
+    return redact_text(lines[0] if lines else type(exc).__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from sales_platform.core.crypto import CryptoError
+    from sales_platform.core.preflight import ConfigurationError
+
+    try:
+        return args.func(args)
+    except ConfigurationError as exc:
+        if args.debug:
+            traceback.print_exc()
+        for problem in exc.problems:
+            print(f"{PROG}: configuration: {problem.line()}", file=sys.stderr)
+        return 2
+    except (CliError, settings.SettingError, CryptoError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns a crash into one line
+        if args.debug:
+            raise
+        print(f"{PROG} {args.command}: error: {type(exc).__name__}: {_one_line(exc)} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

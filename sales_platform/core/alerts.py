@@ -30,8 +30,23 @@ class RunFailureAlert:
                                 for step in self.failed_steps]})
 
 
-def append_alert(path: Path, alert: RunFailureAlert) -> None:
-    """Append one JSON line; O_APPEND keeps concurrent writers' lines whole."""
+def alerted_run_ids(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    ids = set()
+    for line in path.read_text().splitlines():
+        try:
+            ids.add(json.loads(line)["run_id"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn or foreign line does not stop alerting
+    return ids
+
+
+def append_alert(path: Path, alert: RunFailureAlert) -> bool:
+    """Append one JSON line per run (False when the run was already alerted, e.g. by the CLI and
+    then by the sensor); O_APPEND keeps concurrent writers' lines whole."""
+    if alert.run_id in alerted_run_ids(path):
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(asdict(alert), sort_keys=True) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
@@ -39,6 +54,7 @@ def append_alert(path: Path, alert: RunFailureAlert) -> None:
         os.write(fd, line)
     finally:
         os.close(fd)
+    return True
 
 
 def post_alert(url: str, alert: RunFailureAlert, timeout_s: float = 5.0) -> int:

@@ -8,7 +8,7 @@ watcher never picks a half-written file.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -178,11 +178,15 @@ class SalesGenerator:
             cols["product_id"][rows].astype(str), " ").astype(object)
 
     def write_day(self, folder: Path, day: date, rows: int) -> Path:
-        path = folder / f"sales_{day:%Y-%m-%d}.csv"
+        return self.write_days(folder / f"sales_{day:%Y-%m-%d}.csv", [(day, rows)])
+
+    def write_days(self, path: Path, days: list[tuple[date, int]]) -> Path:
+        """One CSV holding the given days' rows (written to a temporary name, then renamed)."""
 
         def write(tmp: Path) -> None:
             writer = None
-            for table in self.chunks(day, rows):
+            tables = (table for day, rows in days for table in self.chunks(day, rows))
+            for table in tables:
                 if writer is None:
                     writer = pacsv.CSVWriter(
                         tmp, table.schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
@@ -202,14 +206,22 @@ def _write_atomically(path: Path, write) -> None:
 
 
 def generate(folder: Path, catalogue_path: Path, start: date, days: int, rows_per_day: int,
-             settings: GeneratorSettings) -> list[tuple[Path, int]]:
-    """Write the catalogue and one CSV per day; returns (path, rows) per file."""
+             settings: GeneratorSettings, out: Path | None = None,
+             progress: Callable[[Path, int], None] | None = None) -> list[tuple[Path, int]]:
+    """Write the catalogue and one CSV per day into ``folder`` (or all days into the one file
+    ``out``); returns (path, rows) per file written. ``progress`` is called after each file."""
     generator = SalesGenerator(settings)
     write_catalogue(generator.catalogue, catalogue_path,
                     datetime.combine(start, datetime.min.time()))
+    plan = [(day, generator.rows_for_day(day, rows_per_day))
+            for day in (start + timedelta(days=offset) for offset in range(days))]
+    if out is not None:
+        jobs = [(lambda: generator.write_days(out, plan), sum(rows for _, rows in plan))]
+    else:
+        jobs = [((lambda d=day, r=rows: generator.write_day(folder, d, r)), rows) for day, rows in plan]
     written = []
-    for offset in range(days):
-        day = start + timedelta(days=offset)
-        rows = generator.rows_for_day(day, rows_per_day)
-        written.append((generator.write_day(folder, day, rows), rows))
+    for write, rows in jobs:
+        written.append((write(), rows))
+        if progress:
+            progress(*written[-1])
     return written

@@ -2,6 +2,7 @@
 
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 
@@ -12,35 +13,69 @@ from sales_platform.resources.platform import PlatformResource
 ALERTS_FILE = "alerts/run_failures.jsonl"
 
 
-def alert_from(context: dg.RunFailureSensorContext) -> RunFailureAlert:
-    run = context.dagster_run
-    steps = [{"step": e.step_key or "", "error": (e.event_specific_data.error.message.strip()
-                                                   if e.event_specific_data and e.event_specific_data.error
-                                                   else "")}
-             for e in context.get_step_failure_events()]
+def _root_message(error) -> str:
+    """The innermost cause: Dagster wraps the user's exception in a step-execution error."""
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error.message.strip() if error is not None else ""
+
+
+def _step_failures(events) -> list[dict[str, str]]:
+    return [{"step": e.step_key or "",
+             "error": _root_message(e.event_specific_data.error if e.event_specific_data else None)}
+            for e in events]
+
+
+def _alert(run: dg.DagsterRun, steps: list[dict[str, str]], message: str) -> RunFailureAlert:
     return RunFailureAlert(
         run_id=run.run_id, job_name=run.job_name, status=str(run.status.value),
         failed_at=datetime.now(UTC).isoformat(timespec="seconds"),
         partition=run.tags.get("dagster/partition"),
         tags={k: v for k, v in run.tags.items() if k.startswith(("dagster/partition", "dagster/backfill",
                                                                   "sales_platform/"))},
-        failed_steps=steps, message=context.failure_event.message or "",
+        failed_steps=steps, message=message,
     )
+
+
+def alert_from(context: dg.RunFailureSensorContext) -> RunFailureAlert:
+    return _alert(context.dagster_run, _step_failures(context.get_step_failure_events()),
+                  context.failure_event.message or "")
+
+
+def alert_for_run(instance: dg.DagsterInstance, run_id: str) -> RunFailureAlert:
+    """The same alert for a run executed in this process (CLI): no sensor sees those runs."""
+    run = instance.get_run_by_id(run_id)
+    failures = [record.dagster_event for record in instance.all_logs(
+        run_id, of_type=dg.DagsterEventType.STEP_FAILURE) if record.dagster_event]
+    run_failed = [record for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
+    message = run_failed[-1].dagster_event.message if run_failed and run_failed[-1].dagster_event else ""
+    return _alert(run, _step_failures(failures), message or "")
+
+
+def _secrets() -> tuple[str, ...]:
+    return tuple(s for s in (os.environ.get(settings.ENCRYPTION_KEY), os.environ.get(settings.API_TOKEN),
+                             os.environ.get(settings.RETIRED_KEYS)) if s)
+
+
+def write_alert(alert: RunFailureAlert, data_dir: Path | None = None) -> Path:
+    """Append the redacted alert (once per run) and POST it to the webhook when one is set."""
+    alert = alert.redacted(_secrets())
+    path = (data_dir or settings.data_dir()) / ALERTS_FILE
+    if append_alert(path, alert):
+        webhook = os.environ.get(settings.ALERT_WEBHOOK)
+        if webhook:
+            post_alert(webhook, alert)
+    return path
 
 
 @dg.run_failure_sensor(
     description="Writes a structured alert for every failed run to <DATA_DIR>/alerts/"
     "run_failures.jsonl, logs it, and POSTs it to SALES_PLATFORM_ALERT_WEBHOOK when set.",
     default_status=dg.DefaultSensorStatus.RUNNING,
-    monitor_all_code_locations=False,
+    monitor_all_code_locations=True,
 )
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext, platform: PlatformResource):
-    secrets = tuple(s for s in (platform.encryption_key, os.environ.get(settings.API_TOKEN)) if s)
-    alert = alert_from(context).redacted(secrets)
-    append_alert(platform.areas.root / ALERTS_FILE, alert)
+    alert = alert_from(context)
+    write_alert(alert, Path(platform.data_dir).expanduser().resolve())
     context.log.error(f"run {alert.run_id} of {alert.job_name} failed: "
                       f"{', '.join(s['step'] for s in alert.failed_steps) or alert.message}")
-    webhook = os.environ.get(settings.ALERT_WEBHOOK)
-    if webhook:
-        status = post_alert(webhook, alert)
-        context.log.info(f"alert posted to the webhook: HTTP {status}")

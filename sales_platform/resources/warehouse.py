@@ -7,8 +7,8 @@ from abc import ABC, abstractmethod
 import dagster as dg
 from pydantic import Field
 from sqlalchemy import URL, Engine
-from sqlalchemy.engine import make_url
 
+from sales_platform.core.preflight import ConfigurationError, parse_db_url
 from sales_platform.core.redact import redact_url
 from sales_platform.core.warehouse.engine import cached_engine
 
@@ -46,10 +46,16 @@ class SqlUrlWarehouse(WarehouseResource):
     database_url: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://u:p@host/db")
 
     def url(self) -> URL:
-        parsed = make_url(self.database_url)
-        if parsed.drivername == "postgresql":
-            parsed = parsed.set(drivername="postgresql+psycopg")
+        parsed, problems = parse_db_url(self.database_url)
+        if problems or parsed is None:
+            raise ConfigurationError(problems)
         return parsed
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # The pre-flight rules at init: a wrong URL fails the step with the CLI's one line
+        # (naming SALES_PLATFORM_DB_URL) before anything runs, and a SQLite URL into a missing
+        # folder is refused instead of creating an empty warehouse there.
+        self.url()
 
 
 class PostgresWarehouse(WarehouseResource):

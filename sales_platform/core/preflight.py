@@ -1,0 +1,371 @@
+"""Pre-flight configuration check: every setting parsed and validated once, up front.
+
+Each problem is one line that names the variable, says what is wrong and how to fix it, with secrets
+redacted. The CLI runs it before writing anything (``sales-platform check``, ``run``, ``demo``);
+resources call the same functions at init so a daemon run fails with the same line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+
+from sales_platform.core import settings
+from sales_platform.core.redact import redact_text, redact_url
+
+CONNECT_TIMEOUT_S = 5
+KNOWN_BACKENDS = ("sqlite", "postgresql", "mssql")
+# Drivers whose DBAPI module we know, with the one-line fix when it is missing.
+DRIVER_FIXES = {
+    "psycopg2": "pip install psycopg2-binary, or spell the URL postgresql+psycopg:// (psycopg 3, installed)",
+    "psycopg": "pip install 'psycopg[binary]'",
+    "pyodbc": "pip install pyodbc and an ODBC driver for SQL Server",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One configuration problem: the variable, what is wrong, how to fix it."""
+
+    variable: str
+    message: str
+
+    def line(self) -> str:
+        return f"{self.variable}: {self.message}"
+
+
+class ConfigurationError(ValueError):
+    """One or more configuration problems (each a line that names its variable)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(p.line() for p in problems))
+
+
+def _first_line(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return redact_text(text[0] if text else type(exc).__name__, secrets)
+
+
+# --- numbers, names, files -------------------------------------------------------------------------
+
+NUMBER_SETTINGS: tuple[tuple[str, float, float, float | None, bool], ...] = (
+    (settings.MAX_REJECT_RATE, 0.2, 0.0, 1.0, False),
+    (settings.MAX_QUANTITY, 1000, 1, None, True),
+    (settings.SETTLE_S, 2.0, 0.0, None, False),
+    (settings.SENSOR_INTERVAL_S, 30, 1, None, True),
+    (settings.MAX_COLUMNS, 200, 5, None, True),
+    (settings.MAX_FILE_BYTES, 20 << 30, 1, None, True),
+    (settings.MSSQL_PORT, 1433, 1, 65535, True),
+)
+
+
+def check_numbers() -> list[Problem]:
+    problems = []
+    for name, default, minimum, maximum, integer in NUMBER_SETTINGS:
+        try:
+            settings.env_number(name, default, minimum, maximum, integer=integer)
+        except settings.SettingError as exc:
+            problems.append(Problem(name, str(exc).removeprefix(f"{name}=")))
+    return problems
+
+
+def check_timezone() -> list[Problem]:
+    try:
+        settings.source_timezone()
+    except settings.SettingError as exc:
+        return [Problem(settings.SOURCE_TIMEZONE, str(exc).removeprefix(f"{settings.SOURCE_TIMEZONE}="))]
+    return []
+
+
+def check_start_date(today: date | None = None) -> list[Problem]:
+    raw = settings.start_date()
+    try:
+        first = date.fromisoformat(raw)
+    except ValueError:
+        return [Problem(settings.START_DATE, f"{raw!r} is not a date: use YYYY-MM-DD, e.g. 2024-01-01")]
+    today = today or datetime.now(UTC).date()
+    if first > today:
+        return [Problem(settings.START_DATE, f"{raw} is after today ({today}): no partition would exist")]
+    return []
+
+
+def check_data_dir() -> list[Problem]:
+    root = settings.data_dir()
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        return [Problem(settings.DATA_DIR, f"{root}: {existing} is not a folder")]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [Problem(settings.DATA_DIR, f"{root}: {existing} is not writable by this user")]
+    return []
+
+
+def check_schema_settings() -> list[Problem]:
+    problems = []
+    policy = os.environ.get(settings.SCHEMA_POLICY, "").strip()
+    if policy and policy not in ("evolve", "freeze", "rescue"):
+        problems.append(Problem(settings.SCHEMA_POLICY, f"{policy!r}: expected evolve, freeze or rescue"))
+    contract = os.environ.get(settings.SCHEMA_CONTRACT, "").strip()
+    if contract:
+        path = Path(contract).expanduser()
+        if not path.is_file():
+            problems.append(Problem(settings.SCHEMA_CONTRACT, f"{path} does not exist or is not a file"))
+        else:
+            try:
+                json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                problems.append(Problem(settings.SCHEMA_CONTRACT, f"{path} is not valid JSON: {exc}"))
+    return problems
+
+
+def check_executor() -> list[Problem]:
+    choice = os.environ.get(settings.EXECUTOR, "").strip()
+    if choice not in ("", "celery"):
+        return [Problem(settings.EXECUTOR, f"{choice!r}: expected 'celery' or unset (multiprocess)")]
+    if choice == "celery" and not os.environ.get("DAGSTER_CELERY_BROKER_URL"):
+        return [Problem(settings.EXECUTOR, "celery needs DAGSTER_CELERY_BROKER_URL "
+                                           "(e.g. pyamqp://guest@127.0.0.1:5672//)")]
+    return []
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+def check_keys() -> list[Problem]:
+    from sales_platform.core.crypto import parse_master_key
+
+    problems = []
+    active = os.environ.get(settings.ENCRYPTION_KEY, "").strip()
+    retired = [k.strip() for k in os.environ.get(settings.RETIRED_KEYS, "").split(",") if k.strip()]
+    for name, values in ((settings.ENCRYPTION_KEY, [active] if active else []),
+                         (settings.RETIRED_KEYS, retired)):
+        for value in values:
+            try:
+                parse_master_key(value)
+            except Exception as exc:  # noqa: BLE001 - any decoding failure is the same problem
+                problems.append(Problem(name, f"cannot be used as a key ({_first_line(exc, (value,))}); "
+                                              "make one with: python -c 'from sales_platform.core.crypto "
+                                              "import generate_key; print(generate_key())'"))
+    return problems
+
+
+# --- database --------------------------------------------------------------------------------------
+
+def parse_db_url(raw: str) -> tuple[URL | None, list[Problem]]:
+    """The URL in SALES_PLATFORM_DB_URL, or the problems that stop it being used."""
+    var = settings.DB_URL
+    shown = redact_url(raw)
+    try:
+        url = make_url(raw)
+    except Exception:  # noqa: BLE001 - SQLAlchemy raises ArgumentError or ValueError
+        return None, [Problem(var, f"{shown!r} is not a database URL; expected e.g. "
+                                   "postgresql+psycopg://user:password@host:5432/sales or "
+                                   "sqlite:////absolute/path/warehouse.db")]
+    backend = url.get_backend_name()
+    if backend == "postgres":
+        return None, [Problem(var, f"scheme 'postgres://' is not understood; write "
+                                   f"postgresql+psycopg://{shown.split('://', 1)[-1]}")]
+    if backend not in KNOWN_BACKENDS:
+        return None, [Problem(var, f"backend {backend!r} is not supported; use sqlite, "
+                                   "postgresql+psycopg or mssql+pyodbc")]
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    problem = _driver_problem(url)
+    if problem:
+        return None, [problem]
+    if backend == "sqlite":
+        return url, _sqlite_path_problems(url)
+    if backend == "postgresql" and not url.database:
+        return None, [Problem(var, "no database name in the URL (…/<database> at the end)")]
+    return url, []
+
+
+def _driver_problem(url: URL) -> Problem | None:
+    try:
+        url.get_dialect().import_dbapi()
+    except ImportError as exc:
+        module = getattr(exc, "name", None) or url.get_driver_name()
+        fix = DRIVER_FIXES.get(module, f"install the {module} package")
+        return Problem(settings.DB_URL, f"driver {url.get_driver_name()!r} is not installed: {fix}")
+    except Exception as exc:  # noqa: BLE001 - unknown driver names raise NoSuchModuleError
+        return Problem(settings.DB_URL, f"driver {url.drivername!r} is unknown ({_first_line(exc)})")
+    return None
+
+
+def _sqlite_path_problems(url: URL) -> list[Problem]:
+    if not url.database or url.database == ":memory:":
+        return [Problem(settings.DB_URL, "an in-memory SQLite database keeps nothing; give a file path "
+                                         "(sqlite:////absolute/path/warehouse.db)")]
+    parent = Path(url.database).expanduser().resolve().parent
+    if not parent.is_dir():
+        return [Problem(settings.DB_URL, f"folder {parent} does not exist: create it, or fix the path "
+                                         "(sqlite:////absolute/path needs four slashes)")]
+    if not os.access(parent, os.W_OK):
+        return [Problem(settings.DB_URL, f"folder {parent} is not writable by this user")]
+    return []
+
+
+def check_database_reachable(url: URL, variable: str = settings.DB_URL) -> list[Problem]:
+    """Open one connection with the URL's own driver and run SELECT 1."""
+    from sqlalchemy import create_engine, text
+
+    args: dict[str, object] = {}
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        args["connect_timeout"] = CONNECT_TIMEOUT_S
+    elif backend == "mssql":
+        args["timeout"] = CONNECT_TIMEOUT_S
+    engine = create_engine(url, connect_args=args, poolclass=_null_pool())
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - every driver error means "cannot use it"
+        secrets = (url.password,) if isinstance(url.password, str) else ()
+        return [Problem(variable, f"cannot connect to {redact_url(url.render_as_string(False))}: "
+                                  f"{_first_line(exc, secrets)}")]
+    finally:
+        engine.dispose()
+    return []
+
+
+def _null_pool():
+    from sqlalchemy.pool import NullPool
+
+    return NullPool
+
+
+def check_sqlserver_driver() -> list[Problem]:
+    """SQL Server settings without a URL: the named ODBC driver must be installed."""
+    if os.environ.get(settings.DB_URL) or not (os.environ.get(settings.MSSQL_HOST)
+                                               or os.environ.get(settings.AZURE_SQL_SERVER)):
+        return []
+    wanted = os.environ.get(settings.MSSQL_DRIVER, "ODBC Driver 18 for SQL Server")
+    try:
+        import pyodbc
+    except ImportError:
+        return [Problem(settings.MSSQL_DRIVER, DRIVER_FIXES["pyodbc"])]
+    if wanted not in pyodbc.drivers():
+        found = ", ".join(pyodbc.drivers()) or "none"
+        return [Problem(settings.MSSQL_DRIVER, f"ODBC driver {wanted!r} is not installed (found: {found})")]
+    return []
+
+
+def check_database(connect: bool = True) -> list[Problem]:
+    raw = os.environ.get(settings.DB_URL, "").strip()
+    if not raw:
+        return check_sqlserver_driver()  # else the embedded SQLite file under the data dir
+    url, problems = parse_db_url(raw)
+    if problems or url is None or not connect:
+        return problems
+    return check_database_reachable(url)
+
+
+# --- blob, API, webhook ----------------------------------------------------------------------------
+
+def _http_url_problem(variable: str, raw: str) -> Problem | None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return Problem(variable, f"{redact_text(raw)!r} is not an http(s) URL")
+    return None
+
+
+def check_api(connect: bool = True, get: Callable[..., object] | None = None) -> list[Problem]:
+    raw = os.environ.get(settings.API_URL, "").strip()
+    if not raw:
+        return []
+    problem = _http_url_problem(settings.API_URL, raw)
+    if problem or not connect:
+        return [problem] if problem else []
+    import requests
+
+    try:
+        reply = (get or requests.get)(raw.rstrip("/") + "/health", timeout=CONNECT_TIMEOUT_S)
+    except requests.RequestException as exc:
+        return [Problem(settings.API_URL, f"products API not reachable at {redact_text(raw)}: "
+                                          f"{_first_line(exc)}")]
+    status = getattr(reply, "status_code", 200)
+    if status >= 400:
+        return [Problem(settings.API_URL, f"{redact_text(raw)}/health answered HTTP {status}: "
+                                          "is this the products API?")]
+    return []
+
+
+def check_webhook() -> list[Problem]:
+    raw = os.environ.get(settings.ALERT_WEBHOOK, "").strip()
+    problem = _http_url_problem(settings.ALERT_WEBHOOK, raw) if raw else None
+    return [problem] if problem else []
+
+
+def check_blob(connect: bool = True) -> list[Problem]:
+    container = os.environ.get(settings.BLOB_CONTAINER, "").strip()
+    if not container:
+        return []
+    var = settings.BLOB_CONTAINER
+    connection = os.environ.get(settings.BLOB_CONNECTION_STRING, "").strip()
+    account_url = os.environ.get(settings.BLOB_ACCOUNT_URL, "").strip()
+    if not connection and not account_url:
+        return [Problem(var, f"set {settings.BLOB_CONNECTION_STRING} or {settings.BLOB_ACCOUNT_URL} "
+                             "to say where the container is")]
+    try:
+        from azure.storage.blob import BlobServiceClient
+    except ImportError:
+        return [Problem(var, "the Azure SDK is not installed: pip install 'sales_platform[azure]'")]
+    if not connect:
+        return []
+    secrets = tuple(v for v in (connection, os.environ.get(settings.BLOB_ACCOUNT_KEY, ""),
+                                os.environ.get(settings.BLOB_SAS_TOKEN, "")) if v)
+    try:
+        service = (BlobServiceClient.from_connection_string(connection, connection_timeout=CONNECT_TIMEOUT_S,
+                                                            retry_total=0)
+                   if connection else None)
+        if service is not None:
+            client = service.get_container_client(container)
+            client.exists()
+    except Exception as exc:  # noqa: BLE001 - SDK errors vary; all mean "cannot use it"
+        return [Problem(var, f"container {container!r} not reachable: {_first_line(exc, secrets)}")]
+    return []
+
+
+# --- all together ----------------------------------------------------------------------------------
+
+CHECKS: tuple[Callable[..., list[Problem]], ...] = (
+    check_numbers, check_timezone, check_start_date, check_data_dir, check_schema_settings,
+    check_executor, check_keys, check_webhook)
+CONNECTING_CHECKS: tuple[Callable[..., list[Problem]], ...] = (check_database, check_api, check_blob)
+
+
+def problems(connect: bool = True) -> list[Problem]:
+    """Every configuration problem, one per line; ``connect=False`` skips network round trips."""
+    found: list[Problem] = []
+    for check in CHECKS:
+        found.extend(check())
+    for check in CONNECTING_CHECKS:
+        found.extend(check(connect=connect))
+    return found
+
+
+def require_valid(connect: bool = True) -> None:
+    """Raise ConfigurationError listing every problem (nothing should be written before this)."""
+    found = problems(connect)
+    if found:
+        raise ConfigurationError(found)
+
+
+def summary(env: Mapping[str, str] | None = None) -> list[str]:
+    """What is configured, secrets redacted (printed by `sales-platform check` when all is well)."""
+    env = os.environ if env is None else env
+    db = env.get(settings.DB_URL)
+    return [
+        f"data dir: {settings.data_dir()}",
+        f"warehouse: {redact_url(db) if db else settings.warehouse_kind() + ' (embedded default)'}",
+        f"key: {'set' if env.get(settings.ENCRYPTION_KEY) else 'demo key under the data dir'}",
+        f"blob: {env.get(settings.BLOB_CONTAINER) or 'local folder'}",
+        f"products API: {redact_text(env.get(settings.API_URL) or '') or 'in-process'}",
+    ]
