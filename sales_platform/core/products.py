@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import pandas as pd
 
 from sales_platform.core.crypto import Tokenizer
-from sales_platform.core.quality import normalize_identifiers
+from sales_platform.core.quality import MAX_IDENTIFIER_LENGTH, normalize_identifiers
 
 CATALOGUE_COLUMNS = ("product_id", "name", "category", "unit_price", "updated_at")
 
@@ -59,6 +59,62 @@ def products_document(catalogue: pd.DataFrame) -> list[dict]:
          "updated_at": pd.Timestamp(r.updated_at).isoformat(timespec="seconds")}
         for r in catalogue.itertuples(index=False)
     ]
+
+
+MAX_PRICE = Decimal("9999999999.99")  # dim_products.unit_price is NUMERIC(12, 2)
+_TEXT_LIMITS = {"name": 255, "category": 100}
+
+
+def _item_problem(item: object) -> str | None:
+    """Why one API item cannot become a dimension row (never quoting its id), or None."""
+    if not isinstance(item, dict):
+        return "not a JSON object"
+    missing = [c for c in CATALOGUE_COLUMNS if c not in item]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    pid = item["product_id"]
+    if not isinstance(pid, str) or not pid.strip():
+        return "product_id is not a non-empty string"
+    if len(pid.strip()) > MAX_IDENTIFIER_LENGTH or any(ord(ch) < 32 or ord(ch) == 127 for ch in pid):
+        return f"product_id longer than {MAX_IDENTIFIER_LENGTH} characters or with control characters"
+    for field, limit in _TEXT_LIMITS.items():
+        value = item[field]
+        if not isinstance(value, str) or not value.strip() or len(value) > limit:
+            return f"{field} is not a non-empty string of at most {limit} characters"
+    price = item["unit_price"]
+    try:
+        if isinstance(price, bool) or not (0 < Decimal(str(price)) <= MAX_PRICE):
+            return f"unit_price is not a number in (0, {MAX_PRICE}]"
+    except (InvalidOperation, ValueError):
+        return f"unit_price is not a number in (0, {MAX_PRICE}]"
+    try:
+        pd.Timestamp(item["updated_at"])
+    except (ValueError, TypeError):
+        return "updated_at is not a date-time"
+    return None
+
+
+def products_from_items(items: list) -> tuple[pd.DataFrame, list[str]]:
+    """API items as a catalogue frame, and a reason for each item left out.
+
+    One bad item never stops the dimension: it is left out with a reason naming its position
+    (not its id: reasons go to the event log). Ids equal after trimming and upper-casing are one
+    product in the warehouse; the later ones are left out.
+    """
+    good, reasons, seen = [], [], {}
+    for index, item in enumerate(items):
+        problem = _item_problem(item)
+        if problem is None:
+            folded = item["product_id"].strip().upper()
+            if folded in seen:
+                problem = f"same id as item {seen[folded]} once trimmed and upper-cased"
+            else:
+                seen[folded] = index
+        if problem:
+            reasons.append(f"item {index}: {problem}")
+        else:
+            good.append(item)
+    return frame_from_items(good), reasons
 
 
 def frame_from_items(items: list[dict]) -> pd.DataFrame:

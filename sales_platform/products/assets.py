@@ -8,8 +8,8 @@ import dagster as dg
 
 from sales_platform.core.crypto import Tokenizer
 from sales_platform.core.products import (
-    frame_from_items,
     products_document,
+    products_from_items,
     read_catalogue,
     with_tokens,
 )
@@ -70,18 +70,27 @@ def products_api_upload(blob: BlobStorageResource,
     code_version="dim-products-2",
     pool="warehouse_writes",
     description="Products read back from the API (GET /products, paginated) and upserted into "
-    "dim_products with the product token; sales and aggregates join on the token.",
+    "dim_products keyed by the product token (no plaintext id); sales and aggregates join on "
+    "the token. Unusable items are left out with a reason; products gone from the API leave.",
 )
-def dim_products(platform: PlatformResource, warehouse: WarehouseResource,
+def dim_products(context: dg.AssetExecutionContext, platform: PlatformResource,
+                 warehouse: WarehouseResource,
                  products_api: ProductsApiResource) -> dg.MaterializeResult:
     started = time.monotonic()
     items = list(products_api.iter_products())
     if not items:
         raise dg.Failure("the products API returned no products: run products_api_upload first")
-    products = with_tokens(frame_from_items(items), Tokenizer(platform.keyring()))
-    counts = upsert_products(warehouse.engine(), products)
+    catalogue, rejected = products_from_items(items)
+    for reason in rejected[:20]:
+        context.log.warning(f"product left out of dim_products: {reason}")
+    products = with_tokens(catalogue, Tokenizer(platform.keyring()))
+    # Products gone from the catalogue leave the dimension, unless some items were unreadable
+    # (then nothing is removed: a bad read must not empty the dimension).
+    counts = upsert_products(warehouse.engine(), products, remove_missing=not rejected)
     return dg.MaterializeResult(metadata={
-        **counts, "products": len(products), "table": dim_products_table.name,
+        **counts, "products": len(products), "rejected": len(rejected),
+        "rejected_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in rejected[:50]) or "_none_"),
+        "table": dim_products_table.name,
         "database": warehouse.display_url(), "duration_s": round(time.monotonic() - started, 3),
         "preview": markdown_table(products),
         "dagster/column_schema": column_schema(dim_products_table),

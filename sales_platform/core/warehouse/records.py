@@ -145,15 +145,23 @@ def known_product_ids(engine: Engine, tokenizer: Tokenizer) -> frozenset[str] | 
     return frozenset(tokenizer.decrypt(t) for t in tokens) if tokens else None
 
 
-def upsert_products(engine: Engine, products: pd.DataFrame) -> dict[str, int]:
+def upsert_products(engine: Engine, products: pd.DataFrame,
+                    remove_missing: bool = False) -> dict[str, int]:
     """Insert or update products by token (the dimension is small: thousands of rows).
 
     ``products`` carries product_token, name, category, unit_price, updated_at; a plaintext
-    product_id column, if present, is never written.
+    product_id column, if present, is never written. ``remove_missing`` deletes the products
+    that are not in ``products`` (the catalogue is the system of record).
     """
     columns = [c.name for c in dim_products.columns]
-    inserted = updated = 0
+    inserted = updated = removed = 0
     with engine.begin() as conn:
+        if remove_missing:
+            gone = set(conn.execute(select(dim_products.c.product_token)).scalars()) \
+                - set(products["product_token"])
+            for token in gone:
+                conn.execute(delete(dim_products).where(dim_products.c.product_token == token))
+            removed = len(gone)
         existing = {r.product_token: r for r in conn.execute(select(dim_products)).all()}
         for record in products[columns].to_dict("records"):
             old = existing.get(record["product_token"])
@@ -166,4 +174,4 @@ def upsert_products(engine: Engine, products: pd.DataFrame) -> dict[str, int]:
                              .values(**record))
                 updated += 1
     return {"inserted": inserted, "updated": updated,
-            "unchanged": len(products) - inserted - updated}
+            "unchanged": len(products) - inserted - updated, "removed": removed}
