@@ -3,28 +3,42 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: install run test ui lint clean
+.PHONY: install install-dev run check test ui lint clean
 
-$(BIN)/sales-platform: pyproject.toml
+# Runtime dependencies only (what `make run` and `make ui` need); the dev extra (pytest, Playwright,
+# Celery, the Azure SDK, Tink) only for tests and lint.
+$(VENV)/.installed-runtime: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $@
+	touch $@ $(VENV)/.installed-runtime
 
-install: $(BIN)/sales-platform
+install: $(VENV)/.installed-runtime
+
+install-dev: $(VENV)/.installed-dev
 
 # The main job on the embedded default (SQLite + local folders): mock data, then every asset.
 run: install
 	$(BIN)/sales-platform demo
 
-test: install
+# Every setting checked (database, key, blob, API reachable): one line per problem.
+check: install
+	$(BIN)/sales-platform check
+
+test: install-dev
 	$(BIN)/pytest
 
 ui: install
 	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/ || true
 	$(BIN)/dagster dev -w workspace.yaml
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check sales_platform sales_platform_tests
 
 clean:

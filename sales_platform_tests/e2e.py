@@ -414,7 +414,10 @@ MATERIALIZATIONS = """
 query Materializations($key: AssetKeyInput!, $partitions: [String!]) {
   assetOrError(assetKey: $key) {
     __typename
-    ... on Asset { assetMaterializations(partitions: $partitions) { partition runId timestamp } }
+    ... on Asset { assetMaterializations(partitions: $partitions) {
+      partition runId timestamp
+      metadataEntries { label ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue } }
+    } }
   }
 }"""
 

@@ -176,8 +176,8 @@ def test_help_shows_defaults_and_every_option_has_a_help_text(env):
 
 def test_generate_out_writes_one_file_with_all_days(env, tmp_path):
     target = tmp_path / "sales.csv"
-    result = cli(["generate", "--start", "2024-02-01", "--days", "3", "--rows-per-day", "20", "--defect-rate", "0",
-                  "--out", str(target)], env)
+    result = cli(["generate", "--start", "2024-02-01", "--days", "3", "--rows-per-day", "20",
+                  "--defect-rate", "0", "--out", str(target)], env)
     assert result.returncode == 0, result.stderr
     rows = target.read_text().splitlines()
     assert rows[0].replace('"', "") == "transaction_id,customer_id,product_id,quantity,timestamp"
@@ -255,3 +255,46 @@ def test_demo_prints_no_beta_or_preview_warning_and_the_key_warning_once(env):
     assert "currently in beta" not in output and "currently in preview" not in output
     assert output.count("SALES_PLATFORM_ENCRYPTION_KEY is not set") == 1
     assert "[2/3] daily_sales_job: succeeded" in result.stdout
+
+
+# --- per-partition truth in a range run ------------------------------------------------------------
+
+def test_each_day_of_a_range_run_reports_its_own_numbers(data_dir, key, tmp_path):
+    import dagster as dg
+
+    from sales_platform_tests.helpers import (
+        PRODUCTS,
+        SALES_CHAIN,
+        all_assets,
+        materialize,
+        resources_for,
+        write_catalogue,
+    )
+    from sales_platform_tests.helpers import write_csv as write_rows
+
+    products = ["P1", "P2", "P3"]
+    write_catalogue(data_dir, products)
+    plan = {"2024-03-01": 2, "2024-03-02": 5, "2024-03-03": 3}  # rows per day, all valid
+    rows = [[f"T{day}-{n}", f"C{n}", products[n % len(products)], "1", f"{day}T10:00:{n:02d}"]
+            for day, count in plan.items() for n in range(count)]
+    write_rows(data_dir / "incoming" / "march.csv", rows)
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, settle_s=0)
+    instance = dg.DagsterInstance.ephemeral()
+    materialize(resources, PRODUCTS, instance=instance)
+    days = sorted(plan)
+    dg.materialize(
+        all_assets(),
+        selection=[*SALES_CHAIN, "agg_sales_daily", "agg_sales_by_product"], resources=resources,
+        instance=instance, tags={"dagster/asset_partition_range_start": days[0],
+                                 "dagster/asset_partition_range_end": days[-1]})
+
+    def latest(asset: str, day: str) -> dict:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day]), limit=1).records
+        return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+    distinct_products = {day: len({r[2] for r in rows if r[4].startswith(day)}) for day in days}
+    assert {d: latest("sales", d)["dagster/row_count"] for d in days} == plan
+    assert {d: latest("sales", d)["inserted"] for d in days} == plan
+    assert {d: latest("agg_sales_daily", d)["days_written"] for d in days} == dict.fromkeys(days, 1)
+    assert {d: latest("agg_sales_by_product", d)["rows_written"] for d in days} == distinct_products

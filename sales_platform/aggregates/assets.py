@@ -24,6 +24,16 @@ def _table_metadata(table) -> dict:
     return {"table": table.name, "dagster/column_schema": column_schema(table)}
 
 
+def _refresh_each_day(context: dg.AssetExecutionContext, refresh, engine, key: str,
+                      extra=None) -> None:
+    """Each day refreshed on its own with its numbers on its own partition: one MaterializeResult in a
+    range run would put the range's totals on every day."""
+    now = datetime.now()
+    for day in _days(context):
+        numbers = {key: refresh(engine, [day], now), **(extra(engine, [day]) if extra else {})}
+        context.add_asset_metadata(numbers, partition_key=day.isoformat())
+
+
 @dg.asset(
     **COMMON, **DAILY,
     deps=["sales", "dim_products"],
@@ -35,11 +45,9 @@ def _table_metadata(table) -> dict:
 )
 def agg_sales_daily(context: dg.AssetExecutionContext,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
-    engine, days = warehouse.engine(), _days(context)
-    written = agg.refresh_daily(engine, days, datetime.now())
-    return dg.MaterializeResult(metadata={
-        "days_written": written, "rows_without_price": agg.unpriced_rows(engine, days),
-        **_table_metadata(tables.agg_sales_daily)})
+    _refresh_each_day(context, agg.refresh_daily, warehouse.engine(), "days_written",
+                      extra=lambda engine, days: {"rows_without_price": agg.unpriced_rows(engine, days)})
+    return dg.MaterializeResult(metadata=_table_metadata(tables.agg_sales_daily))
 
 
 @dg.asset(
@@ -53,9 +61,8 @@ def agg_sales_daily(context: dg.AssetExecutionContext,
 )
 def agg_sales_by_product(context: dg.AssetExecutionContext,
                          warehouse: WarehouseResource) -> dg.MaterializeResult:
-    written = agg.refresh_by_product(warehouse.engine(), _days(context), datetime.now())
-    return dg.MaterializeResult(metadata={"rows_written": written,
-                                          **_table_metadata(tables.agg_sales_by_product)})
+    _refresh_each_day(context, agg.refresh_by_product, warehouse.engine(), "rows_written")
+    return dg.MaterializeResult(metadata=_table_metadata(tables.agg_sales_by_product))
 
 
 @dg.asset(
@@ -69,9 +76,8 @@ def agg_sales_by_product(context: dg.AssetExecutionContext,
 )
 def agg_sales_by_customer(context: dg.AssetExecutionContext,
                           warehouse: WarehouseResource) -> dg.MaterializeResult:
-    written = agg.refresh_by_customer(warehouse.engine(), _days(context), datetime.now())
-    return dg.MaterializeResult(metadata={"rows_written": written,
-                                          **_table_metadata(tables.agg_sales_by_customer)})
+    _refresh_each_day(context, agg.refresh_by_customer, warehouse.engine(), "rows_written")
+    return dg.MaterializeResult(metadata=_table_metadata(tables.agg_sales_by_customer))
 
 
 @dg.asset(

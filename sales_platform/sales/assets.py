@@ -318,14 +318,14 @@ def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
 
 
 def _report_day(context: dg.AssetExecutionContext, day: str, stats, conservation: dict) -> None:
-    """Per-day numbers as their own event: in a range run each day shows its own counts (one
-    MaterializeResult would give every day the range's totals)."""
-    if context.has_partition_key:
-        return
-    context.log_event(dg.AssetMaterialization(
-        asset_key=context.asset_key, partition=day,
-        metadata={**stats.as_dict(), "dagster/row_count": conservation["loaded"],
-                  "rejected": conservation["rejected"], "landed": conservation["landed"]}))
+    """Per-day numbers scoped to their partition: in a range run each day's one materialization
+    carries its own counts over the MaterializeResult's shared metadata (which alone would give
+    every day the range's totals)."""
+    context.add_asset_metadata(
+        {**stats.as_dict(), "dagster/row_count": conservation["loaded"],
+         "rejected": conservation["rejected"], "landed": conservation["landed"]}, partition_key=day)
+    context.log.info(f"{day}: {stats.as_dict().get('staged', 0)} staged, {conservation['loaded']} in "
+                     f"sales, {conservation['rejected']} rejected")
 
 
 def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
