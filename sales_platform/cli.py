@@ -306,7 +306,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     from sales_platform.products.api import serve
 
     store = args.store or str(settings.data_dir() / "products_api.sqlite")
-    serve(args.host, args.port, store, os.environ.get(settings.API_TOKEN) or None)
+    serve(args.host, args.port, store, os.environ.get(settings.API_TOKEN) or None,
+          certfile=args.certfile, keyfile=args.keyfile, workers=args.workers)
     return 0
 
 
@@ -379,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     api.add_argument("--port", type=int, default=5050, help="TCP port")
     api.add_argument("--store", help="SQLite store (default <DATA_DIR>/products_api.sqlite)")
+    api.add_argument("--certfile", help="PEM server certificate (chain): serve HTTPS")
+    api.add_argument("--keyfile", help="PEM private key of --certfile")
+    api.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     atlas = _sub(sub, "atlas-tables", "Apache Atlas JSON export -> CSV + Markdown tables",
                  cmd_atlas_tables)
     atlas.add_argument("export", help="Atlas v2 entities JSON (or ZIP) export")

@@ -8,53 +8,75 @@ from sales_platform.core.crypto import (
     CryptoError,
     Keyring,
     Tokenizer,
+    b64d,
+    b64e,
     generate_key,
     is_token,
+    key_id_of_token,
     open_sealed,
     seal_stream,
+    token_prefixes,
 )
+from sales_platform.core.keyset import load_or_create
 
 
-def test_tokens_are_deterministic_and_round_trip(keyring):
+def test_tokens_are_deterministic_per_column_and_round_trip(keyring):
     tokenizer = Tokenizer(keyring)
-    token = tokenizer.encrypt("C0001234")
-    assert token == tokenizer.encrypt("C0001234")
-    assert token != tokenizer.encrypt("C0001235")
+    token = tokenizer.encrypt("C0001234", "customer_id")
+    assert token == tokenizer.encrypt("C0001234", "customer_id")
+    assert token != tokenizer.encrypt("C0001235", "customer_id")
+    assert token != tokenizer.encrypt("C0001234", "product_id")  # the column is associated data
     assert "C0001234" not in token and is_token(token)
-    assert token.startswith(keyring.active.key_id + "~")
-    assert tokenizer.decrypt(token) == "C0001234"
+    assert key_id_of_token(token) == keyring.active.key_id
+    assert token.startswith(token_prefixes(keyring.active.key_id))
+    assert tokenizer.decrypt(token, "customer_id") == tokenizer.decrypt(token) == "C0001234"
+    with pytest.raises(CryptoError, match="for column product_id"):
+        tokenizer.decrypt(token, "product_id")
 
 
 def test_series_encryption_keeps_missing_values_and_equalities(keyring):
     tokenizer = Tokenizer(keyring)
-    values = pd.Series(["A", "B", None, "A"])
+    values = pd.Series(["A", None, "B", "A"], name="customer_id")
     tokens = tokenizer.encrypt_series(values)
-    assert tokens[0] == tokens[3] and tokens[0] != tokens[1] and tokens[2] is None
-    assert tokenizer.decrypt_series(tokens.dropna()).tolist() == ["A", "B", "A"]
+    assert tokens[0] == tokens[3] != tokens[2] and tokens[1] is None
+    assert tokenizer.decrypt_series(tokens.dropna(), "customer_id").tolist() == ["A", "B", "A"]
+    with pytest.raises(ValueError, match="column name"):
+        tokenizer.encrypt_series(pd.Series(["A"]))
 
 
 def test_other_key_cannot_decrypt_and_tampering_is_detected(keyring):
-    token = Tokenizer(keyring).encrypt("secret-id")
+    token = Tokenizer(keyring).encrypt("secret-id", "customer_id")
     with pytest.raises(CryptoError):
-        Tokenizer(Keyring.from_secrets(generate_key())).decrypt(token)
-    key_id, body = token.split("~")
-    flipped = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1]
-    with pytest.raises(CryptoError):
-        Tokenizer(keyring).decrypt(f"{key_id}~{flipped}")
+        Tokenizer(Keyring.from_secrets(generate_key())).decrypt(token, "customer_id")
+    raw = b64d(token)
+    flipped = b64e(raw[:-1] + bytes([raw[-1] ^ 1]))
+    with pytest.raises(CryptoError, match="does not decrypt"):
+        Tokenizer(keyring).decrypt(flipped, "customer_id")
 
 
-def test_rotation_old_tokens_decrypt_and_reencrypt_to_new_key(key):
+def test_rotation_keeps_old_tokens_readable(key):
     old = Tokenizer(Keyring.from_secrets(key))
-    token = old.encrypt("C42")
+    token = old.encrypt("C42", "customer_id")
     new_key = generate_key()
     during = Tokenizer(Keyring.from_secrets(new_key, [key]))
-    assert during.decrypt(token) == "C42"
-    rotated = during.reencrypt(token)
-    assert rotated.startswith(during.keyring.active.key_id) and during.decrypt(rotated) == "C42"
-    assert during.reencrypt(rotated) == rotated
+    assert during.decrypt(token, "customer_id") == "C42"
+    rotated = during.reencrypt(token, "customer_id")
+    assert key_id_of_token(rotated) == during.keyring.active.key_id
+    assert during.decrypt(rotated, "customer_id") == "C42"
+    assert during.reencrypt(rotated, "customer_id") == rotated
 
 
-@pytest.mark.parametrize("size", [0, 10, SEGMENT_SIZE, SEGMENT_SIZE * 2 + 7])
+def test_the_platform_keyset_starts_with_the_key_from_secrets(tmp_path, key):
+    """A new deployment's keyset and Keyring.from_secrets agree (tools holding the master key)."""
+    from sales_platform.core.crypto import parse_master_key
+
+    ring = load_or_create(tmp_path / "keyset.json", parse_master_key(key)).keyring()
+    assert ring.active.key_id == Keyring.from_secrets(key).active.key_id
+    token = Tokenizer(ring).encrypt("C1", "customer_id")
+    assert Tokenizer(Keyring.from_secrets(key)).decrypt(token, "customer_id") == "C1"
+
+
+@pytest.mark.parametrize("size", [0, 10, SEGMENT_SIZE, 3 * SEGMENT_SIZE + 7])
 def test_sealed_stream_round_trip(keyring, size):
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     out = io.BytesIO()
@@ -66,6 +88,5 @@ def test_sealed_stream_detects_truncation(keyring):
     out = io.BytesIO()
     seal_stream(keyring.active, [b"a" * (SEGMENT_SIZE + 10)], out)
     sealed = out.getvalue()
-    first_segment_end = len(sealed) - (10 + 16 + 4)  # drop the final segment entirely
     with pytest.raises(CryptoError):
-        b"".join(open_sealed(keyring, io.BytesIO(sealed[:first_segment_end])))
+        b"".join(open_sealed(keyring, io.BytesIO(sealed[:SEGMENT_SIZE])))

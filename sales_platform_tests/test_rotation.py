@@ -32,15 +32,21 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import MetaData, create_engine, func, insert, select, text
 
+from sales_platform.core import crypto
 from sales_platform.core.crypto import (
-    SEAL_MAGIC,
+    NOT_A_TOKEN,
     CryptoError,
     Keyring,
     Tokenizer,
     generate_key,
+    is_token,
+    key_id_of_token,
     open_sealed_bytes,
+    parse_master_key,
+    token_prefixes,
 )
 from sales_platform.core.generator import GeneratorSettings, generate
+from sales_platform.core.keyset import KEYSET_FILE, Keyset, load_keyset, save_keyset
 from sales_platform.core.rotation import (
     STAGED_TOKEN_COLUMNS,
     TOKEN_TABLES,
@@ -91,7 +97,7 @@ TOKEN_COLUMNS = frozenset({
     "sales_rejects.product_id", "sales_rejects.raw_text", "sales_rejects.extras",
     "dim_products.product_token", "agg_sales_by_product.product_token",
     "agg_sales_by_customer.customer_token"})
-TOKEN = re.compile(r"(?<![0-9a-f])([0-9a-f]{8})~[A-Za-z0-9_-]{22,}")  # <key id>~<base64url AES-SIV>
+TOKEN = re.compile(r"(?<![A-Za-z0-9_-])A[A-Za-z0-9_-]{27,}")  # base64url of 0x01 || key id || AES-SIV
 EXTRA_CSV = ("transaction_id,customer_id,product_id,quantity,timestamp,email\n"
              "TX-1,C0000001,P00001,2,2024-03-01T09:00:00,ann@example.com\n"
              "TX-2,C0000002,P00001,1,2024-03-01T09:30:00,bob@example.com,too,many\n"
@@ -100,6 +106,26 @@ EXTRA_CSV = ("transaction_id,customer_id,product_id,quantity,timestamp,email\n"
 
 class Interrupted(Exception):
     pass
+
+
+def token_ids(text_: str) -> list[str]:
+    """Key ids of the tokens in a text (Tink format: base64url of 0x01 || key id || ciphertext)."""
+    return [k for k in map(key_id_of_token, TOKEN.findall(text_)) if k != NOT_A_TOKEN]
+
+
+def is_sealed(content: bytes) -> bool:
+    return content[:1] == bytes([crypto.HEADER_SIZE]) and len(content) >= crypto.HEADER_SIZE + 16
+
+
+def switch_master(data_dir: Path, key: str, key_b: str) -> None:
+    """The deployment's keyset, with key B's first key added as primary, now wrapped under master B
+    (what a master-key change plus ``rotate-keys`` leave; the tests name keys by their master keys)."""
+    path = data_dir / KEYSET_FILE
+    keyset = load_keyset(path, parse_master_key(key))
+    entry = Keyset.initial(parse_master_key(key_b)).keys[0]
+    keyset.keys.append(entry)
+    keyset.primary = entry.number
+    save_keyset(path, keyset, parse_master_key(key_b))
 
 
 @dataclass
@@ -139,7 +165,7 @@ def db_key_ids(engine) -> dict[str, Counter[str]]:
             for row in conn.execute(select(table)).mappings():
                 for column, value in row.items():
                     if isinstance(value, str):
-                        found[f"{table.name}.{column}"].update(TOKEN.findall(value))
+                        found[f"{table.name}.{column}"].update(token_ids(value))
     return {name: ids for name, ids in found.items() if ids}
 
 
@@ -168,8 +194,8 @@ def decoded(path: Path, keyring: Keyring) -> tuple[str | None, str]:
     values of Parquet, else the bytes)."""
     content = path.read_bytes()
     seal = None
-    if content.startswith(SEAL_MAGIC):
-        seal = content[len(SEAL_MAGIC):len(SEAL_MAGIC) + 8].decode("ascii")
+    if is_sealed(content):
+        seal = crypto.sealed_key_id(keyring, io.BytesIO(content))
         content = open_sealed_bytes(keyring, content)
     if content[:4] == b"PAR1":
         return seal, "\n".join(v for values in parquet_strings(content).values() for v in values)
@@ -181,7 +207,7 @@ def file_key_ids(data_dir: Path, keyring: Keyring) -> dict[str, Counter[str]]:
     found = {}
     for path in every_file(data_dir):
         seal, text_ = decoded(path, keyring)
-        ids = Counter(TOKEN.findall(text_)) + Counter([seal] if seal else [])
+        ids = Counter(token_ids(text_)) + Counter([seal] if seal else [])
         if ids:
             found[str(path.relative_to(data_dir))] = ids
     return found
@@ -191,9 +217,12 @@ def assert_key_gone(engine, data_dir: Path, keyring: Keyring, old: str) -> None:
     """The old key id is nowhere: in no value of any table, in no file's bytes, in no file's content
     (sealed files opened with ``keyring``, which must not need the old key)."""
     assert db_mentions(engine, old) == []
-    in_bytes = [str(p.relative_to(data_dir)) for p in every_file(data_dir) if old.encode() in p.read_bytes()]
+    marks = [old.encode(), *(p.encode() for p in token_prefixes(old))]
+    in_bytes = [str(p.relative_to(data_dir)) for p in every_file(data_dir)
+                if any(m in p.read_bytes() for m in marks)]
     assert in_bytes == []
-    in_content = [str(p.relative_to(data_dir)) for p in every_file(data_dir) if old in decoded(p, keyring)[1]]
+    in_content = [str(p.relative_to(data_dir)) for p in every_file(data_dir)
+                  if old in decoded(p, keyring)[1] or old in token_ids(decoded(p, keyring)[1])]
     assert in_content == []
 
 
@@ -246,8 +275,7 @@ def assert_plaintext_from_inputs(engine, url: str, data_dir: Path, key: str, inp
         emails = {r.transaction_id: tokenizer.decrypt(r.email)
                   for r in conn.execute(select(live.tables["sales"])) if r.email is not None}
         rejects = conn.execute(select(sales_rejects)).mappings().all()
-        products = {r.product_id: tokenizer.decrypt(r.product_token)
-                    for r in conn.execute(select(dim_products))}
+        products = {tokenizer.decrypt(r.product_token, "product_id") for r in conn.execute(select(dim_products))}
         by_product = {(r.sale_date, tokenizer.decrypt(r.product_token)): totals(r)
                       for r in conn.execute(select(agg_sales_by_product))}
         by_customer = {(r.sale_date, tokenizer.decrypt(r.customer_token)): totals(r)
@@ -260,10 +288,10 @@ def assert_plaintext_from_inputs(engine, url: str, data_dir: Path, key: str, inp
             continue
         for column in ("customer_id", "product_id"):
             assert normalize_id(tokenizer.decrypt(reject[column])) == normalize_id(fields[column]), reject
-        extras = {k: tokenizer.decrypt(v) if TOKEN.fullmatch(v) else v
+        extras = {k: tokenizer.decrypt(v) if is_token(v) else v
                   for k, v in json.loads(reject["extras"] or "{}").items()}
         assert extras == {k: v for k, v in fields.items() if k not in HEADER}, reject
-    assert products == {pid: pid for pid in inputs.catalogue}
+    assert products == set(inputs.catalogue)
     want = expected_totals(expected, inputs.catalogue)
     assert by_product == want["product"] and by_customer == want["customer"]
 
@@ -271,7 +299,7 @@ def assert_plaintext_from_inputs(engine, url: str, data_dir: Path, key: str, inp
     archived: dict[str, set[bytes]] = defaultdict(set)
     for path in every_file(data_dir):
         content = path.read_bytes()
-        if content.startswith(SEAL_MAGIC):
+        if is_sealed(content):
             content = open_sealed_bytes(keyring, content)
             if path.name.endswith(".csv.sealed"):  # an archived drop (or its blob copy): the dropped bytes
                 assert hashlib.sha256(content).hexdigest() == path.name.split(".")[0]
@@ -280,7 +308,7 @@ def assert_plaintext_from_inputs(engine, url: str, data_dir: Path, key: str, inp
         if content[:4] == b"PAR1":
             for column, strings in parquet_strings(content).items():
                 if column in ("customer_id", "product_id", "raw_text", "email"):
-                    plain = [tokenizer.decrypt(v) if TOKEN.fullmatch(v) else v for v in strings]
+                    plain = [tokenizer.decrypt(v) if is_token(v) else v for v in strings]
                     assert set(plain) <= values, (path, column, set(plain) - values)
     assert archived == {"archive": contents, "blob/archive": contents}
     if exports:
@@ -400,7 +428,8 @@ def test_rotation_moves_everything_to_the_new_key_and_changes_no_plaintext(backe
                                        len(customers))
 
     # Rotated aggregate rows count as refreshed: the next export rewrites them with the new tokens.
-    resources_b = resources_for(data_dir, backend.url, key_b, retired_keys=key)
+    switch_master(data_dir, key, key_b)
+    resources_b = resources_for(data_dir, backend.url, key_b)
     exported = materialize(resources_b, ["agg_exports"]).asset_materializations_for_node("agg_exports")
     assert exported[0].metadata["files_written"].value == len(TOKEN_EXPORTS)  # the two with tokens
     assert _decrypted_exports(data_dir, only_b) == exports_before
@@ -509,6 +538,7 @@ def test_interrupted_rotation_resumes_and_ends_like_an_uninterrupted_one(backend
         # B alone gives the input's plaintext everywhere.
         only_b = Keyring.from_secrets(key_b)
         assert {c: set(ids) for c, ids in db_key_ids(engine).items()} == dict.fromkeys(TOKEN_COLUMNS, {b})
+        switch_master(data_dir, key, key_b)
         materialize(resources_for(data_dir, backend.url, key_b), ["agg_exports"])
         assert_key_gone(engine, data_dir, only_b, a)
         assert only_key_id(file_key_ids(data_dir, only_b), b)
@@ -528,17 +558,18 @@ def test_aggregate_rows_meeting_an_already_rotated_row_are_merged(backend, batch
     keys = [generate_key() for _ in range(3)]  # A and C are retired, B is active
     ring = Keyring.from_secrets(keys[1], [keys[0], keys[2]])
     tok = {name: Tokenizer(Keyring.from_secrets(k)) for name, k in zip("ABC", keys, strict=True)}
+    c1, c2, p1 = ("C1", "customer_id"), ("C2", "customer_id"), ("P1", "product_id")
     day = date(2024, 3, 1)
     product = {"product_name": "Kite", "category": "Toys"}
     with engine.begin() as conn:
         conn.execute(insert(agg_sales_by_customer), [
-            _agg_row(day, "customer_token", tok["A"].encrypt("C1"), 2, Decimal("10.00")),
-            _agg_row(day, "customer_token", tok["B"].encrypt("C1"), 3, Decimal("15.00")),
-            _agg_row(day, "customer_token", tok["C"].encrypt("C1"), 1, Decimal("2.50")),
-            _agg_row(day, "customer_token", tok["A"].encrypt("C2"), 4, Decimal("1.00"))])
+            _agg_row(day, "customer_token", tok["A"].encrypt(*c1), 2, Decimal("10.00")),
+            _agg_row(day, "customer_token", tok["B"].encrypt(*c1), 3, Decimal("15.00")),
+            _agg_row(day, "customer_token", tok["C"].encrypt(*c1), 1, Decimal("2.50")),
+            _agg_row(day, "customer_token", tok["A"].encrypt(*c2), 4, Decimal("1.00"))])
         conn.execute(insert(agg_sales_by_product), [
-            _agg_row(day, "product_token", tok["A"].encrypt("P1"), 1, None, **product),
-            _agg_row(day, "product_token", tok["C"].encrypt("P1"), 2, Decimal("5.00"), **product)])
+            _agg_row(day, "product_token", tok["A"].encrypt(*p1), 1, None, **product),
+            _agg_row(day, "product_token", tok["C"].encrypt(*p1), 2, Decimal("5.00"), **product)])
 
     report = rotate_keys(engine, ring, None, batch_size=batch_size)
 
@@ -549,8 +580,8 @@ def test_aggregate_rows_meeting_an_already_rotated_row_are_merged(backend, batch
         products = [tuple(r) for r in conn.execute(select(
             agg_sales_by_product.c.product_token, agg_sales_by_product.c.product_name,
             agg_sales_by_product.c.transactions, agg_sales_by_product.c.total_revenue))]
-    assert customers == {b.encrypt("C1"): (6, 12, Decimal("27.50")), b.encrypt("C2"): (4, 8, Decimal("1.00"))}
-    assert products == [(b.encrypt("P1"), "Kite", 3, Decimal("5.00"))]  # SUM ignores NULL
+    assert customers == {b.encrypt(*c1): (6, 12, Decimal("27.50")), b.encrypt(*c2): (4, 8, Decimal("1.00"))}
+    assert products == [(b.encrypt(*p1), "Kite", 3, Decimal("5.00"))]  # SUM ignores NULL
     assert report.merged_rows == Counter({"agg_sales_by_customer": 2, "agg_sales_by_product": 1})
 
 
@@ -559,11 +590,12 @@ def test_a_token_under_an_unknown_key_stops_the_rotation_without_showing_the_val
     stranger, ring = Keyring.from_secrets(generate_key()), Keyring.from_secrets(generate_key())
     row = {"quantity": 1, "sale_date": date(2024, 3, 1), "sale_ts": datetime(2024, 3, 1, 9),
            "source_file": "a.csv", "loaded_at": datetime(2024, 3, 2)}
-    good = Tokenizer(ring).encrypt("C-OK")
+    good = Tokenizer(ring).encrypt("C-OK", "customer_id")
     with engine.begin() as conn:
         conn.execute(insert(sales), [
             {**row, "transaction_id": "T1", "customer_id": good, "product_id": good},
-            {**row, "transaction_id": "T2", "customer_id": Tokenizer(stranger).encrypt("SECRET-C9"),
+            {**row, "transaction_id": "T2",
+             "customer_id": Tokenizer(stranger).encrypt("SECRET-C9", "customer_id"),
              "product_id": good},
             {**row, "transaction_id": "T3", "customer_id": "PLAINTEXT-C7", "product_id": good}])
     with pytest.raises(RotationError) as raised:
@@ -585,14 +617,12 @@ def test_cli_dry_run_changes_nothing_then_rotation_and_status(data_dir, key, tmp
     resources = resources_for(data_dir, url, key, max_reject_rate=1.0)  # one of two rows is a reject
     materialize(resources, PRODUCTS)
     materialize(resources, SALES_CHAIN, DAYS[0])
-    key_b = generate_key()
-    a, b = Keyring.from_secrets(key).active.key_id, Keyring.from_secrets(key_b).active.key_id
+    a = Keyring.from_secrets(key).active.key_id
     monkeypatch.setenv("SALES_PLATFORM_DATA_DIR", str(data_dir))
     monkeypatch.setenv("SALES_PLATFORM_DB_URL", url)
-    monkeypatch.setenv("SALES_PLATFORM_ENCRYPTION_KEY", key_b)
-    monkeypatch.setenv("SALES_PLATFORM_RETIRED_KEYS", key)
+    monkeypatch.setenv("SALES_PLATFORM_ENCRYPTION_KEY", key)  # the master key stays; the keyset rotates
     engine = cached_engine(url)
-    ring = Keyring.from_secrets(key_b, [key])
+    ring = Keyring.from_secrets(key)
     # the input's tokens: one loaded row, one rejected row (customer and product each), one product
     tokens = {"sales.customer_id": Counter({a: 1}), "sales.product_id": Counter({a: 1}),
               "sales_rejects.customer_id": Counter({a: 1}), "sales_rejects.product_id": Counter({a: 1}),
@@ -601,22 +631,33 @@ def test_cli_dry_run_changes_nothing_then_rotation_and_status(data_dir, key, tmp
 
     assert cmd_rotate_keys(argparse.Namespace(batch_size=1, dry_run=True)) == 0
     dry = capsys.readouterr().out
-    assert f"{a} (retired)=1" in dry and "dry run: nothing changed" in dry
+    assert f"{a} (active)=1" in dry and "dry run: nothing changed" in dry
     assert db_key_ids(engine) == tokens and only_key_id(file_key_ids(data_dir, ring), a)  # nothing changed
-    assert cmd_key_status(argparse.Namespace()) == 1
+    keyset_path = data_dir / KEYSET_FILE
+    assert len(load_keyset(keyset_path, parse_master_key(key)).keys) == 2  # first key + legacy (migration)
 
     assert cmd_rotate_keys(argparse.Namespace(batch_size=1, dry_run=False)) == 0
     out = capsys.readouterr().out
+    keyset = load_keyset(keyset_path, parse_master_key(key))
+    b = crypto.key_id_text(keyset.primary)
+    assert b != a and keyset.entry(a).status == "disabled"  # a new random primary; the old key retired
     assert "sales: batch of 1 row(s), 2 value(s) re-encrypted" in out
-    assert "everything is under the active key" in out and key not in out and key_b not in out
+    assert "everything is under the active key" in out and f"key {a} retired" in out and key not in out
     assert cmd_key_status(argparse.Namespace()) == 0
     status = capsys.readouterr().out
-    assert f"{b} (active)=1" in status and f"{a} (retired)=" not in status
+    assert f"{b} (active)=1" in status and f"{a} (retired)=" not in status and f"retired {a}" not in status
     assert all(Path(p).exists() for p in sealed_files(DataAreas(data_dir)))
     assert db_key_ids(engine) == {column: Counter({b: 1}) for column in tokens}
-    only_b = Keyring.from_secrets(key_b)
+    only_b = keyset.keyring()
+    assert only_b.key_ids == [b]
     assert only_key_id(file_key_ids(data_dir, only_b), b)
     assert_key_gone(engine, data_dir, only_b, a)
+    # a second rotate-keys starts a new rotation (a third key), it does not resume the finished one
+    assert cmd_rotate_keys(argparse.Namespace(batch_size=100, dry_run=False)) == 0
+    third = load_keyset(keyset_path, parse_master_key(key))
+    assert crypto.key_id_text(third.primary) not in (a, b) and third.entry(b).status == "disabled"
+    c = crypto.key_id_text(third.primary)
+    assert db_key_ids(engine) == {column: Counter({c: 1}) for column in tokens}
 
 
 def test_tokens_in_evolved_columns_and_extras_json_are_rotated(backend):
@@ -628,17 +669,18 @@ def test_tokens_in_evolved_columns_and_extras_json_are_rotated(backend):
     with engine.begin() as conn:
         conn.execute(text(add_column_ddl(conn.dialect, "sales", "email")))
     evolved = sales_with(["email"])
-    nested = json.dumps({"email": a.encrypt("ann@example.com")}, ensure_ascii=False, sort_keys=True)
+    nested = json.dumps({"email": a.encrypt("ann@example.com", "email")}, ensure_ascii=False, sort_keys=True)
     with engine.begin() as conn:
         conn.execute(insert(evolved).values(
-            transaction_id="T1", customer_id=a.encrypt("C1"), product_id=a.encrypt("P1"), quantity=1,
+            transaction_id="T1", customer_id=a.encrypt("C1", "customer_id"),
+            product_id=a.encrypt("P1", "product_id"), quantity=1,
             sale_date=date(2024, 3, 1), sale_ts=datetime(2024, 3, 1, 9), source_file="a.csv",
-            loaded_at=datetime(2024, 3, 2), email=a.encrypt("ann@example.com"),
-            extras=json.dumps({"note": "ß kept", "phone": a.encrypt("+44 1")}, ensure_ascii=False)))
+            loaded_at=datetime(2024, 3, 2), email=a.encrypt("ann@example.com", "email"),
+            extras=json.dumps({"note": "ß kept", "phone": a.encrypt("+44 1", "phone")}, ensure_ascii=False)))
         conn.execute(insert(sales_rejects).values(
             stage="cleaning", source_file="a.csv", reason="quantity_not_positive",
             rejected_at=datetime(2024, 3, 2),
-            extras=json.dumps({"extras": nested, "iban": a.encrypt("GB00")})))
+            extras=json.dumps({"extras": nested, "iban": a.encrypt("GB00", "iban")})))
 
     report = rotate_keys(engine, Keyring.from_secrets(key_b, [key_a]), None)
 
@@ -662,16 +704,18 @@ def test_each_distinct_token_is_decrypted_once_per_batch(tmp_path, monkeypatch):
     key_a, key_b = generate_key(), generate_key()
     a = Tokenizer(Keyring.from_secrets(key_a))
     row = {"quantity": 1, "sale_date": date(2024, 3, 1), "sale_ts": datetime(2024, 3, 1, 9),
-           "source_file": "a.csv", "loaded_at": datetime(2024, 3, 2), "product_id": a.encrypt("P1")}
+           "source_file": "a.csv", "loaded_at": datetime(2024, 3, 2),
+           "product_id": a.encrypt("P1", "product_id")}
     with engine.begin() as conn:
         conn.execute(insert(sales), [{**row, "transaction_id": f"T{i:02d}",
-                                      "customer_id": a.encrypt(f"C{i % 3}")} for i in range(30)])
+                                      "customer_id": a.encrypt(f"C{i % 3}", "customer_id")}
+                                     for i in range(30)])
     calls: Counter[str] = Counter()
     decrypt = Tokenizer.decrypt
 
-    def counting(self: Tokenizer, token: str) -> str:
+    def counting(self: Tokenizer, token: str, column: str | None = None) -> str:
         calls[token] += 1
-        return decrypt(self, token)
+        return decrypt(self, token, column)
 
     monkeypatch.setattr(Tokenizer, "decrypt", counting)
 

@@ -460,7 +460,8 @@ def test_migration_removes_plaintext_product_ids_from_an_older_warehouse(tmp_pat
                           "category VARCHAR(100) NOT NULL, unit_price NUMERIC(12, 2) NOT NULL, "
                           "updated_at DATETIME NOT NULL)"))
         conn.execute(text("INSERT INTO dim_products VALUES (:pid, :tok, 'Widget', 'Toys', 2.5, "
-                          "'2024-01-01 00:00:00')"), {"pid": planted, "tok": tokenizer.encrypt(planted)})
+                          "'2024-01-01 00:00:00')"), {"pid": planted,
+                                                          "tok": tokenizer.encrypt(planted, "product_id")})
     assert 4 in migrate(engine)
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT * FROM dim_products")).mappings().all()

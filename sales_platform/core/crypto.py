@@ -1,17 +1,27 @@
-"""Encryption of identifiers and of files at rest.
+"""Encryption of identifiers and of files at rest, in Tink's published wire formats.
 
-- Identifiers (customer_id, product_id) become deterministic tokens with AES-SIV, so equal ids give
-  equal tokens and the warehouse can still group and join on them. Token format: ``<key_id>~<b64url>``;
-  the key id lets keys rotate (both keys decrypt during a rotation).
-- Files the platform keeps (landed fragments, archived drops) are sealed with AES-GCM in segments
-  (the STREAM construction: per-segment nonce = random prefix + counter, last-segment flag in the
-  associated data), so large files never need to fit in memory and truncation is detected.
+Both formats are implemented with `cryptography` (the runtime library) and proven against Tink (the
+reference, used as the oracle in sales_platform_tests/test_tink_interop.py):
+
+- Identifier tokens: AES-SIV (RFC 5297, 64-byte key) with the column name as associated data, in
+  Tink's deterministic-AEAD output format ``0x01 || key id (4 bytes, big endian) || SIV ciphertext``,
+  written to the warehouse as base64url without padding. Equal ids give equal tokens per column and
+  key, so the warehouse can still group and join (``sales.product_id`` and ``dim_products`` both use
+  the associated data ``product_id``). A Tink keyset holding the same key decrypts them.
+- Sealed files: Tink's AES-GCM-HKDF streaming format (AES256_GCM_HKDF_1MB): header = header length
+  byte (40) || 32-byte salt || 7-byte nonce prefix; segment key = HKDF-SHA256(key, salt, info =
+  associated data); segment nonce = prefix || segment number (4 bytes) || last-segment byte;
+  ciphertext segments of 1 MiB, the first shorter by the header. Tink's streaming ciphertexts carry
+  no key id, so the keyring tries its keys on the first segment (primary first).
+
+Tokens and sealed files of the previous format (``<key_id>~<b64>``, SPSEAL1) are read by
+``sales_platform.core.legacy`` for the migration only; nothing writes them any more.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
+import io
 import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,53 +36,43 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-TOKEN_SEPARATOR = "~"
-SEAL_MAGIC = b"SPSEAL1\n"
-SEGMENT_SIZE = 1 << 20
-_NONCE_PREFIX_LEN = 7
+from sales_platform.core.schema import DEFAULT_SENSITIVE
+
+TINK_START_BYTE = 0x01
+TINK_PREFIX_SIZE = 5
+SIV_KEY_SIZE = 64
+STREAM_KEY_SIZE = 32
+SEGMENT_SIZE = 1 << 20  # Tink's ciphertext segment size for AES256_GCM_HKDF_1MB
+TAG_SIZE = 16
+NONCE_PREFIX_SIZE = 7
+HEADER_SIZE = 1 + STREAM_KEY_SIZE + NONCE_PREFIX_SIZE
+FIRST_PLAIN_SEGMENT = SEGMENT_SIZE - HEADER_SIZE - TAG_SIZE
+PLAIN_SEGMENT = SEGMENT_SIZE - TAG_SIZE
+# Associated data of the platform's sealed files: binds them to their purpose.
+SEAL_AD = b"sales_platform sealed file"
+NOT_A_TOKEN = "(not a token)"
+UNKNOWN_KEY = "(no key in the keyring)"
+# The associated data of token columns that hold another column's ids.
+AD_ALIASES = {"product_token": "product_id", "customer_token": "customer_id"}
+# Tried in turn when a token is decrypted without its column (the CLI, tests); writers always pass it.
+GUESSED_COLUMNS = ("customer_id", "product_id", "raw_text", *DEFAULT_SENSITIVE)
 
 
 class CryptoError(ValueError):
     """A token or sealed file cannot be decrypted with the keys at hand."""
 
 
-def _b64e(data: bytes) -> str:
+def b64e(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _b64d(text: str) -> bytes:
+def b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _derive(master: bytes, purpose: bytes, length: int) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=purpose).derive(master)
 
 
 def generate_key() -> str:
     """A new random 256-bit master key, base64 encoded (the format of SALES_PLATFORM_ENCRYPTION_KEY)."""
     return base64.b64encode(os.urandom(32)).decode("ascii")
-
-
-def key_id_for(master: bytes) -> str:
-    """A short public fingerprint of a master key, used as its key id in tokens."""
-    return hashlib.sha256(b"sales_platform key id" + master).hexdigest()[:8]
-
-
-@dataclass(frozen=True)
-class DataKey:
-    key_id: str
-    siv: AESSIV
-    gcm: AESGCM
-
-    @classmethod
-    def from_master(cls, master: bytes, key_id: str | None = None) -> DataKey:
-        if len(master) < 16:
-            raise CryptoError("encryption key must be at least 128 bits")
-        return cls(
-            key_id=key_id or key_id_for(master),
-            siv=AESSIV(_derive(master, b"sales_platform token v1", 64)),
-            gcm=AESGCM(_derive(master, b"sales_platform seal v1", 32)),
-        )
 
 
 def parse_master_key(text: str) -> bytes:
@@ -85,21 +85,72 @@ def parse_master_key(text: str) -> bytes:
     return raw
 
 
+def key_id_text(number: int) -> str:
+    """Key ids are shown as 8 hex digits (a Tink key id is a 32-bit number)."""
+    return f"{number:08x}"
+
+
+def ad_column(column: str) -> str:
+    return AD_ALIASES.get(column, column)
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """One key of the keyring: AES-SIV for tokens and an AES-GCM-HKDF streaming key for files.
+
+    ``legacy`` keys (the previous format, derived from a master secret) only decrypt, for migration.
+    """
+
+    key_id: str
+    siv: AESSIV
+    stream_key: bytes = b""
+    legacy_gcm: AESGCM | None = None
+
+    @property
+    def legacy(self) -> bool:
+        return self.legacy_gcm is not None
+
+    @property
+    def number(self) -> int:
+        return int(self.key_id, 16)
+
+    @property
+    def token_prefix(self) -> bytes:
+        return bytes([TINK_START_BYTE]) + struct.pack(">I", self.number)
+
+    @classmethod
+    def from_material(cls, number: int, siv_key: bytes, stream_key: bytes) -> DataKey:
+        if len(siv_key) != SIV_KEY_SIZE or len(stream_key) != STREAM_KEY_SIZE:
+            raise CryptoError(f"key {key_id_text(number)}: wrong key sizes")
+        return cls(key_id=key_id_text(number), siv=AESSIV(siv_key), stream_key=stream_key)
+
+
 @dataclass
 class Keyring:
-    """The active key (encrypts) plus older keys (decrypt only, kept during a rotation)."""
+    """The primary key (encrypts) plus older keys (decrypt only, kept during a rotation)."""
 
     active: DataKey
     others: dict[str, DataKey] = field(default_factory=dict)
 
     @classmethod
     def from_secrets(cls, active: str, retired: Sequence[str] = ()) -> Keyring:
-        active_key = DataKey.from_master(parse_master_key(active))
-        others = {}
-        for text in retired:
-            key = DataKey.from_master(parse_master_key(text))
-            others[key.key_id] = key
-        return cls(active=active_key, others=others)
+        """The keyring a new keyset for master key ``active`` starts with (its derived first key, see
+        keyset.Keyset.initial), plus the keys ``retired`` master keys gave, and for each of them the
+        previous format's key (migration)."""
+        from sales_platform.core import legacy
+        from sales_platform.core.keyset import Keyset
+
+        secrets = [parse_master_key(active), *(parse_master_key(k) for k in retired)]
+        keys = [Keyset.initial(secret).keyring().active for secret in secrets]
+        keys += [legacy.legacy_key(*legacy.legacy_material(secret)) for secret in secrets]
+        return cls(active=keys[0], others={k.key_id: k for k in keys[1:]})
+
+    @classmethod
+    def generate(cls) -> Keyring:
+        """A fresh one-key keyring in memory (benchmarks, tests); the platform loads its keyset."""
+        from sales_platform.core.keyset import Keyset
+
+        return Keyset.new().keyring()
 
     def key(self, key_id: str) -> DataKey:
         if key_id == self.active.key_id:
@@ -113,134 +164,232 @@ class Keyring:
     def key_ids(self) -> list[str]:
         return [self.active.key_id, *self.others]
 
+    def keys(self) -> list[DataKey]:
+        return [self.active, *self.others.values()]
+
+
+# --- tokens --------------------------------------------------------------------------------------
+
+def key_id_of_token(value: str) -> str:
+    """The key id of a token (new or legacy format), or NOT_A_TOKEN."""
+    from sales_platform.core import legacy
+
+    if legacy.is_legacy_token(value):
+        return value.partition(legacy.TOKEN_SEPARATOR)[0]
+    if len(value) < 28 or not value.startswith("A"):
+        return NOT_A_TOKEN
+    try:
+        head = b64d(value[:8])
+    except ValueError:
+        return NOT_A_TOKEN
+    return key_id_text(struct.unpack(">I", head[1:5])[0]) if head[0] == TINK_START_BYTE else NOT_A_TOKEN
+
+
+def token_prefixes(key_id: str) -> tuple[str, ...]:
+    """The text prefixes every token under ``key_id`` starts with (for SQL LIKE): base64 puts the
+    5-byte Tink prefix in 6 2/3 characters, so the 7th character takes one of four values."""
+    head = bytes([TINK_START_BYTE]) + struct.pack(">I", int(key_id, 16))
+    return tuple(b64e(head + bytes([top]))[:7] for top in (0x00, 0x40, 0x80, 0xC0))
+
+
+def is_token(value: str) -> bool:
+    return key_id_of_token(value) != NOT_A_TOKEN
+
 
 class Tokenizer:
-    """Deterministic authenticated encryption of identifier strings."""
+    """Deterministic authenticated encryption of identifier strings, one associated data per column."""
 
     def __init__(self, keyring: Keyring) -> None:
         self.keyring = keyring
 
-    def encrypt(self, value: str) -> str:
+    def encrypt(self, value: str, column: str) -> str:
         key = self.keyring.active
-        return key.key_id + TOKEN_SEPARATOR + _b64e(key.siv.encrypt(value.encode("utf-8"), None))
+        ad = [ad_column(column).encode("utf-8")]
+        return b64e(key.token_prefix + key.siv.encrypt(value.encode("utf-8"), ad))
 
-    def decrypt(self, token: str) -> str:
-        key_id, sep, body = token.partition(TOKEN_SEPARATOR)
-        if not sep:
-            raise CryptoError(f"not a token: {token[:16]!r}")
-        try:
-            return self.keyring.key(key_id).siv.decrypt(_b64d(body), None).decode("utf-8")
-        except (InvalidTag, ValueError) as exc:
-            raise CryptoError(f"token with key id {key_id} does not decrypt") from exc
+    def decrypt(self, token: str, column: str | None = None) -> str:
+        """Without ``column`` the usual token columns are tried in turn (the CLI does not know it)."""
+        from sales_platform.core import legacy
 
-    def reencrypt(self, token: str) -> str:
+        if legacy.is_legacy_token(token):
+            return legacy.decrypt_token(self.keyring, token)
+        key_id = key_id_of_token(token)
+        if key_id == NOT_A_TOKEN:
+            raise CryptoError(f"not a token: {token[:12]!r}...")
+        key = self.keyring.key(key_id)
+        body = b64d(token)[TINK_PREFIX_SIZE:]
+        for candidate in (ad_column(column),) if column else GUESSED_COLUMNS:
+            try:
+                return key.siv.decrypt(body, [candidate.encode("utf-8")]).decode("utf-8")
+            except InvalidTag:
+                continue
+        where = f" for column {column}" if column else ""
+        raise CryptoError(f"token with key id {key_id} does not decrypt{where}")
+
+    def reencrypt(self, token: str, column: str) -> str:
         """Token under the active key (rotation); a token already under it is returned as is."""
-        if token.startswith(self.keyring.active.key_id + TOKEN_SEPARATOR):
+        if key_id_of_token(token) == self.keyring.active.key_id:
             return token
-        return self.encrypt(self.decrypt(token))
+        return self.encrypt(self.decrypt(token, column), column)
 
-    def encrypt_series(self, values: pd.Series) -> pd.Series:
-        """Encrypt each distinct value once; missing values stay missing."""
+    def encrypt_series(self, values: pd.Series, column: str | None = None) -> pd.Series:
+        """Encrypt each distinct value once (the hot path); missing values stay missing.
+        ``column`` defaults to the series' name."""
+        column = column or values.name
+        if not isinstance(column, str):
+            raise ValueError("encrypt_series needs the column name (associated data of the tokens)")
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
-        if len(uniques) == 0:
-            return pd.Series([None] * len(values), index=values.index, dtype=object)
-        tokens = np.array([self.encrypt(str(v)) for v in uniques] + [None], dtype=object)
+        key, ad = self.keyring.active, [ad_column(column).encode("utf-8")]
+        prefix, siv = key.token_prefix, key.siv
+        tokens = np.array([b64e(prefix + siv.encrypt(str(v).encode("utf-8"), ad)) for v in uniques]
+                          + [None], dtype=object)
         return pd.Series(tokens[codes], index=values.index, dtype=object)
 
-    def decrypt_series(self, tokens: pd.Series) -> pd.Series:
+    def decrypt_series(self, tokens: pd.Series, column: str | None = None) -> pd.Series:
         codes, uniques = pd.factorize(tokens, use_na_sentinel=True)
-        plain = np.array([self.decrypt(str(v)) for v in uniques] + [None], dtype=object)
+        plain = np.array([self.decrypt(str(v), column) for v in uniques] + [None], dtype=object)
         return pd.Series(plain[codes], index=tokens.index, dtype=object)
 
 
-def is_token(value: str) -> bool:
-    key_id, sep, body = value.partition(TOKEN_SEPARATOR)
-    return bool(sep) and len(key_id) == 8 and len(body) >= 22
+# --- files at rest: Tink's AES-GCM-HKDF streaming format ----------------------------------------
+
+def _segment_key(stream_key: bytes, salt: bytes, associated_data: bytes) -> AESGCM:
+    derived = HKDF(algorithm=hashes.SHA256(), length=STREAM_KEY_SIZE, salt=salt,
+                   info=associated_data).derive(stream_key)
+    return AESGCM(derived)
 
 
-# --- files at rest -------------------------------------------------------------------------------
-
-def _segment_nonce(prefix: bytes, counter: int, last: bool) -> tuple[bytes, bytes]:
-    nonce = prefix + struct.pack(">I", counter) + (b"\x01" if last else b"\x00")
-    return nonce, nonce
+def _nonce(prefix: bytes, counter: int, last: bool) -> bytes:
+    return prefix + struct.pack(">I", counter) + (b"\x01" if last else b"\x00")
 
 
-def seal_stream(key: DataKey, chunks: Iterable[bytes], out: BinaryIO) -> int:
-    """Encrypt a byte stream segment by segment; returns plaintext bytes written."""
-    prefix = os.urandom(_NONCE_PREFIX_LEN)
-    out.write(SEAL_MAGIC + key.key_id.encode("ascii") + prefix)
-    total, counter, pending = 0, 0, b""
-    for chunk in _resegment(chunks):
-        if pending:
-            nonce, aad = _segment_nonce(prefix, counter, last=False)
-            _write_segment(out, key.gcm.encrypt(nonce, pending, aad))
-            counter += 1
-        pending = chunk
-        total += len(chunk)
-    nonce, aad = _segment_nonce(prefix, counter, last=True)
-    _write_segment(out, key.gcm.encrypt(nonce, pending, aad))
-    return total
-
-
-def _resegment(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    buffer = bytearray()
+def _plain_segments(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The plaintext cut at Tink's segment sizes (the first is shorter by the header)."""
+    buffer, size = bytearray(), FIRST_PLAIN_SEGMENT
     for chunk in chunks:
         buffer += chunk
-        while len(buffer) >= SEGMENT_SIZE:
-            yield bytes(buffer[:SEGMENT_SIZE])
-            del buffer[:SEGMENT_SIZE]
-    if buffer:
-        yield bytes(buffer)
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+            size = PLAIN_SEGMENT
+    yield bytes(buffer)  # possibly empty: Tink ends an exact multiple with its last full segment
 
 
-def _write_segment(out: BinaryIO, ciphertext: bytes) -> None:
-    out.write(struct.pack(">I", len(ciphertext)))
-    out.write(ciphertext)
+def seal_stream(key: DataKey, chunks: Iterable[bytes], out: BinaryIO,
+                associated_data: bytes = SEAL_AD) -> int:
+    """Encrypt a byte stream segment by segment; returns plaintext bytes written."""
+    if key.legacy:
+        raise CryptoError(f"key {key.key_id} is a legacy key: it only decrypts")
+    salt, prefix = os.urandom(STREAM_KEY_SIZE), os.urandom(NONCE_PREFIX_SIZE)
+    gcm = _segment_key(key.stream_key, salt, associated_data)
+    out.write(bytes([HEADER_SIZE]) + salt + prefix)
+    segments = _plain_segments(chunks)
+    pending, counter, total = next(segments), 0, 0
+    for segment in segments:
+        if not segment:  # the stream ended exactly at a boundary: ``pending`` is the last segment
+            break
+        out.write(gcm.encrypt(_nonce(prefix, counter, False), pending, None))
+        total, counter, pending = total + len(pending), counter + 1, segment
+    out.write(gcm.encrypt(_nonce(prefix, counter, True), pending, None))
+    return total + len(pending)
 
 
-def open_sealed(keyring: Keyring, source: BinaryIO) -> Iterator[bytes]:
-    """Decrypt a sealed stream segment by segment; raises CryptoError on tampering or truncation."""
-    header = source.read(len(SEAL_MAGIC) + 8 + _NONCE_PREFIX_LEN)
-    if not header.startswith(SEAL_MAGIC):
-        raise CryptoError("not a sealed file")
-    key = keyring.key(header[len(SEAL_MAGIC) : len(SEAL_MAGIC) + 8].decode("ascii"))
-    prefix = header[-_NONCE_PREFIX_LEN:]
-    counter = 0
-    while True:
-        size_bytes = source.read(4)
-        if len(size_bytes) < 4:
-            raise CryptoError("sealed file is truncated")
-        ciphertext = source.read(struct.unpack(">I", size_bytes)[0])
-        last = source.peek(1) == b"" if hasattr(source, "peek") else _at_end(source)
-        nonce, aad = _segment_nonce(prefix, counter, last=last)
+def _read_exact(source: BinaryIO, size: int) -> bytes:
+    parts, left = [], size
+    while left:
+        part = source.read(left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _header(source: BinaryIO) -> tuple[bytes, bytes]:
+    header = _read_exact(source, HEADER_SIZE)
+    if len(header) < HEADER_SIZE or header[0] != HEADER_SIZE:
+        raise CryptoError("not a sealed file (no AES-GCM-HKDF streaming header)")
+    return header[1:1 + STREAM_KEY_SIZE], header[1 + STREAM_KEY_SIZE:]
+
+
+def _find_key(keyring: Keyring, salt: bytes, prefix: bytes, first: bytes, last: bool,
+              associated_data: bytes) -> tuple[DataKey, AESGCM, bytes]:
+    """The key that opens the first segment (Tink's streaming ciphertexts carry no key id)."""
+    for key in keyring.keys():
+        if key.legacy:
+            continue
+        gcm = _segment_key(key.stream_key, salt, associated_data)
         try:
-            yield key.gcm.decrypt(nonce, ciphertext, aad)
+            return key, gcm, gcm.decrypt(_nonce(prefix, 0, last), first, None)
+        except InvalidTag:
+            continue
+    raise CryptoError("sealed file does not decrypt with any key in the keyring "
+                      "(wrong key or associated data, or the file is truncated or corrupt)")
+
+
+def open_sealed(keyring: Keyring, source: BinaryIO, associated_data: bytes = SEAL_AD) -> Iterator[bytes]:
+    """Decrypt a sealed stream segment by segment; raises CryptoError on tampering or truncation.
+    Files of the previous format (SPSEAL1) are read by the legacy reader."""
+    from sales_platform.core import legacy
+
+    start = _read_exact(source, len(legacy.SEAL_MAGIC))
+    if start == legacy.SEAL_MAGIC:
+        yield from legacy.open_sealed(keyring, source)
+        return
+    source = _Prepended(start, source)
+    salt, prefix = _header(source)
+    segment = _read_exact(source, SEGMENT_SIZE - HEADER_SIZE)
+    following = _read_exact(source, SEGMENT_SIZE)
+    _, gcm, plain = _find_key(keyring, salt, prefix, segment, not following, associated_data)
+    yield plain
+    counter = 1
+    while following:
+        segment, following = following, _read_exact(source, SEGMENT_SIZE)
+        try:
+            yield gcm.decrypt(_nonce(prefix, counter, not following), segment, None)
         except InvalidTag as exc:
-            raise CryptoError("sealed file is corrupt or truncated") from exc
-        if last:
-            return
+            raise CryptoError(f"sealed file is corrupt, reordered or truncated at segment {counter}") from exc
         counter += 1
 
 
-def _at_end(source: BinaryIO) -> bool:
-    position = source.tell()
-    at_end = source.read(1) == b""
-    source.seek(position)
-    return at_end
+class _Prepended(io.RawIOBase):
+    """``source`` with the bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, source: BinaryIO) -> None:
+        self.head, self.source = head, source
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            out, self.head = self.head[:size], self.head[size:]
+            return out
+        return self.source.read(size)
 
 
-def seal_bytes(key: DataKey, data: bytes) -> bytes:
-    import io
+def sealed_key_id(keyring: Keyring, source: BinaryIO, associated_data: bytes = SEAL_AD) -> str:
+    """Which key of the keyring opens a sealed stream (its first segment is decrypted)."""
+    from sales_platform.core import legacy
 
+    start = _read_exact(source, len(legacy.SEAL_MAGIC))
+    if start == legacy.SEAL_MAGIC:
+        return _read_exact(source, legacy.KEY_ID_LENGTH).decode("ascii", errors="replace")
+    source = _Prepended(start, source)
+    try:
+        salt, prefix = _header(source)
+        segment = _read_exact(source, SEGMENT_SIZE - HEADER_SIZE)
+        last = not source.read(1)
+        return _find_key(keyring, salt, prefix, segment, last, associated_data)[0].key_id
+    except CryptoError:
+        return UNKNOWN_KEY
+
+
+def seal_bytes(key: DataKey, data: bytes, associated_data: bytes = SEAL_AD) -> bytes:
     out = io.BytesIO()
-    seal_stream(key, [data], out)
+    seal_stream(key, [data], out, associated_data)
     return out.getvalue()
 
 
-def open_sealed_bytes(keyring: Keyring, data: bytes) -> bytes:
-    import io
-
-    return b"".join(open_sealed(keyring, io.BytesIO(data)))
+def open_sealed_bytes(keyring: Keyring, data: bytes, associated_data: bytes = SEAL_AD) -> bytes:
+    return b"".join(open_sealed(keyring, io.BytesIO(data), associated_data))
 
 
 def seal_file(key: DataKey, source: Path, target: Path) -> None:

@@ -310,7 +310,7 @@ class Lander:
                 "source_file": name,
                 "reason": [m.reason for m in malformed],
                 "detail": [m.detail for m in malformed],
-                "raw_text": self.tokenizer.encrypt_series(pd.Series([m.text for m in malformed])),
+                "raw_text": self.tokenizer.encrypt_series(pd.Series([m.text for m in malformed]), "raw_text"),
             }
         )
 

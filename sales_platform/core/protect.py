@@ -17,7 +17,7 @@ def protect_identifiers(frame: pd.DataFrame, tokenizer: Tokenizer,
     out = frame.copy()
     for column in (*IDENTIFIER_COLUMNS, *sensitive):
         if column in out:
-            out[column] = tokenizer.encrypt_series(out[column])
+            out[column] = tokenizer.encrypt_series(out[column], column)
     if sensitive and EXTRAS_COLUMN in out:
         out[EXTRAS_COLUMN] = out[EXTRAS_COLUMN].map(
             lambda text: _protect_json(text, tokenizer, set(sensitive)))
@@ -30,5 +30,5 @@ def _protect_json(text: object, tokenizer: Tokenizer, sensitive: set[str]) -> ob
     values = json.loads(text)
     for key in sensitive & set(values):
         if isinstance(values[key], str) and values[key]:
-            values[key] = tokenizer.encrypt(values[key])
+            values[key] = tokenizer.encrypt(values[key], key)
     return json.dumps(values, ensure_ascii=False, sort_keys=True)

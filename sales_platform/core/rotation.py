@@ -46,14 +46,20 @@ from sqlalchemy import (
     update,
 )
 
+from sales_platform.core import crypto
 from sales_platform.core.crypto import (
-    SEAL_MAGIC,
+    NOT_A_TOKEN,
     CryptoError,
     Keyring,
     Tokenizer,
+    b64d,
+    key_id_of_token,
+    key_id_text,
     open_sealed,
     seal_stream,
+    token_prefixes,
 )
+from sales_platform.core.legacy import KEY_ID_LENGTH, TOKEN_SEPARATOR
 from sales_platform.core.schema import DEFAULT_SENSITIVE, EXTRAS_COLUMN
 from sales_platform.core.store import PLAIN_SUFFIX, DataAreas, write_plain_table
 from sales_platform.core.warehouse.loading import sales_with
@@ -65,9 +71,7 @@ from sales_platform.core.warehouse.tables import (
     sales_rejects,
 )
 
-KEY_ID_LENGTH = 8  # key_id_for() gives 8 hex characters; tokens and seal headers carry it
-TOKEN_SEPARATOR = "~"
-NOT_A_TOKEN = "(not a token)"
+TOKEN_HEAD = 9  # characters read to tell a token's key id: "<8 hex>~" (legacy) or 8 of base64url
 SEALED_SUFFIX = ".sealed"
 # Columns of the plain Parquet files under staging/ that hold tokens (see pipeline.protect_identifiers
 # and landing.Lander._malformed).
@@ -166,27 +170,29 @@ class _TokenCache:
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
-        self.prefix = tokenizer.keyring.active.key_id + TOKEN_SEPARATOR
-        self.done: dict[str, str] = {}
+        self.active = tokenizer.keyring.active.key_id
+        self.done: dict[tuple[str, str], str] = {}
 
     def stale(self, value: object) -> bool:
-        return isinstance(value, str) and not value.startswith(self.prefix)
+        return isinstance(value, str) and key_id_of_token(value) != self.active
 
-    def new(self, token: str, where: str) -> str:
-        if token not in self.done:
+    def new(self, token: str, where: str, column: str) -> str:
+        """``column`` names the associated data of the token (the column it belongs to)."""
+        cached = (token, column)
+        if cached not in self.done:
             try:
-                self.done[token] = self.tokenizer.reencrypt(token)
+                self.done[cached] = self.tokenizer.reencrypt(token, column)
             except CryptoError:
-                key_id = token.partition(TOKEN_SEPARATOR)[0] if is_token_like(token) else NOT_A_TOKEN
-                raise RotationError(f"{where}: a value under key id {key_id} cannot be decrypted with "
-                                    f"the keyring {self.tokenizer.keyring.key_ids}; add its key to "
-                                    "SALES_PLATFORM_RETIRED_KEYS") from None
-        return self.done[token]
+                raise RotationError(f"{where}: a value under key id {key_id_of_token(token)} cannot be "
+                                    f"decrypted with the keyring {self.tokenizer.keyring.key_ids}; its key "
+                                    "is not in the keyset (or, for the previous format, not in "
+                                    "SALES_PLATFORM_RETIRED_KEYS)") from None
+        return self.done[cached]
 
     def rotate_json(self, text: str | None, keys: Sequence[str], where: str) -> str | None:
         """The JSON text with its stale tokens under ``keys`` re-encrypted; None when nothing changes."""
         def rotate(key: str, token: str) -> str:
-            return self.new(token, f"{where}, key {key}") if self.stale(token) else token
+            return self.new(token, f"{where}, key {key}", key) if self.stale(token) else token
 
         return map_json_tokens(text, keys, rotate)
 
@@ -215,12 +221,18 @@ def map_json_tokens(text: str | None, keys: Sequence[str], fn: Callable[[str, st
 
 
 def is_token_like(value: str) -> bool:
-    key_id, sep, _ = value.partition(TOKEN_SEPARATOR)
-    return bool(sep) and len(key_id) == KEY_ID_LENGTH
+    return key_id_of_token(value) != NOT_A_TOKEN
 
 
-def key_id_of_token(value: str) -> str:
-    return value.partition(TOKEN_SEPARATOR)[0] if is_token_like(value) else NOT_A_TOKEN
+def key_id_of_head(head: str) -> str:
+    """The key id from a token's first TOKEN_HEAD characters (what the SQL counts group by)."""
+    if len(head) > KEY_ID_LENGTH and head[KEY_ID_LENGTH] == TOKEN_SEPARATOR:
+        return head[:KEY_ID_LENGTH]
+    try:
+        raw = b64d(head[:8]) if head.startswith("A") and len(head) >= 8 else b""
+    except ValueError:
+        raw = b""
+    return key_id_text(int.from_bytes(raw[1:5], "big")) if raw[:1] == b"\x01" else NOT_A_TOKEN
 
 
 def rotate_keys(engine: Engine, keyring: Keyring, areas: DataAreas | None, batch_size: int = 5000,
@@ -260,10 +272,20 @@ def _after(columns: list, values: tuple) -> object:
                  for i in range(len(columns))))
 
 
-def _batch_query(spec: TokenTable, prefix: str, last: tuple | None, batch_size: int, dialect: str):
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _not_under(column, prefixes: tuple[str, ...]):
+    """The column's token is not under the key whose token prefixes are given."""
+    return and_(*(column.not_like(_like_escaped(p) + "%", escape="\\") for p in prefixes))
+
+
+def _batch_query(spec: TokenTable, prefixes: tuple[str, ...], last: tuple | None, batch_size: int,
+                 dialect: str):
     table = spec.table
     key = [table.c[k] for k in spec.key]
-    stale = or_(*(and_(table.c[t].is_not(None), table.c[t].not_like(prefix + "%")) for t in spec.tokens),
+    stale = or_(*(and_(table.c[t].is_not(None), _not_under(table.c[t], prefixes)) for t in spec.tokens),
                 *_json_candidates(spec))
     wanted = list(table.c) if spec.token_in_key else \
         [*key, *(table.c[t] for t in (*spec.tokens, *spec.json_columns))]
@@ -282,13 +304,13 @@ def _json_candidates(spec: TokenTable) -> list:
 def _rotate_table(engine: Engine, spec: TokenTable, tokenizer: Tokenizer, batch_size: int, now: datetime,
                   report: RotationReport, progress: Progress | None) -> None:
     name = spec.table.name
-    prefix = tokenizer.keyring.active.key_id + TOKEN_SEPARATOR
+    prefixes = token_prefixes(tokenizer.keyring.active.key_id)
     last: tuple | None = None
     while True:
         cache = _TokenCache(tokenizer)  # per batch: memory stays bounded on large tables
         with engine.begin() as conn:  # one transaction per batch: an interruption loses one batch at most
             rows = [dict(r) for r in conn.execute(
-                _batch_query(spec, prefix, last, batch_size, engine.dialect.name)).mappings()]
+                _batch_query(spec, prefixes, last, batch_size, engine.dialect.name)).mappings()]
             if not rows:
                 return
             if spec.token_in_key:
@@ -322,7 +344,7 @@ def _update_in_place(conn: Connection, spec: TokenTable, rows: list[dict],
     changed: Counter[str] = Counter()
     for column in spec.tokens:
         params = [{**_key_params(spec, row), "old_token": row[column],
-                   "new_token": cache.new(row[column], f"{_where(spec, row)}, column {column}")}
+                   "new_token": cache.new(row[column], f"{_where(spec, row)}, column {column}", column)}
                   for row in rows if cache.stale(row[column])]
         if params:
             statement = (update(spec.table)
@@ -356,14 +378,15 @@ def _replace_keyed_rows(conn: Connection, spec: TokenTable, rows: list[dict], ca
     (token,) = spec.tokens
     targets: dict[tuple, list[tuple[dict, dict]]] = defaultdict(list)
     for row in rows:
-        new = {**row, token: cache.new(row[token], _where(spec, row)), "refreshed_at": now}
+        new = {**row, token: cache.new(row[token], _where(spec, row), token), **_stamp(spec, now)}
         targets[tuple(new[k] for k in spec.key)].append((row, new))
     existing = _existing_rows(conn, spec, targets)
     moves = [pair for key, pairs in targets.items() if len(pairs) == 1 and key not in existing
              for pair in pairs]
     if moves:
         statement = (update(spec.table).where(*_key_match(spec))
-                     .values({token: bindparam("new_token"), "refreshed_at": bindparam("now")}))
+                     .values({token: bindparam("new_token"),
+                              **{c: bindparam("now") for c in _stamp(spec, now)}}))
         conn.execute(statement, [{**_key_params(spec, old), "new_token": new[token], "now": now}
                                  for old, new in moves])
     for key, pairs in targets.items():
@@ -371,6 +394,11 @@ def _replace_keyed_rows(conn: Connection, spec: TokenTable, rows: list[dict], ca
             _merge_into(conn, spec, pairs, existing.get(key), now)
             report.merged_rows[spec.table.name] += len(pairs) - (0 if key in existing else 1)
     return Counter({token: len(rows)})
+
+
+def _stamp(spec: TokenTable, now: datetime) -> dict:
+    """Aggregates are re-stamped (their exports are redone); a table without the column is not."""
+    return {"refreshed_at": now} if "refreshed_at" in spec.table.c else {}
 
 
 def _existing_rows(conn: Connection, spec: TokenTable, targets: Mapping[tuple, list]) -> dict[tuple, dict]:
@@ -398,7 +426,7 @@ def _merge_into(conn: Connection, spec: TokenTable, pairs: list[tuple[dict, dict
     merged = rows[0]
     for row in rows[1:]:
         merged = _merge(merged, row)
-    merged["refreshed_at"] = now
+    merged.update(_stamp(spec, now))
     if existing is None:
         conn.execute(insert(table), [merged])
     else:
@@ -420,7 +448,7 @@ def _merge(a: dict, b: dict) -> dict:
 
 def _prefix_expression(column, dialect: str):
     # literal numbers, not bound parameters: SQL Server matches GROUP BY to the select list textually
-    start, length = literal_column("1"), literal_column(str(KEY_ID_LENGTH + len(TOKEN_SEPARATOR)))
+    start, length = literal_column("1"), literal_column(str(TOKEN_HEAD))
     return (func.substring if dialect == "mssql" else func.substr)(column, start, length)
 
 
@@ -437,7 +465,7 @@ def token_counts_by_key(engine: Engine,
                                     .group_by(prefix)).all()
                 per_key: Counter[str] = Counter()
                 for head, n in rows:
-                    per_key[key_id_of_token(head or "")] += n
+                    per_key[key_id_of_head(head or "")] += n
                 counts[f"{spec.table.name}.{column}"] = dict(sorted(per_key.items()))
             for column in spec.json_columns:
                 counts[f"{spec.table.name}.{column}"] = _json_counts(conn, spec, column)
@@ -486,20 +514,18 @@ def staged_token_files(areas: DataAreas) -> list[Path]:
     return sorted(p for p in areas.staging.rglob(f"*{PLAIN_SUFFIX}") if p.is_file() and _visible(areas, p))
 
 
-def sealed_key_id(path: Path) -> str:
-    """The key id in a sealed file's header (read without decrypting anything)."""
+def sealed_key_id(path: Path, keyring: Keyring) -> str:
+    """The key of ``keyring`` that opens a sealed file (Tink's streaming format names no key: its first
+    segment is tried with each key), or the key id in a legacy SPSEAL1 header."""
     with open(path, "rb") as handle:
-        header = handle.read(len(SEAL_MAGIC) + KEY_ID_LENGTH)
-    if not header.startswith(SEAL_MAGIC) or len(header) < len(SEAL_MAGIC) + KEY_ID_LENGTH:
-        return NOT_A_TOKEN
-    return header[len(SEAL_MAGIC):].decode("ascii", errors="replace")
+        return crypto.sealed_key_id(keyring, handle)
 
 
-def sealed_counts_by_key(areas: DataAreas) -> dict[str, dict[str, int]]:
+def sealed_counts_by_key(areas: DataAreas, keyring: Keyring) -> dict[str, dict[str, int]]:
     """``{"staging/<layer>" or "archive": {key_id: files}}``."""
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for path in sealed_files(areas):
-        counts[_label(areas, path)][sealed_key_id(path)] += 1
+        counts[_label(areas, path)][sealed_key_id(path, keyring)] += 1
     return {label: dict(sorted(c.items())) for label, c in sorted(counts.items())}
 
 
@@ -532,7 +558,7 @@ def _rotate_token_files(areas: DataAreas, tokenizer: Tokenizer, report: Rotation
             stale = [cache.stale(v) for v in values]
             if any(stale):
                 where = f"{path.relative_to(areas.root)}, column {name}"
-                new = [cache.new(v, where) if s else v for v, s in zip(values, stale, strict=True)]
+                new = [cache.new(v, where, name) if s else v for v, s in zip(values, stale, strict=True)]
                 table = table.set_column(index, table.schema.field(name), pa.array(new, pa.string()))
                 rotated += sum(stale)
         for index, name in _string_columns(table, (EXTRAS_COLUMN,)):
@@ -554,7 +580,7 @@ def _rotate_token_files(areas: DataAreas, tokenizer: Tokenizer, report: Rotation
 def _reseal_files(areas: DataAreas, keyring: Keyring, report: RotationReport, progress: Progress | None,
                   archive_sink: Callable[[str, Path], str] | None) -> None:
     for path in sealed_files(areas):
-        if sealed_key_id(path) == keyring.active.key_id:
+        if sealed_key_id(path, keyring) == keyring.active.key_id:
             continue
         in_archive = path.parent == areas.archive
         reseal_file(keyring, path, (lambda tmp, p=path: archive_sink(f"archive/{p.name}", tmp))

@@ -1,7 +1,9 @@
 """The `rotate-keys` and `key-status` commands (wired into sales_platform.cli).
 
-Both read the configuration the same way as the other commands: SALES_PLATFORM_ENCRYPTION_KEY is
-the key everything ends under, SALES_PLATFORM_RETIRED_KEYS the old keys that still decrypt.
+Both read the configuration the same way as the other commands: the keyset (wrapped under the master
+key of SALES_PLATFORM_ENCRYPTION_KEY or SALES_PLATFORM_ENCRYPTION_KEY_FILE) holds the primary key and
+the older keys that still decrypt. ``rotate-keys`` adds a key and makes it primary (unless a rotation is
+already under way: then it resumes it), re-encrypts everything, then retires the older keys.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from sales_platform.core import settings
-from sales_platform.core.crypto import Keyring
+from sales_platform.core.crypto import UNKNOWN_KEY, Keyring
+from sales_platform.core.keyset import LEGACY, Keyset, save_keyset
 from sales_platform.core.rotation import (
     NOT_A_TOKEN,
     BatchDone,
@@ -37,6 +40,19 @@ class KeyContext:
     archive_sink: Callable[[str, Path], str]
     database: str  # for display: password redacted
     sensitive: tuple[str, ...]  # the schema contract's sensitive columns (they hold tokens too)
+    keyset_path: Path | None = None
+    master: bytes = b""
+
+    def keyset(self) -> Keyset:
+        from sales_platform.core.keyset import load_keyset
+
+        assert self.keyset_path is not None
+        return load_keyset(self.keyset_path, self.master)
+
+    def save(self, keyset: Keyset) -> None:
+        assert self.keyset_path is not None
+        save_keyset(self.keyset_path, keyset, self.master)
+        self.keyring = keyset.keyring()
 
 
 def key_context() -> KeyContext:
@@ -51,7 +67,8 @@ def key_context() -> KeyContext:
     warehouse = resolved(warehouse_resource())
     blob = resolved(blob_resource())
     return KeyContext(warehouse.engine(), platform.keyring(), platform.areas, blob.put_file,
-                      warehouse.display_url(), tuple(platform.contract().sensitive))
+                      warehouse.display_url(), tuple(platform.contract().sensitive),
+                      platform.keyset_path, platform.master_key())
 
 
 def _key_label(keyring: Keyring, key_id: str) -> str:
@@ -59,7 +76,9 @@ def _key_label(keyring: Keyring, key_id: str) -> str:
         return f"{key_id} (active)"
     if key_id in keyring.others:
         return f"{key_id} (retired)"
-    return key_id if key_id == NOT_A_TOKEN else f"{key_id} (NOT IN THE KEYRING: cannot decrypt)"
+    if key_id in (NOT_A_TOKEN, UNKNOWN_KEY):
+        return key_id
+    return f"{key_id} (NOT IN THE KEYRING: cannot decrypt)"
 
 
 def _print_counts(title: str, counts: dict[str, dict[str, int]], keyring: Keyring) -> int:
@@ -86,7 +105,7 @@ def print_status(context: KeyContext) -> int:
                            token_counts_by_key(context.engine, context.sensitive), keyring)
     values += _print_counts("token values per key id (staging Parquet files):",
                             staged_token_counts_by_key(context.areas, context.sensitive), keyring)
-    files = _print_counts("sealed files per key id:", sealed_counts_by_key(context.areas), keyring)
+    files = _print_counts("sealed files per key id:", sealed_counts_by_key(context.areas, keyring), keyring)
     if values or files:
         print(f"not under the active key: {values} token value(s), {files} sealed file(s); "
               "run `sales-platform rotate-keys` before removing a retired key")
@@ -107,9 +126,9 @@ def _print_batch(done: BatchDone) -> None:
 
 
 def cmd_rotate_keys(args: argparse.Namespace) -> int:
-    if not os.environ.get(settings.ENCRYPTION_KEY):
-        print(f"{settings.ENCRYPTION_KEY} is not set: set it to the new key and "
-              f"{settings.RETIRED_KEYS} to the old key(s), then rerun", file=sys.stderr)
+    if not (os.environ.get(settings.ENCRYPTION_KEY) or os.environ.get(settings.ENCRYPTION_KEY_FILE)):
+        print(f"{settings.ENCRYPTION_KEY} (or {settings.ENCRYPTION_KEY_FILE}) is not set: rotation needs "
+              "the master key that wraps the keyset", file=sys.stderr)
         return 2
     if args.batch_size < 1:
         print("--batch-size must be at least 1", file=sys.stderr)
@@ -119,6 +138,13 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
         stale = print_status(context)
         print(f"dry run: nothing changed ({stale} value(s) and file(s) would be re-encrypted)")
         return 0
+    keyset = context.keyset()
+    if any(e.kind != LEGACY for e in keyset.retiring):  # legacy keys alone: migration, a new key too
+        print(f"resuming the rotation to key {context.keyring.active.key_id} (older keys still enabled: "
+              f"{', '.join(e.key_id for e in keyset.retiring)})", flush=True)
+    else:
+        keyset.add_key()  # a new primary: from now on every writer encrypts under it
+        context.save(keyset)
     print(f"rotating to key {context.keyring.active.key_id} in batches of {args.batch_size}", flush=True)
     try:
         report = rotate_keys(context.engine, context.keyring, context.areas, batch_size=args.batch_size,
@@ -129,4 +155,11 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     print("\n".join(report.lines()))
-    return 0 if print_status(context) == 0 else 1
+    if print_status(context) != 0:
+        return 1
+    keyset = context.keyset()
+    for entry in keyset.retiring:
+        keyset.retire(entry.key_id)
+        print(f"key {entry.key_id} retired (disabled in the keyset)")
+    context.save(keyset)
+    return 0

@@ -13,7 +13,8 @@ import dagster as dg
 from pydantic import Field
 
 from sales_platform.core import settings
-from sales_platform.core.crypto import Keyring, generate_key
+from sales_platform.core.crypto import Keyring, generate_key, parse_master_key
+from sales_platform.core.keyset import KEYSET_FILE, Keyset, load_or_create
 from sales_platform.core.quality import QualityRules
 from sales_platform.core.schema import SchemaContract
 from sales_platform.core.store import DataAreas
@@ -42,9 +43,13 @@ class PlatformResource(dg.ConfigurableResource):
 
     data_dir: str = Field(description="Root of incoming/, archive/, quarantine/, staging/.")
     encryption_key: str | None = Field(
-        default=None, description="Base64 master key (set through SALES_PLATFORM_ENCRYPTION_KEY).")
+        default=None, description="Base64 master key wrapping the keyset (SALES_PLATFORM_ENCRYPTION_KEY).")
+    encryption_key_file: str | None = Field(
+        default=None, description="A file holding the master key (SALES_PLATFORM_ENCRYPTION_KEY_FILE).")
+    keyset_file: str | None = Field(
+        default=None, description="The wrapped keyset (default <data_dir>/keys/keyset.json).")
     retired_keys: str | None = Field(
-        default=None, description="Comma-separated older keys that still decrypt (rotation).")
+        default=None, description="Comma-separated keys of the previous format (read for the migration).")
     start_date: str = settings.DEFAULT_START_DATE
     max_quantity: int = 1000
     max_reject_rate: float = Field(
@@ -65,10 +70,27 @@ class PlatformResource(dg.ConfigurableResource):
         areas.ensure()
         return areas
 
+    def master_key(self) -> bytes:
+        """From the setting, else the key file, else (demo only) a key made under the data dir."""
+        if self.encryption_key:
+            return parse_master_key(self.encryption_key)
+        if self.encryption_key_file:
+            return parse_master_key(Path(self.encryption_key_file).expanduser().read_text())
+        return parse_master_key(demo_key(self.areas.root))
+
+    @property
+    def keyset_path(self) -> Path:
+        return Path(self.keyset_file).expanduser() if self.keyset_file else self.areas.root / KEYSET_FILE
+
+    def keyset(self) -> Keyset:
+        """The wrapped keyset, created on first use. Its first version also holds the previous
+        format's keys (the master key and SALES_PLATFORM_RETIRED_KEYS) so older data migrates."""
+        master = self.master_key()
+        retired = [parse_master_key(k) for k in (self.retired_keys or "").split(",") if k.strip()]
+        return load_or_create(self.keyset_path, master, (master, *retired))
+
     def keyring(self) -> Keyring:
-        active = self.encryption_key or demo_key(self.areas.root)
-        retired = [k for k in (self.retired_keys or "").split(",") if k.strip()]
-        return Keyring.from_secrets(active, retired)
+        return self.keyset().keyring()
 
     def rules(self) -> QualityRules:
         return QualityRules(max_quantity=self.max_quantity, future_tolerance=timedelta(hours=1),
