@@ -348,8 +348,8 @@ def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
             snapshot[0] = read_snapshot(platform.areas, ENCRYPTED, day)
             extras = [c for c in layer_columns(platform.areas, ENCRYPTED, day)
                       if c not in LAYER_COLUMNS]
-            stats = SalesLoader(engine, extras).load_day(
-                date.fromisoformat(day), iter_parquet_layer(platform.areas, ENCRYPTED, day),
+            stats = SalesLoader(engine, extras).load_day(  # a factory: re-read only on fallback
+                date.fromisoformat(day), lambda: iter_parquet_layer(platform.areas, ENCRYPTED, day),
                 datetime.now(), after=bookkeeping,
                 conflicts_before=snapshot[0].conflicts_before if snapshot[0] else (),
                 snapshot_ns=snapshot[0].snapshot_ns if snapshot[0] else None)

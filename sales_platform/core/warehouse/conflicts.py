@@ -73,6 +73,19 @@ class CrossDayConflicts:
             self._copies_elsewhere(r.c.transaction_id))
         return sorted(set(conn.execute(staged).scalars()) | set(conn.execute(own_duplicates).scalars()))
 
+    def day_rows_in_conflict(self, conn: Connection) -> bool:
+        """Whether a row of this day already in ``sales`` (written there directly) or one of the
+        day's duplicate rejects has a copy on another day."""
+        own = aliased(self.target)
+        r = sales_rejects
+        rows = select(own.c.transaction_id).where(
+            own.c.sale_date == self.day, self._copies_elsewhere(own.c.transaction_id)).limit(1)
+        rejects = select(r.c.transaction_id).where(
+            r.c.sale_date == self.day, r.c.reason.in_(COPY_REASONS),
+            self._copies_elsewhere(r.c.transaction_id)).limit(1)
+        return (conn.execute(rows).first() is not None
+                or conn.execute(rejects).first() is not None)
+
     def reset(self, conn: Connection) -> None:
         """Forget the day's earlier cross-day verdicts: this load decides them again."""
         r = sales_rejects

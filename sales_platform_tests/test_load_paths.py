@@ -1,0 +1,118 @@
+"""The load's two paths give the same result: a fresh day written straight into ``sales`` and the
+staging + merge path (a day with rows, or a fresh day whose ids collide with another day).
+
+Expectations come from the input rows, written out in plain Python.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import pandas as pd
+from sqlalchemy import insert, select
+
+from sales_platform.core.warehouse.engine import make_engine
+from sales_platform.core.warehouse.loading import SalesLoader
+from sales_platform.core.warehouse.tables import file_ledger, sales, sales_rejects
+
+D1, D2 = date(2024, 3, 5), date(2024, 3, 6)
+LOADED_AT = datetime(2024, 3, 7, 8, 9, 10, 123456)
+SHA = "a" * 64
+
+
+def _frame(day: date, rows: list[tuple[str, str, int]]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "transaction_id": [t for t, _, _ in rows], "customer_id": [c for _, c, _ in rows],
+        "product_id": ["P1"] * len(rows), "quantity": [q for _, _, q in rows],
+        "sale_ts": pd.to_datetime([f"{day} 10:00:0{i % 10}" for i in range(len(rows))]),
+        "source_file": [f"{day}.csv"] * len(rows), "source_sha256": [SHA] * len(rows),
+        "source_row": list(range(1, len(rows) + 1)),
+    })
+
+
+class Source:
+    """A re-readable batch source that counts how often it was read."""
+
+    def __init__(self, frames: list[pd.DataFrame]) -> None:
+        self.frames, self.reads = frames, 0
+
+    def __call__(self):
+        self.reads += 1
+        return iter(self.frames)
+
+
+def _engine(backend):
+    engine = make_engine(backend.url)
+    with engine.begin() as conn:  # both days' files are live versions
+        for day in (D1, D2):
+            conn.execute(insert(file_ledger).values(file_name=f"{day}.csv", sha256=SHA,
+                                                    size_bytes=1, status="loaded", received_at=LOADED_AT))
+    return engine
+
+
+def _sales(engine) -> dict[str, tuple]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(sales.c.transaction_id, sales.c.customer_id, sales.c.quantity,
+                                   sales.c.sale_date, sales.c.source_row, sales.c.loaded_at)).all()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def _rejects(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(sales_rejects.c.transaction_id, sales_rejects.c.sale_date,
+                                          sales_rejects.c.reason)).all())
+
+
+def test_a_fresh_day_goes_straight_into_sales_with_every_column(backend):
+    engine = _engine(backend)
+    rows = [(f"T{i}", f"C{i % 7}", 1 + i % 5) for i in range(250)]
+    source = Source([_frame(D1, rows[:100]), _frame(D1, rows[100:])])
+    stats = SalesLoader(engine).load_day(D1, source, LOADED_AT)
+    assert source.reads == 1
+    assert (stats.staged, stats.inserted, stats.updated, stats.deleted) == (250, 250, 0, 0)
+    expected = {t: (c, q, D1, 1 + (i if i < 100 else i - 100), LOADED_AT)
+                for i, (t, c, q) in enumerate(rows)}
+    assert _sales(engine) == expected
+    engine.dispose()
+
+
+def test_a_fresh_day_with_an_id_of_another_day_falls_back_and_both_copies_are_rejected(backend):
+    engine = _engine(backend)
+    SalesLoader(engine).load_day(D1, Source([_frame(D1, [("A", "C1", 1), ("B", "C2", 2)])]), LOADED_AT)
+    source = Source([_frame(D2, [("B", "C9", 3), ("C", "C3", 4)])])
+    stats = SalesLoader(engine).load_day(D2, source, LOADED_AT)
+    assert source.reads == 2  # the direct write hit B's primary key and was rolled back
+    assert (stats.inserted, stats.conflicts_rejected, stats.conflicts_evicted) == (1, 1, 1)
+    assert sorted(_sales(engine)) == ["A", "C"]
+    assert _rejects(engine) == [("B", D1, "duplicate_across_days"), ("B", D2, "duplicate_across_days")]
+    engine.dispose()
+
+
+def test_a_fresh_day_whose_id_was_rejected_as_a_copy_on_another_day_falls_back(backend):
+    engine = _engine(backend)
+    with engine.begin() as conn:  # a duplicate of X rejected within D1 (no copy of X in sales)
+        conn.execute(insert(sales_rejects).values(
+            stage="cleaning", sale_date=D1, source_file=f"{D1}.csv", source_sha256=SHA, source_row=3,
+            reason="duplicate_conflicting", transaction_id="X", rejected_at=LOADED_AT))
+    source = Source([_frame(D2, [("X", "C1", 1), ("Y", "C2", 2)])])
+    stats = SalesLoader(engine).load_day(D2, source, LOADED_AT)
+    assert source.reads == 2
+    assert (stats.inserted, stats.conflicts_rejected) == (1, 1)
+    assert sorted(_sales(engine)) == ["Y"]
+    assert _rejects(engine) == [("X", D1, "duplicate_across_days"), ("X", D2, "duplicate_across_days")]
+    engine.dispose()
+
+
+def test_a_day_with_rows_takes_the_merge_path_and_matches_a_plain_iterable(backend):
+    engine = _engine(backend)
+    first = [("A", "C1", 1), ("B", "C2", 2), ("C", "C3", 3)]
+    SalesLoader(engine).load_day(D1, Source([_frame(D1, first)]), LOADED_AT)
+    changed = [("A", "C1", 1), ("B", "C2", 5), ("D", "C4", 4)]  # B changed, C gone, D new
+    source = Source([_frame(D1, changed)])
+    later = datetime(2024, 3, 8)
+    stats = SalesLoader(engine).load_day(D1, source, later)
+    assert source.reads == 1
+    assert (stats.inserted, stats.updated, stats.unchanged, stats.deleted) == (1, 1, 1, 1)
+    assert _sales(engine) == {"A": ("C1", 1, D1, 1, LOADED_AT), "B": ("C2", 5, D1, 2, later),
+                              "D": ("C4", 4, D1, 3, later)}
+    engine.dispose()
