@@ -275,7 +275,8 @@ def assert_plaintext_from_inputs(engine, url: str, data_dir: Path, key: str, inp
         emails = {r.transaction_id: tokenizer.decrypt(r.email)
                   for r in conn.execute(select(live.tables["sales"])) if r.email is not None}
         rejects = conn.execute(select(sales_rejects)).mappings().all()
-        products = {tokenizer.decrypt(r.product_token, "product_id") for r in conn.execute(select(dim_products))}
+        products = {tokenizer.decrypt(r.product_token, "product_id")
+                    for r in conn.execute(select(dim_products))}
         by_product = {(r.sale_date, tokenizer.decrypt(r.product_token)): totals(r)
                       for r in conn.execute(select(agg_sales_by_product))}
         by_customer = {(r.sale_date, tokenizer.decrypt(r.customer_token)): totals(r)
