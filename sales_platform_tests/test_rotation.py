@@ -53,6 +53,7 @@ from sales_platform.core.rotation import (
     RotationError,
     rotate_keys,
     sealed_files,
+    sealed_key_id,
     staged_token_files,
     token_tables,
 )
@@ -482,7 +483,9 @@ def table_dump(engine) -> dict[str, list[tuple]]:
 
 
 def file_dump(data_dir: Path, keyring: Keyring) -> dict[str, object]:
-    sealed = {str(p.relative_to(data_dir)): (p.read_bytes()[:16], open_sealed_bytes(keyring, p.read_bytes()))
+    # (the key that opens it, the content): the header is random (salt, nonce prefix), the key is not
+    sealed = {str(p.relative_to(data_dir)):
+              (sealed_key_id(p, keyring), open_sealed_bytes(keyring, p.read_bytes()))
               for p in sorted(data_dir.rglob("*.sealed"))}
     staged = {str(p.relative_to(data_dir)): pq.read_table(p).to_pylist()
               for p in staged_token_files(DataAreas(data_dir))}
