@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 import requests
@@ -25,6 +26,19 @@ PUT_COUNTS = ("received", "inserted", "updated", "unchanged")
 
 class ProductsApiError(RuntimeError):
     pass
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def require_https(base_url: str) -> str:
+    """The URL, if it is https:// (or http:// to this machine): the token and the catalogue's
+    plaintext product ids must not cross a network in clear."""
+    parts = urlsplit(base_url)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
+        return base_url
+    raise ProductsApiError(f"products API URL must be https:// (http:// only to localhost), "
+                           f"got scheme {parts.scheme!r} for host {parts.hostname!r}")
 
 
 @dataclass(frozen=True)
@@ -70,13 +84,17 @@ class _HttpTransport(_Transport):
     """
 
     def __init__(self, base_url: str, headers: dict[str, str], timeout_s: float, max_retries: int,
-                 backoff_s: float) -> None:
-        self.base_url = base_url.rstrip("/")
+                 backoff_s: float, ca_bundle: str | None = None) -> None:
+        self.base_url = require_https(base_url).rstrip("/")
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.session = requests.Session()
         self.session.headers.update(headers)
+        # The server certificate is always verified: against this CA bundle when given, else the
+        # system store (or REQUESTS_CA_BUNDLE). There is no switch to turn verification off.
+        # Passed per request: requests lets REQUESTS_CA_BUNDLE override Session.verify.
+        self.verify: str | bool = ca_bundle or True
 
     def send(self, method: str, path: str, params: dict[str, Any] | None = None,
              body: bytes | None = None) -> _Reply:
@@ -87,7 +105,10 @@ class _HttpTransport(_Transport):
                 # No redirects: requests would forward the token header to whatever host it is sent to.
                 response = self.session.request(method, self.base_url + path, params=params, data=body,
                                                 headers=headers, timeout=self.timeout_s,
-                                                allow_redirects=False)
+                                                allow_redirects=False, verify=self.verify)
+            except requests.exceptions.SSLError as exc:
+                # a certificate that does not verify will not verify on a retry either
+                raise ProductsApiError(f"{method} {path}: TLS verification failed: {exc}") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if last:
                     raise ProductsApiError(f"{method} {path}: no response after {attempt + 1} attempt(s): "
@@ -123,6 +144,8 @@ class ProductsApiResource(dg.ConfigurableResource):
     base_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:8000; None = in-process.")
     store_path: str | None = Field(default=None, description="SQLite store for the in-process mode.")
     token: str | None = Field(default=None, description="Sent as X-API-Token on every request.")
+    ca_bundle: str | None = Field(default=None, description="PEM file of the CA(s) that sign the "
+                                  "API's certificate; None = the system store (or REQUESTS_CA_BUNDLE).")
     timeout_s: float = 10
     max_retries: int = Field(default=3, description="Retries after the first attempt (HTTP mode).")
     backoff_s: float = Field(default=0.5, description="First retry delay; doubles at each retry.")
@@ -175,7 +198,8 @@ class ProductsApiResource(dg.ConfigurableResource):
     def _transport(self) -> _Transport:
         headers = {TOKEN_HEADER: self.token} if self.token else {}
         if self.base_url:
-            return _HttpTransport(self.base_url, headers, self.timeout_s, self.max_retries, self.backoff_s)
+            return _HttpTransport(self.base_url, headers, self.timeout_s, self.max_retries,
+                                  self.backoff_s, self.ca_bundle)
         if not self.store_path:
             raise ProductsApiError("ProductsApiResource: set base_url, or store_path for the in-process mode")
         return _InProcessTransport(create_app(self.store_path, self.token), headers)
