@@ -302,6 +302,20 @@ def _unseal_to(keyring, source: Path, out: str, unseal_file) -> Path | None:
     return target
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from sales_platform.core.intake import ReplayError, replay_quarantined
+    from sales_platform.core.store import DataAreas
+
+    areas = DataAreas(settings.data_dir())
+    for name in args.files:
+        try:
+            target = replay_quarantined(areas, Path(name))
+        except ReplayError as exc:
+            raise CliError(str(exc)) from None
+        print(f"{name} -> {target} (lands as a new version on the next run or sensor tick)")
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     from sales_platform.products.api import serve
 
@@ -376,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("tokens", nargs="*", help="tokens to decrypt")
     dec.add_argument("--file", help="a sealed file (archive/…) to decrypt")
     dec.add_argument("--out", help="where to write the decrypted file (- for standard output)")
+    replay = _sub(sub, "replay", "put fixed quarantined files back into the drop zone under their "
+                  "original names (their .reason.txt is removed)", cmd_replay)
+    replay.add_argument("files", nargs="+", help="quarantined files (names in <DATA_DIR>/quarantine/ "
+                        "or paths)")
     api = _sub(sub, "api", "serve the products API (token from SALES_PLATFORM_API_TOKEN)", cmd_api)
     api.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     api.add_argument("--port", type=int, default=5050, help="TCP port")

@@ -1,6 +1,7 @@
 """Landing and intake on real files: bad files are quarantined with a clear reason, nothing lost."""
 
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -119,3 +120,27 @@ def test_read_header_handles_bom_and_quotes(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(FileRejected, match="x.csv: file is empty"):
         read_header(path, path.name)
+
+
+@pytest.mark.parametrize("name", ["sales 2024-03-01.csv", "ventes_été.CSV", "weird;name (1).csv"])
+def test_a_fixed_quarantined_file_replays_under_its_original_name(intake, data_dir, name):
+    from sales_platform.core.intake import ReplayError, replay_quarantined
+
+    incoming = data_dir / "incoming"
+    (incoming / name).write_bytes(b"transaction_id;customer_id;product_id;quantity;timestamp\n"
+                                  b"T1;C1;P1;1;2024-03-01T10:00:00\n")
+    assert [o.status for o in intake.run()] == ["quarantined"]
+    kept = [p for p in (data_dir / "quarantine").iterdir() if not p.name.endswith(".reason.txt")]
+    assert len(kept) == 1 and "__" in kept[0].name and " " not in kept[0].name
+    kept[0].write_text("transaction_id,customer_id,product_id,quantity,timestamp\n"
+                       "T1,C1,P1,1,2024-03-01T10:00:00\n")  # the operator's fix
+    (incoming / name).write_text("a newer drop under the same name")
+    with pytest.raises(ReplayError, match="already exists"):
+        replay_quarantined(intake.areas, Path(kept[0].name))
+    (incoming / name).unlink()
+    assert replay_quarantined(intake.areas, Path(kept[0].name)) == incoming / name
+    assert list((data_dir / "quarantine").iterdir()) == []  # the reason file went with it
+    outcomes = intake.run()
+    assert [(o.file_name, o.status, o.rows_landed) for o in outcomes] == [(name, "landed", 1)]
+    with pytest.raises(ReplayError, match="not a regular quarantined file"):
+        replay_quarantined(intake.areas, Path("nothing-here.csv"))

@@ -24,7 +24,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -49,6 +49,7 @@ from sales_platform.core.warehouse.records import record_source_schema
 log = logging.getLogger(__name__)
 TEMP_SUFFIXES = (".tmp", ".partial", ".part", ".crdownload")
 CSV_SUFFIXES = (".csv",)
+REASON_SUFFIX = ".reason.txt"
 WAITING = "waiting"  # not taken this time (still being written, changed while read)
 DEFAULT_MAX_FILE_BYTES = 20 << 30
 
@@ -77,6 +78,58 @@ class DropEntry:
     path: Path
     kind: str  # "csv" (to take), "temp" (in progress), "hidden" (left alone), "unsafe"
     reason: str | None = None
+
+
+def quarantine_name(name: str, at_ns: int) -> str:
+    """``<stem>__<UTC time>-<name id>.csv``: readable, sorted by time, unique per name and moment
+    (the name id keeps two names that sanitize alike apart)."""
+    path = Path(name)
+    csv = path.suffix.lower() in CSV_SUFFIXES
+    stem = safe_name(path.stem if csv else name)[:80]
+    moment = datetime.fromtimestamp(at_ns / 1e9, UTC).strftime("%Y%m%dT%H%M%S") + f"{at_ns % 10**9:09d}"
+    return f"{stem}__{moment}-{name_id(name)[:8]}{path.suffix if csv else ''}"
+
+
+class ReplayError(ValueError):
+    """A quarantined file cannot be put back into the drop zone."""
+
+
+def replay_quarantined(areas: DataAreas, quarantined: Path) -> Path:
+    """Move a (fixed) quarantined file back into the drop zone under its original name and remove its
+    reason file; it lands as a new version on the next intake. Refuses links, other folders and a
+    drop-zone name already taken (nothing is overwritten)."""
+    path = quarantined if quarantined.is_absolute() else areas.quarantine / quarantined
+    if path.name.endswith(REASON_SUFFIX):
+        path = path.with_name(path.name.removesuffix(REASON_SUFFIX))
+    if path.parent.resolve() != areas.quarantine.resolve():
+        raise ReplayError(f"{quarantined}: not a file in {areas.quarantine}")
+    if path.is_symlink() or not path.is_file():
+        raise ReplayError(f"{quarantined}: not a regular quarantined file")
+    reason = path.with_name(path.name + REASON_SUFFIX)
+    original = _original_name(reason) or path.name
+    target = areas.incoming / original
+    areas.incoming.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(path, target)  # fails if the name is taken: never overwrites a newer drop
+        os.unlink(path)
+    except FileExistsError:
+        raise ReplayError(f"{target} already exists: land or move it first") from None
+    except OSError:  # no hard links here (another device, some mounts): checked rename instead
+        if target.exists():
+            raise ReplayError(f"{target} already exists: land or move it first") from None
+        os.rename(path, target)
+    reason.unlink(missing_ok=True)
+    return target
+
+
+def _original_name(reason: Path) -> str | None:
+    try:
+        first = reason.read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    name = first.removeprefix("file: ").strip()
+    return name if first.startswith("file: ") and name and "/" not in name and name not in (".", "..") \
+        else None
 
 
 def classify(path: Path) -> DropEntry:
@@ -268,14 +321,13 @@ class Intake:
 
     def _quarantine_target(self, name: str) -> Path:
         self.areas.quarantine.mkdir(parents=True, exist_ok=True)
-        suffix = Path(name).suffix if Path(name).suffix.lower() in CSV_SUFFIXES else ""
-        return self.areas.quarantine / f"{safe_name(name)[:80]}__{now_ns()}-{name_id(name)}{suffix}"
+        return self.areas.quarantine / quarantine_name(name, time.time_ns())
 
     def _quarantine(self, path: Path, sha: str, size: int, reason: str) -> FileOutcome:
         log.error("quarantined %s", reason)
         target = self._quarantine_target(path.name)
         os.replace(path, target)  # a rename: moves a link or FIFO itself, never its target
-        target.with_name(target.name + ".reason.txt").write_text(
+        target.with_name(target.name + REASON_SUFFIX).write_text(
             f"file: {path.name}\nreason: {reason}\n")
         record_not_landed(self.engine, path.name, sha, size, QUARANTINED, reason,
                           str(target.relative_to(self.areas.root)), self.code_version, self.now)
