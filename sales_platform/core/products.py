@@ -46,7 +46,7 @@ def read_catalogue(path: Path) -> pd.DataFrame:
 def with_tokens(products: pd.DataFrame, tokenizer: Tokenizer) -> pd.DataFrame:
     """The dimension rows for the warehouse: the product id replaced by its token (no plaintext)."""
     out = products.copy()
-    out.insert(0, "product_token", tokenizer.encrypt_series(out["product_id"]))
+    out.insert(0, "product_token", tokenizer.encrypt_series(out["product_id"], "product_id"))
     out["updated_at"] = [ts.to_pydatetime() for ts in out["updated_at"]]
     return out.drop(columns=["product_id"])
 

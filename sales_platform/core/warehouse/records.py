@@ -142,7 +142,7 @@ def known_product_ids(engine: Engine, tokenizer: Tokenizer) -> frozenset[str] | 
     """Product ids of the dimension (its tokens decrypted in memory), or None when it is empty."""
     with engine.connect() as conn:
         tokens = conn.execute(select(dim_products.c.product_token)).scalars().all()
-    return frozenset(tokenizer.decrypt(t) for t in tokens) if tokens else None
+    return frozenset(tokenizer.decrypt(t, "product_id") for t in tokens) if tokens else None
 
 
 def upsert_products(engine: Engine, products: pd.DataFrame,
