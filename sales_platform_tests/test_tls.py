@@ -242,3 +242,31 @@ def test_connections_without_the_right_ca_are_refused(cluster: Cluster, mode: st
     expected = "certificate verify failed" if mode == "wrong CA" else "no pg_hba.conf entry"
     assert expected in str(caught.value)
 
+
+
+# --- Azure Blob: HTTPS only, plain HTTP for Azurite on this machine -------------------------------
+
+KEY = "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5"
+
+
+@pytest.mark.parametrize(("settings", "allowed"), [
+    ({"account_url": "https://acct.blob.core.windows.net", "account_key": KEY}, True),
+    ({"account_url": "http://127.0.0.1:10000/devstoreaccount1", "account_key": KEY}, True),
+    ({"account_url": "http://acct.blob.core.windows.net", "account_key": KEY}, False),
+    ({"account_url": "HTTP://10.1.2.3:10000/acct", "sas_token": "sv=x&sig=y"}, False),
+    ({"connection_string": f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={KEY}"}, True),
+    ({"connection_string": f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey={KEY}"}, False),
+    ({"connection_string": f"DefaultEndpointsProtocol=http;AccountName=a;AccountKey={KEY};"
+                           "BlobEndpoint=http://localhost:10000/a;"}, True),
+    ({"connection_string": f"DefaultEndpointsProtocol=https;AccountName=a;AccountKey={KEY};"
+                           "BlobEndpoint=http://blobs.internal/a;"}, False),
+])
+def test_azure_blob_refuses_plain_http_outside_azurite(settings: dict, allowed: bool) -> None:
+    from sales_platform.resources.azure_blob import AzureBlobStorage
+
+    storage = AzureBlobStorage(container="c", **settings)
+    if allowed:
+        assert storage._auth_mode()
+    else:
+        with pytest.raises(ValueError, match="must be https://"):
+            storage._auth_mode()

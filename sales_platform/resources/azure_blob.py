@@ -76,6 +76,30 @@ def _block_id(upload_id: str, index: int) -> str:
     return f"{upload_id}-{index:08d}"
 
 
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _connection_string_endpoint(connection_string: str) -> str:
+    """The blob endpoint a connection string points at (BlobEndpoint, else its protocol)."""
+    parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+    if parts.get("UseDevelopmentStorage", "").lower() == "true":
+        return "http://127.0.0.1:10000"
+    if parts.get("BlobEndpoint"):
+        return parts["BlobEndpoint"]
+    return f"{parts.get('DefaultEndpointsProtocol', 'https')}://blob.core.windows.net"
+
+
+def _require_https(url: str) -> None:
+    """Blob traffic (sealed files, exports, keys in headers) only over TLS; plain HTTP is for
+    the local emulator (Azurite) alone."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() == "https" or (parts.scheme.lower() == "http" and parts.hostname in LOCAL_HOSTS):
+        return
+    raise ValueError(f"AzureBlobStorage: the blob endpoint must be https:// (http:// only to "
+                     f"localhost for Azurite), got {parts.scheme or 'no scheme'}:// for host "
+                     f"{parts.hostname!r}")
+
+
 class AzureBlobStorage(BlobStorageResource):
     """A container (and optional prefix) in an Azure storage account.
 
@@ -113,6 +137,7 @@ class AzureBlobStorage(BlobStorageResource):
             if self.account_url or account_modes:
                 raise ValueError("AzureBlobStorage: connection_string excludes account_url, account_key, "
                                  "sas_token and use_default_credential")
+            _require_https(_connection_string_endpoint(self.connection_string))
             return "connection string"
         if not self.account_url:
             raise ValueError("AzureBlobStorage: set connection_string, or account_url with one of "
@@ -122,6 +147,7 @@ class AzureBlobStorage(BlobStorageResource):
                              f"use_default_credential (got {len(account_modes)})")
         if account_modes[0] == "default credential" and not self.account_url.lower().startswith("https://"):
             raise ValueError("AzureBlobStorage: use_default_credential needs an https:// account_url")
+        _require_https(self.account_url)
         return account_modes[0]
 
     def _credential(self, mode: str) -> Any:
