@@ -3,7 +3,8 @@
 Pass one records two 64-bit hashes per valid row (transaction id, full content); pass two marks
 rows: every copy of a transaction id whose copies disagree is a conflicting duplicate; of copies
 that agree, the first is kept and the rest are identical duplicates (collapsed). Memory is 16 bytes
-per row, not a copy of the rows.
+per row, not a copy of the rows. Pass two needs only the hashes and row ordinals of pass one
+(``DuplicateVerdict.keep``), so a chunk that holds no duplicate is never read again.
 """
 
 from __future__ import annotations
@@ -16,8 +17,21 @@ import pandas as pd
 CONTENT_COLUMNS = ("transaction_id", "customer_id", "product_id", "quantity", "sale_ts")
 
 
-def _hash(frame: pd.DataFrame) -> np.ndarray:
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
+LOW_CARDINALITY = ("customer_id", "product_id")  # factorized first: few distinct values
+
+
+def _column_hash(values: pd.Series, categorize: bool) -> np.ndarray:
+    return pd.util.hash_array(values.to_numpy(), categorize=categorize)
+
+
+def _combine(first: np.ndarray, *others: np.ndarray) -> np.ndarray:
+    """Order-dependent mix of per-column hashes (hashes live for one scan: any good mix will do)."""
+    out = first.copy()
+    with np.errstate(over="ignore"):
+        for other in others:
+            out = (out * np.uint64(0x100000001B3)) ^ other
+            out ^= out >> np.uint64(29)
+    return out
 
 
 @dataclass
@@ -26,8 +40,12 @@ class DuplicateScan:
     _content_hashes: list[np.ndarray] = field(default_factory=list)
 
     def add(self, rows: pd.DataFrame) -> None:
-        self._tid_hashes.append(_hash(rows[["transaction_id"]]))
-        self._content_hashes.append(_hash(rows[list(CONTENT_COLUMNS)]))
+        """Each column hashed once; the transaction id's hash is part of the content hash."""
+        tid = _column_hash(rows["transaction_id"], categorize=False)
+        self._tid_hashes.append(tid)
+        self._content_hashes.append(_combine(tid, *(
+            _column_hash(rows[c], categorize=c in LOW_CARDINALITY)
+            for c in CONTENT_COLUMNS if c != "transaction_id")))
 
     def verdict(self) -> DuplicateVerdict:
         if not self._tid_hashes:
@@ -41,7 +59,7 @@ class DuplicateScan:
         repeated = np.zeros(len(tids), dtype=bool)
         repeated[1:] = sorted_tids[1:] == sorted_tids[:-1]
         if not repeated.any():
-            return DuplicateVerdict(np.array([], np.uint64), np.array([], np.int64))
+            return DuplicateVerdict(np.array([], np.uint64), np.array([], np.int64), tids)
         dup_tids = np.unique(sorted_tids[repeated])
         in_dup = np.isin(tids, dup_tids)
         pairs = np.unique(np.stack([tids[in_dup], contents[in_dup]], axis=1), axis=0)
@@ -52,23 +70,41 @@ class DuplicateScan:
         # keep the first occurrence of each identical group, drop the others
         _, first_index = np.unique(tids[ordinals], return_index=True)
         drop = np.setdiff1d(ordinals, ordinals[first_index])
-        return DuplicateVerdict(conflicting, drop)
+        return DuplicateVerdict(conflicting, drop, tids)
 
 
 @dataclass
 class DuplicateVerdict:
     conflicting_tids: np.ndarray  # hashes of transaction ids whose copies disagree
     identical_extra_ordinals: np.ndarray  # row ordinals (in scan order) of collapsed copies
+    tid_hashes: np.ndarray | None = None  # every row's id hash, in scan order (pass one)
 
     @property
     def any(self) -> bool:
         return bool(len(self.conflicting_tids) or len(self.identical_extra_ordinals))
 
+    def reasons(self, first_ordinal: int, count: int) -> np.ndarray | None:
+        """Reason per row of the chunk of ``count`` rows seen at ``first_ordinal`` (None = keep),
+        from pass one's hashes alone; None when no row of the chunk is a duplicate."""
+        if not self.any or self.tid_hashes is None:
+            return None
+        out = np.full(count, None, dtype=object)
+        tids = self.tid_hashes[first_ordinal:first_ordinal + count]
+        conflict = np.isin(tids, self.conflicting_tids) if len(self.conflicting_tids) else \
+            np.zeros(count, dtype=bool)
+        out[conflict] = "duplicate_conflicting"
+        lo, hi = np.searchsorted(self.identical_extra_ordinals, [first_ordinal, first_ordinal + count])
+        extra = self.identical_extra_ordinals[lo:hi] - first_ordinal
+        extra = extra[~conflict[extra]]
+        out[extra] = "duplicate_identical"
+        return out if (conflict.any() or len(extra)) else None
+
     def classify(self, rows: pd.DataFrame, first_ordinal: int) -> pd.Series:
         """Reason per row of a chunk seen at ``first_ordinal`` in pass one (None = keep)."""
         reasons = pd.Series(np.full(len(rows), None, dtype=object), index=rows.index)
         if len(self.conflicting_tids):
-            conflict = np.isin(_hash(rows[["transaction_id"]]), self.conflicting_tids)
+            conflict = np.isin(_column_hash(rows["transaction_id"], categorize=False),
+                               self.conflicting_tids)
             reasons[conflict] = "duplicate_conflicting"
         if len(self.identical_extra_ordinals):
             ordinals = np.arange(first_ordinal, first_ordinal + len(rows))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sales_platform.core.crypto import Keyring, Tokenizer
@@ -19,6 +20,7 @@ from sales_platform.core.dedupe import DuplicateScan
 from sales_platform.core.landing import LANDED
 from sales_platform.core.protect import protect_identifiers
 from sales_platform.core.quality import QualityRules, clean_rows
+from sales_platform.core.schema import EXTRAS_COLUMN, IDENTIFIER_COLUMNS
 from sales_platform.core.store import (
     SEALED_SUFFIX,
     DataAreas,
@@ -62,7 +64,8 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
     """Apply every quality rule to all landed rows of ``day``; publish cleaned rows and rejects.
 
     One cleaning pass writes candidate fragments and records two hashes per row; duplicate
-    transaction ids are then removed from the candidates that hold any (usually few rows).
+    transaction ids are then removed from the candidates that hold any (usually few rows): only
+    those fragments are read again, as Arrow tables filtered by pass one's verdict.
     ``conflicts_before`` (ids the day held in cross-day conflict before) travels in the manifest:
     the load asks for the other days again when the day lets go of one.
     """
@@ -70,7 +73,7 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
     tokenizer = Tokenizer(keyring)
     clean_tmp = areas.replace_layer(CLEANED, day)
     rejects_tmp = areas.replace_layer(REJECTS, day)
-    scan, candidates, ordinal = DuplicateScan(), [], 0
+    scan, candidates, counts, ordinal = DuplicateScan(), [], [], 0
     with areas.lock("landing", shared=True):  # landings publish under the exclusive lock
         result.snapshot_ns = time.time_ns()
         for part, frame in enumerate(_landed_frames(areas, keyring, day)):
@@ -84,21 +87,25 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
             write_sealed_table(path, pa.Table.from_pandas(cleaned.rows, preserve_index=False),
                                keyring.active)
             candidates.append((path, ordinal))
+            counts.append(len(cleaned.rows))
             ordinal += len(cleaned.rows)
             _write_rejects(rejects_tmp / f"part-{part:05d}.parquet", cleaned.rejects, tokenizer,
                            sensitive, result)
     verdict = scan.verdict()
     for part, (path, first) in enumerate(candidates):
-        rows = read_sealed_table(path, keyring).to_pandas()
-        dup = verdict.classify(rows, first) if verdict.any else None
-        if dup is not None and dup.notna().any():
-            keep = dup.isna().to_numpy()
-            duplicates = rows[~keep].assign(reason=dup[~keep], quantity=rows["quantity"][~keep].astype(str))
-            _write_rejects(rejects_tmp / f"dup-{part:05d}.parquet", duplicates, tokenizer, sensitive,
-                           result)
-            rows = rows[keep]
-            write_sealed_table(path, pa.Table.from_pandas(rows, preserve_index=False), keyring.active)
-        result.rows_clean += len(rows)
+        count = counts[part]
+        reasons = verdict.reasons(first, count)
+        if reasons is None:  # no duplicate in this chunk: it stays as written, never read again
+            result.rows_clean += count
+            continue
+        table = read_sealed_table(path, keyring)
+        keep = pd.isna(reasons)
+        dup = table.filter(pa.array(~keep)).to_pandas()
+        duplicates = dup.assign(reason=reasons[~keep], quantity=dup["quantity"].astype(str))
+        _write_rejects(rejects_tmp / f"dup-{part:05d}.parquet", duplicates, tokenizer, sensitive,
+                       result)
+        write_sealed_table(path, table.filter(pa.array(keep)), keyring.active)
+        result.rows_clean += int(keep.sum())
     for folder in (clean_tmp, rejects_tmp):
         write_manifest(folder, result.snapshot_ns, result.versions, conflicts_before)
     # a run that read older landed rows than the published layer's never replaces it
@@ -134,19 +141,42 @@ def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
     products: set[str] = set()
     with areas.reading_layer(CLEANED, day):
         for part, path in enumerate(areas.fragments(CLEANED, day)):
-            frame = read_sealed_table(path, keyring).to_pandas()
-            customers.update(frame["customer_id"].unique())
-            products.update(frame["product_id"].unique())
-            encrypted = protect_identifiers(frame, tokenizer, sensitive)
+            table = read_sealed_table(path, keyring)
+            customers.update(_distinct(table, "customer_id"))
+            products.update(_distinct(table, "product_id"))
             write_plain_table(tmp / f"part-{part:05d}.parquet",
-                              pa.Table.from_pandas(encrypted, preserve_index=False))
-            result.rows += len(frame)
+                              protect_table(table, tokenizer, sensitive))
+            result.rows += table.num_rows
         manifest = areas.layer_dir(CLEANED, day) / MANIFEST
         if manifest.exists():
             shutil.copyfile(manifest, tmp / MANIFEST)
     areas.publish_layer(ENCRYPTED, day, tmp, version=manifest_ns)
     result.distinct_customers, result.distinct_products = len(customers), len(products)
     return result
+
+
+def _distinct(table: pa.Table, column: str) -> list:
+    if column not in table.column_names:
+        return []
+    return pc.unique(table.column(column)).to_pylist()
+
+
+def protect_table(table: pa.Table, tokenizer: Tokenizer, sensitive: Sequence[str] = ()) -> pa.Table:
+    """``protect_identifiers`` on an Arrow table without a pandas round trip: each column's
+    distinct values are tokenized once (through ``protect_identifiers`` itself, so the tokens are
+    the same) and put back in place by index. JSON extras with sensitive keys take the pandas path."""
+    if sensitive and EXTRAS_COLUMN in table.column_names:
+        frame = protect_identifiers(table.to_pandas(), tokenizer, sensitive)
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    for column in dict.fromkeys((*IDENTIFIER_COLUMNS, *sensitive)):
+        if column not in table.column_names or pa.types.is_null(table.column(column).type):
+            continue
+        encoded = pc.dictionary_encode(table.column(column).combine_chunks().cast(pa.string()))
+        uniques = pd.DataFrame({column: encoded.dictionary.to_pandas()})
+        tokens = pa.array(protect_identifiers(uniques, tokenizer, sensitive)[column], pa.string())
+        index = table.column_names.index(column)
+        table = table.set_column(index, column, pc.take(tokens, encoded.indices))
+    return table
 
 
 @dataclass(frozen=True)
