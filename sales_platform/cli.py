@@ -254,9 +254,9 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         raise CliError(f"--file {args.file}: no such file")
     try:
         keyring = resolved(platform_resource()).keyring()
-    except CryptoError as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        return 1
+    except CryptoError as exc:  # e.g. a master key that does not open the keyset
+        what = args.file or "the tokens"
+        raise CliError(f"cannot decrypt {what}: {exc}; nothing was written") from None
     if args.file:
         try:
             target = _unseal_to(keyring, Path(args.file), args.out, unseal_file)

@@ -21,6 +21,7 @@ from sales_platform.core.store import DataAreas
 
 log = logging.getLogger(__name__)
 DEMO_KEY_FILE = "keys/demo.key"
+_warned_demo_keys: set[Path] = set()
 
 
 def demo_key(data_dir: Path) -> str:
@@ -31,10 +32,12 @@ def demo_key(data_dir: Path) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
         with os.fdopen(fd, "w") as handle:
             handle.write(generate_key())
-    log.warning(
-        "%s is not set: using the demo key in %s. Production must set %s.",
-        settings.ENCRYPTION_KEY, path, settings.ENCRYPTION_KEY,
-    )
+    if path not in _warned_demo_keys:  # once per process, not once per step or resource use
+        _warned_demo_keys.add(path)
+        log.warning(
+            "%s is not set: using the demo key in %s. Production must set %s.",
+            settings.ENCRYPTION_KEY, path, settings.ENCRYPTION_KEY,
+        )
     return path.read_text().strip()
 
 
