@@ -109,7 +109,10 @@ def run_pipeline(first: str, last: str) -> bool:
     _ensure_dagster_home()
     _wait_for_settled_drops()
     ok = True
-    jobs = (("products_job", {}), ("daily_sales_job", _partition_range(first, last)), ("rollups_job", {}))
+    # landed_files first (it owns landing; raw_sales only lands what is still pending), so the UI
+    # shows the landing like a sensor-driven one
+    jobs = (("products_job", {}), ("land_files_job", {}),
+            ("daily_sales_job", _partition_range(first, last)), ("rollups_job", {}))
     with dg.DagsterInstance.get() as instance:
         for number, (job_name, tags) in enumerate(jobs, start=1):
             print(f"[{number}/{len(jobs)}] {job_name} ...", flush=True)

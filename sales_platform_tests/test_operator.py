@@ -234,7 +234,7 @@ def test_failed_cli_run_writes_an_alert_and_one_line_per_failed_step(env):
     catalogue.write_text("not,a,catalogue\n1,2,3\n")  # products_json cannot read it
     result = cli(["run", "--days", "1"], env)
     assert result.returncode == 1
-    assert "[1/3] products_job: FAILED" in result.stdout
+    assert "[1/4] products_job: FAILED" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     alerts = Path(env["SALES_PLATFORM_DATA_DIR"]) / "alerts" / "run_failures.jsonl"
     import json
@@ -254,7 +254,7 @@ def test_demo_prints_no_beta_or_preview_warning_and_the_key_warning_once(env):
     assert "BetaWarning" not in output and "PreviewWarning" not in output
     assert "currently in beta" not in output and "currently in preview" not in output
     assert output.count("SALES_PLATFORM_ENCRYPTION_KEY is not set") == 1
-    assert "[2/3] daily_sales_job: succeeded" in result.stdout
+    assert "[3/4] daily_sales_job: succeeded" in result.stdout
 
 
 # --- per-partition truth in a range run ------------------------------------------------------------

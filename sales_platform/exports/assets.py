@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from sales_platform.core.exports import EXPORTS, PREFIX, export_aggregates
 from sales_platform.core.warehouse.tables import agg_sales_yearly
-from sales_platform.metadata import markdown_table
+from sales_platform.metadata import blob_kind, markdown_table
 from sales_platform.resources.blob import BlobStorageResource
 from sales_platform.resources.products_api import ProductsApiResource
 from sales_platform.resources.warehouse import WarehouseResource
@@ -23,7 +23,7 @@ COMMON = dict(group_name="exports", owners=["team:analytics"])
           "agg_sales_by_customer"],
     metadata={"lineage/reads": [f"table:{t.name}" for t in EXPORTS.values()],
               "lineage/writes": [f"blob:{PREFIX}/{name}" for name in EXPORTS]},
-    kinds={"csv", "azure"},
+    kinds={"csv", blob_kind()},
     code_version="agg-exports-1",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
     description="Aggregate tables as CSV (header, stable column order) under "

@@ -121,6 +121,7 @@ def landed_days_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
 
 
 aggregates_schedule = dg.ScheduleDefinition(
+    name="aggregates_schedule",  # the README's name, not the default rollups_job_schedule
     job=rollups_job,
     cron_schedule="15 2 * * *",
     description="Daily after the loads: monthly/yearly aggregates and exports for the periods "

@@ -15,7 +15,7 @@ from sales_platform.core.products import (
 )
 from sales_platform.core.warehouse.records import upsert_products
 from sales_platform.core.warehouse.tables import dim_products as dim_products_table
-from sales_platform.metadata import column_schema, markdown_table, warehouse_kinds
+from sales_platform.metadata import blob_kind, column_schema, markdown_table, warehouse_kinds
 from sales_platform.resources.blob import BlobStorageResource
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.products_api import ProductsApiResource
@@ -30,7 +30,7 @@ COMMON = dict(group_name="products", owners=["team:data-platform"])
     **COMMON,
     metadata={"lineage/reads": ["file:catalogue/products.csv"],
               "lineage/writes": [f"blob:{PRODUCTS_BLOB}"]},
-    kinds={"csv", "json", "azure"},
+    kinds={"csv", "json", blob_kind()},
     code_version="products-json-1",
     description="The products dimension (id, name, category, unit price, updated_at) extracted "
     "from the product catalogue, validated, as a JSON document in blob storage.",
