@@ -165,7 +165,9 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
     })
     yield dg.AssetCheckResult(
         check_name="reject_rate_below_threshold", passed=not failing,
-        metadata={"threshold": platform.max_reject_rate,
+        # the threshold is a setting, not a measurement: text, so the UI draws no flat plot of it
+        metadata={"threshold": dg.MetadataValue.text(f"{platform.max_reject_rate:g} "
+                                                     "(SALES_PLATFORM_MAX_REJECT_RATE)"),
                   "overall_reject_rate": round(reject_rate(read, dict(reasons)), 4),
                   "days_over_threshold": dg.MetadataValue.json(failing),
                   "rejected_by_reason": counts_table(dict(reasons))},
