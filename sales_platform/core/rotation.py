@@ -73,6 +73,7 @@ from sales_platform.core.warehouse.tables import (
 
 TOKEN_HEAD = 9  # characters read to tell a token's key id: "<8 hex>~" (legacy) or 8 of base64url
 SEALED_SUFFIX = ".sealed"
+ROTATING_SUFFIX = ".rotating"  # a re-sealed file being written, beside the one it replaces
 # Columns of the plain Parquet files under staging/ that hold tokens (see pipeline.protect_identifiers
 # and landing.Lander._malformed).
 STAGED_TOKEN_COLUMNS = ("customer_id", "product_id", "raw_text")
@@ -577,8 +578,18 @@ def _rotate_token_files(areas: DataAreas, tokenizer: Tokenizer, report: Rotation
                 progress(BatchDone("staged token files", 1, rotated))
 
 
+def _clear_interrupted(areas: DataAreas) -> None:
+    """Temp files of a rotation killed while re-sealing (never renamed into place). Called under the
+    exclusive intake and landing locks, so no other rotation can be writing them now."""
+    for root in (areas.staging, areas.archive):
+        if root.is_dir():
+            for tmp in root.rglob(f".*{SEALED_SUFFIX}.*{ROTATING_SUFFIX}"):
+                tmp.unlink(missing_ok=True)
+
+
 def _reseal_files(areas: DataAreas, keyring: Keyring, report: RotationReport, progress: Progress | None,
                   archive_sink: Callable[[str, Path], str] | None) -> None:
+    _clear_interrupted(areas)
     for path in sealed_files(areas):
         if sealed_key_id(path, keyring) == keyring.active.key_id:
             continue
@@ -596,7 +607,7 @@ def reseal_file(keyring: Keyring, path: Path, before_replace: Callable[[Path], o
     Streams segment by segment (archived drops can be large). ``before_replace`` gets the new file
     first (e.g. to upload the off-machine copy): if it fails, the old file stays and a rerun retries.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.rotating")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{ROTATING_SUFFIX}")
     try:
         with open(path, "rb") as source, open(tmp, "wb") as out:
             try:
