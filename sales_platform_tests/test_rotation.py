@@ -50,6 +50,7 @@ from sales_platform.core.keyset import KEYSET_FILE, Keyset, load_keyset, save_ke
 from sales_platform.core.rotation import (
     STAGED_TOKEN_COLUMNS,
     TOKEN_TABLES,
+    BatchDone,
     RotationError,
     rotate_keys,
     sealed_files,
@@ -57,7 +58,7 @@ from sales_platform.core.rotation import (
     staged_token_files,
     token_tables,
 )
-from sales_platform.core.rotation_cli import cmd_key_status, cmd_rotate_keys
+from sales_platform.core.rotation_cli import RotationProgress, cmd_key_status, cmd_rotate_keys
 from sales_platform.core.schema import DEFAULT_SENSITIVE
 from sales_platform.core.store import DataAreas
 from sales_platform.core.warehouse.engine import cached_engine, dispose_all
@@ -641,11 +642,15 @@ def test_cli_dry_run_changes_nothing_then_rotation_and_status(data_dir, key, tmp
     assert len(load_keyset(keyset_path, parse_master_key(key)).keys) == 2  # first key + legacy (migration)
 
     assert cmd_rotate_keys(argparse.Namespace(batch_size=1, dry_run=False)) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     keyset = load_keyset(keyset_path, parse_master_key(key))
     b = crypto.key_id_text(keyset.primary)
     assert b != a and keyset.entry(a).status == "disabled"  # a new random primary; the old key retired
-    assert "sales: batch of 1 row(s), 2 value(s) re-encrypted" in out
+    # progress on stderr (not a terminal here: one line per batch, rows done of the stale rows counted)
+    assert "  sales: 1/1 row(s); batch of 1 row(s), 2 value(s) re-encrypted" in err.splitlines()
+    assert "  sales_rejects: 1/1 row(s); batch of 1 row(s), 2 value(s) re-encrypted" in err.splitlines()
+    # the dropped file in archive/ and its raw fragment under staging/
+    assert "  sealed files: 2 rewritten" in err.splitlines() and "batch of" not in out
     assert "everything is under the active key" in out and f"key {a} retired" in out and key not in out
     assert cmd_key_status(argparse.Namespace()) == 0
     status = capsys.readouterr().out
@@ -727,3 +732,18 @@ def test_each_distinct_token_is_decrypted_once_per_batch(tmp_path, monkeypatch):
 
     assert report.batches == 3 and report.values["sales.customer_id"] == 30
     assert sum(calls.values()) == report.distinct_tokens == 3 * 4  # 3 customers + 1 product per batch
+
+
+def test_rotation_progress_draws_one_bar_per_table_on_a_terminal():
+    stream = io.StringIO()
+    progress = RotationProgress({"sales": 120, "dim_products": 3}, stream=stream, bars=True)
+    for items in (50, 50, 20):
+        progress(BatchDone("sales", items, 2 * items))
+    progress(BatchDone("dim_products", 3, 3))
+    progress(BatchDone("sealed files", 1, 1))
+    progress.close()
+    final = [part.strip() for part in stream.getvalue().replace("\r", "\n").splitlines() if part.strip()]
+    assert any(line.startswith("sales: 100%") and "120/120" in line and "re_encrypted=240" in line
+               for line in final), final
+    assert any(line.startswith("dim_products: 100%") and "3/3" in line for line in final), final
+    assert any(line.startswith("sealed files: 1file") for line in final), final

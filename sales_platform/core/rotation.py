@@ -282,12 +282,29 @@ def _not_under(column, prefixes: tuple[str, ...]):
     return and_(*(column.not_like(_like_escaped(p) + "%", escape="\\") for p in prefixes))
 
 
+def _stale(spec: TokenTable, prefixes: tuple[str, ...]):
+    """Rows holding a token not under the active key (or JSON that may hold one)."""
+    table = spec.table
+    return or_(*(and_(table.c[t].is_not(None), _not_under(table.c[t], prefixes)) for t in spec.tokens),
+               *_json_candidates(spec))
+
+
+def stale_rows(engine: Engine, active_key_id: str,
+               sensitive: Sequence[str] = DEFAULT_SENSITIVE) -> dict[str, int]:
+    """``{table: rows a rotation to active_key_id will read}`` (progress totals; rows whose JSON only
+    may hold a token are counted too, so it is an upper bound)."""
+    prefixes = token_prefixes(active_key_id)
+    with engine.connect() as conn:
+        return {spec.table.name: conn.execute(select(func.count()).select_from(spec.table)
+                                              .where(_stale(spec, prefixes))).scalar_one()
+                for spec in token_tables(engine, sensitive)}
+
+
 def _batch_query(spec: TokenTable, prefixes: tuple[str, ...], last: tuple | None, batch_size: int,
                  dialect: str):
     table = spec.table
     key = [table.c[k] for k in spec.key]
-    stale = or_(*(and_(table.c[t].is_not(None), _not_under(table.c[t], prefixes)) for t in spec.tokens),
-                *_json_candidates(spec))
+    stale = _stale(spec, prefixes)
     wanted = list(table.c) if spec.token_in_key else \
         [*key, *(table.c[t] for t in (*spec.tokens, *spec.json_columns))]
     query = select(*wanted).where(stale).order_by(*key).limit(batch_size)

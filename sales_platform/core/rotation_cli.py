@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy import Engine
+from tqdm import tqdm
 
 from sales_platform.core import settings
 from sales_platform.core.crypto import UNKNOWN_KEY, Keyring
@@ -27,6 +30,7 @@ from sales_platform.core.rotation import (
     rotate_keys,
     sealed_counts_by_key,
     staged_token_counts_by_key,
+    stale_rows,
     token_counts_by_key,
 )
 from sales_platform.core.store import DataAreas
@@ -119,10 +123,52 @@ def cmd_key_status(args: argparse.Namespace) -> int:
     return 0 if print_status(key_context()) == 0 else 1
 
 
-def _print_batch(done: BatchDone) -> None:
-    if done.target not in ("staged token files", "sealed files"):  # files are summed up in the report
-        print(f"  {done.target}: batch of {done.items} row(s), {done.rotated} value(s) re-encrypted",
-              flush=True)
+FILE_TARGETS = ("staged token files", "sealed files")
+
+
+class RotationProgress:
+    """Progress of ``rotate-keys`` on stderr (stdout keeps the report): one tqdm bar per table on a
+    terminal, otherwise (logs, CI, cron) one line per committed batch with rows done of the total."""
+
+    def __init__(self, totals: dict[str, int], stream: TextIO | None = None,
+                 bars: bool | None = None) -> None:
+        self.totals = totals
+        self.stream = stream or sys.stderr
+        self.bars = self.stream.isatty() if bars is None else bars
+        self.done: Counter[str] = Counter()
+        self.rotated: Counter[str] = Counter()
+        self._target: str | None = None
+        self._bar: tqdm | None = None
+
+    def __call__(self, batch: BatchDone) -> None:
+        if batch.target != self._target:
+            self.close()
+            self._target = batch.target
+            if self.bars:
+                files = batch.target in FILE_TARGETS
+                self._bar = tqdm(total=None if files else self.totals.get(batch.target), desc=batch.target,
+                                 unit="file" if files else "row", file=self.stream, leave=True)
+        self.done[batch.target] += batch.items
+        self.rotated[batch.target] += batch.rotated
+        if self._bar is not None:
+            self._bar.update(batch.items)
+            self._bar.set_postfix(re_encrypted=self.rotated[batch.target], refresh=False)
+        else:
+            print(self._line(batch), file=self.stream, flush=True)
+
+    def _line(self, batch: BatchDone) -> str:
+        target, done = batch.target, self.done[batch.target]
+        if target in FILE_TARGETS:
+            return f"  {target}: {done} rewritten"
+        total = self.totals.get(target)
+        of = f"/{total}" if total is not None and total >= done else ""
+        return (f"  {target}: {done}{of} row(s); batch of {batch.items} row(s), "
+                f"{batch.rotated} value(s) re-encrypted")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def cmd_rotate_keys(args: argparse.Namespace) -> int:
@@ -146,14 +192,17 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
         keyset.add_key()  # a new primary: from now on every writer encrypts under it
         context.save(keyset)
     print(f"rotating to key {context.keyring.active.key_id} in batches of {args.batch_size}", flush=True)
+    progress = RotationProgress(stale_rows(context.engine, context.keyring.active.key_id, context.sensitive))
     try:
         report = rotate_keys(context.engine, context.keyring, context.areas, batch_size=args.batch_size,
-                             progress=_print_batch, archive_sink=context.archive_sink,
+                             progress=progress, archive_sink=context.archive_sink,
                              sensitive=context.sensitive)
     except RotationError as exc:
+        progress.close()
         print(f"rotation stopped: {exc}\nwhat was committed stays rotated; fix the cause and rerun",
               file=sys.stderr)
         return 1
+    progress.close()
     print("\n".join(report.lines()))
     if print_status(context) != 0:
         return 1
