@@ -298,3 +298,12 @@ def test_each_day_of_a_range_run_reports_its_own_numbers(data_dir, key, tmp_path
     assert {d: latest("sales", d)["inserted"] for d in days} == plan
     assert {d: latest("agg_sales_daily", d)["days_written"] for d in days} == dict.fromkeys(days, 1)
     assert {d: latest("agg_sales_by_product", d)["rows_written"] for d in days} == distinct_products
+
+
+def test_api_ca_bundle_must_exist(env, tmp_path):
+    result = cli(["check", "--offline"], {**env, "SALES_PLATFORM_API_URL": "https://api.example.test",
+                                          "SALES_PLATFORM_API_CA_BUNDLE": str(tmp_path / "missing.pem")})
+    assert result.returncode == 2
+    assert lines(result.stderr) == [f"sales-platform: configuration: SALES_PLATFORM_API_CA_BUNDLE: "
+                                    f"{tmp_path / 'missing.pem'} does not exist or is not a file (a PEM "
+                                    "file of the CA that signs the API's certificate)"]

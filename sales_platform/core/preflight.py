@@ -281,12 +281,17 @@ def check_api(connect: bool = True, get: Callable[..., object] | None = None) ->
     if not raw:
         return []
     problem = _http_url_problem(settings.API_URL, raw)
+    bundle = os.environ.get(settings.API_CA_BUNDLE, "").strip()
+    if not problem and bundle and not Path(bundle).expanduser().is_file():
+        problem = Problem(settings.API_CA_BUNDLE, f"{bundle} does not exist or is not a file (a PEM "
+                                                  "file of the CA that signs the API's certificate)")
     if problem or not connect:
         return [problem] if problem else []
     import requests
 
     try:
-        reply = (get or requests.get)(raw.rstrip("/") + "/health", timeout=CONNECT_TIMEOUT_S)
+        reply = (get or requests.get)(raw.rstrip("/") + "/health", timeout=CONNECT_TIMEOUT_S,
+                                      verify=bundle or True)
     except requests.RequestException as exc:
         return [Problem(settings.API_URL, f"products API not reachable at {redact_text(raw)}: "
                                           f"{_first_line(exc)}")]

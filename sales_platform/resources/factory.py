@@ -100,6 +100,7 @@ def products_api_resource() -> ProductsApiResource:
         base_url=_env_or(settings.API_URL, None),
         store_path=str(settings.data_dir() / "products_api.sqlite"),
         token=_env_or(settings.API_TOKEN, None),
+        ca_bundle=_env_or(settings.API_CA_BUNDLE, None),
     )
 
 
