@@ -15,9 +15,11 @@ text columns, added to ``sales`` first when missing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from queue import Empty, Full, Queue
 
 import pandas as pd
 import pyarrow as pa
@@ -204,6 +206,48 @@ def batch_rows_for_parameter_limit(columns: int, limit: int = MSSQL_MAX_PARAMETE
     return max(1, (limit - 1) // columns)
 
 
+_DONE = object()
+
+
+def prefetched(batches: Iterable[pd.DataFrame], depth: int = 1) -> Iterator[pd.DataFrame]:
+    """``batches`` read ahead by one thread (at most ``depth`` waiting): reading and decoding the
+    next batch overlaps the database write of this one, which releases the GIL while SQLite or
+    PostgreSQL works. Same batches, same order; an error in the reader is raised here."""
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for frame in batches:
+                while not stop.is_set():
+                    try:
+                        queue.put(frame, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            queue.put(exc)
+
+    reader = threading.Thread(target=read, name="sales-load-prefetch", daemon=True)
+    reader.start()
+    try:
+        while (item := queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting on a full queue, then let it end
+            try:
+                queue.get_nowait()
+            except Empty:
+                pass
+            reader.join(timeout=0.05)
+
+
 class SalesLoader:
     """Loads one day of encrypted sales into the ``sales`` table."""
 
@@ -246,7 +290,7 @@ class SalesLoader:
                 batches = batches()
             self._prepare(conn)
             raw = conn.connection.dbapi_connection
-            for frame in batches:
+            for frame in prefetched(batches):
                 if len(frame):
                     self._bulk_insert(raw, frame)
                     stats.staged += len(frame)
@@ -292,7 +336,7 @@ class SalesLoader:
         self._direct_loaded_at = loaded_at
         written = 0
         try:
-            for frame in batches():
+            for frame in prefetched(batches()):
                 if len(frame):
                     self._bulk_insert(raw, frame)
                     written += len(frame)
