@@ -232,6 +232,14 @@ class Tokenizer:
             return token
         return self.encrypt(self.decrypt(token, column), column)
 
+    def encrypt_many(self, values: Sequence[str], column: str) -> list[str]:
+        """Tokens of ``values`` (strings), bit-identical to ``encrypt`` one by one, with the per-value
+        work cut to one AES-SIV call and one base64 call (locals bound once, no str() round trip)."""
+        key, ad = self.keyring.active, [ad_column(column).encode("utf-8")]
+        encrypt, prefix, encode = key.siv.encrypt, key.token_prefix, base64.urlsafe_b64encode
+        return [encode(prefix + encrypt(v.encode("utf-8"), ad)).rstrip(b"=").decode("ascii")
+                for v in values]
+
     def encrypt_series(self, values: pd.Series, column: str | None = None) -> pd.Series:
         """Encrypt each distinct value once (the hot path); missing values stay missing.
         ``column`` defaults to the series' name."""
@@ -239,10 +247,8 @@ class Tokenizer:
         if not isinstance(column, str):
             raise ValueError("encrypt_series needs the column name (associated data of the tokens)")
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
-        key, ad = self.keyring.active, [ad_column(column).encode("utf-8")]
-        prefix, siv = key.token_prefix, key.siv
-        tokens = np.array([b64e(prefix + siv.encrypt(str(v).encode("utf-8"), ad)) for v in uniques]
-                          + [None], dtype=object)
+        tokens = np.empty(len(uniques) + 1, dtype=object)  # the last slot (code -1) stays None
+        tokens[:-1] = self.encrypt_many([v if isinstance(v, str) else str(v) for v in uniques], column)
         return pd.Series(tokens[codes], index=values.index, dtype=object)
 
     def decrypt_series(self, tokens: pd.Series, column: str | None = None) -> pd.Series:
