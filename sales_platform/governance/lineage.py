@@ -93,7 +93,7 @@ def _asset(key: str) -> Dataset:
     return Dataset("asset", key)
 
 
-def _process_io(node: LineageNode) -> tuple[list[Dataset], list[Dataset]]:
+def process_io(node: LineageNode) -> tuple[list[Dataset], list[Dataset]]:
     """Inputs and outputs of an asset's computation; its own materialization is always an output."""
     inputs = [_asset(k) for k in node.inputs] + [Dataset.parse(r) for r in node.datasets_in]
     outputs = [_asset(node.key)] + [Dataset.parse(r) for r in node.datasets_out]
@@ -121,7 +121,7 @@ def _dataset_entity(dataset: Dataset, guid: str, namespace: str,
 
 
 def _process_entity(node: LineageNode, guid: str, namespace: str) -> dict:
-    inputs, outputs = _process_io(node)
+    inputs, outputs = process_io(node)
     return {
         "typeName": "Process",
         "guid": guid,
@@ -144,7 +144,7 @@ def atlas_entities(nodes: Sequence[LineageNode], namespace: str = PLATFORM) -> d
     by_key = {n.key: n for n in nodes}
     datasets = [_asset(n.key) for n in nodes]
     for node in nodes:
-        inputs, outputs = _process_io(node)
+        inputs, outputs = process_io(node)
         datasets += inputs + outputs
     datasets = list(dict.fromkeys(datasets))
     entities = [_dataset_entity(d, str(-i), namespace,
