@@ -337,13 +337,13 @@ def cmd_atlas_tables(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_keys(args: argparse.Namespace) -> int:
-    from sales_platform.core.rotation_cli import cmd_rotate_keys as rotate
+    from sales_platform.rotation_cli import cmd_rotate_keys as rotate
 
     return rotate(args)
 
 
 def cmd_key_status(args: argparse.Namespace) -> int:
-    from sales_platform.core.rotation_cli import cmd_key_status as status
+    from sales_platform.rotation_cli import cmd_key_status as status
 
     return status(args)
 

@@ -58,7 +58,7 @@ from sales_platform.core.rotation import (
     staged_token_files,
     token_tables,
 )
-from sales_platform.core.rotation_cli import RotationProgress, cmd_key_status, cmd_rotate_keys
+from sales_platform.rotation_cli import RotationProgress, cmd_key_status, cmd_rotate_keys
 from sales_platform.core.schema import DEFAULT_SENSITIVE
 from sales_platform.core.store import DataAreas
 from sales_platform.core.warehouse.engine import cached_engine, dispose_all

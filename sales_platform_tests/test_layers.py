@@ -1,0 +1,46 @@
+"""Layer rules, read from the source: ``core/`` is Dagster-free and imports nothing from the Dagster
+wiring (resources, domains, definitions), so its data logic runs and is tested without Dagster.
+
+The test parses every module (imports inside functions included) instead of importing it, so a lazy
+import in a rarely used function cannot hide."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "sales_platform"
+WIRING = ("dagster", "dagster_", "sales_platform.resources", "sales_platform.sales",
+          "sales_platform.ingestion", "sales_platform.products", "sales_platform.aggregates",
+          "sales_platform.exports", "sales_platform.governance", "sales_platform.definitions",
+          "sales_platform.jobs", "sales_platform.partitions", "sales_platform.metadata",
+          "sales_platform.checks", "sales_platform.cli", "sales_platform.rotation_cli")
+
+
+def imported_modules(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def forbidden(module: str) -> bool:
+    return any(module == rule or module.startswith(rule if rule.endswith("_") else rule + ".")
+               or (rule == "dagster" and module == "dagster") for rule in WIRING)
+
+
+def test_core_imports_no_dagster_and_no_wiring():
+    offences = {f"{path.relative_to(PACKAGE.parent)}: {module}"
+                for path in sorted((PACKAGE / "core").rglob("*.py"))
+                for module in imported_modules(path) if forbidden(module)}
+    assert not offences, "core/ must stay Dagster-free:\n" + "\n".join(sorted(offences))
+
+
+def test_the_rule_catches_what_it_should():
+    assert forbidden("dagster") and forbidden("dagster._core.storage") and forbidden("dagster_celery")
+    assert forbidden("sales_platform.resources.factory") and forbidden("sales_platform.sales.assets")
+    assert not forbidden("sales_platform.core.crypto") and not forbidden("dagsterish")
