@@ -139,19 +139,27 @@ def classify(path: Path) -> DropEntry:
         st = os.lstat(path)
     except FileNotFoundError:
         return DropEntry(path, "gone")
-    if name.endswith(TEMP_SUFFIXES):
-        return DropEntry(path, "temp")
-    if name.startswith("."):
-        return DropEntry(path, "hidden", f"{name}: hidden file left alone")
+    if name.endswith(TEMP_SUFFIXES) or name.startswith("."):
+        return DropEntry(path, *name_kind(name))
     if stat.S_ISLNK(st.st_mode):
         return DropEntry(path, "unsafe", f"{name}: symbolic link, not followed (drop the file itself)")
     if not stat.S_ISREG(st.st_mode):
         kind = "directory" if stat.S_ISDIR(st.st_mode) else "FIFO" if stat.S_ISFIFO(st.st_mode) \
             else "special file"
         return DropEntry(path, "unsafe", f"{name}: a {kind}, not a regular file")
+    return DropEntry(path, *name_kind(name))
+
+
+def name_kind(name: str) -> tuple[str, str | None]:
+    """The drop zone's rules on a name alone (shared by the folder and the blob drop zone):
+    ("temp" | "hidden" | "unsafe" | "csv", reason)."""
+    if name.endswith(TEMP_SUFFIXES):
+        return "temp", None
+    if name.startswith("."):
+        return "hidden", f"{name}: hidden file left alone"
     if not name.lower().endswith(CSV_SUFFIXES):
-        return DropEntry(path, "unsafe", f"{name}: not a .csv file (the drop zone takes *.csv only)")
-    return DropEntry(path, "csv")
+        return "unsafe", f"{name}: not a .csv file (the drop zone takes *.csv only)"
+    return "csv", None
 
 
 def drop_zone_entries(incoming: Path) -> list[DropEntry]:

@@ -1,11 +1,14 @@
 """raw_sales: the drop zone landed, split into sealed per-day fragments."""
 
 
+import os
 import time
 
 import dagster as dg
 
 from sales_platform.checks import per_day_evaluations
+from sales_platform.core import settings
+from sales_platform.core.blob_dropzone import BlobIntake
 from sales_platform.core.intake import WAITING, FileOutcome
 from sales_platform.core.warehouse.ledger import QUARANTINED, landed_rows
 from sales_platform.metadata import counts_table, rate
@@ -49,19 +52,32 @@ def landing_lease(run_id: str) -> str:
 
 class LandingConfig(dg.Config):
     files: list[str] = []  # names in incoming/ to land; empty: every ready file
+    blobs: list[str] = []  # names in the blob drop zone to land instead (the blob sensor's runs)
+
+
+def blob_drop_zone(platform: PlatformResource, engine, blob: BlobStorageResource) -> BlobIntake:
+    """The blob drop zone under SALES_PLATFORM_BLOB_INCOMING_PREFIX, landing through the same
+    intake as the folder."""
+    prefix = os.environ.get(settings.BLOB_INCOMING_PREFIX, "").strip()
+    if not prefix:
+        raise settings.SettingError(f"{settings.BLOB_INCOMING_PREFIX} is not set: no blob drop zone")
+    return BlobIntake(platform.intake(engine, RAW_SALES_VERSION, blob.put_file),
+                      blob.drop_container(), prefix)
 
 
 @dg.asset(
-    metadata={"lineage/reads": ["file:incoming/*.csv"],
+    metadata={"lineage/reads": ["file:incoming/*.csv", "blob:incoming"],
               "lineage/writes": ["file:staging/landed", "file:archive", "file:quarantine",
                                  "table:file_ledger", "table:file_events", "table:file_day_counts",
-                                 "table:pending_days", "table:sales_rejects", "blob:archive"]},
+                                 "table:pending_days", "table:sales_rejects", "blob:archive",
+                                 "blob:incoming-archive"]},
     group_name="ingestion",
     kinds={"csv"},
     owners=["team:data-platform"],
     code_version=RAW_SALES_VERSION,
     pool="landing",
-    description="Files dropped in <DATA_DIR>/incoming, landed: fingerprinted (sha256), split by "
+    description="Files dropped in <DATA_DIR>/incoming (or blobs in the blob drop zone, "
+    "SALES_PLATFORM_BLOB_INCOMING_PREFIX), landed: fingerprinted (sha256), split by "
     "sale date into sealed fragments, recorded in the file_ledger table and archived encrypted; "
     "unreadable files go to quarantine/ with a reason file. The drop sensor runs this per file.",
 )
@@ -71,7 +87,10 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
     started = time.monotonic()
     intake = platform.intake(warehouse.engine(), RAW_SALES_VERSION, blob.put_file)
     with platform.areas.lease(landing_lease(context.run.run_id)):  # lets the sensor see a dead run
-        outcomes = intake.run(only=set(config.files) or None)
+        if config.blobs:
+            outcomes = blob_drop_zone(platform, warehouse.engine(), blob).run(only=set(config.blobs))
+        else:
+            outcomes = intake.run(only=set(config.files) or None)
     _log_outcomes(context, outcomes)
     return dg.MaterializeResult(metadata={
         "files": outcome_lines(outcomes),

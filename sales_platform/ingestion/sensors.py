@@ -11,6 +11,7 @@ import os
 import dagster as dg
 
 from sales_platform.core import settings
+from sales_platform.core.blob_dropzone import scan_blobs
 from sales_platform.core.dropzone import contiguous_ranges, scan
 from sales_platform.core.landing import name_id
 from sales_platform.core.store import DataAreas
@@ -21,6 +22,7 @@ from sales_platform.core.warehouse.ledger import (
 )
 from sales_platform.ingestion.assets import landing_lease
 from sales_platform.jobs import daily_sales_job, land_files_job, rollups_job
+from sales_platform.resources.blob import BlobStorageResource
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
 
@@ -61,6 +63,36 @@ def incoming_files_sensor(context: dg.SensorEvaluationContext, platform: Platfor
     skip = None if requests else dg.SkipReason(
         f"no new files ready ({len(unsettled)} still being written)" if unsettled else "no new files")
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cache), skip_reason=skip)
+
+
+@dg.sensor(
+    job=land_files_job,
+    minimum_interval_seconds=INTERVAL_S,
+    description="Watches the blob drop zone (SALES_PLATFORM_BLOB_INCOMING_PREFIX in the blob "
+    "container): each settled blob upload (by name and etag) gets one landing run through the same "
+    "intake as the folder; landed blobs move to <prefix>-archive/. Skips when the prefix is unset.",
+)
+def blob_dropzone_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource,
+                         blob: BlobStorageResource):
+    prefix = os.environ.get(settings.BLOB_INCOMING_PREFIX, "").strip()
+    if not prefix:
+        return dg.SkipReason(f"{settings.BLOB_INCOMING_PREFIX} is not set: no blob drop zone")
+    drops = scan_blobs(blob.drop_container(), prefix, platform.settle_s)
+    requests = []
+    for drop in drops:
+        if drop.kind not in ("csv", "unsafe"):  # skipped names, or still being written
+            continue
+        if drop.reason:
+            context.log.warning(drop.reason)
+        requests.append(dg.RunRequest(
+            run_key=retry_key(context.instance, drop.run_key, platform.areas),
+            run_config=dg.RunConfig(ops={"landed_files": {"config": {"blobs": [drop.file_name]}}}),
+            tags={"sales_platform/file": drop.file_name[:200],
+                  "sales_platform/blob_etag": drop.info.etag.strip('"')[:200]}))
+    unsettled = sum(d.kind == "unsettled" for d in drops)
+    skip = None if requests else dg.SkipReason(
+        f"no new blobs ready ({unsettled} still being written)" if unsettled else "no new blobs")
+    return dg.SensorResult(run_requests=requests, skip_reason=skip)
 
 
 DEAD_RUN_STATUSES = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)

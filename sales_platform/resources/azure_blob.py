@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import (
     BlobBlock,
@@ -20,6 +23,7 @@ from azure.storage.blob import (
 )
 from pydantic import Field, PrivateAttr
 
+from sales_platform.core.blob_dropzone import BlobChangedError, BlobInfo
 from sales_platform.resources.blob import BlobStorageResource
 
 T = TypeVar("T")
@@ -56,6 +60,14 @@ class BlobStorageError(OSError):
 
 class BlobNotFoundError(BlobStorageError, FileNotFoundError):
     """The blob does not exist (also a FileNotFoundError, as LocalBlobStorage raises)."""
+
+
+class BlobModifiedError(BlobStorageError, BlobChangedError):
+    """A condition on the blob's etag failed: it was written again (HTTP 412)."""
+
+
+CONDITION_FAILED = {"ConditionNotMet", "SourceConditionNotMet", "TargetConditionNotMet"}
+COPY_WAIT_S = 60.0
 
 
 def _strip_secrets(url: str) -> str:
@@ -168,7 +180,9 @@ class AzureBlobStorage(BlobStorageResource):
         # max_single_put_size = block_size: an upload_blob of at most one block is one Put Blob request.
         return {"retry_policy": retry, "connection_timeout": self.connection_timeout,
                 "read_timeout": self.read_timeout, "max_single_put_size": self.block_size,
-                "max_block_size": self.block_size}
+                "max_block_size": self.block_size,
+                # downloads in ranges of one block too: bounded memory per request
+                "max_single_get_size": self.block_size, "max_chunk_get_size": self.block_size}
 
     def _new_client(self) -> ContainerClient:
         mode = self._auth_mode()
@@ -213,7 +227,10 @@ class AzureBlobStorage(BlobStorageResource):
         try:
             return call()
         except (AzureError, ValueError) as exc:
-            kind = BlobNotFoundError if isinstance(exc, ResourceNotFoundError) and name else BlobStorageError
+            code = getattr(exc, "error_code", None)
+            kind = BlobNotFoundError if isinstance(exc, ResourceNotFoundError) and name else \
+                BlobModifiedError if (code in CONDITION_FAILED or getattr(exc, "status_code", None)
+                                      == 412) and name else BlobStorageError
             error = kind(operation, self.container, name,
                          error_code=getattr(exc, "error_code", None), cause_type=type(exc).__name__)
         # Raised outside the except block so the SDK error is not even attached as __context__.
@@ -317,6 +334,77 @@ class AzureBlobStorage(BlobStorageResource):
         except BlobNotFoundError:
             return False
         return True
+
+    # ----- the blob drop zone (core.blob_dropzone.DropContainer) ---------------------------------
+
+    def drop_container(self) -> AzureBlobStorage:
+        return self
+
+    def list_blobs(self, prefix: str = "") -> list[BlobInfo]:
+        """Blobs under ``prefix`` (names relative to the resource prefix) with etag, time, size."""
+        root = self._prefix()
+        client = self._ready()
+        found = self._guard(f"list {root + prefix!r}", None,
+                            lambda: list(client.list_blobs(name_starts_with=root + prefix)))
+        return sorted((BlobInfo(b.name[len(root):], b.etag, b.last_modified, b.size) for b in found),
+                      key=lambda b: b.name)
+
+    def download_to(self, name: str, etag: str, target: Path) -> None:
+        """Stream the blob into ``target`` only while its etag is ``etag`` (every range request
+        carries the condition): an overwrite before or during the download raises
+        BlobModifiedError, never a mix of two versions."""
+        full = self._full_name(name)
+        blob = self._ready().get_blob_client(full)
+
+        def stream() -> None:
+            download = blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+            with open(target, "wb") as handle:
+                for chunk in download.chunks():
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+        self._guard("download", full, stream)
+
+    def etag_of(self, name: str) -> str | None:
+        full = self._full_name(name)
+        blob = self._ready().get_blob_client(full)
+        try:
+            return self._guard("properties", full, blob.get_blob_properties).etag
+        except BlobNotFoundError:
+            return None
+
+    def move_if_unchanged(self, name: str, etag: str, target: str) -> bool:
+        """Server-side copy to ``target`` and delete, both conditioned on the source's etag;
+        False when the blob was written again (it is then left in place: a new version)."""
+        full, dest = self._full_name(name), self._full_name(target)
+        client = self._ready()
+        source, copy = client.get_blob_client(full), client.get_blob_client(dest)
+        url = source.url
+        if self.sas_token and "?" not in url:  # a credential object: the copy source needs it too
+            url = f"{url}?{self.sas_token.lstrip('?')}"
+        try:
+            self._guard("copy", dest, lambda: copy.start_copy_from_url(
+                url, source_etag=etag, source_match_condition=MatchConditions.IfNotModified))
+            self._await_copy(copy, dest)
+            self._guard("delete", full, lambda: source.delete_blob(
+                etag=etag, match_condition=MatchConditions.IfNotModified))
+        except BlobModifiedError:
+            return False
+        except BlobNotFoundError:
+            return False  # removed meanwhile: nothing left to move
+        return True
+
+    def _await_copy(self, copy: Any, dest: str) -> None:
+        """Same-account copies are usually done at once; otherwise poll until they are."""
+        deadline = time.monotonic() + COPY_WAIT_S
+        while True:
+            status = self._guard("copy status", dest, copy.get_blob_properties).copy.status
+            if status in (None, "success"):
+                return
+            if status != "pending" or time.monotonic() > deadline:
+                raise BlobStorageError(f"copy ({status})", self.container, dest)
+            time.sleep(0.2)
 
     def close(self) -> None:
         """Close the HTTP connections (the resource reconnects if used again)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from sales_platform.core.blob_dropzone import DropContainer
 from sales_platform.core.store import atomic_write_bytes
 
 
@@ -28,6 +29,12 @@ class BlobStorageResource(dg.ConfigurableResource, ABC):
 
     def put_file(self, name: str, path: Path) -> str:
         return self.put_bytes(name, path.read_bytes())
+
+    def drop_container(self) -> DropContainer:
+        """This storage as a blob drop zone (listing with etags, conditional download and move)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot be a blob drop zone: configure Azure Blob Storage "
+            "(SALES_PLATFORM_BLOB_CONTAINER) or drop files into <DATA_DIR>/incoming")
 
 
 class LocalBlobStorage(BlobStorageResource):
