@@ -6,8 +6,8 @@ import dagster as dg
 
 DAILY_ASSETS = ["raw_sales", "cleaned_sales", "sales_rejects", "encrypted_sales", "sales",
                 "agg_sales_daily", "agg_sales_by_product", "agg_sales_by_customer"]
-ROLLUP_ASSETS = ["agg_sales_monthly", "agg_sales_yearly", "agg_exports", "agg_sales_by_year_json",
-                 "lineage_export"]
+ROLLUP_ASSETS = ["agg_sales_monthly", "agg_sales_yearly", "agg_sales_by_category_monthly",
+                 "sales_report", "agg_exports", "agg_sales_by_year_json", "lineage_export"]
 
 daily_sales_job = dg.define_asset_job(
     "daily_sales_job",
@@ -30,8 +30,8 @@ products_job = dg.define_asset_job(
 
 rollups_job = dg.define_asset_job(
     "rollups_job", selection=dg.AssetSelection.assets(*ROLLUP_ASSETS),
-    description="Monthly and yearly aggregates for changed periods, CSV/JSON exports of changed "
-    "years, and the lineage export.",
+    description="Monthly, yearly and by-category aggregates for changed periods, the sales report "
+    "charts, CSV/JSON exports of changed years, and the lineage export.",
 )
 
 ALL_JOBS = [daily_sales_job, land_files_job, products_job, rollups_job]

@@ -4,11 +4,14 @@ from datetime import date, datetime, timedelta
 
 import dagster as dg
 
+from sales_platform.core.categories import bins_text, category_bins
 from sales_platform.core.warehouse import aggregates as agg
 from sales_platform.core.warehouse import tables
+from sales_platform.core.warehouse.artifacts import record_artifact
 from sales_platform.metadata import column_schema, warehouse_kinds
 from sales_platform.partitions import daily_backfill_policy, daily_partitions
 from sales_platform.resources.warehouse import WarehouseResource
+from sales_platform.versioning import stage_version, versioned_asset
 
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48))
 COMMON = dict(group_name="aggregates", kinds=warehouse_kinds(), owners=["team:analytics"],
@@ -34,12 +37,11 @@ def _refresh_each_day(context: dg.AssetExecutionContext, refresh, engine, key: s
         context.add_asset_metadata(numbers, partition_key=day.isoformat())
 
 
-@dg.asset(
+@versioned_asset(
     **COMMON, **DAILY,
     deps=["sales", "dim_products"],
     metadata={"lineage/reads": ["table:sales", "table:dim_products"],
               "lineage/writes": ["table:agg_sales_daily"]},
-    code_version="agg-daily-1",
     description="Per sale date: transactions, total quantity, total revenue (quantity x the "
     "product's unit price from dim_products).",
 )
@@ -50,12 +52,11 @@ def agg_sales_daily(context: dg.AssetExecutionContext,
     return dg.MaterializeResult(metadata=_table_metadata(tables.agg_sales_daily))
 
 
-@dg.asset(
+@versioned_asset(
     **COMMON, **DAILY,
     deps=["sales", "dim_products"],
     metadata={"lineage/reads": ["table:sales", "table:dim_products"],
               "lineage/writes": ["table:agg_sales_by_product"]},
-    code_version="agg-product-1",
     description="Per sale date and product: transactions, quantity, revenue, with the product's "
     "name and category from dim_products.",
 )
@@ -65,12 +66,11 @@ def agg_sales_by_product(context: dg.AssetExecutionContext,
     return dg.MaterializeResult(metadata=_table_metadata(tables.agg_sales_by_product))
 
 
-@dg.asset(
+@versioned_asset(
     **COMMON, **DAILY,
     deps=["sales", "dim_products"],
     metadata={"lineage/reads": ["table:sales", "table:dim_products"],
               "lineage/writes": ["table:agg_sales_by_customer"]},
-    code_version="agg-customer-1",
     description="Per sale date and customer token (identifiers stay encrypted): transactions, "
     "quantity, revenue.",
 )
@@ -80,12 +80,11 @@ def agg_sales_by_customer(context: dg.AssetExecutionContext,
     return dg.MaterializeResult(metadata=_table_metadata(tables.agg_sales_by_customer))
 
 
-@dg.asset(
+@versioned_asset(
     **COMMON,
     deps=[agg_sales_daily],
     metadata={"lineage/reads": ["table:agg_sales_daily"],
               "lineage/writes": ["table:agg_sales_monthly"]},
-    code_version="agg-monthly-1",
     description="Per month, from agg_sales_daily; only months whose days were refreshed since.",
 )
 def agg_sales_monthly(warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -97,12 +96,11 @@ def agg_sales_monthly(warehouse: WarehouseResource) -> dg.MaterializeResult:
         "rows_written": written, **_table_metadata(tables.agg_sales_monthly)})
 
 
-@dg.asset(
+@versioned_asset(
     **COMMON,
     deps=[agg_sales_daily],
     metadata={"lineage/reads": ["table:agg_sales_daily"],
               "lineage/writes": ["table:agg_sales_yearly"]},
-    code_version="agg-yearly-1",
     description="Per year, from agg_sales_daily; only years whose days were refreshed since.",
 )
 def agg_sales_yearly(warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -112,3 +110,28 @@ def agg_sales_yearly(warehouse: WarehouseResource) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={
         "years_recomputed": dg.MetadataValue.json(years), "rows_written": written,
         **_table_metadata(tables.agg_sales_yearly)})
+
+
+@versioned_asset(
+    **COMMON,
+    deps=[agg_sales_daily, "sales", "dim_products"],
+    metadata={"lineage/reads": ["table:sales", "table:dim_products", "table:agg_sales_daily"],
+              "lineage/writes": ["table:agg_sales_by_category_monthly"]},
+    description="Per month and sales_category (Low/Medium/High by a sale's revenue, bins from "
+    "SALES_PLATFORM_CATEGORY_BINS, default 100,500): transactions, total and mean revenue. Empty "
+    "categories are filled with zeros; sales without a price are counted as Unpriced, never given "
+    "revenue 0 (fill rules in core/categories.py). Only months whose days changed, or all months "
+    "when the bins changed.",
+)
+def agg_sales_by_category_monthly(context: dg.AssetExecutionContext,
+                                  warehouse: WarehouseResource) -> dg.MaterializeResult:
+    engine, bins = warehouse.engine(), category_bins()
+    months = agg.changed_category_months(engine, bins)
+    written = agg.refresh_by_category_monthly(engine, months, bins, datetime.now()) if months else 0
+    table = tables.agg_sales_by_category_monthly
+    if written:
+        record_artifact(engine, context.asset_key.to_user_string(), "table", f"table:{table.name}",
+                        None, written, stage_version(context), run_id=context.run.run_id)
+    return dg.MaterializeResult(metadata={
+        "months_recomputed": dg.MetadataValue.json([f"{y}-{m:02d}" for y, m in months]),
+        "rows_written": written, "bins": bins_text(bins), **_table_metadata(table)})

@@ -49,6 +49,9 @@ SETTLE_S = "SALES_PLATFORM_SETTLE_S"
 SENSOR_INTERVAL_S = "SALES_PLATFORM_SENSOR_INTERVAL_S"
 MAX_COLUMNS = "SALES_PLATFORM_MAX_COLUMNS"
 MAX_FILE_BYTES = "SALES_PLATFORM_MAX_FILE_BYTES"
+CATEGORY_BINS = "SALES_PLATFORM_CATEGORY_BINS"  # revenue bounds Low|Medium,Medium|High
+DEFAULT_CATEGORY_BINS = "100,500"  # the Dagster ETL guide's pd.cut bins [0, 100, 500, inf]
+REPORT_DAYS = "SALES_PLATFORM_REPORT_DAYS"  # days sales_report charts, ending at the newest sale day
 
 
 class SettingError(ValueError):

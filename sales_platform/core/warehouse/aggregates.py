@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from decimal import Decimal
 
 from sqlalchemy import (
     Engine,
     Integer,
     Table,
     and_,
+    case,
     cast,
     delete,
     extract,
@@ -20,8 +22,11 @@ from sqlalchemy import (
     select,
     tuple_,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
+from sales_platform.core.categories import LABELS, UNPRICED, mean
 from sales_platform.core.warehouse.tables import (
+    agg_sales_by_category_monthly,
     agg_sales_by_customer,
     agg_sales_by_product,
     agg_sales_daily,
@@ -145,3 +150,77 @@ def unpriced_rows(engine: Engine, days: Sequence[date]) -> int:
             select(func.count()).select_from(_priced)
             .where(sales.c.sale_date.in_(list(days)), dim_products.c.product_token.is_(None))
         ).scalar_one()
+
+
+# --- sales categories by month (rules and fill policy in core/categories.py) ------------------------
+
+def _month_bounds(year: int, month: int) -> tuple[date, date]:
+    return date(year, month, 1), date(year + month // 12, month % 12 + 1, 1)
+
+
+def _in_months(column, months: Sequence[tuple[int, int]]) -> ColumnElement[bool]:
+    # date ranges, not extract(): the sale_date index serves them
+    return or_(*(and_(column >= a, column < b) for a, b in (_month_bounds(y, m) for y, m in months)))
+
+
+def _category_rows(engine: Engine, months: Sequence[tuple[int, int]],
+                   bins: Sequence[Decimal]) -> dict[tuple[int, int, str], tuple[int, Decimal | None]]:
+    """(year, month, category) -> (transactions, total revenue) from the sales rows of ``months``."""
+    low, high = (float(b) for b in bins)
+    amount = func.round(sales.c.quantity * dim_products.c.unit_price, 2)
+    category = case((dim_products.c.unit_price.is_(None), UNPRICED), (amount <= low, LABELS[0]),
+                    (amount <= high, LABELS[1]), else_=LABELS[2])
+    rows = (select(_year(sales.c.sale_date).label("year"), _month(sales.c.sale_date).label("month"),
+                   category.label("category"), amount.label("amount"))
+            .select_from(_priced).where(_in_months(sales.c.sale_date, months)).subquery())
+    query = (select(rows.c.year, rows.c.month, rows.c.category, func.count(), func.sum(rows.c.amount))
+             .group_by(rows.c.year, rows.c.month, rows.c.category))
+    with engine.connect() as conn:
+        return {(int(y), int(m), c): (int(n), None if total is None else Decimal(str(total)))
+                for y, m, c, n, total in conn.execute(query)}
+
+
+def refresh_by_category_monthly(engine: Engine, months: Sequence[tuple[int, int]],
+                                bins: Sequence[Decimal], now: datetime) -> int:
+    """agg_sales_by_category_monthly for ``months``: every (month, Low/Medium/High) row, filled
+    with zeros when empty, plus an Unpriced row when sales had no price (see core/categories.py)."""
+    found = _category_rows(engine, months, bins)
+    label = ",".join(str(b) for b in bins)
+    rows = []
+    for year, month in months:
+        for category in (*LABELS, UNPRICED):
+            count, total = found.get((year, month, category), (0, None))
+            if category == UNPRICED:
+                if not count:
+                    continue
+                total = None  # revenue unknown: never filled with 0
+            else:
+                total = (total or Decimal(0)).quantize(Decimal("0.01"))
+            rows.append({"year": year, "month": month, "sales_category": category,
+                         "transactions": count, "total_revenue": total,
+                         "mean_revenue": mean(total, count), "bins": label, "refreshed_at": now})
+    t = agg_sales_by_category_monthly
+    with engine.begin() as conn:
+        conn.execute(delete(t).where(or_(*(and_(t.c.year == y, t.c.month == m) for y, m in months))))
+        if rows:
+            conn.execute(insert(t), rows)
+    return len(rows)
+
+
+def changed_category_months(engine: Engine, bins: Sequence[Decimal]) -> list[tuple[int, int]]:
+    """Months whose daily aggregates were refreshed after their category rows, that have none, or
+    whose rows were cut with other bins (the setting changed)."""
+    d, c = agg_sales_daily.c, agg_sales_by_category_monthly.c
+    daily = (select(_year(d.sale_date).label("year"), _month(d.sale_date).label("month"),
+                    func.max(d.refreshed_at).label("latest"))
+             .group_by(_year(d.sale_date), _month(d.sale_date)).subquery())
+    mine = (select(c.year, c.month, func.min(c.refreshed_at).label("at"), func.min(c.bins).label("lo"),
+                   func.max(c.bins).label("hi")).group_by(c.year, c.month).subquery())
+    label = ",".join(str(b) for b in bins)
+    query = (select(daily.c.year, daily.c.month)
+             .select_from(daily.outerjoin(mine, and_(mine.c.year == daily.c.year,
+                                                     mine.c.month == daily.c.month)))
+             .where(or_(mine.c.at.is_(None), daily.c.latest > mine.c.at, mine.c.lo != label,
+                        mine.c.hi != label)))
+    with engine.connect() as conn:
+        return sorted((int(a), int(b)) for a, b in conn.execute(query).all())

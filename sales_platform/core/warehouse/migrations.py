@@ -101,6 +101,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               + _add_integer_column(conn, "sales", "source_row") + _reject_id_index(conn)),
     Migration(4, "dim_products keyed by the product token, no plaintext product id",
               _dim_products_by_token),
+    Migration(5, "data-object and data-model ledgers, aggregate by sales category and month",
+              _base_tables),
 )
 
 

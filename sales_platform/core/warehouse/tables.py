@@ -240,3 +240,46 @@ export_log = Table(
 
 def create_all(engine: Engine) -> None:
     metadata.create_all(engine, checkfirst=True)
+
+# The data-object ledger (flask-data-pipes' __etl_data_objects): one row per artifact a stage wrote
+# (landed fragment, cleaned/encrypted layer, table rows, export, report), appended, never updated.
+data_objects = Table(
+    "data_objects",
+    metadata,
+    Column("object_id", Integer, primary_key=True, autoincrement=True),
+    Column("stage", String(64), nullable=False, comment="the asset that wrote it"),
+    Column("kind", String(24), nullable=False, comment="fragment, layer, table, export, report, fetch"),
+    Column("location", Text, nullable=False, comment="path, blob name, table:<name> or URL"),
+    Column("sha256", String(64), nullable=True, comment="content hash (or the API's ETag)"),
+    Column("rows", Integer, nullable=True),
+    Column("bytes", Integer, nullable=True),
+    Column("partition_key", String(64), nullable=True),
+    Column("code_version", String(64), nullable=False, comment="the stage's version that wrote it"),
+    Column("run_id", String(64), nullable=True),
+    Column("recorded_at", DateTime, nullable=False),
+    Index("ix_data_objects_stage", "stage", "recorded_at"),
+)
+
+# The data-model ledger (flask-data-pipes' __etl_data_models): each version of each stage seen,
+# appended when a stage first writes under a new code version.
+data_models = Table(
+    "data_models",
+    metadata,
+    Column("stage", String(64), primary_key=True),
+    Column("code_version", String(64), primary_key=True),
+    Column("first_seen_at", DateTime, nullable=False),
+)
+
+# Transactions, total and mean revenue per month and sales_category (core/categories.py).
+agg_sales_by_category_monthly = Table(
+    "agg_sales_by_category_monthly",
+    metadata,
+    Column("year", Integer, primary_key=True, autoincrement=False),
+    Column("month", Integer, primary_key=True, autoincrement=False),
+    Column("sales_category", String(16), primary_key=True, comment="Low, Medium, High or Unpriced"),
+    Column("transactions", Integer, nullable=False),
+    Column("total_revenue", Numeric(18, 2), nullable=True, comment="NULL for Unpriced"),
+    Column("mean_revenue", Numeric(18, 2), nullable=True, comment="NULL with no priced sale"),
+    Column("bins", String(64), nullable=False, comment="the revenue bins the rows were cut with"),
+    Column("refreshed_at", DateTime, nullable=False),
+)

@@ -1,0 +1,129 @@
+"""A stage's version derived from its code: a hash of its source and of the platform code it calls.
+
+Hand-edited version strings ("sales-1") are forgotten when a stage changes; a hash of the source is
+not. The hash covers the stage function and, transitively, every function and class of
+``sales_platform`` it names (directly or as ``module.attribute``), and the plain constants and
+table definitions it names, so a change to a core rule a stage calls changes the stage's version too.
+Objects whose repr would differ between processes are left out: the version must be the same in
+the webserver, the daemon and every step process. Third-party code (pandas, SQLAlchemy, Dagster)
+is left out: a library upgrade is not a change of our stage. Computed once, at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import types
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Table
+
+PACKAGE = "sales_platform"
+PREFIX = "src-"
+MAX_OBJECTS = 400  # a bound on the walk; the platform is far smaller
+
+
+def _ours(obj: Any) -> bool:
+    module = getattr(obj, "__module__", None) if not isinstance(obj, types.ModuleType) else obj.__name__
+    return isinstance(module, str) and (module == PACKAGE or module.startswith(PACKAGE + "."))
+
+
+def _codes(code: types.CodeType) -> Iterator[types.CodeType]:
+    """A code object and the code of every function, lambda or comprehension nested in it."""
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _codes(const)
+
+
+def _names(obj: Any) -> set[str]:
+    if isinstance(obj, types.FunctionType):
+        return {name for code in _codes(obj.__code__) for name in code.co_names}
+    if isinstance(obj, type):
+        return {name for member in vars(obj).values() if isinstance(member, types.FunctionType)
+                for name in _names(member)}
+    return set()
+
+
+def _constant(value: Any) -> bool:
+    """Plain values whose repr is the same in every process (no object addresses)."""
+    if isinstance(value, str | int | float | bool | Decimal | bytes | type(None)):
+        return True
+    if isinstance(value, tuple | list | frozenset | set):
+        return all(_constant(v) for v in value)
+    if isinstance(value, dict):
+        return all(_constant(k) and _constant(v) for k, v in value.items())
+    return isinstance(value, Table)  # a table's repr lists its columns and types
+
+
+def _wanted(value: Any) -> bool:
+    return not isinstance(value, types.ModuleType) and (_ours(value) or _constant(value))
+
+
+def _referenced(obj: Any) -> Iterator[tuple[str, Any]]:
+    """(name, object) of the platform code and constants ``obj`` names: globals of its module, and
+    attributes of platform modules (``agg.refresh_daily``)."""
+    if not isinstance(obj, types.FunctionType | type):
+        return
+    names = _names(obj)
+    scope = obj.__globals__ if isinstance(obj, types.FunctionType) else vars(inspect.getmodule(obj))
+    home = obj.__module__
+    for name in sorted(names):
+        value = scope.get(name)
+        if isinstance(value, types.ModuleType) and _ours(value):
+            for attr in sorted(names):
+                found = getattr(value, attr, None)
+                if found is not None and _wanted(found):
+                    yield f"{value.__name__}.{attr}", found
+        elif value is not None and _wanted(value):
+            yield f"{home}.{name}", value
+
+
+def _stable_repr(value: Any) -> str:
+    if isinstance(value, frozenset | set):  # set order follows string hashing, random per process
+        return "{" + ", ".join(sorted(_stable_repr(v) for v in value)) + "}"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_stable_repr(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_stable_repr(k)}: {_stable_repr(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _source(obj: Any) -> str:
+    if _constant(obj):
+        return _stable_repr(obj)
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return obj.__qualname__  # code without a file (a REPL): its name is all there is
+
+
+def _identity(name: str, obj: Any) -> str:
+    if isinstance(obj, types.FunctionType | type):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    return name
+
+
+def source_closure(stage: Callable[..., Any]) -> dict[str, str]:
+    """``{qualified name: source}`` of the stage and of the platform code and constants it reaches."""
+    seen: dict[str, str] = {}
+    start = inspect.unwrap(stage)
+    todo: list[tuple[str, Any]] = [("", start)]
+    while todo and len(seen) < MAX_OBJECTS:
+        name, obj = todo.pop()
+        key = _identity(name, obj)
+        if key in seen:
+            continue
+        seen[key] = _source(obj)
+        todo.extend(_referenced(obj))
+    return seen
+
+
+def code_version(stage: Callable[..., Any]) -> str:
+    """``src-<12 hex>``: the sha256 of the stage's source closure (sorted, so order never matters)."""
+    digest = hashlib.sha256()
+    for name, source in sorted(source_closure(stage).items()):
+        digest.update(name.encode() + b"\0" + source.encode() + b"\0")
+    return PREFIX + digest.hexdigest()[:12]

@@ -1,0 +1,163 @@
+"""The sales report: its numbers read from the warehouse, and its charts as PNG bytes.
+
+matplotlib with the Agg backend (no display; safe in step processes and Celery workers). Charts are
+small (about 20-40 KB) because the UI shows them inline, as base64 images in the run's metadata.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
+
+from matplotlib import pyplot as plt  # noqa: E402 - after the backend choice
+from sqlalchemy import Engine, func, select  # noqa: E402
+
+from sales_platform.core.categories import LABELS, UNPRICED  # noqa: E402
+from sales_platform.core.warehouse.tables import (  # noqa: E402
+    agg_sales_by_category_monthly,
+    agg_sales_daily,
+    sales_rejects,
+)
+
+DPI = 80
+CHARTS = ("daily_revenue", "revenue_by_category", "reject_reasons")
+
+
+@dataclass
+class ReportData:
+    first: date
+    last: date
+    daily: dict[date, tuple[int, Decimal]] = field(default_factory=dict)  # transactions, revenue
+    by_category: dict[tuple[int, int], dict[str, Decimal]] = field(default_factory=dict)
+    rejects: dict[date, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def transactions(self) -> int:
+        return sum(n for n, _ in self.daily.values())
+
+    @property
+    def revenue(self) -> Decimal:
+        return sum((r for _, r in self.daily.values()), Decimal(0))
+
+    @property
+    def rejected(self) -> int:
+        return sum(sum(v.values()) for v in self.rejects.values())
+
+
+def report_window(engine: Engine, days: int) -> tuple[date, date] | None:
+    """The ``days`` days ending at the newest day in agg_sales_daily; None when it is empty."""
+    with engine.connect() as conn:
+        last = conn.execute(select(func.max(agg_sales_daily.c.sale_date))).scalar()
+    if last is None:
+        return None
+    return last - timedelta(days=days - 1), last
+
+
+def read_report_data(engine: Engine, first: date, last: date) -> ReportData:
+    d, c, r = agg_sales_daily.c, agg_sales_by_category_monthly.c, sales_rejects.c
+    data = ReportData(first, last)
+    months = {(day.year, day.month) for day in _days(first, last)}
+    with engine.connect() as conn:
+        for day, n, revenue in conn.execute(select(d.sale_date, d.transactions, d.total_revenue)
+                                            .where(d.sale_date.between(first, last))):
+            data.daily[day] = (int(n), Decimal(str(revenue)))
+        for y, m, category, total in conn.execute(
+                select(c.year, c.month, c.sales_category, c.total_revenue)
+                .where(c.year.between(first.year, last.year))):
+            if (y, m) in months and total is not None:
+                data.by_category.setdefault((int(y), int(m)), {})[category] = Decimal(str(total))
+        for day, reason, n in conn.execute(
+                select(r.sale_date, r.reason, func.count()).where(r.sale_date.between(first, last))
+                .group_by(r.sale_date, r.reason)):
+            data.rejects.setdefault(day, {})[reason] = int(n)
+    return data
+
+
+def rejects_without_day(engine: Engine) -> int:
+    """Rejected rows with no sale day (unreadable timestamps, malformed lines): not on any chart."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(sales_rejects)
+                            .where(sales_rejects.c.sale_date.is_(None))).scalar_one()
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def daily_revenue_chart(data: ReportData) -> bytes:
+    days = _days(data.first, data.last)
+    revenue = [float(data.daily.get(d, (0, 0))[1]) for d in days]
+    transactions = [data.daily.get(d, (0, 0))[0] for d in days]
+    figure, axis = plt.subplots(figsize=(8, 3.2))
+    axis.bar(days, revenue, color="#4c78a8", label="revenue")
+    axis.set_ylabel("revenue")
+    twin = axis.twinx()
+    twin.plot(days, transactions, color="#f58518", marker=".", label="transactions")
+    twin.set_ylabel("transactions")
+    axis.set_title(f"Daily revenue and transactions, {data.first} to {data.last}")
+    figure.autofmt_xdate()
+    return _png(figure)
+
+
+def revenue_by_category_chart(data: ReportData) -> bytes:
+    months = sorted(data.by_category)
+    labels = [f"{y}-{m:02d}" for y, m in months]
+    figure, axis = plt.subplots(figsize=(8, 3.2))
+    bottom = [0.0] * len(months)
+    for category, colour in zip(LABELS, ("#72b7b2", "#4c78a8", "#e45756"), strict=True):
+        values = [float(data.by_category[m].get(category, 0)) for m in months]
+        axis.bar(labels, values, bottom=bottom, color=colour, label=category)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    axis.set_ylabel("revenue")
+    axis.set_title(f"Revenue by sales category and month ({UNPRICED} sales have no revenue)")
+    axis.legend(loc="upper left", fontsize="small")
+    return _png(figure)
+
+
+def reject_reasons_chart(data: ReportData) -> bytes:
+    days = _days(data.first, data.last)
+    reasons = sorted({reason for per in data.rejects.values() for reason in per})
+    figure, axis = plt.subplots(figsize=(8, 3.2))
+    bottom = [0] * len(days)
+    for reason in reasons:
+        values = [data.rejects.get(d, {}).get(reason, 0) for d in days]
+        axis.bar(days, values, bottom=bottom, label=reason)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    if not reasons:
+        axis.text(0.5, 0.5, "no rejected rows in this period", ha="center", transform=axis.transAxes)
+    axis.set_ylabel("rejected rows")
+    axis.set_title("Reject reasons by sale day")
+    if reasons:
+        axis.legend(loc="upper left", fontsize="small")
+    figure.autofmt_xdate()
+    return _png(figure)
+
+
+def render_charts(data: ReportData) -> dict[str, bytes]:
+    """``{chart name: PNG bytes}`` for the three charts."""
+    return {"daily_revenue": daily_revenue_chart(data),
+            "revenue_by_category": revenue_by_category_chart(data),
+            "reject_reasons": reject_reasons_chart(data)}
+
+
+def category_totals(data: ReportData) -> dict[str, Decimal]:
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for per in data.by_category.values():
+        for category, total in per.items():
+            totals[category] += total
+    return dict(totals)
