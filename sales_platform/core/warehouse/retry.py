@@ -17,10 +17,8 @@ from typing import TypeVar
 
 import psycopg
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
 
-from sales_platform.core.redact import redact_text
-from sales_platform.core.warehouse.mssql import redact_odbc
+from sales_platform.core.redact import redact_text, redact_url
 
 T = TypeVar("T")
 
@@ -184,17 +182,6 @@ def describe_db_error(exc: BaseException, display_url: str, partition: str | Non
         message = message[:497] + "..."
     where = f"partition {partition}" if partition else "no partition"
     suffix = f" [{', '.join(details)}]" if details else ""
-    return redact_text(f"Database error ({kind}) for {where} on {_safe_url(display_url)}: "
+    return redact_text(f"Database error ({kind}) for {where} on {redact_url(display_url)}: "
                        f"{type(root).__name__}: {message}{suffix}")
 
-
-def _safe_url(url: str) -> str:
-    # redact_url hides the URL password only; an odbc_connect string carries its own PWD.
-    try:
-        parsed = make_url(url)
-        odbc = parsed.query.get("odbc_connect")
-        if isinstance(odbc, str):
-            parsed = parsed.update_query_dict({"odbc_connect": redact_odbc(odbc)})
-        return parsed.render_as_string(hide_password=True)
-    except Exception:
-        return redact_text(url)
