@@ -8,6 +8,7 @@ the catalogue is a version that can be rolled back (``GET /products/versions``).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -27,6 +28,7 @@ from sales_platform.products.schemas import (
     parse_products,
     parse_sales_years,
 )
+from sales_platform.uploads.api import uploads_blueprint
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +191,18 @@ def upsert_products(conn: sqlite3.Connection, products: list[dict[str, Any]],
     return counts
 
 
+def catalogue_etag(conn: sqlite3.Connection) -> str:
+    """A strong ETag of the whole catalogue: the sha256 of every product's fields, in id order.
+
+    A hash of the content rather than a counter: a rollback back to an earlier state, or an upload
+    that changes nothing, gives the same tag, and clients skip a refetch exactly when nothing differs.
+    """
+    digest = hashlib.sha256()
+    for row in conn.execute(f"SELECT {_PRODUCT_COLUMNS} FROM products ORDER BY product_id"):
+        digest.update(json.dumps(list(row), separators=(",", ":")).encode() + b"\n")
+    return f'"{digest.hexdigest()}"'
+
+
 def list_versions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute("SELECT * FROM catalogue_versions ORDER BY version DESC")]
 
@@ -345,12 +359,21 @@ def create_app(store_path: str | Path, token: str | None = None,
     def list_products() -> Response:
         page = _int_arg("page", 1, 1, MAX_PAGE)
         page_size = _int_arg("page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
-        with store.transaction() as conn:
-            total = count_products(conn)
-            rows = conn.execute(f"SELECT {_PRODUCT_COLUMNS} FROM products ORDER BY product_id "
-                                "LIMIT ? OFFSET ?", (page_size, (page - 1) * page_size)).fetchall()
-        return jsonify({"items": [dict(r) for r in rows], "page": page, "page_size": page_size,
-                        "total": total, "next_page": page + 1 if page * page_size < total else None})
+        with store.transaction() as conn:  # tag and page from one snapshot
+            etag = catalogue_etag(conn)
+            if request.if_none_match.contains_weak(etag.strip('"')):
+                response = Response(status=304)
+            else:
+                total = count_products(conn)
+                rows = conn.execute(f"SELECT {_PRODUCT_COLUMNS} FROM products ORDER BY product_id "
+                                    "LIMIT ? OFFSET ?", (page_size, (page - 1) * page_size)).fetchall()
+                response = jsonify({"items": [dict(r) for r in rows], "page": page,
+                                    "page_size": page_size, "total": total,
+                                    "next_page": page + 1 if page * page_size < total else None})
+        # Every page carries the catalogue's tag: a client sees a change in the middle of paging.
+        response.headers["ETag"] = etag
+        response.headers["Cache-Control"] = "no-cache"  # caches must revalidate (then get a 304)
+        return response
 
     @app.get("/products/<product_id>")
     def get_product(product_id: str) -> Response:
@@ -373,6 +396,7 @@ def create_app(store_path: str | Path, token: str | None = None,
             rows = conn.execute("SELECT * FROM sales_by_year ORDER BY year").fetchall()
         return jsonify([dict(r) for r in rows])
 
+    app.register_blueprint(uploads_blueprint())  # POST /uploads, GET /uploads/<sha256>
     return app
 
 

@@ -6,7 +6,7 @@ import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -45,6 +45,20 @@ def require_https(base_url: str) -> str:
 class _Reply:
     status: int
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
+
+
+@dataclass(frozen=True)
+class CatalogueFetch:
+    """A conditional read of the catalogue: ``items`` is None when the API answered 304."""
+
+    etag: str | None
+    items: list[dict[str, Any]] | None
+    status: int  # 200, or 304 when the catalogue is the one tagged ``If-None-Match``
+
+    @property
+    def changed(self) -> bool:
+        return self.items is not None
 
 
 def _json_default(value: Any) -> Any:
@@ -65,7 +79,7 @@ class _Transport(ABC):
 
     @abstractmethod
     def send(self, method: str, path: str, params: dict[str, Any] | None = None,
-             body: bytes | None = None) -> _Reply: ...
+             body: bytes | None = None, headers: dict[str, str] | None = None) -> _Reply: ...
 
     def close(self) -> None:
         return None
@@ -97,8 +111,8 @@ class _HttpTransport(_Transport):
         self.verify: str | bool = ca_bundle or True
 
     def send(self, method: str, path: str, params: dict[str, Any] | None = None,
-             body: bytes | None = None) -> _Reply:
-        headers = {"Content-Type": JSON_TYPE} if body is not None else {}
+             body: bytes | None = None, headers: dict[str, str] | None = None) -> _Reply:
+        headers = {**({"Content-Type": JSON_TYPE} if body is not None else {}), **(headers or {})}
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             try:
@@ -115,7 +129,8 @@ class _HttpTransport(_Transport):
                                            f"{type(exc).__name__}: {exc}") from None
             else:
                 if response.status_code < 500 or last:
-                    return _Reply(response.status_code, response.content)
+                    return _Reply(response.status_code, response.content,
+                                  {k.lower(): v for k, v in response.headers.items()})
             time.sleep(self.backoff_s * 2**attempt)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -131,11 +146,13 @@ class _InProcessTransport(_Transport):
         self.headers = headers
 
     def send(self, method: str, path: str, params: dict[str, Any] | None = None,
-             body: bytes | None = None) -> _Reply:
+             body: bytes | None = None, headers: dict[str, str] | None = None) -> _Reply:
         content_type = JSON_TYPE if body is not None else None
         response = self.client.open(path, method=method, query_string=params, data=body,
-                                    headers=self.headers, content_type=content_type)
-        return _Reply(response.status_code, response.get_data())
+                                    headers={**self.headers, **(headers or {})},
+                                    content_type=content_type)
+        return _Reply(response.status_code, response.get_data(),
+                      {k.lower(): v for k, v in response.headers.items()})
 
 
 class ProductsApiResource(dg.ConfigurableResource):
@@ -174,6 +191,44 @@ class ProductsApiResource(dg.ConfigurableResource):
                 yield from body["items"]
                 page = body["next_page"]
 
+    def fetch_products(self, etag: str | None = None, page_size: int = 500,
+                       attempts: int = 3) -> CatalogueFetch:
+        """The whole catalogue, unless it is still the one tagged ``etag`` (then a 304, no items).
+
+        Every page must carry page one's tag; a different tag means the catalogue changed while
+        being read, and the read starts over (at most ``attempts`` times) instead of mixing two.
+        """
+        with self._transport() as transport:
+            for _ in range(attempts):
+                fetched = self._read_catalogue(transport, etag, page_size)
+                if fetched is not None:
+                    return fetched
+        raise ProductsApiError(f"GET /products: the catalogue changed during each of {attempts} reads")
+
+    def _read_catalogue(self, transport: _Transport, etag: str | None,
+                        page_size: int) -> CatalogueFetch | None:
+        items: list[dict[str, Any]] = []
+        first_tag: str | None = None
+        page: int | None = 1
+        while page is not None:
+            conditional = {"If-None-Match": etag} if etag and page == 1 else None
+            reply = self._exchange(transport, "GET", "/products",
+                                   {"page": page, "page_size": page_size}, headers=conditional)
+            tag = reply.headers.get("etag")
+            if reply.status == 304:
+                return CatalogueFetch(tag or etag, None, 304)
+            body = self._expect_dict(self._checked(reply, "GET", "/products"), "GET", "/products",
+                                     ("items", "next_page"))
+            if not isinstance(body["items"], list) or body["next_page"] not in (None, page + 1):
+                raise ProductsApiError(f"GET /products: unexpected page shape on page {page}")
+            if page == 1:
+                first_tag = tag
+            elif tag != first_tag:
+                return None  # changed mid-read
+            items.extend(body["items"])
+            page = body["next_page"]
+        return CatalogueFetch(first_tag, items, 200)
+
     def post_sales_by_year(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         path = "/aggregates/sales-by-year"
         body = self._expect_dict(self._call("POST", path, body=rows), "POST", path, ("received",))
@@ -211,8 +266,19 @@ class ProductsApiResource(dg.ConfigurableResource):
     def _send(self, transport: _Transport, method: str, path: str, params: dict[str, Any] | None = None,
               body: Any = None) -> Any:
         """The decoded JSON of a 2xx reply; anything else raises ProductsApiError (token redacted)."""
+        reply = self._exchange(transport, method, path, params, body)
+        return self._checked(reply, method, path)
+
+    def _exchange(self, transport: _Transport, method: str, path: str,
+                  params: dict[str, Any] | None = None, body: Any = None,
+                  headers: dict[str, str] | None = None) -> _Reply:
         try:
-            reply = transport.send(method, path, params, None if body is None else _encode(body))
+            return transport.send(method, path, params, None if body is None else _encode(body), headers)
+        except ProductsApiError as exc:
+            raise ProductsApiError(redact_text(str(exc), self._secrets())) from None
+
+    def _checked(self, reply: _Reply, method: str, path: str) -> Any:
+        try:
             payload = self._decode(reply, method, path)
             if not 200 <= reply.status < 300:
                 raise ProductsApiError(f"{method} {path} failed with HTTP {reply.status}: "
