@@ -1,0 +1,111 @@
+"""``POST /uploads`` and ``GET /uploads/<sha256>``: the upload stage on the products API.
+
+POST streams the request body (the CSV file's bytes; its name in ``?name=``) into the drop zone
+through ``core.uploads.receive``; from there the intake lands it like any drop. Writes are guarded
+by the API's own ``X-API-Token`` check (the app's before_request hook covers this blueprint).
+GET answers the file version's state from the warehouse's ``file_ledger``.
+
+Configuration is read from the environment the platform already uses: the data folder
+(SALES_PLATFORM_DATA_DIR), the warehouse (as the Dagster resources find it), the schema contract
+(SALES_PLATFORM_SCHEMA_CONTRACT / _POLICY) and SALES_PLATFORM_UPLOAD_MAX_BYTES.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from functools import cache
+from pathlib import Path
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from sales_platform.core import settings
+from sales_platform.core.schema import SchemaContract
+from sales_platform.core.uploads import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    SHA256,
+    UploadRefused,
+    check_name,
+    receive,
+    received_record,
+    too_large,
+)
+from sales_platform.core.warehouse.tables import file_ledger
+
+LEDGER_FIELDS = ("file_name", "status", "size_bytes", "rows_read", "rows_rejected", "error",
+                 "received_at", "processed_at")
+
+
+def _contract() -> SchemaContract:
+    path = os.environ.get(settings.SCHEMA_CONTRACT, "").strip()
+    contract = SchemaContract.from_file(path) if path else SchemaContract()
+    policy = os.environ.get(settings.SCHEMA_POLICY, "").strip()
+    return dataclasses.replace(contract, policy=policy) if policy else contract
+
+
+def uploads_blueprint(data_dir: Path | None = None, engine: Engine | None = None,
+                      max_bytes: int | None = None) -> Blueprint:
+    """The upload endpoints; arguments default to the platform's environment."""
+    root = data_dir or settings.data_dir()
+    limit = max_bytes or int(settings.env_number(settings.UPLOAD_MAX_BYTES, DEFAULT_MAX_UPLOAD_BYTES,
+                                                 1, integer=True))
+    contract = _contract()
+    records = root / "staging" / "uploads"
+    bp = Blueprint("uploads", __name__)
+
+    @cache
+    def ledger_engine() -> Engine:
+        if engine is not None:
+            return engine
+        from sales_platform.resources.factory import resolved, warehouse_resource
+
+        return resolved(warehouse_resource()).engine()
+
+    @bp.errorhandler(UploadRefused)
+    def refused(exc: UploadRefused) -> tuple[Response, int]:
+        return jsonify({"error": exc.message}), exc.status  # the API's error shape
+
+    @bp.before_request
+    def own_size_limit() -> None:
+        # not the catalogue's MAX_CONTENT_LENGTH; one byte over so that our own check, with its
+        # reason, answers first (the server still stops reading past it)
+        request.max_content_length = limit + 1
+
+    @bp.post("/uploads")
+    def post_upload() -> tuple[Response, int, dict[str, str]]:
+        name = check_name(request.args.get("name", ""))
+        if (request.content_length or 0) > limit:  # before touching the body
+            raise UploadRefused(413, too_large(name, limit))
+        received = receive(request.stream, root / "incoming", name, contract, limit,
+                           request.content_length, records)
+        link = url_for("uploads.get_upload", sha256=received.sha256)
+        body = {**dataclasses.asdict(received), "status": "received", "ledger": link}
+        return jsonify(body), 201, {"Location": link}
+
+    @bp.get("/uploads/<sha256>")
+    def get_upload(sha256: str) -> Response:
+        if not SHA256.match(sha256):
+            raise UploadRefused(400, "give the file's sha256 as 64 lower-case hex digits")
+        try:
+            with ledger_engine().connect() as conn:
+                rows = conn.execute(select(file_ledger).where(file_ledger.c.sha256 == sha256)
+                                    .order_by(file_ledger.c.file_id)).mappings().all()
+        except SQLAlchemyError:
+            raise UploadRefused(503, "the warehouse's file ledger cannot be read right now") from None
+        if rows:
+            versions = [{k: _plain(r[k]) for k in LEDGER_FIELDS} for r in rows]
+            return jsonify({"sha256": sha256, "status": versions[-1]["status"], "versions": versions})
+        waiting = received_record(records, sha256)
+        if waiting is not None:  # uploaded, not taken by the intake yet
+            return jsonify({"sha256": sha256, "status": "received", "versions": [],
+                            "detail": "in the drop zone; the intake has not taken it yet",
+                            "received": waiting})
+        raise UploadRefused(404, f"no file version with sha256 {sha256} in the ledger")
+
+    return bp
+
+
+def _plain(value: object) -> object:
+    return value.isoformat() if hasattr(value, "isoformat") else value

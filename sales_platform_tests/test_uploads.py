@@ -1,0 +1,137 @@
+"""The upload stage over real HTTP (the products API on a werkzeug server) and a real landing:
+POST /uploads -> the drop zone -> the intake -> GET /uploads/<sha256> shows the ledger state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from sales_platform.core import settings
+from sales_platform.products.api import TOKEN_HEADER, create_app
+from sales_platform_tests.integrity import Harness, assert_matches_oracle
+from sales_platform_tests.oracle import Drop, csv_bytes, sha256_hex
+from sales_platform_tests.test_products_api import serving
+
+TOKEN = "upload-test-token"
+LIMIT = 4096
+
+
+@pytest.fixture
+def harness(data_dir: Path, key: str, tmp_path: Path) -> Harness:
+    return Harness(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key)
+
+
+@pytest.fixture
+def api(harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    """The API configured like the platform: same data folder and warehouse as the harness."""
+    monkeypatch.setenv(settings.DATA_DIR, str(harness.data_dir))
+    monkeypatch.setenv(settings.DB_URL, harness.db_url)
+    monkeypatch.setenv(settings.UPLOAD_MAX_BYTES, str(LIMIT))
+    with serving(create_app(tmp_path / "products.sqlite", TOKEN)) as url:
+        yield url
+
+
+def post(api: str, name: str, body, token: str | None = TOKEN) -> requests.Response:
+    headers = {"Content-Type": "text/csv", **({TOKEN_HEADER: token} if token else {})}
+    return requests.post(f"{api}/uploads", params={"name": name}, data=body, headers=headers,
+                         timeout=30)
+
+
+def rows(n: int, day: str = "2024-03-01") -> list[list[str]]:
+    return [[f"T{i}", f"C{i % 3}", f"P{i % 4}", str(1 + i % 5), f"{day}T09:{i:02d}:00"] for i in range(n)]
+
+
+def drop_zone(harness: Harness) -> list[str]:
+    return sorted(p.name for p in harness.incoming.iterdir()) if harness.incoming.exists() else []
+
+
+def test_upload_lands_and_its_ledger_entry_follows(api, harness):
+    content = csv_bytes(rows(12) + [["BAD", "C1", "P1", "-3", "2024-03-01T10:00:00"]])
+    answer = post(api, "shop 1.csv", content)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    sha = sha256_hex(content)
+    assert (body["sha256"], body["size_bytes"], body["file_name"]) == (sha, len(content), "shop 1.csv")
+    assert body["ledger"] == f"/uploads/{sha}" and answer.headers["Location"].endswith(body["ledger"])
+    assert (harness.incoming / "shop 1.csv").read_bytes() == content
+    assert drop_zone(harness) == ["shop 1.csv"]  # no temporary left behind
+    harness.drops.append(Drop("shop 1.csv", content))
+
+    before = requests.get(f"{api}{body['ledger']}", timeout=30)
+    assert before.status_code == 200 and before.json()["status"] == "received"
+
+    harness.land()  # the intake (landed_files) takes it like any drop
+    landed = requests.get(f"{api}{body['ledger']}", timeout=30).json()
+    assert landed["status"] == "landed"
+    assert [(v["file_name"], v["rows_read"]) for v in landed["versions"]] == [("shop 1.csv", 13)]
+    assert drop_zone(harness) == []
+
+    harness.load_requested()
+    assert_matches_oracle(harness)
+    assert requests.get(f"{api}{body['ledger']}", timeout=30).json()["status"] == "loaded"
+
+
+def test_writes_need_the_token(api, harness):
+    content = csv_bytes(rows(2))
+    for token in (None, "wrong"):
+        answer = post(api, "a.csv", content, token=token)
+        assert answer.status_code == 401 and TOKEN_HEADER in answer.json()["error"]
+    assert drop_zone(harness) == []
+
+
+def test_size_limit_answers_413_and_leaves_nothing(api, harness):
+    big = csv_bytes(rows(60) * 3)
+    assert len(big) > LIMIT
+    answer = post(api, "big.csv", big)
+    assert answer.status_code == 413 and str(LIMIT) in answer.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming
+        for start in range(0, len(big), 1000):
+            yield big[start:start + 1000]
+
+    streamed = post(api, "big.csv", chunks())
+    assert streamed.status_code == 413, streamed.text
+    assert drop_zone(harness) == []
+    small = csv_bytes(rows(3))
+    assert post(api, "big.csv", small).status_code == 201  # within the limit: taken
+
+
+SECRET = "CUST-SECRET-7781"
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), [
+    ("latin1.csv", b"transaction_id,customer_id,product_id,quantity,timestamp\n"
+                   b"T1,Jos\xe9,P1,1,2024-03-01T10:00:00\n", "not UTF-8 text"),
+    ("noheader.csv", f"T1,{SECRET},P1,1,2024-03-01T10:00:00\n".encode(),
+     "missing required column(s)"),
+    ("semi.csv", f"transaction_id;customer_id\nT1;{SECRET}\n".encode(), "wrong delimiter"),
+    ("nul.csv", b"transaction_id,customer_id\x00\n", "binary"),
+    ("empty.csv", b"", "empty"),
+    ("notes.txt", csv_bytes(rows(1)), "not a .csv file"),
+    ("../up.csv", csv_bytes(rows(1)), "plain name"),
+    ("part.csv.tmp", csv_bytes(rows(1)), "temporary"),
+])
+def test_content_checks_answer_400_with_a_reason_not_the_data(api, harness, name, content, reason):
+    answer = post(api, name, content)
+    assert answer.status_code == 400, answer.text
+    assert reason in answer.json()["error"]
+    assert SECRET not in answer.text and "Jos" not in answer.text
+    assert drop_zone(harness) == []
+
+
+def test_same_name_waiting_is_not_replaced(api, harness):
+    first, second = csv_bytes(rows(2)), csv_bytes(rows(3))
+    assert post(api, "s.csv", first).status_code == 201
+    answer = post(api, "s.csv", second)
+    assert answer.status_code == 409 and "waiting" in answer.json()["error"]
+    assert (harness.incoming / "s.csv").read_bytes() == first
+    harness.land()
+    assert post(api, "s.csv", second).status_code == 201  # landed: a new version may come
+
+
+def test_unknown_and_malformed_sha(api):
+    assert requests.get(f"{api}/uploads/{'a' * 64}", timeout=30).status_code == 404
+    assert requests.get(f"{api}/uploads/not-a-sha", timeout=30).status_code == 400
