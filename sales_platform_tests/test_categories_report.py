@@ -200,6 +200,17 @@ def test_sales_report_writes_pngs_to_blob_and_shows_them_with_period_totals(data
         (str(folder / f"{n}.png"), hashlib.sha256(b).hexdigest(), len(b), version, "report")
         for n, b in pngs.items()}
 
+    # exports: each CSV in the ledger with the hash of the bytes in blob storage
+    materialize(resources, ["agg_exports"])
+    with engine.connect() as conn:
+        exports = {r.location: (r.sha256, r.rows) for r in conn.execute(
+            select(data_objects).where(data_objects.c.stage == "agg_exports"))}
+    files = sorted((data_dir / "blob" / "exports").rglob("*.csv"))
+    assert files and set(exports) == {str(p) for p in files}
+    for path in files:
+        lines = path.read_bytes().count(b"\n") - 1  # header; one line per row (no quoted newlines)
+        assert exports[str(path)] == (hashlib.sha256(path.read_bytes()).hexdigest(), lines), path
+
 
 # --- item 5: versions from code, ledger ------------------------------------------------------------------
 
@@ -253,3 +264,11 @@ def test_ledger_appends_objects_and_notes_each_stage_version_once(tmp_path):
         models = sorted((r.stage, r.code_version) for r in conn.execute(select(data_models)))
     assert objects == [("blob:a", 3, "src-1"), ("blob:b", 4, "src-1"), ("blob:a", 5, "src-2")]
     assert models == [("s", "src-1"), ("s", "src-2")]
+
+
+def test_sales_report_on_an_empty_warehouse_succeeds_with_nothing_drawn(data_dir, key, tmp_path):
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key)
+    result = materialize(resources, ["sales_report"])
+    meta = result.asset_materializations_for_node("sales_report")[0].metadata
+    assert (meta["transactions"].value, meta["period"].value) == (0, "no sales loaded yet")
+    assert not (data_dir / "blob" / "reports").exists()

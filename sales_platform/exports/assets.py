@@ -2,36 +2,49 @@
 
 import json
 from datetime import datetime
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 from sqlalchemy import select
 
 from sales_platform.core.exports import EXPORTS, PREFIX, export_aggregates
+from sales_platform.core.warehouse.artifacts import Artifact, record_artifacts, sha256_file
 from sales_platform.core.warehouse.tables import agg_sales_yearly
 from sales_platform.metadata import blob_kind, markdown_table
 from sales_platform.resources.blob import BlobStorageResource
 from sales_platform.resources.products_api import ProductsApiResource
 from sales_platform.resources.warehouse import WarehouseResource
+from sales_platform.versioning import stage_version, versioned_asset
 
 COMMON = dict(group_name="exports", owners=["team:analytics"])
 
 
-@dg.asset(
+@versioned_asset(
     **COMMON,
     deps=["agg_sales_daily", "agg_sales_monthly", "agg_sales_yearly", "agg_sales_by_product",
           "agg_sales_by_customer"],
     metadata={"lineage/reads": [f"table:{t.name}" for t in EXPORTS.values()],
               "lineage/writes": [f"blob:{PREFIX}/{name}" for name in EXPORTS]},
     kinds={"csv", blob_kind()},
-    code_version="agg-exports-1",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
     description="Aggregate tables as CSV (header, stable column order) under "
     "exports/<name>/<year>.csv in blob storage; only years that changed since their last export "
     "are written; each upload is atomic (written beside, then committed).",
 )
-def agg_exports(warehouse: WarehouseResource, blob: BlobStorageResource) -> dg.MaterializeResult:
-    exported = export_aggregates(warehouse.engine(), blob.put_file, datetime.now())
+def agg_exports(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                blob: BlobStorageResource) -> dg.MaterializeResult:
+    hashed: dict[str, tuple[str, int]] = {}
+
+    def put_file(name: str, path: Path) -> str:  # hash the local file before it goes up
+        hashed[name] = (sha256_file(path), path.stat().st_size)
+        return blob.put_file(name, path)
+
+    exported = export_aggregates(warehouse.engine(), put_file, datetime.now())
+    record_artifacts(warehouse.engine(), [
+        Artifact("agg_exports", "export", e.location, *hashed[e.blob_name][:1], e.rows,
+                 stage_version(context), hashed[e.blob_name][1], run_id=context.run.run_id)
+        for e in exported])
     listing = pd.DataFrame([{"blob": e.blob_name, "rows": e.rows} for e in exported])
     return dg.MaterializeResult(metadata={
         "files_written": len(exported), "rows_written": sum(e.rows for e in exported),
