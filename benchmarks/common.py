@@ -316,7 +316,8 @@ def format_table(headers: list[str], rows: list[list], align: str | None = None)
     align = align or "l" + "r" * (len(headers) - 1)
 
     def line(r: list[str]) -> str:
-        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align, strict=False))
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w)
+                         for c, w, a in zip(r, widths, align, strict=False))
 
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])

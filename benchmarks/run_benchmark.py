@@ -46,6 +46,8 @@ from common import (  # noqa: E402
 )
 
 WORKER = str(Path(__file__).resolve().parent / "worker.py")
+FIXED_COST_ROWS = 100
+RELOAD_STAGE = "reload, 10% of rows changed (merge path)"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -100,7 +102,7 @@ class Bench:
             child, workdir = ok_runs[len(ok_runs) // 2]
         else:
             child, workdir = runs[-1]
-        for c, w in runs:
+        for _c, w in runs:
             if w != workdir or not keep_workdir:
                 remove_tree(w)
         record = {
@@ -166,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     csv, catalogue, gen_s = generate_day(work / "input", args.rows)
     print(f"generated {args.rows:,} rows in {gen_s:.1f} s ({csv.stat().st_size / 2**20:.1f} MiB)")
     bench = Bench(args, work, csv, catalogue, code_root)
+    small_csv, small_catalogue, _ = generate_day(work / "small", FIXED_COST_ROWS)
+    small = Bench(args, work / "small-runs", small_csv, small_catalogue, code_root)
+    small.counter = 50
     try:
+        small.run(f"platform, {FIXED_COST_ROWS}-row day (fixed cost)", "sqlite", "platform")
+        bench.records += small.records
         platform_sqlite = bench.run("platform (end to end)", "sqlite", "platform", keep_workdir=True)
         bench.run("naive pandas to_sql", "sqlite", "pandas")
         bench.run("raw sqlite3 executemany (CSV rows)", "sqlite", "sqlite-executemany")
@@ -191,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                              + (rec["error"] or "")[-300:])
                 bench.run("dlt merge (duckdb)", "duckdb", "dlt", extra=["--dlt-destination", "duckdb"])
         if pg_ok:
+            small.records.clear()
+            small.run(f"platform, {FIXED_COST_ROWS}-row day (fixed cost)", "postgresql", "platform",
+                      pg=True)
+            bench.records += small.records
             platform_pg = bench.run("platform (end to end)", "postgresql", "platform", pg=True,
                                     keep_workdir=True)
             bench.run("naive pandas to_sql", "postgresql", "pandas", pg=True)
@@ -214,11 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     out = write_json(RESULTS_DIR / f"benchmark-{args.rows}.json", {k: v for k, v in report.items()
                                                                      if k != "text"})
     print(f"\nJSON: {out}")
+    chart = write_chart(out.with_suffix(".png"), report["table"], args.rows)
+    print(f"chart: {chart}" if chart else "chart: matplotlib not installed, no PNG")
     return 0 if all(r["ok"] for r in bench.records) else 1
 
 
 def build_report(args, facts: dict, records: list[dict], gen_s: float, notes: list[str]) -> dict:
-    platforms = {r["backend"]: r for r in records if r["worker"] == "platform" and r["ok"]}
+    platforms = {r["backend"]: r for r in records if r["worker"] == "platform" and r["ok"]
+                 and r["rows"] and r["rows"] > FIXED_COST_ROWS}
+    fixed = {r["backend"]: r for r in records if r["worker"] == "platform" and r["ok"]
+             and r["rows"] and r["rows"] <= FIXED_COST_ROWS}
     by_worker = {(r["worker"], r["backend"]): r for r in records if r["ok"]}
     rows_table = []
     main_rows: list[dict] = []
@@ -228,7 +244,7 @@ def build_report(args, facts: dict, records: list[dict], gen_s: float, notes: li
         main_rows.append({**{k: r[k] for k in ("path", "backend", "rows", "seconds", "rows_per_s",
                                                "peak_rss_mb")}, "ratio_vs_platform": ratio,
                           "ok": r["ok"]})
-        if r["worker"] == "platform" and r["ok"]:
+        if r["worker"] == "platform" and r["ok"] and r is base:
             d = r["detail"]
             load_s = d["stage_seconds"]["load"]
             staged = d["load_stats"]["staged"]
@@ -237,6 +253,14 @@ def build_report(args, facts: dict, records: list[dict], gen_s: float, notes: li
                               "backend": r["backend"], "rows": staged, "seconds": load_s,
                               "rows_per_s": staged / load_s, "peak_rss_mb": None,
                               "ratio_vs_platform": load_ratio, "ok": True})
+            reload_s = d["stage_seconds"].get(RELOAD_STAGE)
+            if reload_s and r is base:
+                n = d["reload_stats"]["staged"]
+                main_rows.append({"path": "platform: reload, 10% changed (staging + merge)",
+                                  "backend": r["backend"], "rows": n, "seconds": reload_s,
+                                  "rows_per_s": n / reload_s, "peak_rss_mb": None,
+                                  "ratio_vs_platform": (n / reload_s) / base["rows_per_s"],
+                                  "ok": True})
     for m in main_rows:
         rows_table.append([m["path"], m["backend"], fmt_int(m["rows"]), fmt_float(m["seconds"]),
                            fmt_int(m["rows_per_s"]), fmt_int(m["peak_rss_mb"]),
@@ -276,7 +300,7 @@ def build_report(args, facts: dict, records: list[dict], gen_s: float, notes: li
             text += ["", "Load stage breakdown:",
                      format_table(["db", "part of SalesLoader.load_day", "seconds", "share"],
                                   breakdown, align="llrr")]
-    targets = evaluate_targets(platforms, by_worker)
+    targets = evaluate_targets(platforms, by_worker, fixed)
     if targets:
         text += ["", "Targets:", format_table(
             ["target", "measured", "goal", "met"],
@@ -296,45 +320,89 @@ def build_report(args, facts: dict, records: list[dict], gen_s: float, notes: li
             "notes": notes, "repeat": args.repeat, "text": "\n".join(text)}
 
 
-def evaluate_targets(platforms: dict, by_worker: dict) -> list[dict]:
+def _net_rows_per_s(platform: dict, fixed: dict | None) -> float:
+    """Rows/s net of the fixed cost of a 100-row day on the same database."""
+    seconds = platform["seconds"] - (fixed["seconds"] if fixed else 0.0)
+    return platform["rows"] / seconds
+
+
+def evaluate_targets(platforms: dict, by_worker: dict, fixed: dict | None = None) -> list[dict]:
+    """Issue 13's targets, from the numbers of this run."""
+    fixed = fixed or {}
     out = []
     sqlite_p = platforms.get("sqlite")
     pandas_s = by_worker.get(("pandas", "sqlite"))
     if sqlite_p and pandas_s:
-        ratio = sqlite_p["rows_per_s"] / pandas_s["rows_per_s"]
-        out.append({"target": "end-to-end SQLite rows/s vs naive pandas", "measured": f"{ratio:.2f}x",
+        ratio = _net_rows_per_s(sqlite_p, fixed.get("sqlite")) / pandas_s["rows_per_s"]
+        out.append({"target": "SQLite per-row net speed vs naive pandas", "measured": f"{ratio:.2f}x",
                     "goal": ">= 2.5x", "met": ratio >= 2.5, "value": ratio})
-    raw = by_worker.get(("sqlite-executemany", "sqlite"))
-    if sqlite_p and raw:
-        d = sqlite_p["detail"]
-        load_rps = d["load_stats"]["staged"] / d["stage_seconds"]["load"]
-        ratio = raw["rows_per_s"] / load_rps
-        out.append({"target": "SQLite load stage time/row vs raw executemany (CSV rows)",
-                    "measured": f"{ratio:.2f}x", "goal": "<= 1.5x", "met": ratio <= 1.5,
+    shaped = by_worker.get(("sqlite-sales-shaped", "sqlite"))
+    if sqlite_p and shaped:
+        net_s = sqlite_p["rows"] / _net_rows_per_s(sqlite_p, fixed.get("sqlite"))
+        ratio = net_s / shaped["seconds"]
+        out.append({"target": "SQLite platform net time vs raw executemany of its final rows",
+                    "measured": f"{ratio:.2f}x", "goal": "<= 1.3x", "met": ratio <= 1.3,
                     "value": ratio})
-        shaped = by_worker.get(("sqlite-sales-shaped", "sqlite"))
-        if shaped:
-            ratio2 = shaped["rows_per_s"] / load_rps
-            out.append({"target": "  (info) vs raw executemany of the platform's rows into sales",
-                        "measured": f"{ratio2:.2f}x", "goal": "<= 1.5x", "met": ratio2 <= 1.5,
-                        "value": ratio2})
-    for backend, p in platforms.items():
-        d = p["detail"]
-        per_million = d["stage_seconds"]["encrypt"] * 1_000_000 / max(1, d["encrypted_rows"])
-        out.append({"target": f"encrypt stage, s per 1M rows ({backend})",
-                    "measured": f"{per_million:.2f} s", "goal": "well under 1 s",
-                    "met": per_million < 1.0, "value": per_million})
+        d = sqlite_p["detail"]
+        load_ratio = d["stage_seconds"]["load"] / shaped["seconds"]
+        out.append({"target": "  (info) SQLite load stage vs that raw executemany",
+                    "measured": f"{load_ratio:.2f}x", "goal": "-", "met": True, "value": load_ratio})
     pg = platforms.get("postgresql")
     if pg:
         d = pg["detail"]
-        rps = d["load_stats"]["staged"] / d["stage_seconds"]["load"]
-        out.append({"target": "PostgreSQL load stage rows/s", "measured": fmt_int(rps),
-                    "goal": ">= 250,000", "met": rps >= 250_000, "value": rps})
+        e2e = _net_rows_per_s(pg, fixed.get("postgresql"))
+        out.append({"target": "PostgreSQL end to end rows/s (net of fixed cost)",
+                    "measured": fmt_int(e2e), "goal": ">= 150,000", "met": e2e >= 150_000,
+                    "value": e2e})
+        load = d["load_stats"]["staged"] / d["stage_seconds"]["load"]
+        out.append({"target": "PostgreSQL load stage rows/s (fresh day)", "measured": fmt_int(load),
+                    "goal": ">= 250,000", "met": load >= 250_000, "value": load})
+        reload_s = d["stage_seconds"].get(RELOAD_STAGE)
+        if reload_s:
+            ratio = reload_s / d["stage_seconds"]["load"]
+            out.append({"target": "PostgreSQL reload with 10% changed vs fresh-day load (time)",
+                        "measured": f"{ratio:.2f}x", "goal": "<= 2x", "met": ratio <= 2,
+                        "value": ratio})
+    dlt = by_worker.get(("dlt", "sqlite"))
+    if sqlite_p and dlt:
+        ratio = sqlite_p["rows_per_s"] / dlt["rows_per_s"]
+        out.append({"target": "SQLite platform vs dlt merge (rows/s)", "measured": f"{ratio:.2f}x",
+                    "goal": "> 1x", "met": ratio > 1, "value": ratio})
     for backend, p in platforms.items():
         out.append({"target": f"peak RSS of the platform path ({backend})",
                     "measured": f"{p['peak_rss_mb']:.0f} MB", "goal": "< 1024 MB (5M: scaling.py)",
                     "met": p["peak_rss_mb"] < 1024, "value": p["peak_rss_mb"]})
+    for backend, f in fixed.items():
+        out.append({"target": f"  (info) fixed cost of a {FIXED_COST_ROWS}-row day, direct calls "
+                              f"({backend})", "measured": f"{f['seconds']:.2f} s", "goal": "-",
+                    "met": True, "value": f["seconds"]})
     return out
+
+
+def write_chart(path: Path, table: list[dict], rows: int) -> Path | None:
+    """Horizontal bars of rows/s per path (log scale), coloured by database."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    shown = [m for m in table if m["ok"] and m["rows_per_s"] and (m["rows"] or 0) > FIXED_COST_ROWS]
+    colors = {"sqlite": "#4c72b0", "postgresql": "#55a868", "duckdb": "#c44e52"}
+    fig, ax = plt.subplots(figsize=(10, 0.38 * len(shown) + 1.4))
+    y = range(len(shown))[::-1]
+    values = [m["rows_per_s"] for m in shown]
+    ax.barh(list(y), values, color=[colors.get(m["backend"], "#888888") for m in shown])
+    ax.set_yticks(list(y), [f"{m['path']} [{m['backend']}]" for m in shown], fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("rows per second (log scale)")
+    ax.set_title(f"{rows:,}-row day, each path in a fresh process")
+    for yi, v in zip(y, values, strict=True):
+        ax.text(v, yi, f" {v:,.0f}", va="center", fontsize=7)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
