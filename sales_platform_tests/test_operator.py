@@ -66,6 +66,7 @@ WRONG_SETTINGS = {
                    "SALES_PLATFORM_START_DATE: '01/02/2024' is not a date"),
     "schema policy": ({"SALES_PLATFORM_SCHEMA_POLICY": "yolo"},
                       "SALES_PLATFORM_SCHEMA_POLICY: 'yolo': expected evolve, freeze or rescue"),
+    "category bins": ({"SALES_PLATFORM_CATEGORY_BINS": "500,100"}, "SALES_PLATFORM_CATEGORY_BINS: "),
     "executor": ({"SALES_PLATFORM_EXECUTOR": "dask"}, "SALES_PLATFORM_EXECUTOR: 'dask': expected"),
     "webhook": ({"SALES_PLATFORM_ALERT_WEBHOOK": "ftp://x"},
                 "SALES_PLATFORM_ALERT_WEBHOOK: 'ftp://x' is not an http(s) URL"),

@@ -58,7 +58,6 @@ from sales_platform.core.rotation import (
     staged_token_files,
     token_tables,
 )
-from sales_platform.rotation_cli import RotationProgress, cmd_key_status, cmd_rotate_keys
 from sales_platform.core.schema import DEFAULT_SENSITIVE
 from sales_platform.core.store import DataAreas
 from sales_platform.core.warehouse.engine import cached_engine, dispose_all
@@ -71,6 +70,7 @@ from sales_platform.core.warehouse.tables import (
     sales_rejects,
 )
 from sales_platform.resources.blob import LocalBlobStorage
+from sales_platform.rotation_cli import RotationProgress, cmd_key_status, cmd_rotate_keys
 from sales_platform_tests.conftest import PG_ADMIN_URL
 from sales_platform_tests.helpers import (
     PRODUCTS,

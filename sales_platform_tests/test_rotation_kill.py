@@ -28,9 +28,9 @@ from tink import daead, secret_key_access, streaming_aead
 
 from sales_platform.core.crypto import Tokenizer, b64d, parse_master_key, seal_bytes, token_prefixes
 from sales_platform.core.keyset import DISABLED, KEYSET_FILE, load_keyset, load_or_create
-from sales_platform.rotation_cli import cmd_key_status
 from sales_platform.core.warehouse.engine import cached_engine, dispose_all
 from sales_platform.core.warehouse.tables import dim_products, sales, sales_rejects
+from sales_platform.rotation_cli import cmd_key_status
 from sales_platform_tests.eventually import eventually
 
 daead.register()

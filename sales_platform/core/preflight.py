@@ -124,6 +124,16 @@ def check_schema_settings() -> list[Problem]:
     return problems
 
 
+def check_category_bins() -> list[Problem]:
+    from sales_platform.core.categories import category_bins
+
+    try:
+        category_bins()
+    except settings.SettingError as exc:
+        return [Problem(settings.CATEGORY_BINS, str(exc).removeprefix(f"{settings.CATEGORY_BINS}="))]
+    return []
+
+
 def check_executor() -> list[Problem]:
     choice = os.environ.get(settings.EXECUTOR, "").strip()
     if choice not in ("", "celery"):
@@ -342,7 +352,7 @@ def check_blob(connect: bool = True) -> list[Problem]:
 
 CHECKS: tuple[Callable[..., list[Problem]], ...] = (
     check_numbers, check_timezone, check_start_date, check_data_dir, check_schema_settings,
-    check_executor, check_keys, check_webhook)
+    check_category_bins, check_executor, check_keys, check_webhook)
 CONNECTING_CHECKS: tuple[Callable[..., list[Problem]], ...] = (check_database, check_api, check_blob)
 
 
