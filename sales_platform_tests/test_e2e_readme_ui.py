@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shlex
 import subprocess
 from decimal import Decimal
 from pathlib import Path
@@ -30,13 +31,19 @@ from sales_platform_tests.test_e2e_daemon import (
     ledger_statuses,
 )
 
-# The README's step 3 command, word for word (only the data dir is the stack's).
+README = REPO / "README.md"
+SECTION = "## Operating from the UI"
 FEBRUARY = "february.csv"
 FEBRUARY_DAYS = ["2024-02-01", "2024-02-02", "2024-02-03"]
-GENERATE = ["generate", "--start", "2024-02-01", "--days", "3", "--out"]
-# README step 4: what to type into the lineage filter, and the partition range.
+# README step 4: what to type into the lineage filter; the range is of the days step 3 loaded.
 LINEAGE_FILTER = "key:raw_sales or group:sales"
 BACKFILL_RANGE = "[2024-02-01...2024-02-03]"
+# What this test clicks or types, as the section writes it (whitespace collapsed).
+README_WORDS = ("**Jobs → products_job → Materialize all**", "Under **Automation**, switch on",
+                "`incoming_files_sensor` and `landed_days_sensor`", "**Runs** shows one `land_files_job` run",
+                f"**Lineage** → type `{LINEAGE_FILTER}` into *Search and filter assets* and press Enter",
+                "→ **Materialize all…** → *Partition selection* (click *Show all partitions*",
+                "and press Enter → **Launch backfill**", "open **Checks**")
 CHECKS_BY_ASSET = {"sales": ("rows_conserved", "transaction_id_unique", "schema_unchanged"),
                    "cleaned_sales": ("reject_rate_below_threshold",),
                    "raw_sales": ("no_quarantined_files",)}
@@ -48,6 +55,24 @@ query Backfills {
     __typename ... on PartitionBackfills { results { id status assetSelection { path } } }
   }
 }"""
+
+
+# ---- the README -------------------------------------------------------------------------------------
+
+def readme_ui_section() -> str:
+    """The section's text, whitespace collapsed (so line wrapping does not matter)."""
+    text = README.read_text()
+    start = text.index(SECTION)
+    end = text.index("\n## ", start + len(SECTION))
+    return " ".join(text[start:end].split())
+
+
+def readme_generate_command(section: str, data_dir: Path) -> list[str]:
+    """Step 3's `sales-platform generate …` exactly as written, its `data/` path in the stack's data dir."""
+    found = re.search(r"`(?:\.venv/bin/)?sales-platform (generate [^`]+)`", section)
+    assert found, f"no sales-platform generate command in README section {SECTION!r}"
+    words = shlex.split(found.group(1))
+    return [str(data_dir / w.removeprefix("data/")) if w.startswith("data/") else w for w in words]
 
 
 # ---- independent expectations ------------------------------------------------------------------------
@@ -122,7 +147,13 @@ def row_counts(materializations: list[dict[str, Any]]) -> dict[str, int]:
 def test_readme_ui_walkthrough(dagster_stack: DagsterStack, page: Any, tmp_path: Path):  # noqa: F811
     from playwright.sync_api import expect
 
+    section = readme_ui_section()
+    missing = [words for words in README_WORDS if words not in section]
+    assert not missing, f"README {SECTION!r} no longer says what this test does: {missing}"
     stack = dagster_stack
+    generate = readme_generate_command(section, stack.data_dir)
+    february = stack.data_dir / "incoming" / FEBRUARY
+    assert generate[-2:] == ["--out", str(february)], generate
     shots = tmp_path / "screenshots"
     shots.mkdir()
     print(f"screenshots: {shots}")
@@ -160,9 +191,8 @@ def test_readme_ui_walkthrough(dagster_stack: DagsterStack, page: Any, tmp_path:
             assert stack.sensor(name)["sensorState"]["status"] == "RUNNING", name
 
         # 3. The README's generate command; the sensors land and load the file
-        february = stack.data_dir / "incoming" / FEBRUARY
-        subprocess.run([executable("sales-platform"), *GENERATE, str(february)], env=stack.env, cwd=REPO,
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run([executable("sales-platform"), *generate], env=stack.env, cwd=REPO, check=True,
+                       capture_output=True, timeout=120)
         content = february.read_bytes()  # before the landing moves it away
         by_file = {"sales_platform/file": FEBRUARY}
         stack.wait_for_successful_run(f"the landing run for {FEBRUARY}", "land_files_job", by_file)
