@@ -82,8 +82,23 @@ def _loaded_rows(db: Path) -> int | None:
         return None
 
 
+IN_PROCESS = """
+import sys, warnings
+warnings.simplefilter("ignore")
+import dagster as dg
+from sales_platform.definitions import defs
+job = defs.resolve_implicit_global_asset_job_def()
+keys = [dg.AssetKey(k) for k in sys.argv[1].split(",")]
+result = job.execute_in_process(partition_key=sys.argv[2], asset_selection=keys,
+                                instance=dg.DagsterInstance.get())
+sys.exit(0 if result.success else 1)
+"""
+
+
 def materialize_once(rows: int, base: str | None, key: str, code_root: Path | None,
-                     defect_rate: float, selection: str) -> dict:
+                     defect_rate: float, selection: str, in_process: bool = False) -> dict:
+    """``dagster asset materialize`` (the project's multiprocess executor), or with ``in_process``
+    the same selection through ``execute_in_process`` (one process, no step processes)."""
     root = scratch_dir(f"sp-dagster-{rows}-", base)
     try:
         env = _env(root, key, code_env(code_root))
@@ -93,9 +108,10 @@ def materialize_once(rows: int, base: str | None, key: str, code_root: Path | No
         shutil.move(csv, root / "data" / "incoming" / csv.name)
         shutil.move(catalogue, root / "data" / "catalogue" / "products.csv")
         dagster = str(Path(PYTHON).with_name("dagster"))
-        seconds, code, output = _timed(
-            [dagster, "asset", "materialize", "-m", "sales_platform.definitions", "--select",
-             selection, "--partition", DEFAULT_DAY.isoformat()], env, code_root or PROJECT_ROOT)
+        command = ([PYTHON, "-c", IN_PROCESS, selection, DEFAULT_DAY.isoformat()] if in_process
+                   else [dagster, "asset", "materialize", "-m", "sales_platform.definitions",
+                         "--select", selection, "--partition", DEFAULT_DAY.isoformat()])
+        seconds, code, output = _timed(command, env, code_root or PROJECT_ROOT)
         loaded = _loaded_rows(root / "data" / "warehouse.db")
     finally:
         remove_tree(root)
@@ -141,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defect-rate", type=float, default=0.0,
                         help="default 0: with defects the selection above (no sales_rejects) fails "
                              "the blocking rows_conserved check; use --with-rejects to add it")
+    parser.add_argument("--in-process", action="store_true",
+                        help="also run each selection through execute_in_process (no step processes)")
     parser.add_argument("--with-rejects", action="store_true",
                         help="add sales_rejects to the selection")
     parser.add_argument("--no-snapshot", action="store_true",
@@ -170,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: median {statistics.median(imports[label]):.2f} s", flush=True)
 
     runs: list[dict] = []
+    in_process: list[dict] = []
     direct: list[dict] = []
     for rows in sizes:
         for attempt in range(args.repeat):
@@ -181,6 +200,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{run['seconds']:.2f} s, ok={run['ok']}, loaded {run['loaded_rows']}", flush=True)
             if not run["ok"]:
                 print(run["output_tail"])
+            if args.in_process:
+                alt = materialize_once(rows, args.workdir, key, code_root, args.defect_rate,
+                                       selection, in_process=True)
+                in_process.append(alt)
+                print(f"  same selection in process (execute_in_process): {alt['seconds']:.2f} s, "
+                      f"ok={alt['ok']}, loaded {alt['loaded_rows']}", flush=True)
+                if not alt["ok"]:
+                    print(alt["output_tail"])
         d = direct_once(rows, args.workdir, code_root, args.defect_rate)
         direct.append(d)
         print(f"direct calls {rows:,} rows: stages {d['stages_s']:.2f} s, process "
@@ -219,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                 "importing the code location again.")
     print("\n" + "\n".join(text))
     out = write_json(RESULTS_DIR / "dagster-overhead.json",
-                     {"machine": facts, "imports": imports, "runs": runs, "direct": direct,
+                     {"machine": facts, "imports": imports, "runs": runs, "in_process": in_process,
+                      "direct": direct,
                       "fit_dagster": {"fixed_s": fit[0], "per_row_s": fit[1]} if fit else None,
                       "fit_direct": {"fixed_s": direct_fit[0], "per_row_s": direct_fit[1]}
                       if direct_fit else None, "text": "\n".join(text)})

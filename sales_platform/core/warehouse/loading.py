@@ -37,6 +37,7 @@ from sqlalchemy import (
     Table,
     UnicodeText,
     and_,
+    case,
     delete,
     exists,
     func,
@@ -294,6 +295,8 @@ class SalesLoader:
                 if len(frame):
                     self._bulk_insert(raw, frame)
                     stats.staged += len(frame)
+            if self.dialect == "postgresql":  # a temp table has no statistics: plan the joins well
+                conn.execute(text("ANALYZE stg_sales"))
             if not direct and not self._lock_and_claim(conn, day, snapshot_ns, stats):
                 conn.execute(self.stage.delete())
                 return stats
@@ -414,10 +417,13 @@ class SalesLoader:
 
     def _count(self, conn: Connection, day: date, stats: LoadStats) -> None:
         s, t = self.stage, self.target
-        matched = select(func.count()).select_from(s.join(t, t.c.transaction_id == s.c.transaction_id))
-        present = conn.execute(matched).scalar_one()
-        stats.updated = conn.execute(matched.where(self._changed())).scalar_one()
-        stats.relinked = conn.execute(matched.where(~self._changed(), self._relinked())).scalar_one()
+        changed = self._changed()
+        # one join for the three counts (three joins of a 1M-row stage cost seconds)
+        counts = select(func.count(), func.sum(case((changed, 1), else_=0)),
+                        func.sum(case((and_(~changed, self._relinked()), 1), else_=0))
+                        ).select_from(s.join(t, t.c.transaction_id == s.c.transaction_id))
+        present, updated, relinked = conn.execute(counts).one()
+        stats.updated, stats.relinked = int(updated or 0), int(relinked or 0)
         stats.staged -= stats.conflicts_rejected
         stats.inserted = stats.staged - present
         stats.unchanged = present - stats.updated - stats.relinked
