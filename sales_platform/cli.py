@@ -376,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     gen = _sub(sub, "generate", "write mock daily sales CSVs into the drop zone", cmd_generate)
     _add_generate_options(gen)
-    gen.add_argument("--out", help="write all days into this one CSV file instead of the drop zone")
+    gen.add_argument("--out", help="write all days into this one CSV file instead of the drop zone "
+                     "(an existing catalogue is then left unchanged)")
     run = _sub(sub, "run", "land drops and materialize the sales assets for a range", cmd_run)
     run.add_argument("--start", type=_iso_date, default=settings.start_date(),
                      help="first day when --first is not given")

@@ -308,3 +308,12 @@ def test_api_ca_bundle_must_exist(env, tmp_path):
     assert lines(result.stderr) == [f"sales-platform: configuration: SALES_PLATFORM_API_CA_BUNDLE: "
                                     f"{tmp_path / 'missing.pem'} does not exist or is not a file (a PEM "
                                     "file of the CA that signs the API's certificate)"]
+
+
+def test_generate_out_leaves_an_existing_catalogue_alone(env, tmp_path):
+    assert cli(["generate", "--days", "1", "--rows-per-day", "5"], env).returncode == 0
+    catalogue = Path(env["SALES_PLATFORM_DATA_DIR"]) / "catalogue" / "products.csv"
+    before = catalogue.read_bytes()
+    result = cli(["generate", "--start", "2024-03-01", "--days", "1", "--rows-per-day", "5",
+                  "--out", str(tmp_path / "march.csv")], env)
+    assert result.returncode == 0 and catalogue.read_bytes() == before

@@ -209,10 +209,14 @@ def generate(folder: Path, catalogue_path: Path, start: date, days: int, rows_pe
              settings: GeneratorSettings, out: Path | None = None,
              progress: Callable[[Path, int], None] | None = None) -> list[tuple[Path, int]]:
     """Write the catalogue and one CSV per day into ``folder`` (or all days into the one file
-    ``out``); returns (path, rows) per file written. ``progress`` is called after each file."""
+    ``out``); returns (path, rows) per file written. ``progress`` is called after each file.
+
+    With ``out`` an existing catalogue is left as it is: one more file of sales must not look like a
+    catalogue change (a new updated_at) to dim_products."""
     generator = SalesGenerator(settings)
-    write_catalogue(generator.catalogue, catalogue_path,
-                    datetime.combine(start, datetime.min.time()))
+    if out is None or not catalogue_path.exists():
+        write_catalogue(generator.catalogue, catalogue_path,
+                        datetime.combine(start, datetime.min.time()))
     plan = [(day, generator.rows_for_day(day, rows_per_day))
             for day in (start + timedelta(days=offset) for offset in range(days))]
     if out is not None:
