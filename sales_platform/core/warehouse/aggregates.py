@@ -224,3 +224,39 @@ def changed_category_months(engine: Engine, bins: Sequence[Decimal]) -> list[tup
                         mine.c.hi != label)))
     with engine.connect() as conn:
         return sorted((int(a), int(b)) for a, b in conn.execute(query).all())
+
+
+def monthly_frame(engine: Engine):
+    """agg_sales_monthly as a DataFrame (revenue as float): what the rollup check validates."""
+    import pandas as pd
+
+    with engine.connect() as conn:
+        rows = conn.execute(select(agg_sales_monthly.c.year, agg_sales_monthly.c.month,
+                                   agg_sales_monthly.c.transactions, agg_sales_monthly.c.total_quantity,
+                                   agg_sales_monthly.c.total_revenue)
+                            .order_by(agg_sales_monthly.c.year, agg_sales_monthly.c.month)).all()
+    frame = pd.DataFrame(rows, columns=["year", "month", "transactions", "total_quantity", "total_revenue"])
+    return frame.astype({"year": "int64", "month": "int64", "transactions": "int64",
+                         "total_quantity": "int64", "total_revenue": "float64"})
+
+
+def monthly_mismatches(engine: Engine) -> list[dict]:
+    """Months whose agg_sales_monthly row differs from the sum of their agg_sales_daily rows (or exists
+    on one side only): the rollup must be the daily table summed, whichever run wrote it."""
+    with engine.connect() as conn:
+        daily = conn.execute(
+            select(_year(agg_sales_daily.c.sale_date), _month(agg_sales_daily.c.sale_date),
+                   func.sum(agg_sales_daily.c.transactions), func.sum(agg_sales_daily.c.total_quantity),
+                   func.sum(agg_sales_daily.c.total_revenue))
+            .group_by(_year(agg_sales_daily.c.sale_date), _month(agg_sales_daily.c.sale_date))).all()
+        monthly = conn.execute(select(agg_sales_monthly.c.year, agg_sales_monthly.c.month,
+                                      agg_sales_monthly.c.transactions, agg_sales_monthly.c.total_quantity,
+                                      agg_sales_monthly.c.total_revenue)).all()
+    by_daily = {(int(y), int(m)): (int(t), int(q), Decimal(str(r)).quantize(Decimal("0.01")))
+                for y, m, t, q, r in daily}
+    by_monthly = {(int(y), int(m)): (int(t), int(q), Decimal(str(r)).quantize(Decimal("0.01")))
+                  for y, m, t, q, r in monthly}
+    months = sorted(set(by_daily) | set(by_monthly))
+    return [{"month": f"{y}-{m:02d}", "daily": str(by_daily.get((y, m))),
+             "monthly": str(by_monthly.get((y, m)))}
+            for y, m in months if by_daily.get((y, m)) != by_monthly.get((y, m))]
