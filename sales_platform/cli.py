@@ -54,7 +54,7 @@ def _preflight(connect: bool = True) -> None:
 
 def _ensure_dagster_home() -> Path:
     """Use DAGSTER_HOME if set, else <data_dir>/dagster_home with the project's dagster.yaml."""
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir() / "dagster_home")
+    home = Path(settings.value(settings.DAGSTER_HOME) or settings.data_dir() / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     config = PROJECT_ROOT / "dagster.yaml"
     if config.exists() and not (home / "dagster.yaml").exists():
@@ -239,7 +239,7 @@ def print_summary(first: str, last: str) -> None:
     print(f"  tables: {', '.join(sorted(metadata.tables))}")
     print(f"  database: {warehouse.display_url()}")
     print(f"  quarantine: {root / 'quarantine'}  archive: {root / 'archive'}")
-    print(f"  UI: make ui  (DAGSTER_HOME={os.environ.get('DAGSTER_HOME')}), then http://127.0.0.1:3000")
+    print(f"  UI: make ui  (DAGSTER_HOME={settings.value(settings.DAGSTER_HOME)}), then http://127.0.0.1:3000")
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
@@ -323,7 +323,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from sales_platform.products.api import serve
 
     store = args.store or str(settings.data_dir() / "products_api.sqlite")
-    serve(args.host, args.port, store, os.environ.get(settings.API_TOKEN) or None,
+    serve(args.host, args.port, store, settings.value(settings.API_TOKEN) or None,
           certfile=args.certfile, keyfile=args.keyfile, workers=args.workers)
     return 0
 

@@ -17,11 +17,9 @@ def warehouse_kinds(*others: str) -> set[str]:
 
 def blob_kind() -> str:
     """Where blob-stored assets really live: Azure when a container is configured, else the folder."""
-    import os
+    from sales_platform.core.settings import BLOB_CONTAINER, value
 
-    from sales_platform.core.settings import BLOB_CONTAINER
-
-    return "azure" if os.environ.get(BLOB_CONTAINER) else "filesystem"
+    return "azure" if value(BLOB_CONTAINER) else "filesystem"
 
 
 def markdown_table(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:

@@ -9,7 +9,6 @@ already under way: then it resumes it), re-encrypts everything, then retires the
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -172,7 +171,7 @@ class RotationProgress:
 
 
 def cmd_rotate_keys(args: argparse.Namespace) -> int:
-    if not (os.environ.get(settings.ENCRYPTION_KEY) or os.environ.get(settings.ENCRYPTION_KEY_FILE)):
+    if not (settings.value(settings.ENCRYPTION_KEY) or settings.value(settings.ENCRYPTION_KEY_FILE)):
         print(f"{settings.ENCRYPTION_KEY} (or {settings.ENCRYPTION_KEY_FILE}) is not set: rotation needs "
               "the master key that wraps the keyset", file=sys.stderr)
         return 2

@@ -44,3 +44,18 @@ def test_the_rule_catches_what_it_should():
     assert forbidden("dagster") and forbidden("dagster._core.storage") and forbidden("dagster_celery")
     assert forbidden("sales_platform.resources.factory") and forbidden("sales_platform.sales.assets")
     assert not forbidden("sales_platform.core.crypto") and not forbidden("dagsterish")
+
+
+def test_the_environment_is_read_in_the_settings_module_only():
+    """One source of truth for configuration: other modules ask core/settings.py (value, flag,
+    env_number...). The CLI may only *set* DAGSTER_HOME for the runs it starts."""
+    readers = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "core" / "settings.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") \
+                    and isinstance(node.value, ast.Name) and node.value.id == "os":
+                readers.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    allowed = {"sales_platform/cli.py"}  # os.environ["DAGSTER_HOME"] = … (a write, for Dagster)
+    assert [r for r in readers if r.split(":")[0] not in allowed] == []

@@ -17,11 +17,10 @@ Fill rules (what is filled, and what is not):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from sales_platform.core.settings import CATEGORY_BINS, DEFAULT_CATEGORY_BINS, SettingError
+from sales_platform.core.settings import CATEGORY_BINS, DEFAULT_CATEGORY_BINS, SettingError, value
 
 LABELS = ("Low", "Medium", "High")
 UNPRICED = "Unpriced"
@@ -47,7 +46,7 @@ def parse_bins(text: str, name: str = CATEGORY_BINS) -> tuple[Decimal, Decimal]:
 
 def category_bins() -> tuple[Decimal, Decimal]:
     """The configured bins (``SALES_PLATFORM_CATEGORY_BINS``, default ``100,500``)."""
-    return parse_bins(os.environ.get(CATEGORY_BINS, "").strip() or DEFAULT_CATEGORY_BINS)
+    return parse_bins(value(CATEGORY_BINS, DEFAULT_CATEGORY_BINS))
 
 
 def bins_text(bins: Sequence[Decimal]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -108,10 +108,10 @@ def check_data_dir() -> list[Problem]:
 
 def check_schema_settings() -> list[Problem]:
     problems = []
-    policy = os.environ.get(settings.SCHEMA_POLICY, "").strip()
+    policy = settings.value(settings.SCHEMA_POLICY)
     if policy and policy not in ("evolve", "freeze", "rescue"):
         problems.append(Problem(settings.SCHEMA_POLICY, f"{policy!r}: expected evolve, freeze or rescue"))
-    contract = os.environ.get(settings.SCHEMA_CONTRACT, "").strip()
+    contract = settings.value(settings.SCHEMA_CONTRACT)
     if contract:
         path = Path(contract).expanduser()
         if not path.is_file():
@@ -135,10 +135,10 @@ def check_category_bins() -> list[Problem]:
 
 
 def check_executor() -> list[Problem]:
-    choice = os.environ.get(settings.EXECUTOR, "").strip()
+    choice = settings.value(settings.EXECUTOR)
     if choice not in ("", "celery"):
         return [Problem(settings.EXECUTOR, f"{choice!r}: expected 'celery' or unset (multiprocess)")]
-    if choice == "celery" and not os.environ.get("DAGSTER_CELERY_BROKER_URL"):
+    if choice == "celery" and not settings.value(settings.CELERY_BROKER_URL):
         return [Problem(settings.EXECUTOR, "celery needs DAGSTER_CELERY_BROKER_URL "
                                            "(e.g. pyamqp://guest@127.0.0.1:5672//)")]
     return []
@@ -150,8 +150,8 @@ def check_keys() -> list[Problem]:
     from sales_platform.core.crypto import parse_master_key
 
     problems = []
-    active = os.environ.get(settings.ENCRYPTION_KEY, "").strip()
-    retired = [k.strip() for k in os.environ.get(settings.RETIRED_KEYS, "").split(",") if k.strip()]
+    active = settings.value(settings.ENCRYPTION_KEY)
+    retired = [k.strip() for k in settings.value(settings.RETIRED_KEYS, "").split(",") if k.strip()]
     for name, values in ((settings.ENCRYPTION_KEY, [active] if active else []),
                          (settings.RETIRED_KEYS, retired)):
         for value in values:
@@ -251,10 +251,10 @@ def _null_pool():
 
 def check_sqlserver_driver() -> list[Problem]:
     """SQL Server settings without a URL: the named ODBC driver must be installed."""
-    if os.environ.get(settings.DB_URL) or not (os.environ.get(settings.MSSQL_HOST)
-                                               or os.environ.get(settings.AZURE_SQL_SERVER)):
+    if settings.value(settings.DB_URL) or not (settings.value(settings.MSSQL_HOST)
+                                               or settings.value(settings.AZURE_SQL_SERVER)):
         return []
-    wanted = os.environ.get(settings.MSSQL_DRIVER, "ODBC Driver 18 for SQL Server")
+    wanted = settings.value(settings.MSSQL_DRIVER, "ODBC Driver 18 for SQL Server")
     try:
         import pyodbc
     except ImportError:
@@ -266,7 +266,7 @@ def check_sqlserver_driver() -> list[Problem]:
 
 
 def check_database(connect: bool = True) -> list[Problem]:
-    raw = os.environ.get(settings.DB_URL, "").strip()
+    raw = settings.value(settings.DB_URL)
     if not raw:
         return check_sqlserver_driver()  # else the embedded SQLite file under the data dir
     url, problems = parse_db_url(raw)
@@ -287,11 +287,11 @@ def _http_url_problem(variable: str, raw: str) -> Problem | None:
 
 
 def check_api(connect: bool = True, get: Callable[..., object] | None = None) -> list[Problem]:
-    raw = os.environ.get(settings.API_URL, "").strip()
+    raw = settings.value(settings.API_URL)
     if not raw:
         return []
     problem = _http_url_problem(settings.API_URL, raw)
-    bundle = os.environ.get(settings.API_CA_BUNDLE, "").strip()
+    bundle = settings.value(settings.API_CA_BUNDLE)
     if not problem and bundle and not Path(bundle).expanduser().is_file():
         problem = Problem(settings.API_CA_BUNDLE, f"{bundle} does not exist or is not a file (a PEM "
                                                   "file of the CA that signs the API's certificate)")
@@ -313,18 +313,18 @@ def check_api(connect: bool = True, get: Callable[..., object] | None = None) ->
 
 
 def check_webhook() -> list[Problem]:
-    raw = os.environ.get(settings.ALERT_WEBHOOK, "").strip()
+    raw = settings.value(settings.ALERT_WEBHOOK)
     problem = _http_url_problem(settings.ALERT_WEBHOOK, raw) if raw else None
     return [problem] if problem else []
 
 
 def check_blob(connect: bool = True) -> list[Problem]:
-    container = os.environ.get(settings.BLOB_CONTAINER, "").strip()
+    container = settings.value(settings.BLOB_CONTAINER)
     if not container:
         return []
     var = settings.BLOB_CONTAINER
-    connection = os.environ.get(settings.BLOB_CONNECTION_STRING, "").strip()
-    account_url = os.environ.get(settings.BLOB_ACCOUNT_URL, "").strip()
+    connection = settings.value(settings.BLOB_CONNECTION_STRING)
+    account_url = settings.value(settings.BLOB_ACCOUNT_URL)
     if not connection and not account_url:
         return [Problem(var, f"set {settings.BLOB_CONNECTION_STRING} or {settings.BLOB_ACCOUNT_URL} "
                              "to say where the container is")]
@@ -334,8 +334,8 @@ def check_blob(connect: bool = True) -> list[Problem]:
         return [Problem(var, "the Azure SDK is not installed: pip install 'sales_platform[azure]'")]
     if not connect:
         return []
-    secrets = tuple(v for v in (connection, os.environ.get(settings.BLOB_ACCOUNT_KEY, ""),
-                                os.environ.get(settings.BLOB_SAS_TOKEN, "")) if v)
+    secrets = tuple(v for v in (connection, settings.value(settings.BLOB_ACCOUNT_KEY),
+                                settings.value(settings.BLOB_SAS_TOKEN)) if v)
     try:
         service = (BlobServiceClient.from_connection_string(connection, connection_timeout=CONNECT_TIMEOUT_S,
                                                             retry_total=0)
@@ -373,14 +373,13 @@ def require_valid(connect: bool = True) -> None:
         raise ConfigurationError(found)
 
 
-def summary(env: Mapping[str, str] | None = None) -> list[str]:
+def summary() -> list[str]:
     """What is configured, secrets redacted (printed by `sales-platform check` when all is well)."""
-    env = os.environ if env is None else env
-    db = env.get(settings.DB_URL)
+    db = settings.value(settings.DB_URL)
     return [
         f"data dir: {settings.data_dir()}",
         f"warehouse: {redact_url(db) if db else settings.warehouse_kind() + ' (embedded default)'}",
-        f"key: {'set' if env.get(settings.ENCRYPTION_KEY) else 'demo key under the data dir'}",
-        f"blob: {env.get(settings.BLOB_CONTAINER) or 'local folder'}",
-        f"products API: {redact_text(env.get(settings.API_URL) or '') or 'in-process'}",
+        f"key: {'set' if settings.value(settings.ENCRYPTION_KEY) else 'demo key under the data dir'}",
+        f"blob: {settings.value(settings.BLOB_CONTAINER, 'local folder')}",
+        f"products API: {redact_text(settings.value(settings.API_URL)) or 'in-process'}",
     ]

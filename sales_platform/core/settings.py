@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 DATA_DIR = "SALES_PLATFORM_DATA_DIR"
+DAGSTER_HOME = "DAGSTER_HOME"  # Dagster's own: where the CLI's runs are recorded
+CELERY_BROKER_URL = "DAGSTER_CELERY_BROKER_URL"  # dagster-celery's own
 DB_URL = "SALES_PLATFORM_DB_URL"
 ENCRYPTION_KEY = "SALES_PLATFORM_ENCRYPTION_KEY"
 RETIRED_KEYS = "SALES_PLATFORM_RETIRED_KEYS"  # previous-format keys, read for the migration only
@@ -53,6 +55,17 @@ UPLOAD_MAX_BYTES = "SALES_PLATFORM_UPLOAD_MAX_BYTES"  # POST /uploads size limit
 CATEGORY_BINS = "SALES_PLATFORM_CATEGORY_BINS"  # revenue bounds Low|Medium,Medium|High
 DEFAULT_CATEGORY_BINS = "100,500"  # the Dagster ETL guide's pd.cut bins [0, 100, 500, inf]
 REPORT_DAYS = "SALES_PLATFORM_REPORT_DAYS"  # days sales_report charts, ending at the newest sale day
+
+
+def value(name: str, default: str = "") -> str:
+    """A setting's raw text (stripped), or ``default`` when unset or blank: every module reads the
+    environment through here, so this file is the configuration contract."""
+    return os.environ.get(name, "").strip() or default
+
+
+def flag(name: str) -> bool:
+    """A yes/no setting: 1, true or yes (any case) is yes."""
+    return value(name).lower() in ("1", "true", "yes")
 
 
 class SettingError(ValueError):

@@ -1,6 +1,5 @@
 """Run-failure sensor: every failed run becomes a structured alert (log + file + optional webhook)."""
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,8 +52,8 @@ def alert_for_run(instance: dg.DagsterInstance, run_id: str) -> RunFailureAlert:
 
 
 def _secrets() -> tuple[str, ...]:
-    return tuple(s for s in (os.environ.get(settings.ENCRYPTION_KEY), os.environ.get(settings.API_TOKEN),
-                             os.environ.get(settings.RETIRED_KEYS)) if s)
+    names = (settings.ENCRYPTION_KEY, settings.API_TOKEN, settings.RETIRED_KEYS)
+    return tuple(secret for secret in map(settings.value, names) if secret)
 
 
 def write_alert(alert: RunFailureAlert, data_dir: Path | None = None) -> Path:
@@ -62,7 +61,7 @@ def write_alert(alert: RunFailureAlert, data_dir: Path | None = None) -> Path:
     alert = alert.redacted(_secrets())
     path = (data_dir or settings.data_dir()) / ALERTS_FILE
     if append_alert(path, alert):
-        webhook = os.environ.get(settings.ALERT_WEBHOOK)
+        webhook = settings.value(settings.ALERT_WEBHOOK)
         if webhook:
             post_alert(webhook, alert)
     return path

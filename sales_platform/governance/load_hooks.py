@@ -15,7 +15,6 @@ record after the cursor gives each day its own call.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,7 +96,7 @@ def notify_load_commit(commit: LoadCommit, data_dir: Path) -> None:
     path = data_dir / COMMITS_FILE
     if commit.commit_id in recorded_commit_ids(path):
         return
-    webhook = os.environ.get(settings.ALERT_WEBHOOK)
+    webhook = settings.value(settings.ALERT_WEBHOOK)
     if webhook:
         post_commit(webhook, commit)
     append_commit(path, commit)

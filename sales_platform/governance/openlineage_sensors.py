@@ -8,7 +8,6 @@ sent to ``SALES_PLATFORM_OPENLINEAGE_URL`` when set, else appended to
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -89,7 +88,7 @@ def emit_for_run(context: dg.RunStatusSensorContext, platform: PlatformResource)
     nodes = {n.key: n for n in lineage_nodes_from_defs(context.repository_def)}
     events = events_for_run(context.instance, context.dagster_run.run_id, nodes)
     client = client_for(Path(platform.data_dir).expanduser().resolve(),
-                        os.environ.get(settings.OPENLINEAGE_URL) or None)
+                        settings.value(settings.OPENLINEAGE_URL) or None)
     for event in events:
         client.emit(event)
     context.log.info(f"run {context.dagster_run.run_id}: {len(events)} OpenLineage event(s) sent")

@@ -1,7 +1,6 @@
 """raw_sales: the drop zone landed, split into sealed per-day fragments."""
 
 
-import os
 import time
 
 import dagster as dg
@@ -58,7 +57,7 @@ class LandingConfig(dg.Config):
 def blob_drop_zone(platform: PlatformResource, engine, blob: BlobStorageResource) -> BlobIntake:
     """The blob drop zone under SALES_PLATFORM_BLOB_INCOMING_PREFIX, landing through the same
     intake as the folder."""
-    prefix = os.environ.get(settings.BLOB_INCOMING_PREFIX, "").strip()
+    prefix = settings.value(settings.BLOB_INCOMING_PREFIX)
     if not prefix:
         raise settings.SettingError(f"{settings.BLOB_INCOMING_PREFIX} is not set: no blob drop zone")
     return BlobIntake(platform.intake(engine, RAW_SALES_VERSION, blob.put_file),

@@ -74,7 +74,7 @@ def incoming_files_sensor(context: dg.SensorEvaluationContext, platform: Platfor
 )
 def blob_dropzone_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource,
                          blob: BlobStorageResource):
-    prefix = os.environ.get(settings.BLOB_INCOMING_PREFIX, "").strip()
+    prefix = settings.value(settings.BLOB_INCOMING_PREFIX)
     if not prefix:
         return dg.SkipReason(f"{settings.BLOB_INCOMING_PREFIX} is not set: no blob drop zone")
     drops = scan_blobs(blob.drop_container(), prefix, platform.settle_s)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from sales_platform.core import settings
@@ -20,7 +18,7 @@ CELERY_CONFIG = {"broker": {"env": "DAGSTER_CELERY_BROKER_URL"}, "backend": "rpc
 
 def _env_or(name: str, default: str | None) -> str | dg.EnvVar | None:
     """An EnvVar when the variable is set (so the UI shows its name, never its value)."""
-    return dg.EnvVar(name) if os.environ.get(name) else default
+    return dg.EnvVar(name) if settings.value(name) else default
 
 
 def platform_resource() -> PlatformResource:
@@ -43,35 +41,35 @@ def platform_resource() -> PlatformResource:
 
 
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "") in ("1", "true", "yes")
+    return settings.flag(name)
 
 
 def warehouse_resource() -> WarehouseResource:
     """SALES_PLATFORM_DB_URL, else Azure SQL, else SQL Server, else the embedded SQLite file."""
-    if os.environ.get(settings.DB_URL):
+    if settings.value(settings.DB_URL):
         return SqlUrlWarehouse(database_url=dg.EnvVar(settings.DB_URL))
-    if os.environ.get(settings.AZURE_SQL_SERVER):
+    if settings.value(settings.AZURE_SQL_SERVER):
         from sales_platform.resources.mssql import AzureSqlWarehouse
 
         return AzureSqlWarehouse(
             server=dg.EnvVar(settings.AZURE_SQL_SERVER),
             database=dg.EnvVar(settings.AZURE_SQL_DATABASE),
-            auth=os.environ.get(settings.AZURE_SQL_AUTH, "azure_ad"),  # a Literal: plain str
+            auth=settings.value(settings.AZURE_SQL_AUTH, "azure_ad"),  # a Literal: plain str
             user=_env_or(settings.AZURE_SQL_USER, None),
             password=_env_or(settings.AZURE_SQL_PASSWORD, None),
             managed_identity_client_id=_env_or(settings.AZURE_SQL_CLIENT_ID, None),
         )
-    if os.environ.get(settings.MSSQL_HOST):
+    if settings.value(settings.MSSQL_HOST):
         from sales_platform.resources.mssql import SqlServerWarehouse
 
         return SqlServerWarehouse(
             host=dg.EnvVar(settings.MSSQL_HOST),
-            port=int(os.environ.get(settings.MSSQL_PORT, "1433")),
+            port=int(settings.value(settings.MSSQL_PORT, "1433")),
             database=dg.EnvVar(settings.MSSQL_DATABASE),
             user=_env_or(settings.MSSQL_USER, None),
             password=_env_or(settings.MSSQL_PASSWORD, None),
             trusted_connection=_flag(settings.MSSQL_TRUSTED_CONNECTION),
-            driver=os.environ.get(settings.MSSQL_DRIVER, "ODBC Driver 18 for SQL Server"),
+            driver=settings.value(settings.MSSQL_DRIVER, "ODBC Driver 18 for SQL Server"),
             trust_server_certificate=_flag(settings.MSSQL_TRUST_SERVER_CERTIFICATE),
         )
     return SqliteWarehouse(path=str(settings.data_dir() / "warehouse.db"))
@@ -79,7 +77,7 @@ def warehouse_resource() -> WarehouseResource:
 
 def blob_resource() -> BlobStorageResource:
     """Azure Blob Storage when a container is configured; else a local folder (zero setup)."""
-    if not os.environ.get(settings.BLOB_CONTAINER):
+    if not settings.value(settings.BLOB_CONTAINER):
         return LocalBlobStorage(root=str(settings.data_dir() / "blob"))
     from sales_platform.resources.azure_blob import AzureBlobStorage
 
@@ -90,7 +88,7 @@ def blob_resource() -> BlobStorageResource:
         account_url=_env_or(settings.BLOB_ACCOUNT_URL, None),
         account_key=_env_or(settings.BLOB_ACCOUNT_KEY, None),
         sas_token=_env_or(settings.BLOB_SAS_TOKEN, None),
-        use_default_credential=os.environ.get(settings.BLOB_USE_DEFAULT_CREDENTIAL, "") == "1",
+        use_default_credential=settings.value(settings.BLOB_USE_DEFAULT_CREDENTIAL) == "1",
     )
 
 
@@ -112,7 +110,7 @@ def resources() -> dict[str, object]:
 def executor() -> dg.ExecutorDefinition:
     """SALES_PLATFORM_EXECUTOR=celery: every step of every job is a Celery task (pip install dagster-celery)
     on the broker at $DAGSTER_CELERY_BROKER_URL. Unset: multiprocess with a preloaded forkserver."""
-    choice = os.environ.get(settings.EXECUTOR, "")
+    choice = settings.value(settings.EXECUTOR)
     if choice == "celery":
         from dagster_celery import celery_executor
 

@@ -13,7 +13,6 @@ Configuration is read from the environment the platform already uses: the data f
 from __future__ import annotations
 
 import dataclasses
-import os
 from functools import cache
 from pathlib import Path
 
@@ -39,9 +38,9 @@ LEDGER_FIELDS = ("file_name", "status", "size_bytes", "rows_read", "rows_rejecte
 
 
 def _contract() -> SchemaContract:
-    path = os.environ.get(settings.SCHEMA_CONTRACT, "").strip()
+    path = settings.value(settings.SCHEMA_CONTRACT)
     contract = SchemaContract.from_file(path) if path else SchemaContract()
-    policy = os.environ.get(settings.SCHEMA_POLICY, "").strip()
+    policy = settings.value(settings.SCHEMA_POLICY)
     return dataclasses.replace(contract, policy=policy) if policy else contract
 
 
