@@ -54,19 +54,27 @@ class DuplicateScan:
         contents = np.concatenate(self._content_hashes)
         self._tid_hashes.clear()
         self._content_hashes.clear()
+        # Only the rows of repeated ids (usually ~1 %) are looked at past this point; the
+        # day-sized temporaries are dropped at once (peak memory grows ~26 bytes per row).
         order = np.argsort(tids, kind="stable")
         sorted_tids = tids[order]
-        repeated = np.zeros(len(tids), dtype=bool)
-        repeated[1:] = sorted_tids[1:] == sorted_tids[:-1]
+        repeated = sorted_tids[1:] == sorted_tids[:-1]
+        del sorted_tids
         if not repeated.any():
             return DuplicateVerdict(np.array([], np.uint64), np.array([], np.int64), tids)
-        dup_tids = np.unique(sorted_tids[repeated])
-        in_dup = np.isin(tids, dup_tids)
-        pairs = np.unique(np.stack([tids[in_dup], contents[in_dup]], axis=1), axis=0)
+        in_dup = np.zeros(len(tids), dtype=bool)
+        in_dup[1:] |= repeated
+        in_dup[:-1] |= repeated
+        del repeated
+        dup_rows = np.sort(order[in_dup])  # ordinals of every copy of a repeated id, in scan order
+        del order, in_dup
+        dup_row_tids = tids[dup_rows]
+        dup_tids = np.unique(dup_row_tids)
+        pairs = np.unique(np.stack([dup_row_tids, contents[dup_rows]], axis=1), axis=0)
         tid_of_pair, copies = np.unique(pairs[:, 0], return_counts=True)
         conflicting = tid_of_pair[copies > 1]
         identical = np.setdiff1d(dup_tids, conflicting)
-        ordinals = np.flatnonzero(np.isin(tids, identical))
+        ordinals = dup_rows[np.isin(dup_row_tids, identical)]
         # keep the first occurrence of each identical group, drop the others
         _, first_index = np.unique(tids[ordinals], return_index=True)
         drop = np.setdiff1d(ordinals, ordinals[first_index])
