@@ -54,16 +54,20 @@ class CrossDayConflicts:
         self.before: set[str] = set()  # ids in conflict on this day before this load
         self.after: set[str] = set()
 
-    def _copies_elsewhere(self, tid_column):
+    def _copies_elsewhere(self, tid_column, in_sales: bool = True):
         """An id has a copy on another day: in sales, or as a duplicate reject (every copy that
         passed the row rules counts, also those rejected as duplicates within their day). Only
         copies of current file versions count: a superseded version's row waiting for its day's
-        reload (or held there by a blocked day) is no sale any more."""
+        reload (or held there by a blocked day) is no sale any more. ``in_sales=False`` looks at
+        the rejects only (for ids already in sales: the primary key rules out a second copy)."""
         t, r = self.target, aliased(sales_rejects)  # an alias: the caller may scan sales_rejects
+        rejected = exists().where(r.c.transaction_id == tid_column, r.c.reason.in_(COPY_REASONS),
+                                  r.c.sale_date != self.day, _live(r))
+        if not in_sales:
+            return rejected
         return or_(
             exists().where(t.c.transaction_id == tid_column, t.c.sale_date != self.day, _live(t)),
-            exists().where(r.c.transaction_id == tid_column, r.c.reason.in_(COPY_REASONS),
-                           r.c.sale_date != self.day, _live(r)))
+            rejected)
 
     def _conflicting_ids(self, conn: Connection) -> list[str]:
         s, r = self.stage, sales_rejects
@@ -78,8 +82,9 @@ class CrossDayConflicts:
         day's duplicate rejects has a copy on another day."""
         own = aliased(self.target)
         r = sales_rejects
-        rows = select(own.c.transaction_id).where(
-            own.c.sale_date == self.day, self._copies_elsewhere(own.c.transaction_id)).limit(1)
+        rows = select(own.c.transaction_id).where(  # in sales: no other copy there (primary key)
+            own.c.sale_date == self.day,
+            self._copies_elsewhere(own.c.transaction_id, in_sales=False)).limit(1)
         rejects = select(r.c.transaction_id).where(
             r.c.sale_date == self.day, r.c.reason.in_(COPY_REASONS),
             self._copies_elsewhere(r.c.transaction_id)).limit(1)
