@@ -131,7 +131,7 @@ def run_pipeline(first: str, last: str) -> bool:
 def _alert_failed_run(instance, run_id: str) -> None:
     """A failed CLI run raises the same alert as a daemon or UI run (the run-failure sensor only
     sees runs launched through a code location); one line per failed step on stderr."""
-    from sales_platform.governance.alerts import alert_for_run, write_alert
+    from sales_platform.defs.governance.alerts import alert_for_run, write_alert
 
     alert = alert_for_run(instance, run_id)
     path = write_alert(alert)
@@ -320,7 +320,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from sales_platform.products.api import serve
+    from sales_platform.api.products import serve
 
     store = args.store or str(settings.data_dir() / "products_api.sqlite")
     serve(args.host, args.port, store, settings.value(settings.API_TOKEN) or None,
@@ -329,7 +329,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_atlas_tables(args: argparse.Namespace) -> int:
-    from sales_platform.governance.lineage import atlas_tables_command
+    from sales_platform.defs.governance.lineage import atlas_tables_command
 
     for path in atlas_tables_command(Path(args.export), Path(args.out)):
         print(path)

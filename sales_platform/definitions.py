@@ -1,6 +1,7 @@
-"""The one entry point: every domain's definitions plus the resources, assembled."""
+"""The one entry point: every domain's definitions under ``defs/``, found by Dagster's loader."""
 
 import warnings
+from pathlib import Path
 
 import dagster as dg
 
@@ -10,21 +11,6 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from sales_platform.aggregates import defs as aggregates  # noqa: E402 - after the filter
-from sales_platform.exports import defs as exports  # noqa: E402
-from sales_platform.governance import defs as governance  # noqa: E402
-from sales_platform.ingestion import defs as ingestion  # noqa: E402
-from sales_platform.jobs import ALL_JOBS  # noqa: E402
-from sales_platform.products import defs as products  # noqa: E402
-from sales_platform.resources.factory import executor, resources  # noqa: E402
-from sales_platform.sales import defs as sales  # noqa: E402
-
-defs = dg.Definitions.merge(
-    ingestion.defs,
-    sales.defs,
-    products.defs,
-    aggregates.defs,
-    exports.defs,
-    governance.defs,
-    dg.Definitions(jobs=ALL_JOBS, resources=resources(), executor=executor()),
-)
+# A module-level Definitions (not a @dg.definitions function): the CLI and the tests resolve jobs
+# from it directly, and `dagster dev -m`, `dg check defs` and the workspace load it the same way.
+defs = dg.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sales_platform_tests.eventually import eventually
 
-SERVE = ("import logging, sys; from sales_platform.products.api import serve; "
+SERVE = ("import logging, sys; from sales_platform.api.products import serve; "
          "logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True); "
          "serve('127.0.0.1', 0, sys.argv[1], sys.argv[2] or None, sys.argv[3] or None, "
          "sys.argv[4] or None, workers=1)")

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sales_platform.core.crypto import Keyring, Tokenizer
 from sales_platform.core.warehouse.engine import cached_engine
 from sales_platform.core.warehouse.tables import file_events, file_ledger, sales, sales_rejects
-from sales_platform.ingestion.sensors import landed_days_sensor
+from sales_platform.defs.ingestion.sensors import landed_days_sensor
 from sales_platform_tests.helpers import SALES_CHAIN, all_assets, materialize, resources_for
 from sales_platform_tests.oracle import Drop, Expected, expected_state
 

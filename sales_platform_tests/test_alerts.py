@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import dagster as dg
 import pytest
 
-from sales_platform.governance.alerts import ALERTS_FILE, run_failure_alert_sensor
+from sales_platform.defs.governance.alerts import ALERTS_FILE, run_failure_alert_sensor
 from sales_platform_tests.helpers import (
     PRODUCTS,
     SALES_CHAIN,

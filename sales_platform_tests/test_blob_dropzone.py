@@ -20,7 +20,7 @@ from sales_platform.core.schema import SchemaContract
 from sales_platform.core.store import DataAreas
 from sales_platform.core.warehouse.engine import make_engine
 from sales_platform.core.warehouse.ledger import ledger_rows
-from sales_platform.ingestion.sensors import blob_dropzone_sensor
+from sales_platform.defs.ingestion.sensors import blob_dropzone_sensor
 from sales_platform.resources.azure_blob import AzureBlobStorage
 from sales_platform.resources.blob import LocalBlobStorage
 from sales_platform_tests.helpers import all_assets

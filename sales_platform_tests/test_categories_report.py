@@ -215,7 +215,7 @@ def test_sales_report_writes_pngs_to_blob_and_shows_them_with_period_totals(data
 # --- item 5: versions from code, ledger ------------------------------------------------------------------
 
 def test_code_version_follows_the_code_and_is_the_same_in_every_process():
-    from sales_platform.aggregates import assets
+    from sales_platform.defs.aggregates import assets
 
     fn = assets.agg_sales_daily.op.compute_fn.decorated_fn
     names = source_closure(fn)

@@ -10,6 +10,8 @@ expected file is written once and reviewed, never produced by the test itself.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,6 +47,32 @@ def test_definitions_match_the_reviewed_snapshot():
     expected = json.loads(SNAPSHOT.read_text())
     actual = snapshot()
     assert actual == expected, "definitions changed: if on purpose, regenerate (see the module docstring)"
+
+
+def dg_command(*args: str) -> subprocess.CompletedProcess:
+    """`dg` from this virtualenv, in the project root (it reads [tool.dg] in pyproject.toml)."""
+    venv = Path(sys.prefix)
+    env = {**os.environ, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+           "NO_COLOR": "1"}
+    return subprocess.run([str(venv / "bin" / "dg"), *args], cwd=SNAPSHOT.parent.parent.parent, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_dg_check_defs_passes():
+    result = dg_command("check", "defs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
+
+
+def test_dg_lists_the_snapshot_definitions():
+    result = dg_command("list", "defs", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    expected = json.loads(SNAPSHOT.read_text())
+    assert sorted(a["asset_key"] for a in listed["assets"]) == sorted(expected["assets"])
+    assert sorted(j["name"] for j in listed["jobs"]) == expected["jobs"]
+    assert sorted(s["name"] for s in listed["sensors"]) == expected["sensors"]
+    assert sorted(s["name"] for s in listed["schedules"]) == expected["schedules"]
 
 
 if __name__ == "__main__" and "--write" in sys.argv:

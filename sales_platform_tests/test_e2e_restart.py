@@ -14,7 +14,7 @@ from sales_platform.core import settings
 from sales_platform.core.generator import GeneratorSettings, generate
 from sales_platform.core.store import DataAreas
 from sales_platform.core.warehouse.tables import file_ledger, sales_rejects
-from sales_platform.ingestion.assets import landing_lease
+from sales_platform.defs.ingestion.assets import landing_lease
 from sales_platform_tests.e2e import REPO, SENSORS, DagsterStack, GroupProcess, executable
 from sales_platform_tests.oracle import LANDING, Drop
 from sales_platform_tests.test_e2e_daemon import assert_files_match_oracle, ledger_statuses, rows_by_file

@@ -19,9 +19,9 @@ import pytest
 
 from sales_platform.core.crypto import generate_key
 from sales_platform.definitions import defs
-from sales_platform.governance.assets import BLOB_NAMES, lineage_export
-from sales_platform.governance.graph import lineage_nodes_from_defs
-from sales_platform.governance.lineage import (
+from sales_platform.defs.governance.assets import BLOB_NAMES, lineage_export
+from sales_platform.defs.governance.graph import lineage_nodes_from_defs
+from sales_platform.defs.governance.lineage import (
     DATASET_COLUMNS,
     EDGE_COLUMNS,
     PROCESS_COLUMNS,

@@ -17,7 +17,7 @@ import pytest
 
 from sales_platform.core.crypto import generate_key
 from sales_platform.core.load_commits import commit_from_metadata
-from sales_platform.governance.load_hooks import (
+from sales_platform.defs.governance.load_hooks import (
     COMMITS_FILE,
     load_commit_alert_sensor,
     load_commit_sensor,

@@ -23,8 +23,8 @@ from referencing import Registry, Resource
 
 from sales_platform.core.crypto import generate_key
 from sales_platform.definitions import defs
-from sales_platform.governance.openlineage import EVENTS_FILE
-from sales_platform.governance.openlineage_sensors import (
+from sales_platform.defs.governance.openlineage import EVENTS_FILE
+from sales_platform.defs.governance.openlineage_sensors import (
     openlineage_failure_sensor,
     openlineage_success_sensor,
 )

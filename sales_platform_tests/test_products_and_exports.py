@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import select
 
+from sales_platform.api.products import create_app
 from sales_platform.core.crypto import Keyring, Tokenizer
 from sales_platform.core.generator import GeneratorSettings, generate
 from sales_platform.core.warehouse.engine import cached_engine
@@ -21,7 +22,6 @@ from sales_platform.core.warehouse.tables import (
     agg_sales_yearly,
     dim_products,
 )
-from sales_platform.products.api import create_app
 from sales_platform.resources.products_api import ProductsApiResource
 from sales_platform_tests.helpers import PRODUCTS, SALES_CHAIN, all_assets, materialize, resources_for
 from sales_platform_tests.oracle import Expected, catalogue_prices

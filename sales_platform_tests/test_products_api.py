@@ -21,7 +21,7 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from sales_platform.products.api import MAX_PRODUCT_ID_LENGTH, Store, create_app, upsert_products
+from sales_platform.api.products import MAX_PRODUCT_ID_LENGTH, Store, create_app, upsert_products
 from sales_platform.resources import products_api
 from sales_platform.resources.products_api import ProductsApiError, ProductsApiResource
 from sales_platform_tests.eventually import eventually
@@ -495,7 +495,7 @@ def test_a_failed_write_transaction_leaves_nothing(store: Path) -> None:
 
 
 # serve() binds port 0 and logs the port it got; logging on, the test reads it from the output.
-SERVE = ("import logging, sys; from sales_platform.products.api import serve; "
+SERVE = ("import logging, sys; from sales_platform.api.products import serve; "
          "logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True); "
          "serve('127.0.0.1', 0, sys.argv[1], sys.argv[2])")
 SERVING_ON = re.compile(r"products API on http://127\.0\.0\.1:(\d+) ")

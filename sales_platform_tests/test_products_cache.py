@@ -11,10 +11,10 @@ import dagster as dg
 import requests
 from sqlalchemy import select
 
+from sales_platform.api.products import create_app
 from sales_platform.core.crypto import Keyring, Tokenizer
 from sales_platform.core.warehouse.engine import cached_engine
 from sales_platform.core.warehouse.tables import data_objects, dim_products
-from sales_platform.products.api import create_app
 from sales_platform.resources.products_api import ProductsApiResource
 from sales_platform_tests.helpers import PRODUCTS, all_assets, materialize, resources_for, write_catalogue
 from sales_platform_tests.test_products_api import TOKEN, product, serving

@@ -7,9 +7,9 @@ import dagster as dg
 import pandas as pd
 from sqlalchemy import update
 
-from sales_platform.aggregates.checks import MonthlySalesFrame, monthly_matches_daily
 from sales_platform.core.warehouse.engine import cached_engine
 from sales_platform.core.warehouse.tables import agg_sales_monthly
+from sales_platform.defs.aggregates.checks import MonthlySalesFrame, monthly_matches_daily
 from sales_platform_tests.helpers import (
     PRODUCTS,
     SALES_CHAIN,

@@ -29,13 +29,13 @@ import requests
 from sqlalchemy import column, create_engine, inspect, literal, select, table, text
 from sqlalchemy.dialects import mssql
 
+from sales_platform.api.products import TOKEN_HEADER, create_app
 from sales_platform.core import settings
 from sales_platform.core.crypto import Keyring, Tokenizer, generate_key, is_token, parse_master_key
 from sales_platform.core.generator import GeneratorSettings, generate
 from sales_platform.core.redact import redact_text
 from sales_platform.core.warehouse.engine import cached_engine, dispose_all
 from sales_platform.core.warehouse.tables import dim_products, sales, sales_rejects
-from sales_platform.products.api import TOKEN_HEADER, create_app
 from sales_platform.resources import factory
 from sales_platform.resources.warehouse import PostgresWarehouse, SqlUrlWarehouse
 from sales_platform_tests.conftest import PG_ADMIN_URL, pg_admin_url, require_postgres

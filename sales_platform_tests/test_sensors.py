@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sales_platform.core.landing import name_id
 from sales_platform.core.warehouse.engine import cached_engine
 from sales_platform.core.warehouse.tables import file_ledger, sales
-from sales_platform.ingestion.sensors import incoming_files_sensor, landed_days_sensor
+from sales_platform.defs.ingestion.sensors import incoming_files_sensor, landed_days_sensor
 from sales_platform_tests.helpers import (
     PRODUCTS,
     SALES_CHAIN,
@@ -168,7 +168,7 @@ def test_a_running_landing_blocks_a_new_attempt(env):
 def test_a_running_landing_whose_process_died_is_failed_and_retried(env):
     import fcntl
 
-    from sales_platform.ingestion.assets import landing_lease
+    from sales_platform.defs.ingestion.assets import landing_lease
 
     data_dir, resources, instance = env
     settled(write_csv(data_dir / "incoming" / "a.csv", [ROW]))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from sales_platform.api.products import TOKEN_HEADER, create_app
 from sales_platform.core import settings
-from sales_platform.products.api import TOKEN_HEADER, create_app
 from sales_platform_tests.integrity import Harness, assert_matches_oracle
 from sales_platform_tests.oracle import Drop, csv_bytes, sha256_hex
 from sales_platform_tests.test_products_api import serving

@@ -17,8 +17,8 @@ import requests
 from flask import Flask
 from pydantic import Field
 
+from sales_platform.api.products import TOKEN_HEADER, create_app
 from sales_platform.core.redact import redact_text
-from sales_platform.products.api import TOKEN_HEADER, create_app
 
 JSON_TYPE = "application/json"
 PUT_COUNTS = ("received", "inserted", "updated", "unchanged")

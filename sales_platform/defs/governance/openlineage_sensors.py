@@ -15,10 +15,10 @@ from openlineage.client.event_v2 import RunEvent
 
 from sales_platform.core import settings
 from sales_platform.core.redact import redact_text
-from sales_platform.governance.alerts import _root_message, _secrets
-from sales_platform.governance.graph import lineage_nodes_from_defs
-from sales_platform.governance.lineage import LineageNode
-from sales_platform.governance.openlineage import AssetOutcome, client_for, run_events
+from sales_platform.defs.governance.alerts import _root_message, _secrets
+from sales_platform.defs.governance.graph import lineage_nodes_from_defs
+from sales_platform.defs.governance.lineage import LineageNode
+from sales_platform.defs.governance.openlineage import AssetOutcome, client_for, run_events
 from sales_platform.resources.platform import PlatformResource
 
 ET = dg.DagsterEventType

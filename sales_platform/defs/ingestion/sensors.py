@@ -20,8 +20,8 @@ from sales_platform.core.warehouse.ledger import (
     pending_requests,
     versions_awaiting_load,
 )
-from sales_platform.ingestion.assets import landing_lease
-from sales_platform.jobs import daily_sales_job, land_files_job, rollups_job
+from sales_platform.defs import jobs  # the module, not its jobs: the defs loader collects each job once
+from sales_platform.defs.ingestion.assets import landing_lease
 from sales_platform.resources.blob import BlobStorageResource
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
@@ -30,7 +30,7 @@ INTERVAL_S = int(settings.env_number(settings.SENSOR_INTERVAL_S, 30, 1, integer=
 
 
 @dg.sensor(
-    job=land_files_job,
+    job=jobs.land_files_job,
     minimum_interval_seconds=INTERVAL_S,
     description="Watches <DATA_DIR>/incoming: each new, fully written file (by content sha256, "
     "name and mtime) gets one landing run. Temp files (*.tmp, *.partial) are ignored until renamed.",
@@ -66,7 +66,7 @@ def incoming_files_sensor(context: dg.SensorEvaluationContext, platform: Platfor
 
 
 @dg.sensor(
-    job=land_files_job,
+    job=jobs.land_files_job,
     minimum_interval_seconds=INTERVAL_S,
     description="Watches the blob drop zone (SALES_PLATFORM_BLOB_INCOMING_PREFIX in the blob "
     "container): each settled blob upload (by name and etag) gets one landing run through the same "
@@ -123,7 +123,7 @@ def retry_key(instance: dg.DagsterInstance, run_key: str, areas: DataAreas) -> s
 
 
 @dg.sensor(
-    job=daily_sales_job,
+    job=jobs.daily_sales_job,
     minimum_interval_seconds=INTERVAL_S,
     description="Loads the days whose landed rows changed (new or superseded file versions, "
     "conflicts that went away), one run per contiguous range of such days.",
@@ -150,12 +150,3 @@ def landed_days_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
             tags["sales_platform/file"] = files[0][:200]
         requests.append(dg.RunRequest(run_key=f"load:{first}:{last}:{digest}", tags=tags))
     return requests
-
-
-aggregates_schedule = dg.ScheduleDefinition(
-    name="aggregates_schedule",  # the README's name, not the default rollups_job_schedule
-    job=rollups_job,
-    cron_schedule="15 2 * * *",
-    description="Daily after the loads: monthly/yearly aggregates and exports for the periods "
-    "that changed since, and the lineage export.",
-)

@@ -4,8 +4,8 @@ import json
 
 import dagster as dg
 
-from sales_platform.governance.graph import lineage_nodes_from_defs, run_asset_graph
-from sales_platform.governance.lineage import (
+from sales_platform.defs.governance.graph import lineage_nodes_from_defs, run_asset_graph
+from sales_platform.defs.governance.lineage import (
     ATLAS_FILE,
     TABLE_FILES,
     WRITES,

@@ -22,7 +22,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from sales_platform.products.schemas import (
+from sales_platform.api.schemas import (
     MAX_PRODUCT_ID_LENGTH,
     id_key,
     parse_products,

@@ -29,7 +29,7 @@ from openlineage.client.facet_v2 import (
 from openlineage.client.transport.file import FileConfig, FileTransport
 from openlineage.client.transport.http import HttpConfig, HttpTransport
 
-from sales_platform.governance.lineage import PLATFORM, Dataset, LineageNode, process_io
+from sales_platform.defs.governance.lineage import PLATFORM, Dataset, LineageNode, process_io
 
 EVENTS_FILE = "lineage/openlineage.jsonl"
 # OpenLineage names datasets by (namespace, name); ours follow the Atlas qualified-name prefixes.

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from sales_platform.governance.lineage import READS, WRITES, Dataset, LineageNode
+from sales_platform.defs.governance.lineage import READS, WRITES, Dataset, LineageNode
 
 if TYPE_CHECKING:
     from dagster._core.definitions.assets.graph.asset_graph import AssetGraph, AssetNode

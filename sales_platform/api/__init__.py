@@ -1,0 +1,1 @@
+"""HTTP services of the platform (Flask apps), outside the Dagster definitions."""
