@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from sales_platform.core.ownership import owner_of
+
 READS = "lineage/reads"
 WRITES = "lineage/writes"
 PLATFORM = "sales_platform"
@@ -111,6 +113,8 @@ def _dataset_entity(dataset: Dataset, guid: str, namespace: str,
     entity: dict = {"typeName": dataset.type_name(), "guid": guid, "attributes": attributes}
     if dataset.scheme in ("file", "blob"):
         attributes["path"] = dataset.path
+    if dataset.scheme == "table" and owner_of(dataset.path):  # one owning asset per table
+        attributes["owner"] = owner_of(dataset.path)
     if node is not None:  # an asset of the graph: carry what the catalogue shows about it
         attributes["description"] = node.description or ""
         attributes["owner"] = ", ".join(node.owners)
