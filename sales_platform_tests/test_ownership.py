@@ -67,3 +67,9 @@ def test_the_lineage_export_carries_each_tables_owner():
     owners = {e["attributes"]["name"]: e["attributes"].get("owner")
               for e in entities if e["typeName"] == "rdbms_table"}
     assert owners and all(owners[t] == TABLE_OWNERS[t].owner for t in owners)
+
+
+def test_architecture_md_lists_the_owners_of_the_tree():
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    for table, owner in TABLE_OWNERS.items():
+        assert f"| `{table}` | `{owner.owner}` | `{owner.writer.removeprefix('sales_platform/')}` |" in text
