@@ -193,6 +193,7 @@ class Intake:
         self.settle_s = settle_s
         self.max_file_bytes = max_file_bytes
         self.lander = Lander(areas, keyring, contract, rules, self.now, max_columns)
+        self.stage, self.run_id = "raw_sales", None  # what the data-object ledger names
 
     @property
     def spool(self) -> Path:
@@ -289,7 +290,8 @@ class Intake:
             file_name=name, sha256=sha, size_bytes=size, rows_read=result.rows_read,
             rows_rejected=result.rows_rejected, rows_by_day=dict(result.rows_by_day),
             archive_path=str(archive.relative_to(self.areas.root)), code_version=self.code_version,
-            rejects=result.rejects, columns=result.columns)
+            rejects=result.rejects, columns=result.columns,
+            artifacts=result.artifacts(self.stage, self.code_version, self.run_id))
         requested = record_landed(self.engine, version, self.now)
         new_layout = record_source_schema(self.engine, name, sha, result.columns, self.now)
         self._remove_if_unchanged(path, before)

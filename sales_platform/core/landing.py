@@ -41,6 +41,7 @@ from sales_platform.core.schema import (
     SchemaError,
 )
 from sales_platform.core.store import SEALED_SUFFIX, DataAreas, write_sealed_table
+from sales_platform.core.warehouse.artifacts import Artifact, WrittenFile, written_file
 
 LANDED = "landed"
 MALFORMED_ROW = "malformed_row"
@@ -89,6 +90,8 @@ class LandingResult:
     rows_by_day: Counter[str] = field(default_factory=Counter)
     rejects_by_reason: Counter[str] = field(default_factory=Counter)
     columns: list[str] = field(default_factory=list)
+    fragment_rows: dict[str, int] = field(default_factory=dict)  # path under the work dir -> rows
+    fragments: list[WrittenFile] = field(default_factory=list)  # as published, hashed
 
     @property
     def rows_landed(self) -> int:
@@ -108,6 +111,11 @@ class LandingResult:
         self.rows_read = 0
         self.rows_by_day.clear()
         self.rejects_by_reason.clear()
+        self.fragment_rows.clear()
+
+    def artifacts(self, stage: str, code_version: str, run_id: str | None = None) -> list[Artifact]:
+        """The landed fragments as data-object ledger rows."""
+        return [f.artifact(stage, "fragment", code_version, run_id) for f in self.fragments]
 
 
 def _full_header(path: Path, name: str) -> list[str]:
@@ -220,6 +228,7 @@ class Lander:
         shutil.rmtree(work, ignore_errors=True)
         try:
             self._split(path, name, key, work, result)
+            result.fragments = self._hash(work, result.fragment_rows)
             with self.areas.lock("landing"):
                 self._publish(name, work)
         finally:
@@ -292,9 +301,10 @@ class Lander:
         for day_value, rows in landed.groupby(days, sort=True):
             day = str(np.datetime64(day_value, "D"))
             table = pa.Table.from_pandas(rows, preserve_index=False)
-            write_sealed_table(work / LANDED / day / f"{key}-{number:05d}{SEALED_SUFFIX}", table,
-                               self.keyring.active)
+            relative = f"{LANDED}/{day}/{key}-{number:05d}{SEALED_SUFFIX}"
+            write_sealed_table(work / relative, table, self.keyring.active)
             result.rows_by_day[day] += len(rows)
+            result.fragment_rows[relative] = len(rows)
         bad = frame[~ok].assign(reason=reasons[~ok])
         result.rejects_by_reason.update(bad["reason"].value_counts().to_dict())
         return self.protect(bad)
@@ -313,6 +323,13 @@ class Lander:
                 "raw_text": self.tokenizer.encrypt_series(pd.Series([m.text for m in malformed]), "raw_text"),
             }
         )
+
+    def _hash(self, work: Path, rows: dict[str, int]) -> list[WrittenFile]:
+        """Each fragment hashed before it is moved into place (a rename keeps the bytes), outside
+        the landing lock; located where ``_publish`` puts it."""
+        return [written_file(work / relative, n, Path(relative).parent.name,
+                             published_as=self.areas.staging / relative)
+                for relative, n in sorted(rows.items())]
 
     def _publish(self, name: str, work: Path) -> None:
         """Move the new fragments into place and drop those of older versions of this name."""

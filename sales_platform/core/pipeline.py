@@ -28,6 +28,7 @@ from sales_platform.core.store import (
     write_plain_table,
     write_sealed_table,
 )
+from sales_platform.core.warehouse.artifacts import WrittenFile, written_file
 
 CLEANED = "cleaned"
 ENCRYPTED = "encrypted"
@@ -47,6 +48,8 @@ class DayCleaning:
     snapshot_ns: int = 0
     rejects_by_reason: Counter[str] = field(default_factory=Counter)
     product_rule_applied: bool = True
+    written: list[WrittenFile] = field(default_factory=list)  # cleaned + rejects layers, if published
+    rows_in_file: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def rows_rejected(self) -> int:
@@ -88,6 +91,7 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
                                keyring.active)
             candidates.append((path, ordinal))
             counts.append(len(cleaned.rows))
+            result.rows_in_file[path.name] = len(cleaned.rows)
             ordinal += len(cleaned.rows)
             _write_rejects(rejects_tmp / f"part-{part:05d}.parquet", cleaned.rejects, tokenizer,
                            sensitive, result)
@@ -106,12 +110,26 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
                        result)
         write_sealed_table(path, table.filter(pa.array(keep)), keyring.active)
         result.rows_clean += int(keep.sum())
+        result.rows_in_file[path.name] = int(keep.sum())
     for folder in (clean_tmp, rejects_tmp):
         write_manifest(folder, result.snapshot_ns, result.versions, conflicts_before)
+    written = {layer: layer_files(areas, layer, day, tmp, result.rows_in_file)
+               for layer, tmp in ((CLEANED, clean_tmp), (REJECTS, rejects_tmp))}
     # a run that read older landed rows than the published layer's never replaces it
-    areas.publish_layer(CLEANED, day, clean_tmp, version=manifest_ns)
-    areas.publish_layer(REJECTS, day, rejects_tmp, version=manifest_ns)
+    for layer, tmp in ((CLEANED, clean_tmp), (REJECTS, rejects_tmp)):
+        if areas.publish_layer(layer, day, tmp, version=manifest_ns):
+            result.written += written[layer]
     return result
+
+
+def layer_files(areas: DataAreas, layer: str, day: str, tmp: Path,
+                rows: dict[str, int]) -> list[WrittenFile]:
+    """The data files of a day's layer, hashed in its temp folder (read once, before the rename
+    that publishes them), located where they are published."""
+    final = areas.layer_dir(layer, day)
+    return [written_file(path, rows[path.name], day, published_as=final / path.name)
+            for path in sorted(tmp.iterdir())
+            if path.name.endswith((SEALED_SUFFIX, ".parquet")) and not path.name.startswith(".")]
 
 
 def _write_rejects(path: Path, rejects: pd.DataFrame, tokenizer: Tokenizer, sensitive: tuple[str, ...],
@@ -119,6 +137,7 @@ def _write_rejects(path: Path, rejects: pd.DataFrame, tokenizer: Tokenizer, sens
     if not len(rejects):
         return
     result.rejects_by_reason.update(rejects["reason"].value_counts().to_dict())
+    result.rows_in_file[path.name] = len(rejects)
     write_plain_table(path, pa.Table.from_pandas(protect_identifiers(rejects, tokenizer, sensitive),
                                                  preserve_index=False))
 
@@ -129,6 +148,7 @@ class DayEncryption:
     rows: int = 0
     distinct_customers: int = 0
     distinct_products: int = 0
+    written: list[WrittenFile] = field(default_factory=list)  # the layer's files, if published
 
 
 def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
@@ -139,6 +159,7 @@ def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
     tmp = areas.replace_layer(ENCRYPTED, day)
     customers: set[str] = set()
     products: set[str] = set()
+    rows: dict[str, int] = {}
     with areas.reading_layer(CLEANED, day):
         for part, path in enumerate(areas.fragments(CLEANED, day)):
             table = read_sealed_table(path, keyring)
@@ -146,11 +167,14 @@ def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
             products.update(_distinct(table, "product_id"))
             write_plain_table(tmp / f"part-{part:05d}.parquet",
                               protect_table(table, tokenizer, sensitive))
+            rows[f"part-{part:05d}.parquet"] = table.num_rows
             result.rows += table.num_rows
         manifest = areas.layer_dir(CLEANED, day) / MANIFEST
         if manifest.exists():
             shutil.copyfile(manifest, tmp / MANIFEST)
-    areas.publish_layer(ENCRYPTED, day, tmp, version=manifest_ns)
+    written = layer_files(areas, ENCRYPTED, day, tmp, rows)
+    if areas.publish_layer(ENCRYPTED, day, tmp, version=manifest_ns):
+        result.written = written
     result.distinct_customers, result.distinct_products = len(customers), len(products)
     return result
 

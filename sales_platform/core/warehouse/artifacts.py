@@ -47,6 +47,28 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class WrittenFile:
+    """A file a stage wrote, hashed once after writing (before it is moved into place)."""
+
+    location: str  # where it lives once published
+    sha256: str
+    rows: int | None
+    bytes: int
+    day: str | None = None
+
+    def artifact(self, stage: str, kind: str, code_version: str,
+                 run_id: str | None = None) -> Artifact:
+        return Artifact(stage, kind, self.location, self.sha256, self.rows, code_version,
+                        self.bytes, self.day, run_id)
+
+
+def written_file(path: Path, rows: int | None, day: str | None = None,
+                 published_as: Path | None = None) -> WrittenFile:
+    """Hash ``path`` (read once); ``published_as`` is where a rename will put the same bytes."""
+    return WrittenFile(str(published_as or path), sha256_file(path), rows, path.stat().st_size, day)
+
+
 def _check(artifact: Artifact) -> None:
     if artifact.kind not in KINDS:
         raise ValueError(f"artifact of {artifact.stage}: kind {artifact.kind!r} is not one of "
@@ -73,15 +95,25 @@ def record_artifacts(engine: Engine, artifacts: list[Artifact], now: datetime | 
         return 0
     for artifact in artifacts:
         _check(artifact)
-    now = now or datetime.now()
     with engine.begin() as conn:
-        for stage, version in sorted({(a.stage, a.code_version) for a in artifacts}):
-            _note_model(conn, stage, version, now)
-        conn.execute(insert(data_objects), [
-            {"stage": a.stage, "kind": a.kind, "location": a.location, "sha256": a.sha256,
-             "rows": a.rows, "bytes": a.bytes, "partition_key": a.partition_key,
-             "code_version": a.code_version, "run_id": a.run_id, "recorded_at": now}
-            for a in artifacts])
+        return write_artifacts(conn, artifacts, now)
+
+
+def write_artifacts(conn: Connection, artifacts: list[Artifact], now: datetime | None = None) -> int:
+    """``record_artifacts`` inside the caller's transaction (e.g. the file_ledger row's): one
+    batched insert for all of them."""
+    if not artifacts:
+        return 0
+    for artifact in artifacts:
+        _check(artifact)
+    now = now or datetime.now()
+    for stage, version in sorted({(a.stage, a.code_version) for a in artifacts}):
+        _note_model(conn, stage, version, now)
+    conn.execute(insert(data_objects), [
+        {"stage": a.stage, "kind": a.kind, "location": a.location, "sha256": a.sha256,
+         "rows": a.rows, "bytes": a.bytes, "partition_key": a.partition_key,
+         "code_version": a.code_version, "run_id": a.run_id, "recorded_at": now}
+        for a in artifacts])
     return len(artifacts)
 
 

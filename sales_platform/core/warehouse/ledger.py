@@ -22,6 +22,7 @@ from datetime import date, datetime
 import pandas as pd
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
+from sales_platform.core.warehouse.artifacts import Artifact, write_artifacts
 from sales_platform.core.warehouse.conflicts import purge_superseded_rows
 from sales_platform.core.warehouse.loading import SALES_LOAD_LOCK
 from sales_platform.core.warehouse.locks import take_lock
@@ -65,6 +66,7 @@ class LandedVersion:
     code_version: str
     rejects: pd.DataFrame | None = None  # landing rejects (no valid day, malformed records)
     columns: list[str] = field(default_factory=list)
+    artifacts: list[Artifact] = field(default_factory=list)  # its landed fragments (data_objects)
 
     @property
     def rows_landed(self) -> int:
@@ -154,6 +156,7 @@ def record_landed(engine: Engine, version: LandedVersion, now: datetime) -> list
                  "sale_date": date.fromisoformat(d), "rows_landed": n}
                 for d, n in version.rows_by_day.items()])
         replace_file_rejects(conn, version.file_name, version.sha256, version.rejects, now)
+        write_artifacts(conn, version.artifacts, now)  # the fragments, with their ledger row
         _event(conn, version.file_name, version.sha256, LANDED,
                f"{version.rows_read} rows read, {version.rows_landed} landed on {len(own_days)} "
                f"day(s), {version.rows_rejected} rejected at landing", now)

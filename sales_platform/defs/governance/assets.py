@@ -15,17 +15,17 @@ from sales_platform.defs.governance.lineage import (
     table_files,
 )
 from sales_platform.resources.blob import BlobStorageResource
+from sales_platform.versioning import versioned_asset
 
 BLOB_FOLDER = "lineage"
 BLOB_NAMES = [f"{BLOB_FOLDER}/{name}" for name in (ATLAS_FILE, *TABLE_FILES)]
 
 
-@dg.asset(
+@versioned_asset(
     group_name="governance",
     kinds={"json", "csv"},
     owners=["team:data-platform"],
     tags={"layer": "governance"},
-    code_version="lineage-1",
     metadata={WRITES: [f"blob:{name}" for name in BLOB_NAMES]},
     description="Lineage of every asset of this code location, derived from the Dagster asset "
     "graph plus the datasets assets declare in lineage/reads and lineage/writes metadata: "

@@ -8,15 +8,14 @@ import dagster as dg
 from sales_platform.checks import per_day_evaluations
 from sales_platform.core import settings
 from sales_platform.core.blob_dropzone import BlobIntake
-from sales_platform.core.intake import WAITING, FileOutcome
+from sales_platform.core.intake import WAITING, FileOutcome, Intake
 from sales_platform.core.warehouse.ledger import QUARANTINED, landed_rows
 from sales_platform.metadata import counts_table, rate
 from sales_platform.partitions import daily_backfill_policy, daily_partitions
 from sales_platform.resources.blob import BlobStorageResource
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
-
-RAW_SALES_VERSION = "raw-1"
+from sales_platform.versioning import stage_version, versioned_asset
 
 no_quarantined_files = dg.AssetCheckSpec(
     "no_quarantined_files",
@@ -54,17 +53,25 @@ class LandingConfig(dg.Config):
     blobs: list[str] = []  # names in the blob drop zone to land instead (the blob sensor's runs)
 
 
-def blob_drop_zone(platform: PlatformResource, engine, blob: BlobStorageResource) -> BlobIntake:
+def landing_intake(context: dg.AssetExecutionContext, platform: PlatformResource, engine,
+                   blob: BlobStorageResource) -> Intake:
+    """The intake, naming this asset, its code version and run in the ledgers it writes."""
+    intake = platform.intake(engine, stage_version(context), blob.put_file)
+    intake.stage, intake.run_id = context.asset_key.to_user_string(), context.run.run_id
+    return intake
+
+
+def blob_drop_zone(intake: Intake, blob: BlobStorageResource) -> BlobIntake:
     """The blob drop zone under SALES_PLATFORM_BLOB_INCOMING_PREFIX, landing through the same
     intake as the folder."""
     prefix = settings.value(settings.BLOB_INCOMING_PREFIX)
     if not prefix:
         raise settings.SettingError(f"{settings.BLOB_INCOMING_PREFIX} is not set: no blob drop zone")
-    return BlobIntake(platform.intake(engine, RAW_SALES_VERSION, blob.put_file),
-                      blob.drop_container(), prefix)
+    return BlobIntake(intake, blob.drop_container(), prefix)
 
 
-@dg.asset(
+@versioned_asset(
+    covers=(Intake,),  # the landing code it runs through platform.intake()
     metadata={"lineage/reads": ["file:incoming/*.csv", "blob:incoming"],
               "lineage/writes": ["file:staging/landed", "file:archive", "file:quarantine",
                                  "table:file_ledger", "table:file_events", "table:file_day_counts",
@@ -73,7 +80,6 @@ def blob_drop_zone(platform: PlatformResource, engine, blob: BlobStorageResource
     group_name="ingestion",
     kinds={"csv"},
     owners=["team:data-platform"],
-    code_version=RAW_SALES_VERSION,
     pool="landing",
     description="Files dropped in <DATA_DIR>/incoming (or blobs in the blob drop zone, "
     "SALES_PLATFORM_BLOB_INCOMING_PREFIX), landed: fingerprinted (sha256), split by "
@@ -84,10 +90,10 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
                  platform: PlatformResource, warehouse: WarehouseResource,
                  blob: BlobStorageResource) -> dg.MaterializeResult:
     started = time.monotonic()
-    intake = platform.intake(warehouse.engine(), RAW_SALES_VERSION, blob.put_file)
+    intake = landing_intake(context, platform, warehouse.engine(), blob)
     with platform.areas.lease(landing_lease(context.run.run_id)):  # lets the sensor see a dead run
         if config.blobs:
-            outcomes = blob_drop_zone(platform, warehouse.engine(), blob).run(only=set(config.blobs))
+            outcomes = blob_drop_zone(intake, blob).run(only=set(config.blobs))
         else:
             outcomes = intake.run(only=set(config.files) or None)
     _log_outcomes(context, outcomes)
@@ -99,7 +105,8 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
     })
 
 
-@dg.asset(
+@versioned_asset(
+    covers=(Intake,),  # the landing code it runs through platform.intake()
     metadata={"lineage/reads": ["file:incoming/*.csv"],
               "lineage/writes": ["file:staging/landed", "table:file_ledger", "table:file_events",
                                  "table:file_day_counts", "table:pending_days",
@@ -111,7 +118,6 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
     kinds={"csv", "parquet"},
     owners=["team:data-platform"],
     tags={"layer": "raw"},
-    code_version=RAW_SALES_VERSION,
     check_specs=[no_quarantined_files],
     description="Rows of the sale day from every CSV dropped so far. New files in "
     "<DATA_DIR>/incoming are landed first: fingerprinted, split by sale date into sealed "
@@ -122,8 +128,7 @@ def raw_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
               warehouse: WarehouseResource, blob: BlobStorageResource):
     started = time.monotonic()
     engine = warehouse.engine()
-    intake = platform.intake(engine, RAW_SALES_VERSION, blob.put_file)
-    outcomes = intake.run()
+    outcomes = landing_intake(context, platform, engine, blob).run()
     _log_outcomes(context, outcomes)
     quarantined = [o for o in outcomes if o.status == QUARANTINED]
     with engine.connect() as conn:

@@ -27,6 +27,7 @@ from sales_platform.core.pipeline import (
     read_snapshot,
 )
 from sales_platform.core.quality import reject_rate
+from sales_platform.core.warehouse.artifacts import record_artifacts
 from sales_platform.core.warehouse.checks import day_row_count, duplicate_transaction_ids
 from sales_platform.core.warehouse.ledger import (
     accounted_rows,
@@ -59,6 +60,7 @@ from sales_platform.metadata import (
 from sales_platform.partitions import daily_backfill_policy, daily_partitions
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
+from sales_platform.versioning import stage_version, versioned_asset
 
 # columns of the encrypted layer that are not source data columns of their own
 LAYER_COLUMNS = frozenset({"transaction_id", "customer_id", "product_id", "quantity", "sale_ts",
@@ -106,7 +108,89 @@ def _days(context: dg.AssetExecutionContext) -> list[str]:
     return list(context.partition_keys)
 
 
-@dg.asset(
+# Helpers first: a stage's version hashes the module globals it names as they are when the asset
+# is decorated, so a helper defined below an asset would be left out of its version.
+
+
+def _record_layers(context: dg.AssetExecutionContext, engine, written: list) -> None:
+    """The layer files this run published, in the data-object ledger: one insert per run."""
+    version, run_id = stage_version(context), context.run.run_id
+    record_artifacts(engine, [f.artifact(context.asset_key.to_user_string(), "layer", version, run_id)
+                              for f in written])
+
+
+def _report_day(context: dg.AssetExecutionContext, day: str, stats, conservation: dict) -> None:
+    """Per-day numbers scoped to their partition: in a range run each day's one materialization
+    carries its own counts over the MaterializeResult's shared metadata (which alone would give
+    every day the range's totals)."""
+    context.add_asset_metadata(
+        {**stats.as_dict(), "dagster/row_count": conservation["loaded"],
+         "rejected": conservation["rejected"], "landed": conservation["landed"]}, partition_key=day)
+    context.log.info(f"{day}: {stats.as_dict().get('staged', 0)} staged, {conservation['loaded']} in "
+                     f"sales, {conservation['rejected']} rejected")
+
+
+def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
+                       platform: PlatformResource):
+    """One atomic load; transient errors (deadlock, dropped connection, lock) retried with backoff.
+
+    In the load's own transaction: the day's pending requests that its snapshot answers are
+    cleared, days whose conflicts went away are requested again, and the file versions on the day
+    are re-derived (loaded once every landed row is counted)."""
+    snapshot: list[Snapshot | None] = [None]
+
+    def bookkeeping(conn, stats) -> None:
+        clear_pending(conn, day, snapshot[0].snapshot_ns if snapshot[0] else 0)
+        if stats.days_to_reload:
+            request_days(conn, stats.days_to_reload, f"a conflict with {day} went away")
+        refresh_versions(conn, day, datetime.now())
+
+    def attempt():  # each attempt reads the day's files afresh, under the layer's read lock
+        with platform.areas.reading_layer(ENCRYPTED, day):
+            snapshot[0] = read_snapshot(platform.areas, ENCRYPTED, day)
+            extras = [c for c in layer_columns(platform.areas, ENCRYPTED, day)
+                      if c not in LAYER_COLUMNS]
+            stats = SalesLoader(engine, extras).load_day(  # a factory: re-read only on fallback
+                date.fromisoformat(day), lambda: iter_parquet_layer(platform.areas, ENCRYPTED, day),
+                datetime.now(), after=bookkeeping,
+                conflicts_before=snapshot[0].conflicts_before if snapshot[0] else (),
+                snapshot_ns=snapshot[0].snapshot_ns if snapshot[0] else None)
+            return stats, snapshot[0]
+
+    def log(n: int, exc: BaseException, delay: float) -> None:
+        context.log.warning(f"{describe_db_error(exc, warehouse.display_url(), day)}; "
+                            f"retry {n} in {delay:.1f}s")
+
+    try:
+        return run_with_retries(attempt, on_retry=log)
+    except sa_exc.DBAPIError as exc:
+        raise dg.Failure(description=describe_db_error(exc, warehouse.display_url(), day)) from None
+
+
+def _conservation(engine, day: str, snapshot: Snapshot | None) -> dict:
+    """Every row the day's layers were built from (per file version, from the snapshot the cleaning
+    read) is in sales or in the day's rejects, and sales holds no row of any other version."""
+    versions = snapshot.versions if snapshot else {}
+    with engine.connect() as conn:
+        accounted = accounted_rows(conn, day)
+        in_sales = day_row_count(conn, day)
+    violations = {f"{name} ({sha[:12]})": {"landed": n, "accounted": accounted.get((name, sha), 0)}
+                  for (name, sha), n in versions.items() if accounted.get((name, sha), 0) != n}
+    strays = {k: n for k, n in accounted.items() if k not in versions}
+    for (name, sha), n in strays.items():
+        violations[f"{name} ({(sha or '')[:12]})"] = {"landed": 0, "accounted": n}
+    return {"landed": sum(versions.values()), "loaded": in_sales,
+            "rejected": sum(accounted.values()) - in_sales, "violations": violations}
+
+
+def _preview(engine, day: str) -> pd.DataFrame:
+    with engine.connect() as conn:
+        rows = conn.execute(select(sales_table).where(
+            sales_table.c.sale_date == date.fromisoformat(day)).limit(5)).mappings().all()
+    return pd.DataFrame([dict(r) for r in rows])
+
+
+@versioned_asset(
     metadata={"lineage/reads": ["file:staging/landed", "table:dim_products"],
               "lineage/writes": ["file:staging/cleaned", "file:staging/rejects", "table:sales_rejects",
                                  "table:file_ledger"]},
@@ -114,7 +198,6 @@ def _days(context: dg.AssetExecutionContext) -> list[str]:
     deps=["raw_sales", "dim_products"],
     kinds={"pandas", "parquet"},
     tags={"layer": "cleaned"},
-    code_version="cleaned-1",
     check_specs=[reject_rate_check],
     description="Typed, validated rows of the day: identifiers trimmed and upper-cased, "
     "quantities checked, unknown products and duplicate transaction ids caught. Rejected rows "
@@ -130,10 +213,11 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
         context.log.warning("dim_products is empty: the unknown_product rule is not applied")
     engine = warehouse.engine()
     read, clean, reasons, failing = 0, 0, Counter(), {}
-    per_day = []
+    per_day, layers = [], []
     for day in _days(context):
         before = cross_day_ids(engine, date.fromisoformat(day))
         result = clean_day(platform.areas, keyring, day, rules, known, sensitive, before)
+        layers += result.written
         # the step that decides a reject writes it, before any check can stop the run
         with platform.areas.reading_layer(REJECTS, day):
             layer = read_snapshot(platform.areas, REJECTS, day)
@@ -155,6 +239,7 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
             files = mark_blocked(engine, day, detail, datetime.now())
             purge_blocked_day(engine, day)
             context.log.error(f"{detail}; files: {', '.join(sorted(set(files))) or '-'}")
+    _record_layers(context, engine, layers)
     elapsed = time.monotonic() - started
     yield dg.MaterializeResult(metadata={
         "rows_read": read, "rows_clean": clean, "rows_rejected": sum(reasons.values()),
@@ -176,13 +261,12 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
                                    metadata={d["day"]: {"reject_rate": d["reject_rate"]} for d in per_day})
 
 
-@dg.asset(
+@versioned_asset(
     metadata={"lineage/reads": ["table:sales_rejects"], "lineage/writes": []},
     **COMMON,
     deps=["cleaned_sales"],
     kinds=warehouse_kinds(),
     tags={"layer": "quality"},
-    code_version="rejects-1",
     description="Every rejected row of the day with its reason, source file and row number "
     "(identifiers as tokens). Written by the step that decides each reject: landing (no valid "
     "sale date, malformed records), cleaning (quality rules, duplicates) and the sales load "
@@ -203,22 +287,22 @@ def sales_rejects(context: dg.AssetExecutionContext, platform: PlatformResource,
     })
 
 
-@dg.asset(
+@versioned_asset(
     metadata={"lineage/reads": ["file:staging/cleaned"], "lineage/writes": ["file:staging/encrypted"]},
     **COMMON,
     deps=["cleaned_sales"],
     kinds={"parquet"},
     tags={"layer": "encrypted", "pii": "tokenized"},
-    code_version="encrypted-1",
     description="Cleaned rows with customer_id and product_id replaced by deterministic AES-SIV "
     "tokens (<key id>~<ciphertext>): equal ids give equal tokens, so they still group and join.",
 )
-def encrypted_sales(context: dg.AssetExecutionContext,
-                    platform: PlatformResource) -> dg.MaterializeResult:
+def encrypted_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
+                    warehouse: WarehouseResource) -> dg.MaterializeResult:
     started = time.monotonic()
     keyring = platform.keyring()
     sensitive = tuple(platform.contract().sensitive)
     results = [encrypt_day(platform.areas, keyring, day, sensitive) for day in _days(context)]
+    _record_layers(context, warehouse.engine(), [f for r in results for f in r.written])
     rows = sum(r.rows for r in results)
     last = next((d for d in reversed(_days(context))
                  if platform.areas.fragments(ENCRYPTED, d)), None)
@@ -233,7 +317,7 @@ def encrypted_sales(context: dg.AssetExecutionContext,
     })
 
 
-@dg.asset(
+@versioned_asset(
     metadata={"lineage/reads": ["file:staging/encrypted"],
               "lineage/writes": ["table:sales", "table:sales_rejects", "table:file_ledger",
                                  "table:pending_days"]},
@@ -241,7 +325,6 @@ def encrypted_sales(context: dg.AssetExecutionContext,
     deps=["encrypted_sales"],
     kinds=warehouse_kinds(),
     tags={"layer": "warehouse"},
-    code_version="sales-1",
     check_specs=[conservation_check, pk_check, schema_check],
     freshness_policy=FRESHNESS,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
@@ -317,74 +400,3 @@ def sales(context: dg.AssetExecutionContext, platform: PlatformResource,
     yield from per_day_evaluations(context, "transaction_id_unique", {d for d, _ in dup}, blocking=True)
     yield from per_day_evaluations(context, "schema_unchanged", evolved_days | layouts,
                                    severity=dg.AssetCheckSeverity.WARN)
-
-
-def _report_day(context: dg.AssetExecutionContext, day: str, stats, conservation: dict) -> None:
-    """Per-day numbers scoped to their partition: in a range run each day's one materialization
-    carries its own counts over the MaterializeResult's shared metadata (which alone would give
-    every day the range's totals)."""
-    context.add_asset_metadata(
-        {**stats.as_dict(), "dagster/row_count": conservation["loaded"],
-         "rejected": conservation["rejected"], "landed": conservation["landed"]}, partition_key=day)
-    context.log.info(f"{day}: {stats.as_dict().get('staged', 0)} staged, {conservation['loaded']} in "
-                     f"sales, {conservation['rejected']} rejected")
-
-
-def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
-                       platform: PlatformResource):
-    """One atomic load; transient errors (deadlock, dropped connection, lock) retried with backoff.
-
-    In the load's own transaction: the day's pending requests that its snapshot answers are
-    cleared, days whose conflicts went away are requested again, and the file versions on the day
-    are re-derived (loaded once every landed row is counted)."""
-    snapshot: list[Snapshot | None] = [None]
-
-    def bookkeeping(conn, stats) -> None:
-        clear_pending(conn, day, snapshot[0].snapshot_ns if snapshot[0] else 0)
-        if stats.days_to_reload:
-            request_days(conn, stats.days_to_reload, f"a conflict with {day} went away")
-        refresh_versions(conn, day, datetime.now())
-
-    def attempt():  # each attempt reads the day's files afresh, under the layer's read lock
-        with platform.areas.reading_layer(ENCRYPTED, day):
-            snapshot[0] = read_snapshot(platform.areas, ENCRYPTED, day)
-            extras = [c for c in layer_columns(platform.areas, ENCRYPTED, day)
-                      if c not in LAYER_COLUMNS]
-            stats = SalesLoader(engine, extras).load_day(  # a factory: re-read only on fallback
-                date.fromisoformat(day), lambda: iter_parquet_layer(platform.areas, ENCRYPTED, day),
-                datetime.now(), after=bookkeeping,
-                conflicts_before=snapshot[0].conflicts_before if snapshot[0] else (),
-                snapshot_ns=snapshot[0].snapshot_ns if snapshot[0] else None)
-            return stats, snapshot[0]
-
-    def log(n: int, exc: BaseException, delay: float) -> None:
-        context.log.warning(f"{describe_db_error(exc, warehouse.display_url(), day)}; "
-                            f"retry {n} in {delay:.1f}s")
-
-    try:
-        return run_with_retries(attempt, on_retry=log)
-    except sa_exc.DBAPIError as exc:
-        raise dg.Failure(description=describe_db_error(exc, warehouse.display_url(), day)) from None
-
-
-def _conservation(engine, day: str, snapshot: Snapshot | None) -> dict:
-    """Every row the day's layers were built from (per file version, from the snapshot the cleaning
-    read) is in sales or in the day's rejects, and sales holds no row of any other version."""
-    versions = snapshot.versions if snapshot else {}
-    with engine.connect() as conn:
-        accounted = accounted_rows(conn, day)
-        in_sales = day_row_count(conn, day)
-    violations = {f"{name} ({sha[:12]})": {"landed": n, "accounted": accounted.get((name, sha), 0)}
-                  for (name, sha), n in versions.items() if accounted.get((name, sha), 0) != n}
-    strays = {k: n for k, n in accounted.items() if k not in versions}
-    for (name, sha), n in strays.items():
-        violations[f"{name} ({(sha or '')[:12]})"] = {"landed": 0, "accounted": n}
-    return {"landed": sum(versions.values()), "loaded": in_sales,
-            "rejected": sum(accounted.values()) - in_sales, "violations": violations}
-
-
-def _preview(engine, day: str) -> pd.DataFrame:
-    with engine.connect() as conn:
-        rows = conn.execute(select(sales_table).where(
-            sales_table.c.sale_date == date.fromisoformat(day)).limit(5)).mappings().all()
-    return pd.DataFrame([dict(r) for r in rows])
