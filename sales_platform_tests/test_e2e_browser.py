@@ -1,7 +1,8 @@
 """The UI as a person uses it: headless Chromium (Playwright) against the real webserver and daemon.
 
 Opens the asset graph, the `sales` partitions page and its Checks tab, then materializes one
-partition from the asset page's Materialize dialog and sees it reported as materialized.
+partition from the asset page's Materialize dialog and sees it reported as materialized. After a
+rollups_job run, the sales_report asset page shows its charts as decoded images (issue 17).
 Screenshots land in a folder under the pytest tmp dir (its path is printed).
 """
 
@@ -125,3 +126,46 @@ def test_materialize_a_partition_from_the_ui(products_loaded: DagsterStack, sens
     page.screenshot(path=str(shots / "4_after_success.png"))
     latest = max(stack.materializations("sales", [UI_DAY]), key=lambda m: int(m["timestamp"]))
     assert latest["runId"] == run["runId"]
+
+
+REPORT_DAY = "2024-03-04"  # a generated day; loaded again harmlessly if another test did
+SALES_DAY_ASSETS = [*UPSTREAM, "sales", "agg_sales_daily"]
+
+
+def rendered_images(page: Any) -> list[dict[str, Any]]:
+    """<img> elements showing inline (data:) or blob: URLs, with their decoded size."""
+    return page.eval_on_selector_all(
+        "img", "imgs => imgs.filter(i => /^(data|blob):/.test(i.src)).map(i => ({src: i.src.slice(0, 30), "
+        "width: i.naturalWidth, height: i.naturalHeight, complete: i.complete}))")
+
+
+@pytest.mark.slow
+def test_sales_report_charts_show_on_the_asset_page(products_loaded: DagsterStack,
+                                                     sensors_stopped: DagsterStack, page: Any,
+                                                     tmp_path: Path):
+    """rollups_job (launched through GraphQL) renders sales_report; its asset page shows the charts
+    as images the browser decoded (naturalWidth > 0), one per chart file in blob storage."""
+    from playwright.sync_api import expect
+
+    stack = products_loaded
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    stack.drop(generated_file(REPORT_DAY))
+    stack.wait_for_run(stack.launch_job("daily_sales_job", {"dagster/partition": REPORT_DAY},
+                                        SALES_DAY_ASSETS, IN_PROCESS))
+    run = stack.wait_for_run(stack.launch_job("rollups_job", run_config=IN_PROCESS))
+    charts = sorted((stack.data_dir / "blob" / "reports").rglob("*.png"))
+    assert len(charts) >= 3, charts  # daily revenue, revenue by category, reject reasons
+
+    page.goto(f"{stack.url}/assets/sales_report")
+    dismiss_community_dialog(page)
+    # the latest materialization links to this run; the charts sit behind the metadata's markdown
+    expect(page.locator(f'a[href*="/runs/{run["runId"]}"]').first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name="charts", exact=True))
+    row.get_by_text("Show Markdown").click()
+    images = stack.wait_until("the report charts decoded in the page", lambda: rendered_images(page),
+                              timeout=UI_TIMEOUT_MS / 1000,
+                              until=lambda found: len(found) >= 3 and all(i["width"] > 0 for i in found))
+    page.screenshot(path=str(shots / "sales_report_charts.png"), animations="disabled")
+    print(f"screenshot: {shots / 'sales_report_charts.png'}; images: {images}")
+    assert all(i["width"] > 100 and i["height"] > 100 for i in images), images
