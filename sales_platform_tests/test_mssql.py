@@ -26,7 +26,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql import quoted_name
 
 from sales_platform.core.warehouse import tables
-from sales_platform.core.warehouse.engine import make_engine
+from sales_platform.core.warehouse.engine import dispose_all, make_engine
 from sales_platform.core.warehouse.loading import (
     STAGE_COLUMNS,
     SalesLoader,
@@ -40,7 +40,6 @@ from sales_platform.core.warehouse.mssql import (
     DEFAULT_DRIVER,
     SQL_COPT_SS_ACCESS_TOKEN,
     azure_ad_token_struct,
-    dispose_token_engines,
     install_access_token,
     odbc_connection_string,
     parse_odbc,
@@ -228,9 +227,9 @@ def test_azure_ad_warehouse_engine_uses_the_token_hook(pyodbc, monkeypatch):
                                   managed_identity_client_id="00000000-0000-0000-0000-000000000001")
     try:
         with pytest.raises(sa_exc.DBAPIError):
-            warehouse.engine()  # connects to create the schema: no server, but the token was used
+            warehouse.prepare()  # connects to migrate the schema: no server, but the token was used
     finally:
-        dispose_token_engines()
+        dispose_all()
     assert calls == ["00000000-0000-0000-0000-000000000001"]
 
 

@@ -186,8 +186,10 @@ def write_pii_drop(incoming: Path) -> None:
 
 
 def _failure_text(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(e.event_specific_data.error.to_string() for e in result.all_events
-                     if e.is_step_failure and e.event_specific_data.error)
+    """Every error the run logged: a step's, or a resource's at init (the warehouse migrates there,
+    so a database that does not exist fails before any step)."""
+    errors = [getattr(e.event_specific_data, "error", None) for e in result.all_events]
+    return "\n".join(error.to_string() for error in errors if error)
 
 
 def _set_env(mp: pytest.MonkeyPatch, **values: str) -> None:

@@ -83,12 +83,12 @@ class AzureSqlWarehouse(WarehouseResource):
     def url(self) -> URL:
         return sqlalchemy_url_from_odbc(self.odbc())
 
-    def engine(self) -> Engine:
+    def _cached_engine(self, migrate: bool) -> Engine:
         if self.auth == "sql":
-            return super().engine()
+            return super()._cached_engine(migrate)
         client_id = self.managed_identity_client_id
         return cached_token_engine(self.url(), f"azure_ad:{client_id or 'default'}",
-                                   lambda: azure_token_provider(client_id))
+                                   lambda: azure_token_provider(client_id), migrate=migrate)
 
     def display_url(self) -> str:
         user = self.user if self.auth == "sql" else None

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from sales_platform.core import settings
 from sales_platform.core.crypto import Keyring, generate_key, parse_master_key
-from sales_platform.core.keyset import KEYSET_FILE, Keyset, load_or_create
+from sales_platform.core.keyset import KEYSET_FILE, Keyset, load_keyset, load_or_create
 from sales_platform.core.quality import QualityRules
 from sales_platform.core.schema import SchemaContract
 from sales_platform.core.store import DataAreas
@@ -24,14 +24,16 @@ DEMO_KEY_FILE = "keys/demo.key"
 _warned_demo_keys: set[Path] = set()
 
 
-def demo_key(data_dir: Path) -> str:
-    """The demo key under the data dir, created once with 0600 permissions."""
+def demo_key(data_dir: Path, create: bool = True) -> str:
+    """The demo key under the data dir; with ``create`` made once with 0600 permissions."""
     path = data_dir / DEMO_KEY_FILE
-    if not path.exists():
+    if create and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
         with os.fdopen(fd, "w") as handle:
             handle.write(generate_key())
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no demo key yet (PlatformResource.prepare creates it)")
     if path not in _warned_demo_keys:  # once per process, not once per step or resource use
         _warned_demo_keys.add(path)
         log.warning(
@@ -42,7 +44,13 @@ def demo_key(data_dir: Path) -> str:
 
 
 class PlatformResource(dg.ConfigurableResource):
-    """Where the platform keeps its files, which keys it uses and how strict its rules are."""
+    """Where the platform keeps its files, which keys it uses and how strict its rules are.
+
+    Files are created at one point: ``prepare`` (the data folders, the demo key when no key is
+    configured, the keyset on first use), which ``setup_for_execution`` calls when Dagster
+    initialises the resource for a run, step or sensor (and ``resources.factory.resolved`` for
+    the CLI). The getters (``areas``, ``master_key``, ``keyset``, ``keyring``) only read.
+    """
 
     data_dir: str = Field(description="Root of incoming/, archive/, quarantine/, staging/.")
     encryption_key: str | None = Field(
@@ -67,30 +75,43 @@ class PlatformResource(dg.ConfigurableResource):
     schema_policy: str | None = Field(
         default=None, description="evolve | freeze | rescue (overrides the contract's policy).")
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.prepare()
+
+    def prepare(self) -> None:
+        """Create the data folders, the demo key (no key configured) and the keyset if absent.
+        Its first version also holds the previous format's keys (the master key and
+        SALES_PLATFORM_RETIRED_KEYS) so older data migrates."""
+        self.areas.ensure()
+        master = self._master_key(create=True)
+        retired = [parse_master_key(k) for k in (self.retired_keys or "").split(",") if k.strip()]
+        load_or_create(self.keyset_path, master, (master, *retired))
+
     @property
     def areas(self) -> DataAreas:
-        areas = DataAreas(Path(self.data_dir).expanduser().resolve())
-        areas.ensure()
-        return areas
+        return DataAreas(Path(self.data_dir).expanduser().resolve())
 
     def master_key(self) -> bytes:
-        """From the setting, else the key file, else (demo only) a key made under the data dir."""
+        """From the setting, else the key file, else (demo only) the key under the data dir."""
+        return self._master_key(create=False)
+
+    def _master_key(self, create: bool) -> bytes:
         if self.encryption_key:
             return parse_master_key(self.encryption_key)
         if self.encryption_key_file:
             return parse_master_key(Path(self.encryption_key_file).expanduser().read_text())
-        return parse_master_key(demo_key(self.areas.root))
+        return parse_master_key(demo_key(self.areas.root, create=create))
 
     @property
     def keyset_path(self) -> Path:
         return Path(self.keyset_file).expanduser() if self.keyset_file else self.areas.root / KEYSET_FILE
 
     def keyset(self) -> Keyset:
-        """The wrapped keyset, created on first use. Its first version also holds the previous
-        format's keys (the master key and SALES_PLATFORM_RETIRED_KEYS) so older data migrates."""
-        master = self.master_key()
-        retired = [parse_master_key(k) for k in (self.retired_keys or "").split(",") if k.strip()]
-        return load_or_create(self.keyset_path, master, (master, *retired))
+        """The wrapped keyset (``prepare`` creates it on first use)."""
+        if not self.keyset_path.exists():
+            raise FileNotFoundError(f"{self.keyset_path}: no keyset yet (PlatformResource.prepare "
+                                    "creates it)")
+        return load_keyset(self.keyset_path, self.master_key())
 
     def keyring(self) -> Keyring:
         return self.keyset().keyring()

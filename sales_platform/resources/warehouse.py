@@ -14,7 +14,12 @@ from sales_platform.core.warehouse.engine import cached_engine
 
 
 class WarehouseResource(dg.ConfigurableResource, ABC):
-    """A SQL warehouse reached through SQLAlchemy."""
+    """A SQL warehouse reached through SQLAlchemy.
+
+    The schema is brought up to date at one point: ``setup_for_execution``, which Dagster calls
+    when a run, step or sensor initialises the resource (and ``resources.factory.resolved`` for
+    the CLI and the API). ``engine()`` only returns the process's cached engine.
+    """
 
     @abstractmethod
     def url(self) -> URL:
@@ -25,7 +30,18 @@ class WarehouseResource(dg.ConfigurableResource, ABC):
         return self.url().get_backend_name()
 
     def engine(self) -> Engine:
-        return cached_engine(self.url())
+        """The process's cached engine for this warehouse; no schema work (see ``prepare``)."""
+        return self._cached_engine(migrate=False)
+
+    def prepare(self) -> Engine:
+        """Apply pending migrations (once per process and URL) and return the engine."""
+        return self._cached_engine(migrate=True)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.prepare()
+
+    def _cached_engine(self, migrate: bool) -> Engine:
+        return cached_engine(self.url(), migrate=migrate)
 
     def display_url(self) -> str:
         return redact_url(self.url().render_as_string(hide_password=False))
@@ -56,6 +72,7 @@ class SqlUrlWarehouse(WarehouseResource):
         # (naming SALES_PLATFORM_DB_URL) before anything runs, and a SQLite URL into a missing
         # folder is refused instead of creating an empty warehouse there.
         self.url()
+        super().setup_for_execution(context)
 
 
 class PostgresWarehouse(WarehouseResource):

@@ -1,13 +1,23 @@
-"""Engines with the settings each dialect needs for safe concurrent loads."""
+"""Engines with the settings each dialect needs for safe concurrent loads, and the one engine cache.
+
+Building an engine never touches the schema unless asked: ``migrate=True`` (the default of the
+helpers scripts and tests use) applies pending migrations once per process and URL. The warehouse
+resource asks for an unmigrated engine in ``engine()`` and migrates at one documented point, its
+``setup_for_execution`` (see ``resources/warehouse.py``).
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from sales_platform.core.warehouse import migrations
+
 _engines: dict[str, Engine] = {}
+_migrated: set[str] = set()  # cache keys whose schema this process has brought up to date
 _lock = threading.Lock()
 SQLITE_BUSY_TIMEOUT_MS = 120_000
 SQLITE_CACHE_KIB = 64 << 10  # per connection
@@ -44,29 +54,40 @@ def _sqlite_engine(url: URL) -> Engine:
     return engine
 
 
-def make_engine(url: str | URL) -> Engine:
+def make_engine(url: str | URL, migrate: bool = True) -> Engine:
+    """A new engine for ``url``; with ``migrate`` its schema is brought up to date first."""
     parsed = make_url(url) if isinstance(url, str) else url
     if parsed.get_backend_name() == "sqlite":
         engine = _sqlite_engine(parsed)
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
-    from sales_platform.core.warehouse.migrations import migrate
-
-    migrate(engine)
+    if migrate:
+        migrations.migrate(engine)
     return engine
 
 
-def cached_engine(url: str | URL) -> Engine:
-    """One engine per URL and process (engines hold pools; building one per call is wasteful)."""
-    key = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+def cached_engine(url: str | URL, *, migrate: bool = True, identity: str = "",
+                  build: Callable[[], Engine] | None = None) -> Engine:
+    """One engine per URL, login ``identity`` and process (engines hold pools and credentials).
+
+    ``build`` makes the engine on first use (default: :func:`make_engine` without migrating);
+    ``migrate`` applies pending migrations the first time this process asks for them for this key.
+    """
+    key = f"{identity}|{url.render_as_string(hide_password=False) if isinstance(url, URL) else url}"
     with _lock:
-        if key not in _engines:
-            _engines[key] = make_engine(url)
-        return _engines[key]
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = build() if build else make_engine(url, migrate=False)
+        if migrate and key not in _migrated:
+            migrations.migrate(engine)
+            _migrated.add(key)
+        return engine
 
 
 def dispose_all() -> None:
+    """Close every cached engine's pool and forget them (the next call builds and migrates anew)."""
     with _lock:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+        _migrated.clear()

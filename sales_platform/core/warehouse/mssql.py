@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import struct
-import threading
 from collections.abc import Callable
 
 from sqlalchemy import URL, Engine, create_engine, event
@@ -176,31 +175,21 @@ def azure_token_provider(managed_identity_client_id: str | None = None) -> Token
     return lambda: credential.get_token(AZURE_SQL_SCOPE).token
 
 
-def make_token_engine(url: URL, token_provider: TokenProvider) -> Engine:
-    """An engine whose connections log in with Azure AD tokens, schema migrated as make_engine does."""
-    from sales_platform.core.warehouse.migrations import migrate
+def make_token_engine(url: URL, token_provider: TokenProvider, migrate: bool = True) -> Engine:
+    """An engine whose connections log in with Azure AD tokens (``migrate`` as in make_engine)."""
+    from sales_platform.core.warehouse import migrations
 
     engine = create_engine(url, pool_pre_ping=True)
     install_access_token(engine, token_provider)  # before the first connection, which migrate opens
-    migrate(engine)
+    if migrate:
+        migrations.migrate(engine)
     return engine
 
 
-_token_engines: dict[str, Engine] = {}
-_token_lock = threading.Lock()
+def cached_token_engine(url: URL, identity: str, provider_factory: Callable[[], TokenProvider],
+                        migrate: bool = True) -> Engine:
+    """One token engine per URL, identity and process, kept in the one engine cache."""
+    from sales_platform.core.warehouse.engine import cached_engine
 
-
-def cached_token_engine(url: URL, identity: str, provider_factory: Callable[[], TokenProvider]) -> Engine:
-    """One token engine per URL, identity and process (credentials and pools are reused)."""
-    key = f"{identity}|{url.render_as_string(hide_password=False)}"
-    with _token_lock:
-        if key not in _token_engines:
-            _token_engines[key] = make_token_engine(url, provider_factory())
-        return _token_engines[key]
-
-
-def dispose_token_engines() -> None:
-    with _token_lock:
-        for engine in _token_engines.values():
-            engine.dispose()
-        _token_engines.clear()
+    return cached_engine(url, migrate=migrate, identity=identity,
+                         build=lambda: make_token_engine(url, provider_factory(), migrate=False))
