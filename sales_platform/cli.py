@@ -91,20 +91,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _partition_range(first: str, last: str) -> dict[str, str]:
-    from dagster._core.storage.tags import (
-        ASSET_PARTITION_RANGE_END_TAG,
-        ASSET_PARTITION_RANGE_START_TAG,
-    )
-
-    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
-
-
 def run_pipeline(first: str, last: str) -> bool:
     """Products, then the daily assets for [first, last] in one run, then rollups and exports."""
     import dagster as dg
 
     from sales_platform.definitions import defs
+    from sales_platform.partitions import partition_range_tags
 
     _ensure_dagster_home()
     _wait_for_settled_drops()
@@ -112,7 +104,7 @@ def run_pipeline(first: str, last: str) -> bool:
     # landed_files first (it owns landing; raw_sales only lands what is still pending), so the UI
     # shows the landing like a sensor-driven one
     jobs = (("products_job", {}), ("land_files_job", {}),
-            ("daily_sales_job", _partition_range(first, last)), ("rollups_job", {}))
+            ("daily_sales_job", partition_range_tags(first, last)), ("rollups_job", {}))
     with dg.DagsterInstance.get() as instance:
         for number, (job_name, tags) in enumerate(jobs, start=1):
             print(f"[{number}/{len(jobs)}] {job_name} ...", flush=True)

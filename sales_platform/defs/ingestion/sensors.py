@@ -22,6 +22,7 @@ from sales_platform.core.warehouse.ledger import (
 )
 from sales_platform.defs import jobs  # the module, not its jobs: the defs loader collects each job once
 from sales_platform.defs.ingestion.assets import landing_lease
+from sales_platform.partitions import partition_range_tags
 from sales_platform.resources.blob import BlobStorageResource
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
@@ -144,8 +145,7 @@ def landed_days_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
         stamps = "".join(f"{d}={pending[d]};" for d in sorted(pending) if first <= d <= last)
         digest = hashlib.sha256(stamps.encode()).hexdigest()[:16]
         files = sorted({v["file_name"] for v in awaiting if any(first <= d <= last for d in v["days"])})
-        tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
-                "sales_platform/files": str(len(files))}
+        tags = {**partition_range_tags(first, last), "sales_platform/files": str(len(files))}
         if len(files) == 1:  # lets an operator find the load of a file by its name
             tags["sales_platform/file"] = files[0][:200]
         requests.append(dg.RunRequest(run_key=f"load:{first}:{last}:{digest}", tags=tags))
