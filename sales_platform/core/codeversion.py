@@ -2,8 +2,9 @@
 
 Hand-edited version strings ("sales-1") are forgotten when a stage changes; a hash of the source is
 not. The hash covers the stage function and, transitively, every function and class of
-``sales_platform`` it names (directly or as ``module.attribute``), and the plain constants and
-table definitions it names, so a change to a core rule a stage calls changes the stage's version too.
+``sales_platform`` it names (directly or as ``module.attribute``) or closes over (a stage made by a
+factory), and the plain constants and table definitions it names, so a change to a core rule a
+stage calls changes the stage's version too.
 Objects whose repr would differ between processes are left out: the version must be the same in
 the webserver, the daemon and every step process. Third-party code (pandas, SQLAlchemy, Dagster)
 is left out: a library upgrade is not a change of our stage. Computed once, at import.
@@ -79,6 +80,15 @@ def _referenced(obj: Any) -> Iterator[tuple[str, Any]]:
                     yield f"{value.__name__}.{attr}", found
         elif value is not None and _wanted(value):
             yield f"{home}.{name}", value
+    if isinstance(obj, types.FunctionType) and obj.__closure__:
+        # a function made by a factory: what it closes over (a core function, a table) is its code
+        for var, cell in zip(obj.__code__.co_freevars, obj.__closure__, strict=True):
+            try:
+                value = cell.cell_contents
+            except ValueError:  # a cell not filled yet
+                continue
+            if _wanted(value):
+                yield f"{home}.{obj.__qualname__}.{var}", value
 
 
 def _stable_repr(value: Any) -> str:

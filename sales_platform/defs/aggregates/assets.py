@@ -1,8 +1,10 @@
 """Aggregates over the sales table, recomputed only for the days, months and years that changed."""
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 import dagster as dg
+from sqlalchemy import Engine, Table
 
 from sales_platform.core.categories import bins_text, category_bins
 from sales_platform.core.warehouse import aggregates as agg
@@ -37,47 +39,41 @@ def _refresh_each_day(context: dg.AssetExecutionContext, refresh, engine, key: s
         context.add_asset_metadata(numbers, partition_key=day.isoformat())
 
 
-@versioned_asset(
-    **COMMON, **DAILY,
-    deps=["sales", "dim_products"],
-    metadata={"lineage/reads": ["table:sales", "table:dim_products"],
-              "lineage/writes": ["table:agg_sales_daily"]},
-    description="Per sale date: transactions, total quantity, total revenue (quantity x the "
-    "product's unit price from dim_products).",
-)
-def agg_sales_daily(context: dg.AssetExecutionContext,
-                    warehouse: WarehouseResource) -> dg.MaterializeResult:
-    _refresh_each_day(context, agg.refresh_daily, warehouse.engine(), "days_written",
-                      extra=lambda engine, days: {"rows_without_price": agg.unpriced_rows(engine, days)})
-    return dg.MaterializeResult(metadata=_table_metadata(tables.agg_sales_daily))
+def daily_aggregate(table: Table, refresh: Callable[[Engine, list[date], datetime], int],
+                    description: str, count_key: str = "rows_written",
+                    extra: Callable[[Engine, list[date]], dict] | None = None) -> dg.AssetsDefinition:
+    """The daily aggregate asset named after ``table``: ``refresh`` rewrites each partition day of it
+    from sales and dim_products; ``extra`` adds numbers to each day's metadata. Its code version
+    covers ``refresh``, ``extra`` and ``table`` (core/codeversion.py follows the closure)."""
+
+    def refresh_days(context: dg.AssetExecutionContext,
+                     warehouse: WarehouseResource) -> dg.MaterializeResult:
+        _refresh_each_day(context, refresh, warehouse.engine(), count_key, extra)
+        return dg.MaterializeResult(metadata=_table_metadata(table))
+
+    return versioned_asset(
+        name=table.name, **COMMON, **DAILY,
+        deps=["sales", "dim_products"],
+        metadata={"lineage/reads": ["table:sales", "table:dim_products"],
+                  "lineage/writes": [f"table:{table.name}"]},
+        description=description,
+    )(refresh_days)
 
 
-@versioned_asset(
-    **COMMON, **DAILY,
-    deps=["sales", "dim_products"],
-    metadata={"lineage/reads": ["table:sales", "table:dim_products"],
-              "lineage/writes": ["table:agg_sales_by_product"]},
-    description="Per sale date and product: transactions, quantity, revenue, with the product's "
-    "name and category from dim_products.",
-)
-def agg_sales_by_product(context: dg.AssetExecutionContext,
-                         warehouse: WarehouseResource) -> dg.MaterializeResult:
-    _refresh_each_day(context, agg.refresh_by_product, warehouse.engine(), "rows_written")
-    return dg.MaterializeResult(metadata=_table_metadata(tables.agg_sales_by_product))
+def _unpriced_rows(engine: Engine, days: list[date]) -> dict:
+    return {"rows_without_price": agg.unpriced_rows(engine, days)}
 
 
-@versioned_asset(
-    **COMMON, **DAILY,
-    deps=["sales", "dim_products"],
-    metadata={"lineage/reads": ["table:sales", "table:dim_products"],
-              "lineage/writes": ["table:agg_sales_by_customer"]},
-    description="Per sale date and customer token (identifiers stay encrypted): transactions, "
-    "quantity, revenue.",
-)
-def agg_sales_by_customer(context: dg.AssetExecutionContext,
-                          warehouse: WarehouseResource) -> dg.MaterializeResult:
-    _refresh_each_day(context, agg.refresh_by_customer, warehouse.engine(), "rows_written")
-    return dg.MaterializeResult(metadata=_table_metadata(tables.agg_sales_by_customer))
+agg_sales_daily = daily_aggregate(
+    tables.agg_sales_daily, agg.refresh_daily, "Per sale date: transactions, total quantity, total "
+    "revenue (quantity x the product's unit price from dim_products).",
+    count_key="days_written", extra=_unpriced_rows)
+agg_sales_by_product = daily_aggregate(
+    tables.agg_sales_by_product, agg.refresh_by_product, "Per sale date and product: transactions, "
+    "quantity, revenue, with the product's name and category from dim_products.")
+agg_sales_by_customer = daily_aggregate(
+    tables.agg_sales_by_customer, agg.refresh_by_customer, "Per sale date and customer token "
+    "(identifiers stay encrypted): transactions, quantity, revenue.")
 
 
 @versioned_asset(
