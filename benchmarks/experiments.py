@@ -63,7 +63,7 @@ class Day:
         from sales_platform.core.schema import SchemaContract
         from sales_platform.core.store import DataAreas
         from sales_platform.core.warehouse.engine import make_engine
-        from sales_platform.core.warehouse.records import known_product_ids, upsert_products
+        from sales_platform.core.warehouse.products_dim import known_product_ids, upsert_products
 
         self.csv, catalogue, _ = generate_day(work / "input", rows)
         self.areas = DataAreas(work / "data")

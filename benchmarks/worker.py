@@ -111,11 +111,8 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
     from sales_platform.core.warehouse import loading
     from sales_platform.core.warehouse.aggregates import refresh_daily
     from sales_platform.core.warehouse.engine import make_engine
-    from sales_platform.core.warehouse.records import (
-        known_product_ids,
-        replace_day_rejects,
-        upsert_products,
-    )
+    from sales_platform.core.warehouse.products_dim import known_product_ids, upsert_products
+    from sales_platform.core.warehouse.rejects import replace_day_rejects
 
     areas = DataAreas(workdir / "data")
     areas.ensure()

@@ -57,7 +57,7 @@ PI = "sales_platform/core/pipeline.py"
 LO = "sales_platform/core/warehouse/loading.py"
 CO = "sales_platform/core/warehouse/conflicts.py"
 LE = "sales_platform/core/warehouse/ledger.py"
-RE = "sales_platform/core/warehouse/records.py"
+RE = "sales_platform/core/warehouse/rejects.py"
 
 # (id, file, exact original snippet, replacement, description)
 MUTATIONS: list[tuple[str, str, str, str, str]] = [
@@ -223,7 +223,7 @@ MUTATIONS: list[tuple[str, str, str, str, str]] = [
      '"sale_date": date.fromisoformat(d), "rows_landed": n}',
      '"sale_date": date.fromisoformat(d), "rows_landed": n + 1}',
      "rows landed per day off by one in file_day_counts"),
-    # --- warehouse/records.py: rejects ---------------------------------------------------------
+    # --- warehouse/rejects.py: rejects ----------------------------------------------------------
     ("R01", RE,
      "            if records:\n",
      "            if len(records) > 1:\n",

@@ -35,9 +35,9 @@ class TableOwner:
 TABLE_OWNERS: dict[str, TableOwner] = {
     "sales": TableOwner("sales", "sales_platform/core/warehouse/loading.py"),
     "sales_rejects": TableOwner(
-        "cleaned_sales", "sales_platform/core/warehouse/records.py",
+        "cleaned_sales", "sales_platform/core/warehouse/rejects.py",
         also=(*LANDING_STAGES, "sales"), why="a row is rejected in the transaction that rejects it"),
-    "dim_products": TableOwner("dim_products", "sales_platform/core/warehouse/records.py"),
+    "dim_products": TableOwner("dim_products", "sales_platform/core/warehouse/products_dim.py"),
     "file_ledger": TableOwner("landed_files", LEDGER, also=("raw_sales", "cleaned_sales", "sales"),
                               why="a file version's state changes with the data it describes"),
     "file_events": TableOwner("landed_files", LEDGER, also=("raw_sales",),
@@ -48,7 +48,7 @@ TABLE_OWNERS: dict[str, TableOwner] = {
                                why="requested at landing, cleared by the load that answers it"),
     "day_snapshots": TableOwner("cleaned_sales", "sales_platform/core/warehouse/locks.py",
                                 also=("sales",), why="the snapshot each day's rejects and sales come from"),
-    "schema_history": TableOwner("sales", "sales_platform/core/warehouse/records.py",
+    "schema_history": TableOwner("sales", "sales_platform/core/warehouse/schema_log.py",
                                  also=LANDING_STAGES, why="source layouts recorded as files land"),
     "export_log": TableOwner("agg_exports", "sales_platform/core/exports.py"),
     "agg_sales_daily": TableOwner("agg_sales_daily", AGGREGATES),

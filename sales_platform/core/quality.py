@@ -262,10 +262,6 @@ def clean_rows(
     return CleanedChunk(rows=rows, rejects=rejects)
 
 
-def reason_counts(reasons: pd.Series) -> dict[str, int]:
-    return {str(k): int(v) for k, v in reasons.value_counts().sort_index().items()}
-
-
 def reject_rate(rows_read: int, rejects_by_reason: dict[str, int]) -> float:
     """Share of rows rejected for a quality failure (collapsed identical duplicates excluded)."""
     failed = sum(n for reason, n in rejects_by_reason.items() if reason not in COLLAPSED_REASONS)

@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
-from sales_platform.core.warehouse.records import CONFLICT_STAGE
+from sales_platform.core.warehouse.rejects import CONFLICT_STAGE
 from sales_platform.core.warehouse.tables import file_ledger, sales, sales_rejects
 
 LIVE_STATES = ("landed", "loaded", "blocked")  # as in ledger.LIVE (that module imports this one)

@@ -15,7 +15,7 @@ from sales_platform.core.products import (
     with_tokens,
 )
 from sales_platform.core.warehouse.artifacts import latest_artifact, record_artifact
-from sales_platform.core.warehouse.records import upsert_products
+from sales_platform.core.warehouse.products_dim import upsert_products
 from sales_platform.core.warehouse.tables import dim_products as dim_products_table
 from sales_platform.metadata import blob_kind, column_schema, markdown_table, warehouse_kinds
 from sales_platform.resources.blob import BlobStorageResource
