@@ -54,15 +54,15 @@ def pause():
     time.sleep(600)
 
 if where == "token":
-    new = rotation._TokenCache.new
+    new = rotation.TokenCache.new
     def paused_new(self, *args, **kwargs):
         calls[0] += 1
         if calls[0] == nth:
             pause()
         return new(self, *args, **kwargs)
-    rotation._TokenCache.new = paused_new
+    rotation.TokenCache.new = paused_new
 else:
-    seal = rotation.seal_stream
+    seal = rotation.files.seal_stream
     class Pausing:
         def __init__(self, out):
             self.out, self.writes = out, 0
@@ -75,7 +75,7 @@ else:
     def paused_seal(key, chunks, out, *args, **kwargs):
         calls[0] += 1
         return seal(key, chunks, Pausing(out) if calls[0] == nth else out, *args, **kwargs)
-    rotation.seal_stream = paused_seal
+    rotation.files.seal_stream = paused_seal
 
 from sales_platform.cli import main
 sys.exit(main(sys.argv[1:]))
