@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sales_platform.core.journal import append_once, recorded_ids
 from sales_platform.core.redact import redact_text
 
 
@@ -31,30 +30,13 @@ class RunFailureAlert:
 
 
 def alerted_run_ids(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    ids = set()
-    for line in path.read_text().splitlines():
-        try:
-            ids.add(json.loads(line)["run_id"])
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn or foreign line does not stop alerting
-    return ids
+    return recorded_ids(path, "run_id")
 
 
 def append_alert(path: Path, alert: RunFailureAlert) -> bool:
     """Append one JSON line per run (False when the run was already alerted, e.g. by the CLI and
-    then by the sensor); O_APPEND keeps concurrent writers' lines whole."""
-    if alert.run_id in alerted_run_ids(path):
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(asdict(alert), sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-    return True
+    then by the sensor)."""
+    return append_once(path, asdict(alert), "run_id")
 
 
 def post_alert(url: str, alert: RunFailureAlert, timeout_s: float = 5.0) -> int:

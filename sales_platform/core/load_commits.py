@@ -11,11 +11,11 @@ token): a summary that leaves the platform must not become a side channel for th
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from sales_platform.core.journal import append_once, recorded_ids
 
 # sales materialization metadata key -> LoadCommit field (per-partition metadata of the asset)
 COUNT_FIELDS: dict[str, str] = {
@@ -66,30 +66,12 @@ def commit_from_metadata(day: str, run_id: str, committed_at: str,
 
 
 def recorded_commit_ids(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    ids = set()
-    for line in path.read_text().splitlines():
-        try:
-            ids.add(json.loads(line)["commit_id"])
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn or foreign line does not stop the journal
-    return ids
+    return recorded_ids(path, "commit_id")
 
 
 def append_commit(path: Path, commit: LoadCommit) -> bool:
-    """Append one JSON line per commit id (False when already there); O_APPEND keeps concurrent
-    writers' lines whole."""
-    if commit.commit_id in recorded_commit_ids(path):
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(commit.as_dict(), sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-    return True
+    """Append one JSON line per commit id (False when already there)."""
+    return append_once(path, commit.as_dict(), "commit_id")
 
 
 def post_commit(url: str, commit: LoadCommit, timeout_s: float = 5.0) -> int:
