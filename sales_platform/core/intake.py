@@ -44,7 +44,7 @@ from sales_platform.core.warehouse.ledger import (
     record_landed,
     record_not_landed,
 )
-from sales_platform.core.warehouse.records import record_source_schema
+from sales_platform.core.warehouse.schema_log import record_source_schema
 
 log = logging.getLogger(__name__)
 TEMP_SUFFIXES = (".tmp", ".partial", ".part", ".crdownload")

@@ -26,7 +26,7 @@ from sales_platform.core.warehouse.artifacts import Artifact, write_artifacts
 from sales_platform.core.warehouse.conflicts import purge_superseded_rows
 from sales_platform.core.warehouse.loading import SALES_LOAD_LOCK
 from sales_platform.core.warehouse.locks import take_lock
-from sales_platform.core.warehouse.records import DAY_STAGES, replace_file_rejects
+from sales_platform.core.warehouse.rejects import DAY_STAGES, replace_file_rejects
 from sales_platform.core.warehouse.tables import (
     file_day_counts,
     file_events,
