@@ -98,9 +98,12 @@ def dim_products(context: dg.AssetExecutionContext, platform: PlatformResource,
     fetched = products_api.fetch_products(etag=f'"{known}"' if known else None)
     tag = _etag_digest(fetched.etag)
     if not fetched.changed:
+        rows = _dimension_rows(engine)
+        # the same counters as a load (all rows unchanged): the UI's plots stay continuous
         return dg.MaterializeResult(data_version=dg.DataVersion(known), metadata={
             "catalogue": "unchanged (HTTP 304): dim_products not rewritten", "http_status": 304,
-            "catalogue_etag": known, "products": _dimension_rows(engine),
+            "inserted": 0, "updated": 0, "unchanged": rows, "removed": 0,
+            "catalogue_etag": known, "products": rows,
             "duration_s": round(time.monotonic() - started, 3)})
     items = fetched.items or []
     if not items:
