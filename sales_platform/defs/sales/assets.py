@@ -39,14 +39,10 @@ from sales_platform.core.warehouse.ledger import (
     versions_on_day,
 )
 from sales_platform.core.warehouse.loading import SalesLoader
-from sales_platform.core.warehouse.records import (
-    cross_day_ids,
-    known_product_ids,
-    record_table_change,
-    replace_day_rejects,
-    source_layouts,
-)
+from sales_platform.core.warehouse.products_dim import known_product_ids
+from sales_platform.core.warehouse.rejects import cross_day_ids, replace_day_rejects
 from sales_platform.core.warehouse.retry import describe_db_error, run_with_retries
+from sales_platform.core.warehouse.schema_log import record_table_change, source_layouts
 from sales_platform.core.warehouse.tables import sales as sales_table
 from sales_platform.core.warehouse.tables import sales_rejects as rejects_table
 from sales_platform.metadata import (
