@@ -11,15 +11,13 @@ import dagster as dg
 from dagster_celery import celery_executor
 
 from sales_platform import definitions as platform  # a module: one Definitions at module scope
-from sales_platform.partitions import daily_partitions
 
 # raw -> cleaned -> (rejects | encrypted) -> sales: two steps can run at once, on two workers.
 CELERY_CHAIN = ["raw_sales", "cleaned_sales", "sales_rejects", "encrypted_sales", "sales"]
 
 celery_sales_job = dg.define_asset_job(
     "celery_sales_job",
-    selection=dg.AssetSelection.assets(*CELERY_CHAIN),
-    partitions_def=daily_partitions,
+    selection=dg.AssetSelection.assets(*CELERY_CHAIN),  # daily partitions inferred from the assets
     executor_def=celery_executor,
     description="The daily sales chain, one Celery task per step (scale-out check).",
 )
