@@ -1,9 +1,7 @@
 """The run-failure sensor turns a real failed run into a structured, redacted alert."""
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import pytest
@@ -17,43 +15,17 @@ from sales_platform_tests.helpers import (
     write_catalogue,
     write_csv,
 )
+from sales_platform_tests.receiver import JsonReceiver, json_receiver
 
 DAY = "2024-03-01"
 
 
-class WebhookServer(HTTPServer):
-    """Keeps what was posted to it: per server, so per test (reruns start empty)."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        super().__init__(("127.0.0.1", 0), Hook)  # port 0: the kernel picks, server_port tells
-
-
-class Hook(BaseHTTPRequestHandler):
-    server: WebhookServer
-
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        self.server.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        return None
-
-
 @pytest.fixture
-def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookServer]:
-    """A webhook receiver for this test only, stopped afterwards even if the test fails."""
-    server = WebhookServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("SALES_PLATFORM_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
-    try:
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[JsonReceiver]:
+    """A webhook receiver for this test only (reruns start empty)."""
+    with json_receiver() as server:
+        monkeypatch.setenv("SALES_PLATFORM_ALERT_WEBHOOK", f"{server.url}/hook")
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_failed_run_becomes_a_redacted_alert_in_file_and_webhook(data_dir, key, tmp_path, webhook):

@@ -7,9 +7,7 @@ instance and posts to a real HTTP receiver on 127.0.0.1. Expected counts come fr
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -32,6 +30,7 @@ from sales_platform_tests.helpers import (
     write_catalogue,
     write_csv,
 )
+from sales_platform_tests.receiver import JsonReceiver, json_receiver
 
 DAYS = ["2024-03-01", "2024-03-02"]
 CATALOGUE = ["P1", "P2"]
@@ -59,41 +58,12 @@ def expected_counts() -> dict[str, dict[str, int]]:
     return out
 
 
-class Receiver(HTTPServer):
-    """Keeps what was posted; answers ``status`` (set it to 500 to play a broken webhook)."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        self.status = 204
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.server.status < 300:
-            self.server.received.append(body)
-        self.send_response(self.server.status)
-        self.end_headers()
-
-    def log_message(self, *args):
-        return None
-
-
 @pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("SALES_PLATFORM_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/hook")
-    try:
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[JsonReceiver]:
+    """The webhook; set ``status`` to 500 to play a broken one."""
+    with json_receiver() as server:
+        monkeypatch.setenv("SALES_PLATFORM_ALERT_WEBHOOK", f"{server.url}/hook")
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")

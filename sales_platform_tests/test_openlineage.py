@@ -9,11 +9,9 @@ the datasets are compared with the lineage metadata read straight off the asset 
 from __future__ import annotations
 
 import json
-import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -38,6 +36,7 @@ from sales_platform_tests.helpers import (
     write_catalogue,
     write_csv,
 )
+from sales_platform_tests.receiver import JsonReceiver, json_receiver
 
 SCHEMAS = Path(__file__).parent / "fixtures" / "openlineage"
 DAYS = ["2024-03-01", "2024-03-02"]
@@ -165,45 +164,19 @@ def test_a_failed_step_gives_fail_with_its_error(runs, tmp_path):
     assert events[0]["run"]["runId"] == events[1]["run"]["runId"]
 
 
-class _Lineage(HTTPServer):
-    def __init__(self) -> None:
-        self.received: list[tuple[str, dict]] = []
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Lineage
-
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.received.append((self.path, body))
-        self.send_response(201)
-        self.end_headers()
-
-    def log_message(self, *args):
-        return None
-
-
 @pytest.fixture
-def lineage_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Lineage]:
-    server = _Lineage()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("SALES_PLATFORM_OPENLINEAGE_URL", f"http://127.0.0.1:{server.server_port}")
-    try:
+def lineage_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[JsonReceiver]:
+    with json_receiver(status=201) as server:
+        monkeypatch.setenv("SALES_PLATFORM_OPENLINEAGE_URL", server.url)
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_with_a_url_events_go_to_the_lineage_api_not_the_file(runs, tmp_path, lineage_api):
     instance, run_ids = runs
     _sensor_tick(openlineage_success_sensor, instance, run_ids["products"], tmp_path)
     assert not (tmp_path / EVENTS_FILE).exists()
-    assert {path for path, _ in lineage_api.received} == {"/api/v1/lineage"}
-    for _, event in lineage_api.received:
+    assert {path for path, _ in lineage_api.posts} == {"/api/v1/lineage"}
+    for _, event in lineage_api.posts:
         validate_event(event)
-    assert sorted((e["job"]["name"], e["eventType"]) for _, e in lineage_api.received) == sorted(
+    assert sorted((e["job"]["name"], e["eventType"]) for _, e in lineage_api.posts) == sorted(
         (a, t) for a in PRODUCTS for t in ("START", "COMPLETE"))
