@@ -101,13 +101,20 @@ def _stable_repr(value: Any) -> str:
     return repr(value)
 
 
+# id -> (object, source): stages share most of their closure; the object is kept so its id stays its own
+_SOURCES: dict[int, tuple[Any, str]] = {}
+
+
 def _source(obj: Any) -> str:
     if _constant(obj):
         return _stable_repr(obj)
-    try:
-        return inspect.getsource(obj)
-    except (OSError, TypeError):
-        return obj.__qualname__  # code without a file (a REPL): its name is all there is
+    if id(obj) not in _SOURCES:
+        try:
+            source = inspect.getsource(obj)
+        except (OSError, TypeError):
+            source = obj.__qualname__  # code without a file (a REPL): its name is all there is
+        _SOURCES[id(obj)] = (obj, source)
+    return _SOURCES[id(obj)][1]
 
 
 def _identity(name: str, obj: Any) -> str:
