@@ -99,7 +99,9 @@ TOKEN_COLUMNS = frozenset({
     "sales_rejects.product_id", "sales_rejects.raw_text", "sales_rejects.extras",
     "dim_products.product_token", "agg_sales_by_product.product_token",
     "agg_sales_by_customer.customer_token"})
-TOKEN = re.compile(r"(?<![A-Za-z0-9_-])A[A-Za-z0-9_-]{27,}")  # base64url of 0x01 || key id || AES-SIV
+# base64url of 0x01 || key id || AES-SIV, standing alone: a run inside standard base64 (the charts
+# embedded in report metadata, "+" "/" "=" around it) only looks like one.
+TOKEN = re.compile(r"(?<![A-Za-z0-9_+/=-])A[A-Za-z0-9_-]{27,}(?![A-Za-z0-9_+/=-])")
 EXTRA_CSV = ("transaction_id,customer_id,product_id,quantity,timestamp,email\n"
              "TX-1,C0000001,P00001,2,2024-03-01T09:00:00,ann@example.com\n"
              "TX-2,C0000002,P00001,1,2024-03-01T09:30:00,bob@example.com,too,many\n"
