@@ -103,7 +103,14 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
     """Intake -> clean_day -> encrypt_day -> SalesLoader.load_day -> refresh_daily, per stage."""
     from sales_platform.core.crypto import Keyring, Tokenizer, generate_key
     from sales_platform.core.intake import Intake
-    from sales_platform.core.pipeline import ENCRYPTED, REJECTS, clean_day, encrypt_day, iter_parquet_layer
+    from sales_platform.core.pipeline import (
+        ENCRYPTED,
+        REJECTS,
+        clean_day,
+        encrypt_day,
+        iter_arrow_layer,
+        iter_parquet_layer,
+    )
     from sales_platform.core.products import read_catalogue, with_tokens
     from sales_platform.core.quality import QualityRules
     from sales_platform.core.schema import SchemaContract
@@ -145,7 +152,7 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
         encryption = encrypt_day(areas, keyring, day.isoformat())
     with stages.stage("load"):
         def batches():  # a factory, as the sales asset passes: a fresh day goes straight in
-            layer = iter_parquet_layer(areas, ENCRYPTED, day.isoformat())
+            layer = iter_arrow_layer(areas, ENCRYPTED, day.isoformat())  # as the sales asset reads it
             return _timed_iter(layer, load_parts, "read encrypted parquet -> pandas") \
                 if breakdown else layer
         stats = loading.SalesLoader(engine).load_day(day, batches, now)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pandas as pd
-from sqlalchemy import insert, select
+import pytest
+from sqlalchemy import insert, select, text
 
 from sales_platform.core.warehouse.engine import make_engine
 from sales_platform.core.warehouse.loading import SalesLoader
@@ -115,4 +116,56 @@ def test_a_day_with_rows_takes_the_merge_path_and_matches_a_plain_iterable(backe
     assert (stats.inserted, stats.updated, stats.unchanged, stats.deleted) == (1, 1, 1, 1)
     assert _sales(engine) == {"A": ("C1", 1, D1, 1, LOADED_AT), "B": ("C2", 5, D1, 2, later),
                               "D": ("C4", 4, D1, 3, later)}
+    engine.dispose()
+
+
+# The sales asset hands the loader Arrow tables read from the encrypted layer; other callers hand
+# pandas frames. Awkward values: an empty string next to a NULL in a later-added column, a batch
+# without that column, sub-second and UTC-zoned timestamps, a missing source row.
+AWKWARD = [  # transaction_id, customer_id, quantity, timestamp (ISO, maybe zoned), source_row, email
+    ("A", "C1", 1, "2024-03-05T10:00:00.900", 1, "a@example.com"),
+    ("B", "C2", 2, "2024-03-05T23:59:59.999999", None, ""),
+    ("C", "C3", 3, "2024-03-05T00:00:00", 3, None),
+]
+LATER_BATCH = [("D", "C4", 4, "2024-03-05T12:30:00", 4)]  # written before the email column existed
+
+
+def _awkward_batches(kind: str, zone: str | None):
+    import pyarrow as pa
+
+    def stamps(values):
+        parsed = pd.to_datetime(list(values), format="ISO8601")
+        return parsed.tz_localize(zone) if zone else parsed
+
+    first = pd.DataFrame({
+        "transaction_id": [r[0] for r in AWKWARD], "customer_id": [r[1] for r in AWKWARD],
+        "product_id": ["P1"] * 3, "quantity": [r[2] for r in AWKWARD],
+        "sale_ts": stamps(r[3] for r in AWKWARD), "source_file": ["f.csv"] * 3,
+        "source_sha256": [SHA] * 3, "source_row": pd.array([r[4] for r in AWKWARD], dtype="Int64"),
+        "email": [r[5] for r in AWKWARD]})
+    later = pd.DataFrame({
+        "transaction_id": ["D"], "customer_id": ["C4"], "product_id": ["P1"], "quantity": [4],
+        "sale_ts": stamps(["2024-03-05T12:30:00"]), "source_file": ["f.csv"],
+        "source_sha256": [SHA], "source_row": pd.array([4], dtype="Int64")})
+    frames = [first, later]
+    if kind == "arrow":
+        return [pa.Table.from_pandas(f, preserve_index=False) for f in frames]
+    return frames
+
+
+@pytest.mark.parametrize("kind", ["arrow", "pandas"])
+@pytest.mark.parametrize("zone", [None, "UTC"])
+def test_arrow_and_pandas_batches_load_the_same_values(backend, kind, zone):
+    engine = _engine(backend)
+    SalesLoader(engine, ["email"]).load_day(D1, Source(_awkward_batches(kind, zone)), LOADED_AT)
+    with engine.connect() as conn:
+        got = {r[0]: tuple(r[1:]) for r in conn.execute(text(
+            "SELECT transaction_id, customer_id, quantity, sale_ts, source_row, email FROM sales"))}
+    # expected from the input alone: timestamps cut to the second, written without a zone
+    expected = {t: (c, q, datetime.fromisoformat(ts[:19]), row, email)
+                for t, c, q, ts, row, email in AWKWARD}
+    expected.update({t: (c, q, datetime.fromisoformat(ts), row, None) for t, c, q, ts, row in LATER_BATCH})
+    got = {t: (c, q, ts if isinstance(ts, datetime) else datetime.fromisoformat(ts), row, email)
+           for t, (c, q, ts, row, email) in got.items()}
+    assert got == expected
     engine.dispose()

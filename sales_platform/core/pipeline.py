@@ -254,6 +254,14 @@ def iter_parquet_layer(areas: DataAreas, layer: str, day: str) -> Iterator[pd.Da
         yield from _batches(path)
 
 
+def iter_arrow_layer(areas: DataAreas, layer: str, day: str, rows: int = 200_000) -> Iterator[pa.Table]:
+    """The day's layer as Arrow tables of at most ``rows`` rows (the load's PostgreSQL COPY
+    formats them without a pandas round trip)."""
+    for path in areas.fragments(layer, day):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+            yield pa.Table.from_batches([batch])
+
+
 def _batches(path: Path, rows: int = 200_000) -> Iterator[pd.DataFrame]:
     for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
         yield batch.to_pandas()

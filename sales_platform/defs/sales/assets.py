@@ -22,6 +22,7 @@ from sales_platform.core.pipeline import (
     Snapshot,
     clean_day,
     encrypt_day,
+    iter_arrow_layer,
     iter_parquet_layer,
     layer_columns,
     read_snapshot,
@@ -147,7 +148,7 @@ def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
             extras = [c for c in layer_columns(platform.areas, ENCRYPTED, day)
                       if c not in LAYER_COLUMNS]
             stats = SalesLoader(engine, extras).load_day(  # a factory: re-read only on fallback
-                date.fromisoformat(day), lambda: iter_parquet_layer(platform.areas, ENCRYPTED, day),
+                date.fromisoformat(day), lambda: iter_arrow_layer(platform.areas, ENCRYPTED, day),
                 datetime.now(), after=bookkeeping,
                 conflicts_before=snapshot[0].conflicts_before if snapshot[0] else (),
                 snapshot_ns=snapshot[0].snapshot_ns if snapshot[0] else None)
