@@ -63,6 +63,7 @@ NUMBER_SETTINGS: tuple[tuple[str, float, float, float | None, bool], ...] = (
     (settings.MAX_COLUMNS, 200, 5, None, True),
     (settings.MAX_FILE_BYTES, 20 << 30, 1, None, True),
     (settings.MSSQL_PORT, 1433, 1, 65535, True),
+    (settings.DAY_WORKERS, settings.DEFAULT_DAY_WORKERS, 1, 32, True),
 )
 
 

@@ -37,6 +37,8 @@ def platform_resource() -> PlatformResource:
         settle_s=settings.env_number(settings.SETTLE_S, 2.0, 0.0),
         max_columns=settings.env_number(settings.MAX_COLUMNS, 200, 5, integer=True),
         max_file_bytes=settings.env_number(settings.MAX_FILE_BYTES, 20 << 30, 1, integer=True),
+        day_workers=settings.env_number(settings.DAY_WORKERS, settings.DEFAULT_DAY_WORKERS, 1, 32,
+                                        integer=True),
     )
 
 

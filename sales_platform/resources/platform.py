@@ -70,6 +70,9 @@ class PlatformResource(dg.ConfigurableResource):
     settle_s: float = Field(default=2.0, description="A drop is taken once unchanged this long.")
     max_columns: int = Field(default=200, description="Wider files are quarantined.")
     max_file_bytes: int = Field(default=20 << 30, description="Larger files are quarantined.")
+    day_workers: int = Field(
+        default=settings.DEFAULT_DAY_WORKERS, ge=1, le=32,
+        description="Days of a range run cleaned and encrypted at once (SALES_PLATFORM_DAY_WORKERS).")
     schema_contract: str | None = Field(
         default=None, description="Path of a JSON schema contract (aliases, policy, sensitive).")
     schema_policy: str | None = Field(

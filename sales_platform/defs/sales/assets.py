@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from sales_platform.checks import per_day_evaluations
 from sales_platform.core.crypto import Tokenizer
+from sales_platform.core.parallel import in_order
 from sales_platform.core.pipeline import (
     ENCRYPTED,
     REJECTS,
@@ -211,16 +212,20 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
     engine = warehouse.engine()
     read, clean, reasons, failing = 0, 0, Counter(), {}
     per_day, layers = [], []
-    for day in _days(context):
+
+    def clean_one(day: str):  # one day's layers and rejects; nothing here reads another day's
         before = cross_day_ids(engine, date.fromisoformat(day))
         result = clean_day(platform.areas, keyring, day, rules, known, sensitive, before)
-        layers += result.written
         # the step that decides a reject writes it, before any check can stop the run
         with platform.areas.reading_layer(REJECTS, day):
             layer = read_snapshot(platform.areas, REJECTS, day)
             written = replace_day_rejects(engine, date.fromisoformat(day),
                                           iter_parquet_layer(platform.areas, REJECTS, day),
                                           datetime.now(), layer.snapshot_ns if layer else None)
+        return result, written
+
+    for day, (result, written) in in_order(clean_one, _days(context), platform.day_workers):
+        layers += result.written
         if written is None:
             context.log.warning(f"{day}: a run that read newer landed rows already wrote the "
                                 "day's rejects; this run's are not written")
@@ -298,7 +303,9 @@ def encrypted_sales(context: dg.AssetExecutionContext, platform: PlatformResourc
     started = time.monotonic()
     keyring = platform.keyring()
     sensitive = tuple(platform.contract().sensitive)
-    results = [encrypt_day(platform.areas, keyring, day, sensitive) for day in _days(context)]
+    results = [result for _, result in in_order(
+        lambda day: encrypt_day(platform.areas, keyring, day, sensitive), _days(context),
+        platform.day_workers)]
     _record_layers(context, warehouse.engine(), [f for r in results for f in r.written])
     rows = sum(r.rows for r in results)
     last = next((d for d in reversed(_days(context))
