@@ -1,6 +1,7 @@
 """The whole Definitions loads, and the graph is what the README promises."""
 
 import dagster as dg
+import pytest
 
 from sales_platform.definitions import defs
 
@@ -43,3 +44,21 @@ def test_partitioned_assets_have_a_backfill_policy_and_checks_are_partitioned():
 def test_jobs_resolve():
     for name in ("daily_sales_job", "land_files_job", "products_job", "rollups_job"):
         assert defs.resolve_job_def(name) is not None
+
+
+@pytest.mark.parametrize(("choice", "name"), [("", "multiprocess_forkserver"),
+                                              ("multiprocess", "multiprocess_forkserver"),
+                                              ("in_process", "in_process")])
+def test_the_executor_follows_the_setting(monkeypatch, choice, name):
+    from sales_platform.resources.factory import executor
+
+    monkeypatch.setenv("SALES_PLATFORM_EXECUTOR", choice)
+    assert executor().name == name
+
+
+def test_an_unknown_executor_is_refused_with_its_variable(monkeypatch):
+    from sales_platform.resources.factory import executor
+
+    monkeypatch.setenv("SALES_PLATFORM_EXECUTOR", "dask")
+    with pytest.raises(ValueError, match="SALES_PLATFORM_EXECUTOR='dask'"):
+        executor()

@@ -111,15 +111,20 @@ def resources() -> dict[str, object]:
 
 def executor() -> dg.ExecutorDefinition:
     """SALES_PLATFORM_EXECUTOR=celery: every step of every job is a Celery task (pip install dagster-celery)
-    on the broker at $DAGSTER_CELERY_BROKER_URL. Unset: multiprocess with a preloaded forkserver."""
+    on the broker at $DAGSTER_CELERY_BROKER_URL. in_process: every step in the run's own process
+    (no second import of the code: the shortest run on one machine, no step isolation). Unset or
+    multiprocess: steps in processes forked from a preloaded forkserver."""
     choice = settings.value(settings.EXECUTOR)
+    if choice == "in_process":
+        return dg.in_process_executor
     if choice == "celery":
         from dagster_celery import celery_executor
 
         # Configured here, not in run config: sensor, backfill and UI runs carry none.
         return celery_executor.configured(CELERY_CONFIG, name="celery")
-    if choice:
-        raise ValueError(f"{settings.EXECUTOR}={choice!r}: expected 'celery' or nothing")
+    if choice not in ("", "multiprocess"):
+        raise ValueError(f"{settings.EXECUTOR}={choice!r}: expected 'in_process', 'multiprocess', "
+                         "'celery' or nothing")
     # Steps run in processes forked from a server that imported the code once: a step starts in
     # milliseconds instead of re-importing Dagster, pandas and the platform (seconds per step).
     return dg.multiprocess_executor.configured(
