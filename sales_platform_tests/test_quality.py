@@ -114,3 +114,40 @@ def test_schema_contract_maps_variants_and_names_missing_columns():
 def test_whitespace_only_values_count_as_missing():
     assert q.clean_rows(chunk(quantity="   "), RULES, None).rejects["reason"].tolist() == [q.MISSING_QUANTITY]
     assert q.route_timestamps(pd.Series(["  "]), RULES, NOW)[1][0] == q.MISSING_TIMESTAMP
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_duplicate_verdict_matches_a_plain_python_grouping(seed):
+    """Random chunks with repeated ids (agreeing and disagreeing copies, across chunks): every
+    row's verdict is what grouping the rows by transaction id in plain Python gives."""
+    import random
+
+    rng = random.Random(seed)
+    ids = [f"T{rng.randrange(300)}" for _ in range(900)]
+    rows = pd.DataFrame({
+        "transaction_id": ids, "customer_id": [f"C{hash(t) % 7}" for t in ids],
+        "product_id": "P1", "quantity": [1 if rng.random() < 0.9 else 2 for _ in ids],
+        "sale_ts": pd.Timestamp("2024-03-01 10:00:00")})
+    copies: dict[str, list[int]] = {}
+    for ordinal, t in enumerate(ids):
+        copies.setdefault(t, []).append(ordinal)
+    expected = [None] * len(ids)
+    for ordinals in copies.values():
+        contents = {tuple(rows.iloc[i][["customer_id", "product_id", "quantity"]]) for i in ordinals}
+        for n, i in enumerate(ordinals):
+            if len(contents) > 1:
+                expected[i] = "duplicate_conflicting"
+            elif n > 0:
+                expected[i] = "duplicate_identical"
+    scan, bounds, start = DuplicateScan(), [], 0
+    while start < len(rows):
+        size = rng.randrange(1, 250)
+        scan.add(rows.iloc[start:start + size])
+        bounds.append((start, min(size, len(rows) - start)))
+        start += size
+    verdict = scan.verdict()
+    got = []
+    for first, count in bounds:
+        reasons = verdict.reasons(first, count)
+        got += [None] * count if reasons is None else list(reasons)
+    assert got == expected

@@ -50,35 +50,68 @@ class DuplicateScan:
     def verdict(self) -> DuplicateVerdict:
         if not self._tid_hashes:
             return DuplicateVerdict(np.array([], np.uint64), np.array([], np.int64))
-        tids = np.concatenate(self._tid_hashes)
-        contents = np.concatenate(self._content_hashes)
-        self._tid_hashes.clear()
-        self._content_hashes.clear()
-        # Only the rows of repeated ids (usually ~1 %) are looked at past this point; the
-        # day-sized temporaries are dropped at once (peak memory grows ~26 bytes per row).
-        order = np.argsort(tids, kind="stable")
-        sorted_tids = tids[order]
-        repeated = sorted_tids[1:] == sorted_tids[:-1]
-        del sorted_tids
-        if not repeated.any():
+        tids = _drain(self._tid_hashes)
+        # One day-sized temporary (a sorted copy, 8 bytes per row) finds the repeated ids; only
+        # their rows (usually ~1 %) are looked at past this point.
+        repeated = _repeated_values(tids)
+        if not len(repeated):
+            self._content_hashes.clear()
             return DuplicateVerdict(np.array([], np.uint64), np.array([], np.int64), tids)
-        in_dup = np.zeros(len(tids), dtype=bool)
-        in_dup[1:] |= repeated
-        in_dup[:-1] |= repeated
-        del repeated
-        dup_rows = np.sort(order[in_dup])  # ordinals of every copy of a repeated id, in scan order
-        del order, in_dup
+        dup_rows = _rows_holding(tids, repeated)  # ordinals of every copy, in scan order
+        contents = _gather(self._content_hashes, dup_rows)
         dup_row_tids = tids[dup_rows]
-        dup_tids = np.unique(dup_row_tids)
-        pairs = np.unique(np.stack([dup_row_tids, contents[dup_rows]], axis=1), axis=0)
+        pairs = np.unique(np.stack([dup_row_tids, contents], axis=1), axis=0)
         tid_of_pair, copies = np.unique(pairs[:, 0], return_counts=True)
         conflicting = tid_of_pair[copies > 1]
-        identical = np.setdiff1d(dup_tids, conflicting)
+        identical = np.setdiff1d(repeated, conflicting)
         ordinals = dup_rows[np.isin(dup_row_tids, identical)]
         # keep the first occurrence of each identical group, drop the others
         _, first_index = np.unique(tids[ordinals], return_index=True)
         drop = np.setdiff1d(ordinals, ordinals[first_index])
         return DuplicateVerdict(conflicting, drop, tids)
+
+
+SLICE_ROWS = 1 << 20  # rows looked up at once: bounds the lookup's temporaries
+
+
+def _drain(chunks: list[np.ndarray]) -> np.ndarray:
+    """The chunks as one array, each chunk freed as soon as it is copied (no second full copy)."""
+    out = np.empty(sum(len(c) for c in chunks), dtype=np.uint64)
+    position = 0
+    while chunks:
+        chunk = chunks.pop(0)
+        out[position:position + len(chunk)] = chunk
+        position += len(chunk)
+    return out
+
+
+def _gather(chunks: list[np.ndarray], positions: np.ndarray) -> np.ndarray:
+    """The values at ascending ``positions`` of the chunks taken as one array, each chunk freed
+    once read (the whole array is never built)."""
+    out = np.empty(len(positions), dtype=np.uint64)
+    start = 0
+    while chunks:
+        chunk = chunks.pop(0)
+        lo, hi = np.searchsorted(positions, [start, start + len(chunk)])
+        out[lo:hi] = chunk[positions[lo:hi] - start]
+        start += len(chunk)
+    return out
+
+
+def _repeated_values(values: np.ndarray) -> np.ndarray:
+    """The values that occur more than once, sorted, unique."""
+    ordered = np.sort(values)
+    return np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+
+
+def _rows_holding(values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Positions of ``values`` found in the sorted ``wanted``, ascending; a slice at a time."""
+    found = []
+    for start in range(0, len(values), SLICE_ROWS):
+        part = values[start:start + SLICE_ROWS]
+        index = np.minimum(np.searchsorted(wanted, part), len(wanted) - 1)
+        found.append(np.flatnonzero(wanted[index] == part) + start)
+    return np.concatenate(found)
 
 
 @dataclass
