@@ -169,3 +169,17 @@ def test_arrow_and_pandas_batches_load_the_same_values(backend, kind, zone):
            for t, (c, q, ts, row, email) in got.items()}
     assert got == expected
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_psycopg2_loads_the_same_rows_through_copy_expert(backend):
+    """The most common PostgreSQL URL spelling reaches the COPY path through psycopg2's API."""
+    engine = _engine(type(backend)(backend.name, backend.url.replace("+psycopg:", "+psycopg2:", 1)))
+    assert engine.dialect.driver == "psycopg2"
+    rows = [(f"T{i}", f"C{i % 3}", 1 + i % 4) for i in range(30)]
+    SalesLoader(engine).load_day(D1, Source([_frame(D1, rows[:10]), _frame(D1, rows[10:])]), LOADED_AT)
+    changed = [*rows[:20], ("NEW", "C9", 9)]  # 10 gone, one new: the staging + merge path
+    stats = SalesLoader(engine).load_day(D1, Source([_frame(D1, changed)]), LOADED_AT)
+    assert (stats.inserted, stats.deleted) == (1, 10)
+    assert _sales(engine) == {t: (c, q, D1, 1 + i, LOADED_AT) for i, (t, c, q) in enumerate(changed)}
+    engine.dispose()

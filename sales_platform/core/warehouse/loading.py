@@ -15,11 +15,13 @@ text columns, added to ``sales`` first when missing.
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from queue import Empty, Full, Queue
+from typing import TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -63,6 +65,7 @@ STAGE_COLUMNS = BASE_STAGE_COLUMNS
 MSSQL_MAX_PARAMETERS = 2100
 DIRECT_DIALECTS = frozenset({"sqlite", "postgresql"})  # a fresh day is written straight into sales
 BatchSource = Callable[[], Iterable[pd.DataFrame | pa.Table]]
+Item = TypeVar("Item")
 
 
 @dataclass
@@ -232,7 +235,7 @@ def batch_rows_for_parameter_limit(columns: int, limit: int = MSSQL_MAX_PARAMETE
 _DONE = object()
 
 
-def prefetched(batches: Iterable[pd.DataFrame], depth: int = 1) -> Iterator[pd.DataFrame]:
+def prefetched(batches: Iterable[Item], depth: int = 1) -> Iterator[Item]:
     """``batches`` read ahead by one thread (at most ``depth`` waiting): reading and decoding the
     next batch overlaps the database write of this one, which releases the GIL while SQLite or
     PostgreSQL works. Same batches, same order; an error in the reader is raised here."""
@@ -280,7 +283,6 @@ class SalesLoader:
         self.extras = list(extras)
         self.stage = staging_table(self.dialect, self.extras)
         self.target = sales_with(self.extras)
-        self._direct_loaded_at: datetime | None = None  # set while writing straight into sales
 
     @property
     def content_columns(self) -> list[str]:
@@ -313,10 +315,9 @@ class SalesLoader:
                 batches = batches()
             self._prepare(conn)
             raw = conn.connection.dbapi_connection
-            for frame in prefetched(batches):
-                if len(frame):
-                    self._bulk_insert(raw, frame)
-                    stats.staged += len(frame)
+            for rows, payload in prefetched(self._payloads(batches, None)):
+                self._bulk_insert(raw, payload, None)
+                stats.staged += rows
             if self.dialect == "postgresql":  # a temp table has no statistics: plan the joins well
                 conn.execute(text("ANALYZE stg_sales"))
             if not direct and not self._lock_and_claim(conn, day, snapshot_ns, stats):
@@ -358,18 +359,14 @@ class SalesLoader:
             return False
         savepoint = conn.begin_nested()
         raw = conn.connection.dbapi_connection
-        self._direct_loaded_at = loaded_at
         written = 0
         try:
-            for frame in prefetched(batches()):
-                if len(frame):
-                    self._bulk_insert(raw, frame)
-                    written += len(frame)
+            for rows, payload in prefetched(self._payloads(batches(), loaded_at)):
+                self._bulk_insert(raw, payload, loaded_at)
+                written += rows
         except (sa_exc.IntegrityError, self.engine.dialect.dbapi.IntegrityError):
             savepoint.rollback()  # an id already in sales (another day): the general path
             return False
-        finally:
-            self._direct_loaded_at = None
         conflicts = CrossDayConflicts(self.stage, self.target, day, conflicts_before)
         conflicts.reset(conn)
         if conflicts.day_rows_in_conflict(conn):
@@ -394,9 +391,24 @@ class SalesLoader:
             conn.execute(text("DROP TABLE IF EXISTS stg_sales"))
         self.stage.create(conn)
 
-    def _bulk_insert(self, raw, frame: pd.DataFrame | pa.Table) -> None:
-        """One batch into the staging table, or straight into sales (``_direct_loaded_at`` set)."""
-        loaded_at = self._direct_loaded_at
+    def _payloads(self, batches: Iterable[pd.DataFrame | pa.Table],
+                  loaded_at: datetime | None) -> Iterator[tuple[int, object]]:
+        """(rows, what the driver's bulk path takes) per non-empty batch: CSV bytes for
+        PostgreSQL's COPY, Python rows otherwise. Run by the prefetch thread, so formatting the
+        next batch overlaps the database's write of this one."""
+        stamp = self._loaded_at_param(loaded_at) if loaded_at else None
+        for frame in batches:
+            if not len(frame):
+                continue
+            if self.dialect == "postgresql":
+                yield len(frame), copy_csv_bytes(frame, self.extras, loaded_at)
+                continue
+            if isinstance(frame, pa.Table):  # Python rows are built fastest from pandas
+                frame = frame.to_pandas()
+            yield len(frame), rows_for_driver(frame, self.dialect, self.extras, stamp)
+
+    def _bulk_insert(self, raw, payload: object, loaded_at: datetime | None) -> None:
+        """One prepared batch into the staging table, or straight into sales (with ``loaded_at``)."""
         names = [*BASE_STAGE_COLUMNS, *self.extras, *(["loaded_at"] if loaded_at else [])]
         table = self.target.name if loaded_at else self.stage.name
         quote = self.engine.dialect.identifier_preparer.quote_identifier
@@ -405,23 +417,16 @@ class SalesLoader:
         try:
             if self.dialect == "postgresql":
                 sql = f"COPY {quote(table)} ({columns}) FROM STDIN WITH (FORMAT csv)"
-                data = copy_csv_bytes(frame, self.extras, loaded_at)
                 if hasattr(cursor, "copy"):  # psycopg 3
                     with cursor.copy(sql) as copy:
-                        copy.write(data)
+                        copy.write(payload)
                 else:  # psycopg2
-                    import io
-
-                    cursor.copy_expert(sql, io.BytesIO(data))
+                    cursor.copy_expert(sql, io.BytesIO(payload))
             else:
-                if isinstance(frame, pa.Table):  # Python rows are built fastest from pandas
-                    frame = frame.to_pandas()
                 marks = ", ".join(["?"] * len(names))
                 if self.dialect == "mssql":
                     cursor.fast_executemany = True
-                stamp = self._loaded_at_param(loaded_at) if loaded_at else None
-                cursor.executemany(f"INSERT INTO {quote(table)} ({columns}) VALUES ({marks})",
-                                   rows_for_driver(frame, self.dialect, self.extras, stamp))
+                cursor.executemany(f"INSERT INTO {quote(table)} ({columns}) VALUES ({marks})", payload)
         finally:
             cursor.close()
 
