@@ -27,36 +27,39 @@ CONFLICT_STAGE = "conflict"  # decided by the load: a transaction id on two days
 DAY_STAGES = (CLEANING_STAGE, CONFLICT_STAGE)
 
 
-def _extras_json(frame: pd.DataFrame) -> list[str | None]:
-    """A rejected row's other columns (new ones from schema evolution) kept as JSON: nothing lost."""
-    others = [c for c in frame.columns if c not in REJECT_TEXT_COLUMNS and c not in ROUTING_COLUMNS]
-    if not others:
-        return [None] * len(frame)
-    records = frame[others].astype(object).where(frame[others].notna(), None).to_dict("records")
-    return [json.dumps(r, ensure_ascii=False, sort_keys=True, default=str) for r in records]
+def _value(value: object) -> object:
+    """A cell as the database takes it: missing (None, NaN, NA, NaT) as None, numpy scalars as
+    Python ones."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") and not isinstance(value, str) else value
+
+
+def _text(value: object) -> object:
+    value = _value(value)
+    # PostgreSQL text cannot hold NUL (0x00): the reject is kept, its reason says why
+    return value.replace("\x00", NUL_REPLACEMENT) if isinstance(value, str) else value
 
 
 def _reject_records(frame: pd.DataFrame, stage: str, sale_date: date | None, sha: str | None,
                     now: datetime) -> list[dict]:
-    out = pd.DataFrame(index=frame.index)
-    out["extras"] = _extras_json(frame)
-    for column in REJECT_TEXT_COLUMNS:
-        values = frame[column] if column in frame else pd.Series(None, index=frame.index)
-        values = values.astype(object).where(values.notna(), None)
-        # PostgreSQL text cannot hold NUL (0x00): the reject is kept, its reason says why
-        out[column] = values.map(lambda v: v.replace("\x00", NUL_REPLACEMENT) if isinstance(v, str) else v)
-    out["source_file"] = frame["source_file"]
-    if "source_sha256" in frame:
-        out["source_sha256"] = frame["source_sha256"]
-    out["source_row"] = frame["source_row"].astype("Int64").astype(object) if "source_row" in frame \
-        else None
-    out["reason"] = frame["reason"]
-    records = out.to_dict("records")
-    for record in records:
-        if record["source_row"] is pd.NA:
-            record["source_row"] = None
-        record.update(stage=stage, sale_date=sale_date, rejected_at=now)
-        record.setdefault("source_sha256", sha)
+    """One insert record per rejected row; a row's other columns (new ones from schema evolution)
+    kept as JSON in ``extras``: nothing lost. Plain Python over the rows: rejects come in small
+    frames, where pandas' per-column work cost more than the rows."""
+    others = [c for c in frame.columns if c not in REJECT_TEXT_COLUMNS and c not in ROUTING_COLUMNS]
+    records = []
+    for row in frame.to_dict("records"):
+        extras = None
+        if others:
+            extras = json.dumps({c: _value(row[c]) for c in others}, ensure_ascii=False,
+                                sort_keys=True, default=str)
+        source_row = _value(row.get("source_row"))
+        file_sha = _value(row.get("source_sha256"))
+        records.append({
+            "extras": extras, **{c: _text(row.get(c)) for c in REJECT_TEXT_COLUMNS},
+            "source_file": row["source_file"], "source_sha256": file_sha if file_sha else sha,
+            "source_row": int(source_row) if source_row is not None else None,
+            "reason": row["reason"], "stage": stage, "sale_date": sale_date, "rejected_at": now})
     return records
 
 
