@@ -64,7 +64,7 @@ def _tree_mtime(root: Path) -> float:
 
 
 def snapshot_code(work: Path, max_wait_s: float = 600, quiet_s: float = 15) -> Path:
-    """Copy sales_platform/ into ``work`` once it imports and has not changed for ``quiet_s``.
+    """Copy sales_platform/ (and pyproject.toml) into ``work`` once it imports and has not changed for ``quiet_s``.
 
     The work tree is shared with other sessions that may be editing it; every path of one run must
     measure the same code, so the children import this copy (PYTHONPATH / BENCH_CODE_ROOT; the
@@ -77,6 +77,8 @@ def snapshot_code(work: Path, max_wait_s: float = 600, quiet_s: float = 15) -> P
         remove_tree(target)
         shutil.copytree(source, target / "sales_platform",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        # the definitions load the defs/ folder through the project's [tool.dg] settings
+        shutil.copy(PROJECT_ROOT / "pyproject.toml", target / "pyproject.toml")
         check = subprocess.run([PYTHON, "-c", _IMPORT_CHECK], cwd=target, capture_output=True,
                                text=True, env={**os.environ, "PYTHONPATH": str(target)})
         if settled and check.returncode == 0 and _tree_mtime(source) <= _tree_mtime(target) + 1e-6 \

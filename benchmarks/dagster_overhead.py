@@ -82,35 +82,24 @@ def _loaded_rows(db: Path) -> int | None:
         return None
 
 
-IN_PROCESS = """
-import sys, warnings
-warnings.simplefilter("ignore")
-import dagster as dg
-from sales_platform.definitions import defs
-job = defs.resolve_implicit_global_asset_job_def()
-keys = [dg.AssetKey(k) for k in sys.argv[1].split(",")]
-result = job.execute_in_process(partition_key=sys.argv[2], asset_selection=keys,
-                                instance=dg.DagsterInstance.get())
-sys.exit(0 if result.success else 1)
-"""
-
-
 def materialize_once(rows: int, base: str | None, key: str, code_root: Path | None,
                      defect_rate: float, selection: str, in_process: bool = False) -> dict:
-    """``dagster asset materialize`` (the project's multiprocess executor), or with ``in_process``
-    the same selection through ``execute_in_process`` (one process, no step processes)."""
+    """``dagster asset materialize`` with the default (multiprocess, forkserver) executor, or with
+    ``in_process`` the same command under SALES_PLATFORM_EXECUTOR=in_process (no step processes,
+    no forkserver importing the code a second time)."""
     root = scratch_dir(f"sp-dagster-{rows}-", base)
     try:
         env = _env(root, key, code_env(code_root))
+        if in_process:
+            env["SALES_PLATFORM_EXECUTOR"] = "in_process"
         csv, catalogue, _ = generate_day(root / "gen", rows, defect_rate=defect_rate)
         (root / "data" / "incoming").mkdir(parents=True)
         (root / "data" / "catalogue").mkdir(parents=True)
         shutil.move(csv, root / "data" / "incoming" / csv.name)
         shutil.move(catalogue, root / "data" / "catalogue" / "products.csv")
         dagster = str(Path(PYTHON).with_name("dagster"))
-        command = ([PYTHON, "-c", IN_PROCESS, selection, DEFAULT_DAY.isoformat()] if in_process
-                   else [dagster, "asset", "materialize", "-m", "sales_platform.definitions",
-                         "--select", selection, "--partition", DEFAULT_DAY.isoformat()])
+        command = [dagster, "asset", "materialize", "-m", "sales_platform.definitions",
+                   "--select", selection, "--partition", DEFAULT_DAY.isoformat()]
         seconds, code, output = _timed(command, env, code_root or PROJECT_ROOT)
         loaded = _loaded_rows(root / "data" / "warehouse.db")
     finally:
@@ -158,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="default 0: with defects the selection above (no sales_rejects) fails "
                              "the blocking rows_conserved check; use --with-rejects to add it")
     parser.add_argument("--in-process", action="store_true",
-                        help="also run each selection through execute_in_process (no step processes)")
+                        help="also run each selection with SALES_PLATFORM_EXECUTOR=in_process")
     parser.add_argument("--with-rejects", action="store_true",
                         help="add sales_rejects to the selection")
     parser.add_argument("--no-snapshot", action="store_true",
@@ -204,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 alt = materialize_once(rows, args.workdir, key, code_root, args.defect_rate,
                                        selection, in_process=True)
                 in_process.append(alt)
-                print(f"  same selection in process (execute_in_process): {alt['seconds']:.2f} s, "
+                print(f"  same command, SALES_PLATFORM_EXECUTOR=in_process: {alt['seconds']:.2f} s, "
                       f"ok={alt['ok']}, loaded {alt['loaded_rows']}", flush=True)
                 if not alt["ok"]:
                     print(alt["output_tail"])
@@ -234,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             f"sales_platform/core sha256 {facts['source']['core_sha256']}", "",
             "Imports (fresh interpreter each):", imp,
             "", "Runs:", table, ""]
+    for rows in sizes:
+        alt = [r["seconds"] for r in in_process if r["rows"] == rows and r["ok"]]
+        if alt:
+            text.append(f"{rows:,} rows, SALES_PLATFORM_EXECUTOR=in_process: median "
+                        f"{statistics.median(alt):.2f} s (runs {' '.join(f'{x:.1f}' for x in alt)})")
     if fit:
         text.append(f"fit over dagster runs: fixed per-run overhead {fit[0]:.2f} s, per-row cost "
                     f"{fit[1] * 1e6:.1f} us/row ({1 / fit[1]:,.0f} rows/s marginal)" if fit[1] > 0

@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 
 from sales_platform.api.schemas import (
     MAX_PRODUCT_ID_LENGTH,
+    TOKEN_HEADER,
     id_key,
     parse_products,
     parse_sales_years,
@@ -32,7 +33,6 @@ from sales_platform.uploads.api import uploads_blueprint
 
 log = logging.getLogger(__name__)
 
-TOKEN_HEADER = "X-API-Token"
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_PAGE = 10_000_000  # (page - 1) x page_size stays far inside SQLite's 64-bit OFFSET

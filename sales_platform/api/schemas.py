@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
+TOKEN_HEADER = "X-API-Token"  # the header carrying the API token (server and clients)
 MAX_PRODUCT_ID_LENGTH = 64  # sales.product_id before tokenization (core/quality.py)
 MAX_NAME_LENGTH = 255  # dim_products.name
 MAX_CATEGORY_LENGTH = 100  # dim_products.category

@@ -12,11 +12,14 @@ is left out: a library upgrade is not a change of our stage. Computed once, at i
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
+import tokenize
 import types
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Table
@@ -105,15 +108,61 @@ def _stable_repr(value: Any) -> str:
 _SOURCES: dict[int, tuple[Any, str]] = {}
 
 
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+@cache
+def _spans(filename: str) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """A module file's lines and ``{qualname: (first line with decorators, last line)}`` of every
+    function and class in it, from one parse (``inspect.getsource`` re-reads and tokenizes per
+    object, and parses the whole module for each class: most of the import time of the stages)."""
+    with tokenize.open(filename) as handle:  # the file's declared encoding, as Python reads it
+        text = handle.read()
+    spans: dict[str, tuple[int, int]] = {}
+
+    def walk(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, _DEFINITIONS):
+                qualname = prefix + child.name
+                first = min([d.lineno for d in child.decorator_list] + [child.lineno])
+                spans.setdefault(qualname, (first, child.end_lineno or child.lineno))
+                inner = "." if isinstance(child, ast.ClassDef) else ".<locals>."
+                walk(child, qualname + inner)
+            elif isinstance(child, ast.stmt):  # if/try/with blocks: same scope
+                walk(child, prefix)
+
+    walk(ast.parse(text, filename), "")
+    return text.splitlines(keepends=True), spans
+
+
+def _defined_in(obj: Any) -> str | None:
+    if isinstance(obj, types.FunctionType):
+        return obj.__code__.co_filename
+    module = inspect.getmodule(obj)
+    return getattr(module, "__file__", None)
+
+
+def _definition_source(obj: Any) -> str:
+    filename = _defined_in(obj)
+    if filename and filename.endswith(".py"):
+        try:
+            lines, spans = _spans(filename)
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            lines, spans = [], {}
+        if obj.__qualname__ in spans:
+            first, last = spans[obj.__qualname__]
+            return "".join(lines[first - 1:last])
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return obj.__qualname__  # code without a file (a REPL): its name is all there is
+
+
 def _source(obj: Any) -> str:
     if _constant(obj):
         return _stable_repr(obj)
     if id(obj) not in _SOURCES:
-        try:
-            source = inspect.getsource(obj)
-        except (OSError, TypeError):
-            source = obj.__qualname__  # code without a file (a REPL): its name is all there is
-        _SOURCES[id(obj)] = (obj, source)
+        _SOURCES[id(obj)] = (obj, _definition_source(obj))
     return _SOURCES[id(obj)][1]
 
 

@@ -11,16 +11,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import cache
 
-import matplotlib
+from sqlalchemy import Engine, func, select
 
-matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
-
-from matplotlib import pyplot as plt  # noqa: E402 - after the backend choice
-from sqlalchemy import Engine, func, select  # noqa: E402
-
-from sales_platform.core.categories import LABELS, UNPRICED  # noqa: E402
-from sales_platform.core.warehouse.tables import (  # noqa: E402
+from sales_platform.core.categories import LABELS, UNPRICED
+from sales_platform.core.warehouse.tables import (
     agg_sales_by_category_monthly,
     agg_sales_daily,
     sales_rejects,
@@ -87,6 +83,18 @@ def rejects_without_day(engine: Engine) -> int:
                             .where(sales_rejects.c.sale_date.is_(None))).scalar_one()
 
 
+@cache
+def _pyplot():
+    """pyplot with the Agg backend (no display, no GUI toolkit), imported by the first chart:
+    it is the slowest import of the code location (~1 s) and most processes never draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # before pyplot
+    from matplotlib import pyplot
+
+    return pyplot
+
+
 def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
@@ -95,7 +103,7 @@ def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=DPI)
-    plt.close(figure)
+    _pyplot().close(figure)
     return buffer.getvalue()
 
 
@@ -103,7 +111,7 @@ def daily_revenue_chart(data: ReportData) -> bytes:
     days = _days(data.first, data.last)
     revenue = [float(data.daily.get(d, (0, 0))[1]) for d in days]
     transactions = [data.daily.get(d, (0, 0))[0] for d in days]
-    figure, axis = plt.subplots(figsize=(8, 3.2))
+    figure, axis = _pyplot().subplots(figsize=(8, 3.2))
     axis.bar(days, revenue, color="#4c78a8", label="revenue")
     axis.set_ylabel("revenue")
     twin = axis.twinx()
@@ -117,7 +125,7 @@ def daily_revenue_chart(data: ReportData) -> bytes:
 def revenue_by_category_chart(data: ReportData) -> bytes:
     months = sorted(data.by_category)
     labels = [f"{y}-{m:02d}" for y, m in months]
-    figure, axis = plt.subplots(figsize=(8, 3.2))
+    figure, axis = _pyplot().subplots(figsize=(8, 3.2))
     bottom = [0.0] * len(months)
     for category, colour in zip(LABELS, ("#72b7b2", "#4c78a8", "#e45756"), strict=True):
         values = [float(data.by_category[m].get(category, 0)) for m in months]
@@ -132,7 +140,7 @@ def revenue_by_category_chart(data: ReportData) -> bytes:
 def reject_reasons_chart(data: ReportData) -> bytes:
     days = _days(data.first, data.last)
     reasons = sorted({reason for per in data.rejects.values() for reason in per})
-    figure, axis = plt.subplots(figsize=(8, 3.2))
+    figure, axis = _pyplot().subplots(figsize=(8, 3.2))
     bottom = [0] * len(days)
     for reason in reasons:
         values = [data.rejects.get(d, {}).get(reason, 0) for d in days]

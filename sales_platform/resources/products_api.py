@@ -9,16 +9,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import dagster as dg
 import requests
-from flask import Flask
 from pydantic import Field
 
-from sales_platform.api.products import TOKEN_HEADER, create_app
+from sales_platform.api.schemas import TOKEN_HEADER
 from sales_platform.core.redact import redact_text
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 JSON_TYPE = "application/json"
 PUT_COUNTS = ("received", "inserted", "updated", "unchanged")
@@ -257,6 +259,9 @@ class ProductsApiResource(dg.ConfigurableResource):
                                   self.backoff_s, self.ca_bundle)
         if not self.store_path:
             raise ProductsApiError("ProductsApiResource: set base_url, or store_path for the in-process mode")
+        # Flask is imported only here: a client of a real API never loads the server's code
+        from sales_platform.api.products import create_app
+
         return _InProcessTransport(create_app(self.store_path, self.token), headers)
 
     def _call(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Any:

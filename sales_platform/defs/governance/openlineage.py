@@ -17,19 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-
-from openlineage.client import OpenLineageClient
-from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
-from openlineage.client.facet_v2 import (
-    documentation_job,
-    error_message_run,
-    job_type_job,
-    nominal_time_run,
-)
-from openlineage.client.transport.file import FileConfig, FileTransport
-from openlineage.client.transport.http import HttpConfig, HttpTransport
+from typing import TYPE_CHECKING
 
 from sales_platform.defs.governance.lineage import PLATFORM, Dataset, LineageNode, process_io
+
+if TYPE_CHECKING:
+    from openlineage.client import OpenLineageClient
+    from openlineage.client.event_v2 import Job, RunEvent
+
+# openlineage-python is imported where events are built (~0.6 s): every process that loads the
+# code location would pay it, and only the run-status sensors build events.
 
 EVENTS_FILE = "lineage/openlineage.jsonl"
 # OpenLineage names datasets by (namespace, name); ours follow the Atlas qualified-name prefixes.
@@ -85,6 +82,8 @@ def _nominal_time(partition: str | None) -> dict:
         day = date.fromisoformat(partition or "")
     except ValueError:
         return {}
+    from openlineage.client.facet_v2 import nominal_time_run
+
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return {"nominalTime": nominal_time_run.NominalTimeRunFacet(
         nominalStartTime=_iso(start.timestamp()),
@@ -92,6 +91,9 @@ def _nominal_time(partition: str | None) -> dict:
 
 
 def _job(node: LineageNode, namespace: str) -> Job:
+    from openlineage.client.event_v2 import Job
+    from openlineage.client.facet_v2 import documentation_job, job_type_job
+
     facets: dict = {"jobType": job_type_job.JobTypeJobFacet(
         processingType="BATCH", integration="DAGSTER", jobType="ASSET", producer=PRODUCER)}
     if node.description:
@@ -102,6 +104,9 @@ def _job(node: LineageNode, namespace: str) -> Job:
 
 def run_events(node: LineageNode, outcome: AssetOutcome, namespace: str = PLATFORM) -> list[RunEvent]:
     """START then COMPLETE (or FAIL with the error) for one asset partition of one Dagster run."""
+    from openlineage.client.event_v2 import InputDataset, OutputDataset, Run, RunEvent, RunState
+    from openlineage.client.facet_v2 import error_message_run
+
     inputs, outputs = process_io(node)
     job = _job(node, namespace)
     ins = [InputDataset(*ol_dataset(d)) for d in inputs]
@@ -125,6 +130,10 @@ def client_for(data_dir: Path, url: str | None = None) -> OpenLineageClient:
     """HTTP transport to ``url`` (an OpenLineage API such as Marquez: events go to
     ``<url>/api/v1/lineage``) when given, else one JSON event per line in
     ``<data_dir>/lineage/openlineage.jsonl``."""
+    from openlineage.client import OpenLineageClient
+    from openlineage.client.transport.file import FileConfig, FileTransport
+    from openlineage.client.transport.http import HttpConfig, HttpTransport
+
     if url:
         return OpenLineageClient(transport=HttpTransport(HttpConfig(url=url, timeout=10.0)))
     path = Path(data_dir) / EVENTS_FILE

@@ -9,9 +9,9 @@ sent to ``SALES_PLATFORM_OPENLINEAGE_URL`` when set, else appended to
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-from openlineage.client.event_v2 import RunEvent
 
 from sales_platform.core import settings
 from sales_platform.core.redact import redact_text
@@ -20,6 +20,9 @@ from sales_platform.defs.governance.graph import lineage_nodes_from_defs
 from sales_platform.defs.governance.lineage import LineageNode
 from sales_platform.defs.governance.openlineage import AssetOutcome, client_for, run_events
 from sales_platform.resources.platform import PlatformResource
+
+if TYPE_CHECKING:
+    from openlineage.client.event_v2 import RunEvent
 
 ET = dg.DagsterEventType
 _Key = tuple[str, str | None]  # (asset key, partition)
