@@ -52,9 +52,9 @@ ROWS_PER_DAY = 40
 START_TIMEOUT_S = 120.0
 RUN_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
-# Runs the tests launch themselves execute their steps in the run process: the same code and
-# storage, without one Python start-up per step (the sensor-launched runs keep the default).
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+# Runs the tests launch take the default executor's run config: steps in the run process
+# (SALES_PLATFORM_EXECUTOR unset), as for the sensor-launched runs.
+IN_PROCESS: dict = {}
 HTTP_TIMEOUT_S = 30.0
 POLL_S = 0.5
 TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}

@@ -46,7 +46,7 @@ def test_jobs_resolve():
         assert defs.resolve_job_def(name) is not None
 
 
-@pytest.mark.parametrize(("choice", "name"), [("", "multiprocess_forkserver"),
+@pytest.mark.parametrize(("choice", "name"), [("", "in_process"),
                                               ("multiprocess", "multiprocess_forkserver"),
                                               ("in_process", "in_process")])
 def test_the_executor_follows_the_setting(monkeypatch, choice, name):

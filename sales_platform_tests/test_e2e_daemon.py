@@ -30,7 +30,7 @@ from sales_platform_tests.oracle import Drop, Expected, catalogue_prices, expect
 DROP_DAY = "2024-03-01"
 BACKFILL_DAYS = ["2024-03-02", "2024-03-03", "2024-03-04"]
 SALES_CHECKS = ("rows_conserved", "transaction_id_unique")
-LOAD_TIMEOUT_S = 180.0  # the sensor's load run uses the multiprocess executor: one process per step
+LOAD_TIMEOUT_S = 180.0  # a load run on a loaded CI machine
 
 
 def oracle_of(drops: list[Drop], catalogue: Path | None) -> Expected:

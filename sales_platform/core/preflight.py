@@ -139,7 +139,7 @@ def check_executor() -> list[Problem]:
     choice = settings.value(settings.EXECUTOR)
     if choice not in settings.EXECUTORS:
         return [Problem(settings.EXECUTOR, f"{choice!r}: expected 'in_process', 'multiprocess', "
-                                           "'celery' or unset (multiprocess)")]
+                                           "'celery' or unset (in_process)")]
     if choice == "celery" and not settings.value(settings.CELERY_BROKER_URL):
         return [Problem(settings.EXECUTOR, "celery needs DAGSTER_CELERY_BROKER_URL "
                                            "(e.g. pyamqp://guest@127.0.0.1:5672//)")]
