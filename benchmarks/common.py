@@ -64,7 +64,7 @@ def _tree_mtime(root: Path) -> float:
 
 
 def snapshot_code(work: Path, max_wait_s: float = 600, quiet_s: float = 15) -> Path:
-    """Copy sales_platform/ (and pyproject.toml) into ``work`` once it imports and has not changed for ``quiet_s``.
+    """Copy sales_platform/ and pyproject.toml into ``work`` once it imports and is unchanged for ``quiet_s``.
 
     The work tree is shared with other sessions that may be editing it; every path of one run must
     measure the same code, so the children import this copy (PYTHONPATH / BENCH_CODE_ROOT; the
