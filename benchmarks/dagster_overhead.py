@@ -83,15 +83,15 @@ def _loaded_rows(db: Path) -> int | None:
 
 
 def materialize_once(rows: int, base: str | None, key: str, code_root: Path | None,
-                     defect_rate: float, selection: str, in_process: bool = False) -> dict:
-    """``dagster asset materialize`` with the default (multiprocess, forkserver) executor, or with
-    ``in_process`` the same command under SALES_PLATFORM_EXECUTOR=in_process (no step processes,
-    no forkserver importing the code a second time)."""
+                     defect_rate: float, selection: str, executor: str = "") -> dict:
+    """``dagster asset materialize`` with the default executor (in-process), or with ``executor``
+    set (e.g. ``multiprocess``: step processes forked from a forkserver that imports the code
+    location a second time)."""
     root = scratch_dir(f"sp-dagster-{rows}-", base)
     try:
         env = _env(root, key, code_env(code_root))
-        if in_process:
-            env["SALES_PLATFORM_EXECUTOR"] = "in_process"
+        if executor:
+            env["SALES_PLATFORM_EXECUTOR"] = executor
         csv, catalogue, _ = generate_day(root / "gen", rows, defect_rate=defect_rate)
         (root / "data" / "incoming").mkdir(parents=True)
         (root / "data" / "catalogue").mkdir(parents=True)
@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defect-rate", type=float, default=0.0,
                         help="default 0: with defects the selection above (no sales_rejects) fails "
                              "the blocking rows_conserved check; use --with-rejects to add it")
-    parser.add_argument("--in-process", action="store_true",
-                        help="also run each selection with SALES_PLATFORM_EXECUTOR=in_process")
+    parser.add_argument("--also-multiprocess", action="store_true",
+                        help="also run each selection with SALES_PLATFORM_EXECUTOR=multiprocess")
     parser.add_argument("--with-rejects", action="store_true",
                         help="add sales_rejects to the selection")
     parser.add_argument("--no-snapshot", action="store_true",
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: median {statistics.median(imports[label]):.2f} s", flush=True)
 
     runs: list[dict] = []
-    in_process: list[dict] = []
+    multiprocess: list[dict] = []  # the --also-multiprocess runs
     direct: list[dict] = []
     for rows in sizes:
         for attempt in range(args.repeat):
@@ -189,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{run['seconds']:.2f} s, ok={run['ok']}, loaded {run['loaded_rows']}", flush=True)
             if not run["ok"]:
                 print(run["output_tail"])
-            if args.in_process:
+            if args.also_multiprocess:
                 alt = materialize_once(rows, args.workdir, key, code_root, args.defect_rate,
-                                       selection, in_process=True)
-                in_process.append(alt)
-                print(f"  same command, SALES_PLATFORM_EXECUTOR=in_process: {alt['seconds']:.2f} s, "
+                                       selection, executor="multiprocess")
+                multiprocess.append(alt)
+                print(f"  same command, SALES_PLATFORM_EXECUTOR=multiprocess: {alt['seconds']:.2f} s, "
                       f"ok={alt['ok']}, loaded {alt['loaded_rows']}", flush=True)
                 if not alt["ok"]:
                     print(alt["output_tail"])
@@ -224,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             "Imports (fresh interpreter each):", imp,
             "", "Runs:", table, ""]
     for rows in sizes:
-        alt = [r["seconds"] for r in in_process if r["rows"] == rows and r["ok"]]
+        alt = [r["seconds"] for r in multiprocess if r["rows"] == rows and r["ok"]]
         if alt:
-            text.append(f"{rows:,} rows, SALES_PLATFORM_EXECUTOR=in_process: median "
+            text.append(f"{rows:,} rows, SALES_PLATFORM_EXECUTOR=multiprocess: median "
                         f"{statistics.median(alt):.2f} s (runs {' '.join(f'{x:.1f}' for x in alt)})")
     if fit:
         text.append(f"fit over dagster runs: fixed per-run overhead {fit[0]:.2f} s, per-row cost "
@@ -235,12 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     if direct_fit:
         text.append(f"fit over direct calls: fixed {direct_fit[0]:.2f} s, per-row "
                     f"{direct_fit[1] * 1e6:.1f} us/row")
-    text.append("import time of sales_platform.definitions is part of the fixed overhead; the "
-                "materialize command also starts step processes (multiprocess executor), each "
-                "importing the code location again.")
+    text.append("import time of sales_platform.definitions is part of the fixed overhead; with "
+                "the multiprocess executor a forkserver imports the code location a second time.")
     print("\n" + "\n".join(text))
     out = write_json(RESULTS_DIR / "dagster-overhead.json",
-                     {"machine": facts, "imports": imports, "runs": runs, "in_process": in_process,
+                     {"machine": facts, "imports": imports, "runs": runs, "multiprocess": multiprocess,
                       "direct": direct,
                       "fit_dagster": {"fixed_s": fit[0], "per_row_s": fit[1]} if fit else None,
                       "fit_direct": {"fixed_s": direct_fit[0], "per_row_s": direct_fit[1]}
