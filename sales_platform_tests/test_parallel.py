@@ -73,3 +73,16 @@ def test_a_consumer_that_stops_early_leaves_no_day_running():
             break
     assert recorder.running == 0
     assert set(recorder.finished) == set(recorder.started)
+
+
+@pytest.mark.parametrize(("sizes", "setting", "expected"), [
+    ([1_000, 2_000, 3_000], 2, 2),
+    ([1_000, 2_000, 3_000], 4, 4),
+    ([1_000, 9 << 20, 3_000], 2, 1),  # one large day: one at a time, memory of one day
+    ([1_000], 2, 1),
+    ([], 2, 1),
+])
+def test_days_run_at_once_only_when_each_is_small(sizes, setting, expected):
+    from sales_platform.core.parallel import workers_for
+
+    assert workers_for(sizes, setting) == expected

@@ -16,8 +16,10 @@ from sqlalchemy import func, select
 
 from sales_platform.checks import per_day_evaluations
 from sales_platform.core.crypto import Tokenizer
-from sales_platform.core.parallel import in_order
+from sales_platform.core.landing import LANDED
+from sales_platform.core.parallel import in_order, workers_for
 from sales_platform.core.pipeline import (
+    CLEANED,
     ENCRYPTED,
     REJECTS,
     Snapshot,
@@ -104,6 +106,12 @@ def blocked_detail(day: str, failed: int, read: int, rate_: float, limit: float)
 
 def _days(context: dg.AssetExecutionContext) -> list[str]:
     return list(context.partition_keys)
+
+
+def _day_workers(platform: PlatformResource, layer: str, days: list[str]) -> int:
+    """Days worked at once: the setting, or one at a time when a day's input is large."""
+    sizes = [sum(p.stat().st_size for p in platform.areas.fragments(layer, d)) for d in days]
+    return workers_for(sizes, platform.day_workers)
 
 
 # Helpers first: a stage's version hashes the module globals it names as they are when the asset
@@ -224,7 +232,8 @@ def cleaned_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
                                           datetime.now(), layer.snapshot_ns if layer else None)
         return result, written
 
-    for day, (result, written) in in_order(clean_one, _days(context), platform.day_workers):
+    days = _days(context)
+    for day, (result, written) in in_order(clean_one, days, _day_workers(platform, LANDED, days)):
         layers += result.written
         if written is None:
             context.log.warning(f"{day}: a run that read newer landed rows already wrote the "
@@ -303,9 +312,10 @@ def encrypted_sales(context: dg.AssetExecutionContext, platform: PlatformResourc
     started = time.monotonic()
     keyring = platform.keyring()
     sensitive = tuple(platform.contract().sensitive)
+    days = _days(context)
     results = [result for _, result in in_order(
-        lambda day: encrypt_day(platform.areas, keyring, day, sensitive), _days(context),
-        platform.day_workers)]
+        lambda day: encrypt_day(platform.areas, keyring, day, sensitive), days,
+        _day_workers(platform, CLEANED, days))]
     _record_layers(context, warehouse.engine(), [f for r in results for f in r.written])
     rows = sum(r.rows for r in results)
     last = next((d for d in reversed(_days(context))
