@@ -11,9 +11,11 @@ from sales_platform.core.crypto import Keyring, Tokenizer
 from sales_platform.core.generator import GeneratorSettings, generate
 from sales_platform.core.warehouse.engine import cached_engine
 from sales_platform.core.warehouse.tables import agg_sales_daily, file_ledger, sales, sales_rejects
+from sales_platform.partitions import partition_range_tags
 from sales_platform_tests.helpers import (
     PRODUCTS,
     SALES_CHAIN,
+    all_assets,
     check_results,
     count,
     materialize,
@@ -55,6 +57,13 @@ def drops_in(folder: Path) -> list[Drop]:
 def known_products(data_dir: Path) -> set[str]:
     """The product ids of the catalogue the test loads into dim_products."""
     return set(catalogue_prices((data_dir / "catalogue" / "products.csv").read_bytes()))
+
+
+def range_run(resources: dict, first: str, last: str, selection: list[str],
+              raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    """One run over the days ``first``..``last``, as a single-run backfill (the platform's tags)."""
+    return dg.materialize(all_assets(), selection=selection, resources=resources,
+                          tags=partition_range_tags(first, last), raise_on_error=raise_on_error)
 
 
 def matches_oracle(data_dir: Path, url: str, key: str, drops: list[Drop], **rules) -> Expected:
@@ -144,11 +153,7 @@ def test_range_run_loads_each_day_and_daily_aggregates(setup, backend, key):
     generated(data_dir, days=3, rows=200, defect_rate=0.0)
     drops, known = drops_in(data_dir / "incoming"), known_products(data_dir)
     materialize(resources, PRODUCTS)
-    tags = {"dagster/asset_partition_range_start": "2024-03-01",
-            "dagster/asset_partition_range_end": "2024-03-03"}
-    result = dg.materialize(
-        __import__("sales_platform_tests.helpers", fromlist=["all_assets"]).all_assets(),
-        selection=[*SALES_CHAIN, "agg_sales_daily"], resources=resources, tags=tags)
+    result = range_run(resources, "2024-03-01", "2024-03-03", [*SALES_CHAIN, "agg_sales_daily"])
     assert result.success
     expected = matches_oracle(data_dir, backend.url, key, drops, known_products=known)
     per_day = expected.rows_by_day()
@@ -325,11 +330,7 @@ def test_days_worked_concurrently_give_the_oracle_result(data_dir, backend, key,
     ])
     drops, known = drops_in(data_dir / "incoming"), known_products(data_dir)
     materialize(resources, PRODUCTS)
-    tags = {"dagster/asset_partition_range_start": "2024-03-01",
-            "dagster/asset_partition_range_end": "2024-03-04"}
-    result = dg.materialize(
-        __import__("sales_platform_tests.helpers", fromlist=["all_assets"]).all_assets(),
-        selection=SALES_CHAIN, resources=resources, tags=tags, raise_on_error=False)
+    result = range_run(resources, "2024-03-01", "2024-03-04", SALES_CHAIN, raise_on_error=False)
     assert result.success
     matches_oracle(data_dir, backend.url, key, drops, known_products=known)
 
@@ -351,16 +352,12 @@ def test_a_day_failing_among_concurrent_days_loses_nothing_and_a_rerun_completes
             raise OSError("disk went away while cleaning 2024-03-02")
         return real_clean_day(areas, keyring, day, *args, **kwargs)
 
-    tags = {"dagster/asset_partition_range_start": "2024-03-01",
-            "dagster/asset_partition_range_end": "2024-03-04"}
-    assets = __import__("sales_platform_tests.helpers", fromlist=["all_assets"]).all_assets()
     monkeypatch.setattr(sales_assets, "clean_day", failing_on_day_two)
-    failed = dg.materialize(assets, selection=SALES_CHAIN, resources=resources, tags=tags,
-                            raise_on_error=False)
+    failed = range_run(resources, "2024-03-01", "2024-03-04", SALES_CHAIN, raise_on_error=False)
     assert not failed.success
     assert "disk went away while cleaning 2024-03-02" in str(
         next(e for e in failed.all_events if e.is_step_failure).event_specific_data.error)
     monkeypatch.setattr(sales_assets, "clean_day", real_clean_day)
-    rerun = dg.materialize(assets, selection=SALES_CHAIN, resources=resources, tags=tags)
+    rerun = range_run(resources, "2024-03-01", "2024-03-04", SALES_CHAIN)
     assert rerun.success
     matches_oracle(data_dir, backend.url, key, drops, known_products=known)
