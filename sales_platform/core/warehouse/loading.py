@@ -62,6 +62,7 @@ BASE_STAGE_COLUMNS = ("transaction_id", "customer_id", "product_id", "quantity",
 LINEAGE_COLUMNS = ("source_file", "source_sha256", "source_row")
 SALES_LOAD_LOCK = "sales_load"
 STAGE_COLUMNS = BASE_STAGE_COLUMNS
+INTEGER_STAGE_COLUMNS = frozenset({"quantity", "source_row"})
 MSSQL_MAX_PARAMETERS = 2100
 DIRECT_DIALECTS = frozenset({"sqlite", "postgresql"})  # a fresh day is written straight into sales
 BatchSource = Callable[[], Iterable[pd.DataFrame | pa.Table]]
@@ -200,18 +201,11 @@ def copy_table(frame: pd.DataFrame | pa.Table, extras: Sequence[str] = (),
     read from the encrypted layer, is converted column by column without Python objects."""
     table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     dates, stamps = _text_dates_arrow(table)
-    columns = {
-        "transaction_id": _arrow_column(table, "transaction_id", pa.string()),
-        "customer_id": _arrow_column(table, "customer_id", pa.string()),
-        "product_id": _arrow_column(table, "product_id", pa.string()),
-        "quantity": _arrow_column(table, "quantity", pa.int64()),
-        "sale_date": dates,
-        "sale_ts": stamps,
-        "source_file": _arrow_column(table, "source_file", pa.string()),
-        "source_sha256": _arrow_column(table, "source_sha256", pa.string()),
-        "source_row": _arrow_column(table, "source_row", pa.int64()),
-        **{name: _arrow_column(table, name, pa.string()) for name in extras},
-    }
+    derived = {"sale_date": dates, "sale_ts": stamps}
+    # the staging table's own column order (the COPY names the same list)
+    columns = {name: derived[name] if name in derived else _arrow_column(
+                   table, name, pa.int64() if name in INTEGER_STAGE_COLUMNS else pa.string())
+               for name in (*BASE_STAGE_COLUMNS, *extras)}
     if loaded_at is not None:
         columns["loaded_at"] = pa.repeat(pa.scalar(loaded_at.isoformat(sep=" ")), table.num_rows)
     return pa.table(columns)
