@@ -149,8 +149,9 @@ def _definition_source(obj: Any) -> str:
             lines, spans = _spans(filename)
         except (OSError, SyntaxError, UnicodeDecodeError):
             lines, spans = [], {}
-        if obj.__qualname__ in spans:
-            first, last = spans[obj.__qualname__]
+        first, last = spans.get(obj.__qualname__, (0, 0))
+        # a function must start where its code says (a name defined twice falls back below)
+        if first and (not isinstance(obj, types.FunctionType) or first == obj.__code__.co_firstlineno):
             return "".join(lines[first - 1:last])
     try:
         return inspect.getsource(obj)

@@ -117,7 +117,7 @@ def map_json_tokens(text: str | None, keys: Sequence[str], fn: Callable[[str, st
             new = map_json_tokens(value, keys, fn) or value
         if new != value:
             data[key], changed = new, True
-    # the writers' own spelling (landing.rescue_extras, rejects._extras_json)
+    # the writers' own spelling (landing.rescue_extras, rejects._reject_records)
     return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str) if changed else None
 
 
