@@ -11,6 +11,8 @@ D  landing's day split: dt.strftime('%Y-%m-%d') vs datetime64[D] keys
 E  SalesLoader.load_day on SQLite: the engine's pragmas vs + cache_size 256 MB, temp_store MEMORY
 F  PostgreSQL COPY into a text primary key: database collation vs COLLATE "C"
 G  generator: where SalesGenerator._chunk spends its time (per line)
+H  SalesLoader.load_day of a fresh day into a sales already holding two days: batches in file
+   order vs sorted by transaction id (what the load does)
 
 Writes benchmarks/results/experiments-<rows>.json.
 """
@@ -303,6 +305,48 @@ def exp_e(day: Day, work: Path) -> dict:
     return out
 
 
+# --- H -------------------------------------------------------------------------------------------
+
+def exp_h(day: Day, work: Path) -> dict:
+    import shutil
+    from datetime import timedelta
+
+    import pandas as pd
+
+    from sales_platform.core.warehouse import loading
+    from sales_platform.core.warehouse.engine import make_engine
+
+    batches = day.encrypted_batches()
+    held = work / "held.db"
+    engine = make_engine(f"sqlite:///{held}")
+    for shift, prefix in ((1, "x"), (2, "y")):  # two earlier days with other ids, as history
+        earlier = [b.assign(transaction_id=prefix + b["transaction_id"],
+                            sale_ts=b["sale_ts"] - pd.Timedelta(days=shift)) for b in batches]
+        loading.SalesLoader(engine).load_day(DEFAULT_DAY - timedelta(days=shift), iter(earlier),
+                                             datetime.now())
+    engine.dispose()
+    sort = loading.in_key_order
+    out = {}
+    try:
+        for label, order in (("file order", lambda frame: frame), ("transaction id order", sort)):
+            loading.in_key_order = order
+            db = work / "h.db"
+            shutil.copyfile(held, db)
+            engine = make_engine(f"sqlite:///{db}")
+            started = time.perf_counter()
+            stats = loading.SalesLoader(engine).load_day(DEFAULT_DAY, lambda: iter(batches),
+                                                         datetime.now())
+            out[label] = {"seconds": time.perf_counter() - started, "inserted": stats.inserted}
+            engine.dispose()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+    finally:
+        loading.in_key_order = sort
+    if out["file order"]["inserted"] != out["transaction id order"]["inserted"]:
+        raise SystemExit(f"H: the two orders inserted different rows: {out}")
+    return out
+
+
 # --- F -------------------------------------------------------------------------------------------
 
 def exp_f(day: Day, pg_url: str) -> dict:
@@ -364,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--only", default="A,B,C,D,E,F,G")
+    parser.add_argument("--only", default="A,B,C,D,E,F,G,H")
     parser.add_argument("--workdir")
     args = parser.parse_args(argv)
     which = set(args.only.upper().split(","))
@@ -376,13 +420,13 @@ def main(argv: list[str] | None = None) -> int:
         facts = machine_facts(code_root=code_root)
         print(f"machine {machine_busy_pct(1.0):.0f}% busy; preparing {args.rows:,} rows ...",
               flush=True)
-        day = Day(work, args.rows) if which & set("ABCDEF") else None
+        day = Day(work, args.rows) if which & set("ABCDEFH") else None
         for key, fn in (("A", lambda: exp_a(day)), ("B", lambda: exp_b(day)),
                         ("C", lambda: exp_c(day)), ("D", lambda: exp_d(day)),
                         ("E", lambda: exp_e(day, work)),
                         ("F", lambda: exp_f(day, args.pg_url) if pg_reachable(args.pg_url)[0]
                          else {"skipped": "PostgreSQL not reachable"}),
-                        ("G", lambda: exp_g(args.rows))):
+                        ("G", lambda: exp_g(args.rows)), ("H", lambda: exp_h(day, work))):
             if key not in which:
                 continue
             busy = machine_busy_pct(1.0)

@@ -1,3 +1,4 @@
+import gc
 from datetime import date, datetime
 
 import pandas as pd
@@ -151,3 +152,30 @@ def test_duplicate_verdict_matches_a_plain_python_grouping(seed):
         reasons = verdict.reasons(first, count)
         got += [None] * count if reasons is None else list(reasons)
     assert got == expected
+
+
+def _cyclic_pandas_garbage(work) -> list[str]:
+    """pandas objects that ``work`` leaves in reference cycles (freed only by a full collection)."""
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        work()
+        gc.collect()
+        return [f"{type(o).__name__} {getattr(o, 'name', '')}" for o in gc.garbage
+                if isinstance(o, pd.Series | pd.DataFrame)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+def test_rules_leave_no_reference_cycle_holding_a_chunk():
+    """A chunk's memory is returned as soon as its rules are done. A cycle through one of its
+    columns (e.g. a cached ``.str`` accessor) kept the whole chunk's strings alive until a full
+    collection, so a day's cleaning grew by 40 MB per 250k-row chunk."""
+    frames = [chunk(transaction_id=f"T{i}", quantity=q_) for i, q_ in enumerate(["2", " 3 ", "x", "1e0"])]
+    frame = pd.concat(frames, ignore_index=True)
+    raw = frame.drop(columns=["sale_ts"])
+    assert _cyclic_pandas_garbage(lambda: q.clean_rows(frame.copy(), RULES, frozenset({"P1"}))) == []
+    assert _cyclic_pandas_garbage(lambda: q.route_timestamps(raw.copy()["timestamp"], RULES, NOW)) == []

@@ -22,7 +22,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-BLOCK_SIZE = 16 << 20  # also the largest record the fast path reads
+# Arrow's streaming reader reads up to 32 blocks ahead of the consumer on its I/O threads, so the
+# block size bounds that buffer (4 MiB -> at most ~128 MiB of input held, whatever the file's size;
+# with 16 MiB blocks a 5M-row file was held almost whole). Blocks are then joined into chunks of
+# about FAST_CHUNK_ROWS rows, so the number of landed fragments does not grow.
+BLOCK_SIZE = 4 << 20  # also the largest record the fast path reads
+FAST_CHUNK_ROWS = 250_000
+FAST_CHUNK_BYTES = 64 << 20  # decoded Arrow bytes: wide rows make smaller chunks
 MAX_ROW_CHARS = 1 << 20  # a longer record is rejected as a row (row_too_large), not the file
 EXACT_CHUNK_ROWS = 100_000
 
@@ -68,12 +74,8 @@ def fast_batches(path: Path, header: list[str], state: ReadState) -> Iterator[pd
                                              strings_can_be_null=False),
     )
     try:
-        for batch in reader:
-            if seen_invalid:
-                raise NeedsExactRead("malformed record")
-            if _longest_record(batch) > MAX_ROW_CHARS:
-                raise NeedsExactRead("record over the row size limit")
-            frame = batch.to_pandas()
+        for batches in _chunks(reader, seen_invalid):
+            frame = pa.Table.from_batches(batches).to_pandas()
             frame.columns = header
             frame.insert(0, "source_row", range(state.rows_read + 1, state.rows_read + len(frame) + 1))
             state.rows_read += len(frame)
@@ -82,6 +84,27 @@ def fast_batches(path: Path, header: list[str], state: ReadState) -> Iterator[pd
         if "straddling" in str(exc) or "exceeds" in str(exc) or "block" in str(exc).lower():
             raise NeedsExactRead(str(exc)) from exc
         raise
+
+
+def _chunks(reader: pacsv.CSVStreamingReader, seen_invalid: list[int]) -> Iterator[list[pa.RecordBatch]]:
+    """The reader's batches joined into chunks of about FAST_CHUNK_ROWS rows (or FAST_CHUNK_BYTES),
+    each batch checked before it joins one."""
+    pending: list[pa.RecordBatch] = []
+    rows = size = 0
+    for batch in reader:
+        if seen_invalid:
+            raise NeedsExactRead("malformed record")
+        if _longest_record(batch) > MAX_ROW_CHARS:
+            raise NeedsExactRead("record over the row size limit")
+        pending.append(batch)
+        rows, size = rows + batch.num_rows, size + batch.nbytes
+        if rows >= FAST_CHUNK_ROWS or size >= FAST_CHUNK_BYTES:
+            yield pending
+            pending, rows, size = [], 0, 0
+    if seen_invalid:  # the handler may have seen a record after the last full chunk
+        raise NeedsExactRead("malformed record")
+    if pending:
+        yield pending
 
 
 def _longest_record(batch: pa.RecordBatch) -> int:

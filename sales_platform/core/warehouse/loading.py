@@ -142,7 +142,8 @@ def _text_dates_arrow(frame: pd.DataFrame | pa.Table) -> tuple[pa.Array, pa.Arra
             ts = ts.cast(pa.timestamp(ts.type.unit))
         ts = pc.floor_temporal(ts, unit="second").cast(pa.timestamp("s"))
     else:
-        ts = pa.array(frame["sale_ts"].dt.floor("s").to_numpy(dtype="datetime64[s]"))
+        # the array's own floor: a cached .dt accessor would keep the batch alive in a cycle
+        ts = pa.array(frame["sale_ts"].array.floor("s").to_numpy(dtype="datetime64[s]"))
     return ts.cast(pa.date32()).cast(pa.string()), ts.cast(pa.string())
 
 
