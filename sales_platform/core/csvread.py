@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-# Arrow's streaming reader reads up to 32 blocks ahead of the consumer on its I/O threads, so the
-# block size bounds that buffer (4 MiB -> at most ~128 MiB of input held, whatever the file's size;
-# with 16 MiB blocks a 5M-row file was held almost whole). Blocks are then joined into chunks of
-# about FAST_CHUNK_ROWS rows, so the number of landed fragments does not grow.
+# Arrow's streaming reader reads blocks ahead of the consumer on its I/O threads, a number of
+# blocks, so the block size sets how much input it holds: with 16 MiB blocks, 276 MB of Arrow
+# memory was in use at the 5th of a 5M-row file's 20 chunks; with 4 MiB, 166 MB. The blocks are
+# joined into chunks of about FAST_CHUNK_ROWS rows, so the number of landed fragments stays.
 BLOCK_SIZE = 4 << 20  # also the largest record the fast path reads
 FAST_CHUNK_ROWS = 250_000
 FAST_CHUNK_BYTES = 64 << 20  # decoded Arrow bytes: wide rows make smaller chunks
