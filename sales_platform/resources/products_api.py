@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import dagster as dg
-import requests
 from pydantic import Field
 
 from sales_platform.api.schemas import TOKEN_HEADER
@@ -105,6 +104,8 @@ class _HttpTransport(_Transport):
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        import requests  # here, not at import: the sales chain's steps never call the API
+
         self.session = requests.Session()
         self.session.headers.update(headers)
         # The server certificate is always verified: against this CA bundle when given, else the
@@ -114,6 +115,8 @@ class _HttpTransport(_Transport):
 
     def send(self, method: str, path: str, params: dict[str, Any] | None = None,
              body: bytes | None = None, headers: dict[str, str] | None = None) -> _Reply:
+        import requests
+
         headers = {**({"Content-Type": JSON_TYPE} if body is not None else {}), **(headers or {})}
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries

@@ -31,7 +31,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import aliased
 
 from sales_platform.core.warehouse.rejects import CONFLICT_STAGE
 from sales_platform.core.warehouse.tables import file_ledger, sales, sales_rejects
@@ -60,7 +59,7 @@ class CrossDayConflicts:
         copies of current file versions count: a superseded version's row waiting for its day's
         reload (or held there by a blocked day) is no sale any more. ``in_sales=False`` looks at
         the rejects only (for ids already in sales: the primary key rules out a second copy)."""
-        t, r = self.target, aliased(sales_rejects)  # an alias: the caller may scan sales_rejects
+        t, r = self.target, sales_rejects.alias()  # an alias: the caller may scan sales_rejects
         rejected = exists().where(r.c.transaction_id == tid_column, r.c.reason.in_(COPY_REASONS),
                                   r.c.sale_date != self.day, _live(r))
         if not in_sales:
@@ -80,7 +79,7 @@ class CrossDayConflicts:
     def day_rows_in_conflict(self, conn: Connection) -> bool:
         """Whether a row of this day already in ``sales`` (written there directly) or one of the
         day's duplicate rejects has a copy on another day."""
-        own = aliased(self.target)
+        own = self.target.alias()
         r = sales_rejects
         rows = select(own.c.transaction_id).where(  # in sales: no other copy there (primary key)
             own.c.sale_date == self.day,
@@ -170,7 +169,7 @@ def lonely_conflict_days(conn: Connection, ids, target: Table = sales,
     if not ids:
         return []
     r, t = sales_rejects, target
-    other = aliased(sales_rejects)
+    other = sales_rejects.alias()
     lonely = and_(
         r.c.transaction_id.in_(ids), r.c.reason == DUPLICATE_ACROSS_DAYS,
         ~exists().where(t.c.transaction_id == r.c.transaction_id, t.c.sale_date != r.c.sale_date,

@@ -10,12 +10,12 @@ from __future__ import annotations
 import random
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import psycopg
 from sqlalchemy import exc as sa_exc
 
 from sales_platform.core.redact import redact_text, redact_url
@@ -119,7 +119,8 @@ def _transient_by_type(exc: BaseException) -> bool:
         return True  # the dialect recognised a disconnect
     if isinstance(exc, sa_exc.TimeoutError):
         return True  # pool checkout timed out: every connection was busy
-    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+    psycopg = sys.modules.get("psycopg")  # loaded if it raised: not imported for SQLite runs
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
         return True  # no SQLSTATE: the connection itself failed or was lost
     if isinstance(exc, sqlite3.OperationalError):
         code = getattr(exc, "sqlite_errorcode", None)  # may be extended (SQLITE_BUSY_SNAPSHOT)
