@@ -11,8 +11,8 @@ D  landing's day split: dt.strftime('%Y-%m-%d') vs datetime64[D] keys
 E  SalesLoader.load_day on SQLite: the engine's pragmas vs + cache_size 256 MB, temp_store MEMORY
 F  PostgreSQL COPY into a text primary key: database collation vs COLLATE "C"
 G  generator: where SalesGenerator._chunk spends its time (per line)
-H  SalesLoader.load_day of a fresh day into a sales already holding two days: batches in file
-   order vs sorted by transaction id (what the load does)
+H  SalesLoader.load_day of a fresh day into an empty sales and into one holding two days:
+   batches in file order vs sorted by transaction id (what the load does)
 
 Writes benchmarks/results/experiments-<rows>.json.
 """
@@ -308,6 +308,11 @@ def exp_e(day: Day, work: Path) -> dict:
 # --- H -------------------------------------------------------------------------------------------
 
 def exp_h(day: Day, work: Path) -> dict:
+    """The day's load into an empty sales and into one holding two other days, both orders."""
+    return {f"sales holding {held} other days": _load_orders(day, work, held) for held in (0, 2)}
+
+
+def _load_orders(day: Day, work: Path, held_days: int) -> dict:
     import shutil
     from datetime import timedelta
 
@@ -318,9 +323,11 @@ def exp_h(day: Day, work: Path) -> dict:
 
     batches = day.encrypted_batches()
     held = work / "held.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{held}{suffix}").unlink(missing_ok=True)
     engine = make_engine(f"sqlite:///{held}")
-    for shift, prefix in ((1, "x"), (2, "y")):  # two earlier days with other ids, as history
-        earlier = [b.assign(transaction_id=prefix + b["transaction_id"],
+    for shift in range(1, held_days + 1):  # earlier days with other ids, as history
+        earlier = [b.assign(transaction_id=f"h{shift}" + b["transaction_id"],
                             sale_ts=b["sale_ts"] - pd.Timedelta(days=shift)) for b in batches]
         loading.SalesLoader(engine).load_day(DEFAULT_DAY - timedelta(days=shift), iter(earlier),
                                              datetime.now())
