@@ -6,7 +6,6 @@ Expectations come from the input rows, written out in plain Python.
 
 from __future__ import annotations
 
-import random
 from datetime import date, datetime
 
 import pandas as pd
@@ -15,7 +14,7 @@ import pytest
 from sqlalchemy import insert, select, text
 
 from sales_platform.core.warehouse.engine import make_engine
-from sales_platform.core.warehouse.loading import SalesLoader, in_key_order
+from sales_platform.core.warehouse.loading import SalesLoader
 from sales_platform.core.warehouse.tables import file_ledger, sales, sales_rejects
 
 D1, D2 = date(2024, 3, 5), date(2024, 3, 6)
@@ -184,17 +183,3 @@ def test_psycopg2_loads_the_same_rows_through_copy_expert(backend):
     assert _sales(engine) == {t: (c, q, D1, 1 + i, LOADED_AT) for i, (t, c, q) in enumerate(changed)}
     engine.dispose()
 
-
-@pytest.mark.parametrize("kind", ["arrow", "pandas"])
-def test_batches_are_written_in_key_order_with_every_row_kept(kind):
-    """The load sorts each batch by transaction id (B-tree locality); it must keep every row whole."""
-    rng = random.Random(7)
-    rows = [(f"T{rng.randrange(10**9):09d}", f"C{i}", i) for i in range(500)]
-    frame = _frame(D1, rows)
-    batch = pa.Table.from_pandas(frame, preserve_index=False) if kind == "arrow" else frame
-    ordered = in_key_order(batch)
-    ordered = ordered.to_pandas() if kind == "arrow" else ordered
-    as_tuples = [tuple(r) for r in frame.itertuples(index=False)]
-    got = [tuple(r) for r in ordered.itertuples(index=False)]
-    assert sorted(got) == sorted(as_tuples)  # same rows, each row's values together
-    assert [r[0] for r in got] == sorted(t for t, _, _ in rows)

@@ -227,22 +227,6 @@ def batch_rows_for_parameter_limit(columns: int, limit: int = MSSQL_MAX_PARAMETE
     return max(1, (limit - 1) // columns)
 
 
-def in_key_order(frame: pd.DataFrame | pa.Table) -> pd.DataFrame | pa.Table:
-    """The batch sorted by ``transaction_id``, the key of ``sales`` and of the staging table.
-
-    Tokens are random, so rows in file order touch B-tree pages all over a primary key index
-    that holds earlier days; in key order consecutive rows share pages. Measured on SQLite
-    (``benchmarks/experiments.py --only H``): a fresh 1M-row day into a ``sales`` holding two
-    other days, 10.7 s in file order vs 9.4 s sorted; a bare ``executemany`` of 1M rows into a
-    table of 2M, 18.2 vs 12.9 s; into an empty table about the same. Row order has no meaning in
-    the tables, so the result is unchanged."""
-    if "transaction_id" not in (frame.column_names if isinstance(frame, pa.Table) else frame.columns):
-        return frame
-    if isinstance(frame, pa.Table):
-        return frame.take(pc.sort_indices(frame, [("transaction_id", "ascending")]))
-    return frame.sort_values("transaction_id", kind="stable", ignore_index=True)
-
-
 _DONE = object()
 
 
@@ -411,7 +395,6 @@ class SalesLoader:
         for frame in batches:
             if not len(frame):
                 continue
-            frame = in_key_order(frame)
             if self.dialect == "postgresql":
                 yield len(frame), copy_csv_bytes(frame, self.extras, loaded_at)
                 continue
