@@ -305,7 +305,7 @@ def machine_facts(pg_version: str | None = None, code_root: Path | None = None) 
         "postgresql_server": pg_version,
         "loadavg_at_start": os.getloadavg(),
         "timestamp": datetime.now().isoformat(timespec="seconds"),
-        "source": {**source_fingerprint(code_root), "code_root": str(code_root or PROJECT_ROOT)},
+        "source": {**source_fingerprint(code_root), "code_root": "frozen copy" if code_root else "work tree"},
     }
 
 

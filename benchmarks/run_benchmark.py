@@ -316,7 +316,8 @@ def build_report(args, facts: dict, records: list[dict], gen_s: float, notes: li
         text += ["", "Notes:", *(f"- {n}" for n in notes)]
     return {"rows_requested": args.rows, "seed": DEFAULT_SEED, "defect_rate": DEFAULT_DEFECT_RATE,
             "day": DEFAULT_DAY.isoformat(), "generation_seconds": gen_s, "machine": facts,
-            "table": main_rows, "platform_stages": stages, "targets": targets, "paths": records,
+            "table": main_rows, "platform_stages": stages, "targets": targets,
+            "paths": [{k: v for k, v in r.items() if k != "workdir"} for r in records],  # temp dirs
             "notes": notes, "repeat": args.repeat, "text": "\n".join(text)}
 
 
