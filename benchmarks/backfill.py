@@ -20,6 +20,10 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import add_range_arguments, generate_days  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CHAIN = "raw_sales,cleaned_sales,sales_rejects,encrypted_sales,sales"
@@ -44,19 +48,15 @@ def materialize(env: dict[str, str], select: str, *partition: str) -> float:
 
 def prepare(root: Path, key: str, start: date, days: int, rows: int) -> dict[str, str]:
     env = environment(root, key)
-    subprocess.run([str(BIN / "sales-platform"), "generate", "--start", start.isoformat(), "--days",
-                    str(days), "--rows-per-day", str(rows), "--defect-rate", "0.01"], env=env,
-                   check=True, stdout=subprocess.DEVNULL)
+    generate_days(root / "data", key, start.isoformat(), days, rows)
     materialize(env, PRODUCTS)
     return env
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--rows-per-day", type=int, default=3000)
+    add_range_arguments(parser, days=365)
     parser.add_argument("--separate-runs", type=int, default=10)
-    parser.add_argument("--start", default="2024-01-01")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from sales_platform.core.crypto import generate_key

@@ -37,7 +37,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import PROJECT_ROOT, RESULTS_DIR, format_table, machine_facts, scratch_dir, write_json  # noqa: E402
+from common import (  # noqa: E402
+    PROJECT_ROOT,
+    RESULTS_DIR,
+    add_range_arguments,
+    format_table,
+    generate_days,
+    machine_facts,
+    scratch_dir,
+    write_json,
+)
 
 BIN = Path(sys.executable).parent
 WORKER_CONFIG = PROJECT_ROOT / "deploy" / "celery_run_config.yaml"
@@ -172,9 +181,7 @@ def measure(config: Config, template: Path, work: Path, key: str, broker: str, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--rows-per-day", type=int, default=3000)
-    parser.add_argument("--start", default="2024-01-01")
+    add_range_arguments(parser, days=30)
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, warehouses)")
     args = parser.parse_args()
@@ -183,10 +190,7 @@ def main() -> None:
     first, key = date.fromisoformat(args.start), generate_key()
     work = scratch_dir("celery_scaleout_")
     template = work / "template"
-    subprocess.run([str(BIN / "sales-platform"), "generate", "--start", args.start, "--days",
-                    str(args.days), "--rows-per-day", str(args.rows_per_day), "--defect-rate", "0.01"],
-                   env={**os.environ, "SALES_PLATFORM_DATA_DIR": str(template),
-                        "SALES_PLATFORM_ENCRYPTION_KEY": key}, check=True, stdout=subprocess.DEVNULL)
+    generate_days(template, key, args.start, args.days, args.rows_per_day)
     try:
         results = [measure(c, template, work, key, args.broker, first, args.days) for c in CONFIGS]
     finally:

@@ -47,6 +47,28 @@ def generate_day(folder: Path, rows: int, day: date = DEFAULT_DAY, seed: int = D
     return csv_path, catalogue, time.perf_counter() - started
 
 
+def add_range_arguments(parser, days: int, rows_per_day: int = 3000) -> None:
+    """--days, --rows-per-day and --start: the range of generated days a range benchmark uses."""
+    parser.add_argument("--days", type=int, default=days)
+    parser.add_argument("--rows-per-day", type=int, default=rows_per_day)
+    parser.add_argument("--start", default="2024-01-01")
+
+
+def generate_days(data_dir: Path, key: str, start: str, days: int, rows_per_day: int) -> None:
+    """The CLI's generator writes ``days`` daily files (1 % defects) into ``data_dir``'s drop zone."""
+    subprocess.run([str(Path(PYTHON).parent / "sales-platform"), "generate", "--start", start,
+                    "--days", str(days), "--rows-per-day", str(rows_per_day), "--defect-rate",
+                    str(DEFAULT_DEFECT_RATE)],
+                   env={**os.environ, "SALES_PLATFORM_DATA_DIR": str(data_dir),
+                        "SALES_PLATFORM_ENCRYPTION_KEY": key}, check=True, stdout=subprocess.DEVNULL)
+
+
+def remove_sqlite(path: Path) -> None:
+    """A SQLite database file with its WAL and shared-memory files."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def scratch_dir(prefix: str, base: str | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
 

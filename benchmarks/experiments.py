@@ -36,6 +36,7 @@ from common import (  # noqa: E402
     machine_busy_pct,
     machine_facts,
     pg_reachable,
+    remove_sqlite,
     remove_tree,
     scratch_dir,
     snapshot_code,
@@ -299,8 +300,7 @@ def exp_e(day: Day, work: Path) -> dict:
             stats = SalesLoader(engine).load_day(DEFAULT_DAY, iter(batches), datetime.now())
             best = min(best, time.perf_counter() - started)
             engine.dispose()
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            remove_sqlite(db)
         out[label] = {"seconds": best, "staged": stats.staged}
     return out
 
@@ -331,8 +331,7 @@ def _load_orders(day: Day, work: Path, held_days: int) -> dict:
 
     batches = day.encrypted_batches()
     held = work / "held.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{held}{suffix}").unlink(missing_ok=True)
+    remove_sqlite(held)
     engine = make_engine(f"sqlite:///{held}")
     for shift in range(1, held_days + 1):  # earlier days with other ids, as history
         earlier = [b.assign(transaction_id=f"h{shift}" + b["transaction_id"],
@@ -352,8 +351,7 @@ def _load_orders(day: Day, work: Path, held_days: int) -> dict:
             DEFAULT_DAY, lambda order=order: (order(b) for b in batches), datetime.now())
         out[label] = {"seconds": time.perf_counter() - started, "inserted": stats.inserted}
         engine.dispose()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        remove_sqlite(db)
     if len({r["inserted"] for r in out.values()}) != 1:
         raise SystemExit(f"H: the two orders inserted different rows: {out}")
     return out

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -27,7 +26,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import PROJECT_ROOT, RESULTS_DIR, machine_facts, remove_tree, scratch_dir, write_json  # noqa: E402
+from common import (  # noqa: E402
+    PROJECT_ROOT,
+    RESULTS_DIR,
+    add_range_arguments,
+    generate_days,
+    machine_facts,
+    remove_tree,
+    scratch_dir,
+    write_json,
+)
 
 BIN = Path(sys.executable).parent
 PLATFORM_CODE = str(PROJECT_ROOT / "sales_platform")
@@ -69,9 +77,7 @@ def events_by_type(instance, run_id: str) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--days", type=int, default=40)
-    parser.add_argument("--rows-per-day", type=int, default=3000)
-    parser.add_argument("--start", default="2024-01-01")
+    add_range_arguments(parser, days=40)
     parser.add_argument("--instance-pg", help="PostgreSQL URL of an empty database for the instance")
     args = parser.parse_args()
     from pyinstrument import Profiler
@@ -85,9 +91,7 @@ def main() -> None:
 
     key = generate_key()
     os.environ.update(SALES_PLATFORM_DATA_DIR=str(work / "data"), SALES_PLATFORM_ENCRYPTION_KEY=key)
-    subprocess.run([str(BIN / "sales-platform"), "generate", "--start", args.start, "--days",
-                    str(args.days), "--rows-per-day", str(args.rows_per_day), "--defect-rate", "0.01"],
-                   check=True, stdout=subprocess.DEVNULL)
+    generate_days(work / "data", key, args.start, args.days, args.rows_per_day)
     import dagster as dg
 
     from sales_platform.definitions import defs
