@@ -13,6 +13,11 @@ F  PostgreSQL COPY into a text primary key: database collation vs COLLATE "C"
 G  generator: where SalesGenerator._chunk spends its time (per line)
 H  SalesLoader.load_day of a fresh day into an empty sales and into one holding two days:
    batches in file order (the platform) vs sorted by transaction id (candidate)
+J  one pass per chunk for a fresh day on SQLite: clean -> tokenize -> insert, the insert of chunk
+   N in a writer thread while chunk N+1 is cleaned (candidate) vs the platform's clean_day ->
+   encrypt_day -> load_day; both from the same landed layer, same sales rows required
+I  SalesLoader.load_day of a fresh day on SQLite: sales as a rowid table with a primary key
+   index (the platform) vs WITHOUT ROWID (the table clustered on transaction_id)
 
 Writes benchmarks/results/experiments-<rows>.json.
 """
@@ -357,6 +362,202 @@ def _load_orders(day: Day, work: Path, held_days: int) -> dict:
     return out
 
 
+# --- I -------------------------------------------------------------------------------------------
+
+def exp_i(day: Day, work: Path) -> dict:
+    """The day's fresh load (the direct write into sales) into an empty sales created either way,
+    then a reload with the same rows (the merge path), best of two each."""
+    from sqlalchemy import text
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from sales_platform.core.warehouse import loading
+    from sales_platform.core.warehouse.engine import make_engine
+    from sales_platform.core.warehouse.tables import create_all, sales
+
+    batches = day.encrypted_batches()
+    out = {}
+    for label, suffix in (("rowid table + primary key index (the platform)", ""),
+                          ("WITHOUT ROWID (candidate)", " WITHOUT ROWID")):
+        fresh, reload = float("inf"), float("inf")
+        for _ in range(2):
+            db = work / "i.db"
+            remove_sqlite(db)
+            engine = make_engine(f"sqlite:///{db}")
+            create_all(engine)
+            with engine.begin() as conn:
+                conn.execute(text("DROP TABLE sales"))
+                ddl = str(CreateTable(sales).compile(dialect=engine.dialect)).rstrip()
+                conn.execute(text(ddl + suffix))
+                for index in sales.indexes:
+                    conn.execute(CreateIndex(index))
+            started = time.perf_counter()
+            stats = loading.SalesLoader(engine).load_day(DEFAULT_DAY, lambda: iter(batches),
+                                                         datetime.now())
+            fresh = min(fresh, time.perf_counter() - started)
+            started = time.perf_counter()
+            again = loading.SalesLoader(engine).load_day(DEFAULT_DAY, lambda: iter(batches),
+                                                         datetime.now())
+            reload = min(reload, time.perf_counter() - started)
+            engine.dispose()
+            remove_sqlite(db)
+        out[label] = {"fresh_s": fresh, "reload_s": reload, "inserted": stats.inserted,
+                      "unchanged_on_reload": again.unchanged}
+    if len({(r["inserted"], r["unchanged_on_reload"]) for r in out.values()}) != 1:
+        raise SystemExit(f"I: the two tables gave different loads: {out}")
+    return out
+
+
+# --- J -------------------------------------------------------------------------------------------
+
+def _staged_path(day: Day, db: Path) -> None:
+    """The platform today: three passes over the day's rows, two sealed/plain layers between."""
+    from sales_platform.core.pipeline import ENCRYPTED, clean_day, encrypt_day, iter_arrow_layer
+    from sales_platform.core.warehouse.engine import make_engine
+    from sales_platform.core.warehouse.loading import SalesLoader
+
+    clean_day(day.areas, day.keyring, day.day, day.rules, day.known)
+    encrypt_day(day.areas, day.keyring, day.day)
+    engine = make_engine(f"sqlite:///{db}")
+    SalesLoader(engine).load_day(DEFAULT_DAY, lambda: iter_arrow_layer(day.areas, ENCRYPTED, day.day),
+                                 datetime(2024, 3, 2))
+    engine.dispose()
+
+
+def _one_pass(day: Day, db: Path, adbc: bool = False) -> dict:
+    """Candidate: each landed chunk is cleaned, tokenized and handed to a writer thread that
+    inserts it straight into sales (one transaction) while the next chunk is cleaned. Copies of a
+    transaction id already handed over are held back; after the day's duplicate verdict the first
+    copies of conflicting ids are deleted again (identical copies keep the first, as the platform
+    does). Cross-day conflicts, rejects, ledger and layers are left out: measurement only.
+    With ``adbc`` the writer is an ADBC SQLite connection ingesting the Arrow batch (bound in C,
+    the GIL released for the whole batch) instead of sqlite3's executemany of Python rows."""
+    import threading
+    from queue import Queue
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from sales_platform.core.crypto import Tokenizer
+    from sales_platform.core.dedupe import DuplicateScan, _column_hash
+    from sales_platform.core.pipeline import _landed_frames, protect_table
+    from sales_platform.core.quality import clean_rows
+    from sales_platform.core.warehouse.engine import make_engine
+    from sales_platform.core.warehouse.loading import SalesLoader, copy_table, rows_for_driver
+
+    engine = make_engine(f"sqlite:///{db}")
+    loader = SalesLoader(engine)
+    tokenizer, scan = Tokenizer(day.keyring), DuplicateScan()
+    handed: list[np.ndarray] = []  # id hashes already inserted (sorted per chunk)
+    held_back: list[str] = []
+    timings = {"clean_tokenize_s": 0.0, "writer_busy_s": 0.0}
+    queue: Queue = Queue(maxsize=1)
+    failure: list[BaseException] = []
+    if adbc:
+        import adbc_driver_sqlite.dbapi
+
+        engine.dispose()
+        raw = adbc_driver_sqlite.dbapi.connect(str(db))  # autocommit off: one transaction
+        conn = raw
+    else:
+        conn = engine.raw_connection()
+        raw = conn.driver_connection
+        raw.execute("BEGIN")
+
+    def write() -> None:
+        try:
+            while (payload := queue.get()) is not None:
+                started = time.perf_counter()
+                if adbc:
+                    with raw.cursor() as cursor:
+                        cursor.adbc_ingest("sales", payload, mode="append")
+                else:
+                    loader._bulk_insert(raw, payload, datetime(2024, 3, 2))
+                timings["writer_busy_s"] += time.perf_counter() - started
+        except BaseException as exc:  # noqa: BLE001 - raised in the main thread
+            failure.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    stamp = loader._loaded_at_param(datetime(2024, 3, 2))
+    for frame in _landed_frames(day.areas, day.keyring, day.day):
+        started = time.perf_counter()
+        rows = clean_rows(frame, day.rules, day.known).rows
+        scan.add(rows)
+        tids = _column_hash(rows["transaction_id"], categorize=False)
+        _, first = np.unique(tids, return_index=True)
+        fresh = np.zeros(len(rows), dtype=bool)
+        fresh[first] = True
+        for earlier in handed:
+            fresh &= ~np.isin(tids, earlier, assume_unique=False)
+        handed.append(np.sort(tids[fresh]))
+        held_back += rows["transaction_id"][~fresh].tolist()
+        table = protect_table(pa.Table.from_pandas(rows[fresh], preserve_index=False), tokenizer)
+        payload = copy_table(table, (), datetime(2024, 3, 2)) if adbc else \
+            rows_for_driver(table.to_pandas(), "sqlite", (), stamp)
+        timings["clean_tokenize_s"] += time.perf_counter() - started
+        queue.put(payload)
+    queue.put(None)
+    writer.join()
+    if failure:
+        raise failure[0]
+    verdict = scan.verdict()
+    conflicting = set(verdict.conflicting_tids.tolist())
+    doomed = sorted({t for t in held_back
+                     if int(_column_hash(pd.Series([t]), False)[0]) in conflicting})
+    if adbc:
+        with raw.cursor() as cursor:
+            for t in doomed:
+                cursor.execute("DELETE FROM sales WHERE transaction_id = ?", (t,))
+        raw.commit()
+    else:
+        raw.executemany("DELETE FROM sales WHERE transaction_id = ?", [(t,) for t in doomed])
+        raw.execute("COMMIT")
+    conn.close()
+    engine.dispose()
+    return {**timings, "held_back": len(held_back), "deleted_after_verdict": len(doomed)}
+
+
+def _sales_digest(db: Path) -> tuple[int, str]:
+    import hashlib
+    import sqlite3
+
+    digest, count = hashlib.sha256(), 0
+    with sqlite3.connect(db) as conn:
+        for row in conn.execute("SELECT transaction_id, customer_id, product_id, quantity, sale_date, "
+                                "sale_ts, source_file, source_sha256, source_row FROM sales "
+                                "ORDER BY transaction_id"):
+            digest.update(repr(row).encode())
+            count += 1
+    return count, digest.hexdigest()
+
+
+def exp_j(day: Day, work: Path) -> dict:
+    out = {}
+    for label, path in (("staged: clean_day -> encrypt_day -> load_day (the platform)", _staged_path),
+                        ("one pass per chunk, insert overlapped (candidate)", _one_pass),
+                        ("one pass per chunk, ADBC ingest overlapped (candidate)",
+                         lambda d, db: _one_pass(d, db, adbc=True))):
+        best, extra = float("inf"), {}
+        for _ in range(2):
+            db = work / "j.db"
+            remove_sqlite(db)
+            from sales_platform.core.warehouse.engine import make_engine
+
+            make_engine(f"sqlite:///{db}").dispose()  # tables, as the platform creates them
+            started = time.perf_counter()
+            extra = path(day, db) or {}
+            seconds = time.perf_counter() - started
+            if seconds < best:
+                best = seconds
+            rows, digest = _sales_digest(db)
+            remove_sqlite(db)
+        out[label] = {"seconds": best, "sales_rows": rows, "sales_digest": digest, **extra}
+    if len({(r["sales_rows"], r["sales_digest"]) for r in out.values()}) != 1:
+        raise SystemExit(f"J: the two paths left different sales tables: {out}")
+    return out
+
+
 # --- F -------------------------------------------------------------------------------------------
 
 def exp_f(day: Day, pg_url: str) -> dict:
@@ -418,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--only", default="A,B,C,D,E,F,G,H")
+    parser.add_argument("--only", default="A,B,C,D,E,F,G,H,I,J")
     parser.add_argument("--workdir")
     args = parser.parse_args(argv)
     which = set(args.only.upper().split(","))
@@ -430,13 +631,14 @@ def main(argv: list[str] | None = None) -> int:
         facts = machine_facts(code_root=code_root)
         print(f"machine {machine_busy_pct(1.0):.0f}% busy; preparing {args.rows:,} rows ...",
               flush=True)
-        day = Day(work, args.rows) if which & set("ABCDEFH") else None
+        day = Day(work, args.rows) if which & set("ABCDEFHIJ") else None
         for key, fn in (("A", lambda: exp_a(day)), ("B", lambda: exp_b(day)),
                         ("C", lambda: exp_c(day)), ("D", lambda: exp_d(day)),
                         ("E", lambda: exp_e(day, work)),
                         ("F", lambda: exp_f(day, args.pg_url) if pg_reachable(args.pg_url)[0]
                          else {"skipped": "PostgreSQL not reachable"}),
-                        ("G", lambda: exp_g(args.rows)), ("H", lambda: exp_h(day, work))):
+                        ("G", lambda: exp_g(args.rows)), ("H", lambda: exp_h(day, work)),
+                        ("I", lambda: exp_i(day, work)), ("J", lambda: exp_j(day, work))):
             if key not in which:
                 continue
             busy = machine_busy_pct(1.0)

@@ -65,6 +65,10 @@ def _rejects(engine) -> list[tuple]:
                                           sales_rejects.c.reason)).all())
 
 
+def _reads_with_fallback(backend) -> int:
+    return 1 if backend.name == "sqlite" else 2
+
+
 def test_a_fresh_day_goes_straight_into_sales_with_every_column(backend):
     engine = _engine(backend)
     rows = [(f"T{i}", f"C{i % 7}", 1 + i % 5) for i in range(250)]
@@ -83,7 +87,9 @@ def test_a_fresh_day_with_an_id_of_another_day_falls_back_and_both_copies_are_re
     SalesLoader(engine).load_day(D1, Source([_frame(D1, [("A", "C1", 1), ("B", "C2", 2)])]), LOADED_AT)
     source = Source([_frame(D2, [("B", "C9", 3), ("C", "C3", 4)])])
     stats = SalesLoader(engine).load_day(D2, source, LOADED_AT)
-    assert source.reads == 2  # the direct write hit B's primary key and was rolled back
+    # the direct write hit B's primary key and was rolled back; SQLite's fallback takes the rows
+    # from the load's scratch file again, PostgreSQL's reads the layer a second time
+    assert source.reads == _reads_with_fallback(backend)
     assert (stats.inserted, stats.conflicts_rejected, stats.conflicts_evicted) == (1, 1, 1)
     assert sorted(_sales(engine)) == ["A", "C"]
     assert _rejects(engine) == [("B", D1, "duplicate_across_days"), ("B", D2, "duplicate_across_days")]
@@ -98,7 +104,7 @@ def test_a_fresh_day_whose_id_was_rejected_as_a_copy_on_another_day_falls_back(b
             reason="duplicate_conflicting", transaction_id="X", rejected_at=LOADED_AT))
     source = Source([_frame(D2, [("X", "C1", 1), ("Y", "C2", 2)])])
     stats = SalesLoader(engine).load_day(D2, source, LOADED_AT)
-    assert source.reads == 2
+    assert source.reads == _reads_with_fallback(backend)
     assert (stats.inserted, stats.conflicts_rejected) == (1, 1)
     assert sorted(_sales(engine)) == ["Y"]
     assert _rejects(engine) == [("X", D1, "duplicate_across_days"), ("X", D2, "duplicate_across_days")]

@@ -1,16 +1,18 @@
 """Idempotent, atomic loading of one sales partition.
 
 A day with no rows in ``sales`` yet (the common case: a new day) is written straight into
-``sales`` (SQLite ``executemany``, PostgreSQL ``COPY``) under the load lock, in a savepoint: when
-a row turns out to collide with another day (primary key) or a cross-day reject, the savepoint is
-rolled back and the day takes the general path below, so the outcome is the same either way.
+``sales`` (SQLite: ``INSERT ... SELECT`` from the load's scratch file, which ADBC filled from the
+Arrow batches before the transaction, see ``sqlite_scratch.py``; PostgreSQL ``COPY``) under the
+load lock, in a savepoint: when a row turns out to collide with another day (primary key) or a
+cross-day reject, the savepoint is rolled back and the day takes the general path below, so the
+outcome is the same either way.
 
 The general path fills a temporary staging table with the fastest safe bulk path per dialect
-(SQLite ``executemany``, PostgreSQL ``COPY``, SQL Server ``fast_executemany``); then, in the same
-transaction, one statement inserts new rows and updates only rows whose content changed, and rows
-of that day that are no longer in any file are deleted. Readers see the partition before or after,
-never half of it. Columns that appeared in the source files (schema evolution) load into nullable
-text columns, added to ``sales`` first when missing.
+(SQLite ``INSERT ... SELECT`` from the scratch file, PostgreSQL ``COPY``, SQL Server
+``fast_executemany``); then, in the same transaction, one statement inserts new rows and updates
+only rows whose content changed, and rows of that day that are no longer in any file are deleted.
+Readers see the partition before or after, never half of it. Columns that appeared in the source
+files (schema evolution) load into nullable text columns, added to ``sales`` first when missing.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from sqlalchemy import exc as sa_exc
 
 from sales_platform.core.warehouse.conflicts import CrossDayConflicts
 from sales_platform.core.warehouse.locks import claim_snapshot, newest_snapshot, take_lock
+from sales_platform.core.warehouse.sqlite_scratch import SqliteScratch
 from sales_platform.core.warehouse.tables import SALES_CONTENT_COLUMNS, sales
 
 BASE_STAGE_COLUMNS = ("transaction_id", "customer_id", "product_id", "quantity", "sale_date",
@@ -294,42 +297,69 @@ class SalesLoader:
         ``batches`` may be a callable that returns a fresh iterable on each call: then a day with
         no rows in ``sales`` is written there directly (read a second time only when it falls
         back to the staging path)."""
+        if self.dialect == "sqlite":  # rows into a scratch file first, outside the transaction
+            source = batches() if callable(batches) else batches
+            tables = (copy_table(f, self.extras) for f in self._batches(source))
+            with SqliteScratch(prefetched(tables)) as scratch, \
+                    self.engine.connect() as conn, scratch.attached(conn), conn.begin():
+                return self._load(conn, day, batches, loaded_at, after, conflicts_before,
+                                  snapshot_ns, scratch)
+        with self.engine.begin() as conn:
+            return self._load(conn, day, batches, loaded_at, after, conflicts_before, snapshot_ns)
+
+    def _load(self, conn: Connection, day: date, batches, loaded_at: datetime,
+              after: Callable[[Connection, LoadStats], None] | None,
+              conflicts_before: Iterable[str], snapshot_ns: int | None,
+              scratch: SqliteScratch | None = None) -> LoadStats:
         stats = LoadStats()
         direct = callable(batches) and self.dialect in DIRECT_DIALECTS
-        with self.engine.begin() as conn:
-            stats.columns_added = self._ensure_columns(conn)
-            if direct:
-                # the lock first: rows written straight into sales must not race another day's
-                # load deciding its cross-day conflicts
-                if not self._lock_and_claim(conn, day, snapshot_ns, stats):
-                    return stats
-                if self._load_fresh_day(conn, day, batches, loaded_at, conflicts_before, stats):
-                    if after is not None:
-                        after(conn, stats)
-                    return stats
-                batches = batches()
-            self._prepare(conn)
-            raw = conn.connection.dbapi_connection
-            for rows, payload in prefetched(self._payloads(batches, None)):
-                self._bulk_insert(raw, payload, None)
-                stats.staged += rows
-            if self.dialect == "postgresql":  # a temp table has no statistics: plan the joins well
-                conn.execute(text("ANALYZE stg_sales"))
-            if not direct and not self._lock_and_claim(conn, day, snapshot_ns, stats):
-                conn.execute(self.stage.delete())
+        stats.columns_added = self._ensure_columns(conn)
+        if direct:
+            # the lock first: rows written straight into sales must not race another day's
+            # load deciding its cross-day conflicts
+            if not self._lock_and_claim(conn, day, snapshot_ns, stats):
                 return stats
-            conflicts = CrossDayConflicts(self.stage, self.target, day, conflicts_before)
-            stats.conflicts_rejected, stats.conflicts_evicted = conflicts.settle(conn, loaded_at)
-            self._count(conn, day, stats)
-            if stats.inserted or stats.updated or stats.relinked:
-                conn.execute(self.upsert_statement(loaded_at))
-            if stats.deleted:
-                conn.execute(self.delete_vanished_statement(day))
-            stats.days_to_reload = conflicts.days_no_longer_in_conflict(conn)
+            if self._load_fresh_day(conn, day, batches, loaded_at, conflicts_before, stats,
+                                    scratch):
+                if after is not None:
+                    after(conn, stats)
+                return stats
+            batches = batches() if scratch is None else ()
+        self._prepare(conn)
+        stats.staged = self._write_rows(conn, batches, None, scratch)
+        if self.dialect == "postgresql":  # a temp table has no statistics: plan the joins well
+            conn.execute(text("ANALYZE stg_sales"))
+        if not direct and not self._lock_and_claim(conn, day, snapshot_ns, stats):
             conn.execute(self.stage.delete())
-            if after is not None:
-                after(conn, stats)
+            return stats
+        conflicts = CrossDayConflicts(self.stage, self.target, day, conflicts_before)
+        stats.conflicts_rejected, stats.conflicts_evicted = conflicts.settle(conn, loaded_at)
+        self._count(conn, day, stats)
+        if stats.inserted or stats.updated or stats.relinked:
+            conn.execute(self.upsert_statement(loaded_at))
+        if stats.deleted:
+            conn.execute(self.delete_vanished_statement(day))
+        stats.days_to_reload = conflicts.days_no_longer_in_conflict(conn)
+        conn.execute(self.stage.delete())
+        if after is not None:
+            after(conn, stats)
         return stats
+
+    def _write_rows(self, conn: Connection, batches: Iterable[pd.DataFrame | pa.Table],
+                    loaded_at: datetime | None, scratch: SqliteScratch | None) -> int:
+        """The load's rows into sales (with ``loaded_at``) or into the staging table: from the
+        scratch file (SQLite), else batch by batch through the driver's bulk path with the next
+        batch formatted while this one is written. Returns the rows written."""
+        if scratch is not None:
+            table = self.target.name if loaded_at else self.stage.name
+            stamp = self._loaded_at_param(loaded_at) if loaded_at else None
+            return scratch.insert_into(conn, table, scratch.columns, stamp)
+        raw = conn.connection.dbapi_connection
+        written = 0
+        for rows, payload in prefetched(self._payloads(batches, loaded_at)):
+            self._bulk_insert(raw, payload, loaded_at)
+            written += rows
+        return written
 
     @staticmethod
     def _lock_and_claim(conn: Connection, day: date, snapshot_ns: int | None,
@@ -345,7 +375,7 @@ class SalesLoader:
 
     def _load_fresh_day(self, conn: Connection, day: date, batches: BatchSource,
                         loaded_at: datetime, conflicts_before: Iterable[str],
-                        stats: LoadStats) -> bool:
+                        stats: LoadStats, scratch: SqliteScratch | None = None) -> bool:
         """A day with no rows in ``sales``: its rows go straight into ``sales`` (no staging table,
         no merge). False, with nothing changed, when the day has rows or one of its ids is on
         another day (the staging path then decides, exactly as for any load)."""
@@ -353,12 +383,8 @@ class SalesLoader:
         if conn.execute(select(t.c.transaction_id).where(t.c.sale_date == day).limit(1)).first():
             return False
         savepoint = conn.begin_nested()
-        raw = conn.connection.dbapi_connection
-        written = 0
         try:
-            for rows, payload in prefetched(self._payloads(batches(), loaded_at)):
-                self._bulk_insert(raw, payload, loaded_at)
-                written += rows
+            written = self._write_rows(conn, () if scratch else batches(), loaded_at, scratch)
         except (sa_exc.IntegrityError, self.engine.dialect.dbapi.IntegrityError):
             savepoint.rollback()  # an id already in sales (another day): the general path
             return False
@@ -386,15 +412,18 @@ class SalesLoader:
             conn.execute(text("DROP TABLE IF EXISTS stg_sales"))
         self.stage.create(conn)
 
+    @staticmethod
+    def _batches(batches: Iterable[pd.DataFrame | pa.Table]) -> Iterator[pd.DataFrame | pa.Table]:
+        """The day's non-empty batches, as every write path takes them."""
+        return (frame for frame in batches if len(frame))
+
     def _payloads(self, batches: Iterable[pd.DataFrame | pa.Table],
                   loaded_at: datetime | None) -> Iterator[tuple[int, object]]:
         """(rows, what the driver's bulk path takes) per non-empty batch: CSV bytes for
         PostgreSQL's COPY, Python rows otherwise. Run by the prefetch thread, so formatting the
         next batch overlaps the database's write of this one."""
         stamp = self._loaded_at_param(loaded_at) if loaded_at else None
-        for frame in batches:
-            if not len(frame):
-                continue
+        for frame in self._batches(batches):
             if self.dialect == "postgresql":
                 yield len(frame), copy_csv_bytes(frame, self.extras, loaded_at)
                 continue
