@@ -79,7 +79,11 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_range_arguments(parser, days=40)
     parser.add_argument("--instance-pg", help="PostgreSQL URL of an empty database for the instance")
+    parser.add_argument("--event-batch-size", type=int, default=0,
+                        help="DAGSTER_EVENT_BATCH_SIZE for the run (0: each event stored alone; "
+                        "PostgreSQL storage writes a batch at once, SQLite storage one by one anyway)")
     args = parser.parse_args()
+    os.environ["DAGSTER_EVENT_BATCH_SIZE"] = str(args.event_batch_size)
     from pyinstrument import Profiler
 
     work = scratch_dir("range_profile_")
@@ -116,12 +120,14 @@ def main() -> None:
         remove_tree(work)
     payload = {"days": args.days, "rows_per_day": args.rows_per_day,
                "instance_storage": "postgresql" if args.instance_pg else "sqlite",
+               "event_batch_size": args.event_batch_size,
                "wall_s": round(wall, 2), "per_day_s": round(wall / args.days, 3), **split,
                "events": events, "events_per_day": round(sum(events.values()) / args.days, 1),
                "machine": machine_facts()}
     print(json.dumps({k: v for k, v in payload.items() if k != "machine"}, indent=2))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    name = f"range-profile-{args.days}" + ("-pg" if args.instance_pg else "")
+    name = f"range-profile-{args.days}" + ("-pg" if args.instance_pg else "") + (
+        f"-batch{args.event_batch_size}" if args.event_batch_size else "")
     (RESULTS_DIR / f"{name}.txt").write_text(profiler.output_text(unicode=False, color=False))
     print(write_json(RESULTS_DIR / f"{name}.json", payload))
 
