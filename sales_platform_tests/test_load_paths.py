@@ -189,3 +189,37 @@ def test_psycopg2_loads_the_same_rows_through_copy_expert(backend):
     assert _sales(engine) == {t: (c, q, D1, 1 + i, LOADED_AT) for i, (t, c, q) in enumerate(changed)}
     engine.dispose()
 
+
+
+def test_the_merge_counts_and_writes_each_kind_of_row_once(backend):
+    """New, changed, relinked (same content, another source row), unchanged and vanished rows in
+    one reload: the counts and the table follow from the two inputs, computed here in Python."""
+    engine = _engine(backend)
+    first = [(f"T{i}", f"C{i % 4}", 1 + i % 3) for i in range(40)]
+    SalesLoader(engine).load_day(D1, Source([_frame(D1, first)]), LOADED_AT)
+    # the last six rows vanish, every fifth changes its customer, three pairs ten places apart
+    # swap places (same time stamp: _frame's second is the position mod 10; another source row:
+    # relinked), three rows are new
+    reordered = [(t, "C9" if i % 5 == 0 else c, q) for i, (t, c, q) in enumerate(first[:34])]
+    for a, b in ((1, 11), (3, 13), (7, 17)):
+        reordered[a], reordered[b] = reordered[b], reordered[a]
+    reordered += [(f"N{i}", "C1", 2) for i in range(3)]
+    later = datetime(2024, 3, 8)
+    stats = SalesLoader(engine).load_day(D1, Source([_frame(D1, reordered)]), later)
+
+    before = {t: (c, q, i % 10, i + 1) for i, (t, c, q) in enumerate(first)}
+    after = {t: (c, q, i % 10, i + 1) for i, (t, c, q) in enumerate(reordered)}
+    new = [t for t in after if t not in before]
+    changed = [t for t in after if t in before and after[t][:3] != before[t][:3]]
+    relinked = [t for t in after if t in before and after[t][:3] == before[t][:3]
+                and after[t][3] != before[t][3]]
+    unchanged = [t for t in after if t in before and after[t] == before[t]]
+    vanished = [t for t in before if t not in after]
+    assert len(relinked) > 0 and len(changed) > 0 and len(vanished) > 0  # the case is exercised
+    assert (stats.staged, stats.inserted, stats.updated, stats.relinked, stats.unchanged,
+            stats.deleted) == (len(after), len(new), len(changed), len(relinked), len(unchanged),
+                               len(vanished))
+    written = set(new) | set(changed) | set(relinked)
+    assert _sales(engine) == {t: (c, q, D1, row, later if t in written else LOADED_AT)
+                              for t, (c, q, _, row) in after.items()}
+    engine.dispose()
