@@ -205,13 +205,15 @@ def _instrument_loader(loading, parts: dict[str, float]) -> None:
     # formatting runs in the prefetch thread, overlapped with the insert: timed there, not added
     loading.rows_for_driver = timed("rows_for_driver (frame -> tuples, prefetch thread)",
                                     loading.rows_for_driver)
-    loading.copy_csv_bytes = timed("copy_csv_bytes (batch -> CSV, prefetch thread)",
-                                   loading.copy_csv_bytes)
+    loading.copy_payload = timed("copy_payload (batch -> COPY text/CSV, prefetch thread)",
+                                 loading.copy_payload)
     loading.SalesLoader._bulk_insert = timed("insert (executemany / COPY)",
                                              loading.SalesLoader._bulk_insert)
     loading.SalesLoader._prepare = timed("prepare staging table", loading.SalesLoader._prepare)
-    loading.SalesLoader._count = timed("count queries (matched/changed/vanished)",
-                                       loading.SalesLoader._count)
+    scratch = loading.SqliteScratch  # SQLite: ADBC fills the scratch file, one INSERT ... SELECT
+    scratch.__init__ = timed("scratch file by ADBC (SQLite, before the transaction)", scratch.__init__)
+    scratch.insert_into = timed("INSERT ... SELECT from the scratch file (SQLite)",
+                                scratch.insert_into)
 
 
 def _timed_iter(iterator, parts: dict[str, float], name: str):

@@ -223,3 +223,31 @@ def test_the_merge_counts_and_writes_each_kind_of_row_once(backend):
     assert _sales(engine) == {t: (c, q, D1, row, later if t in written else LOADED_AT)
                               for t, (c, q, _, row) in after.items()}
     engine.dispose()
+
+
+ODD_NOTES = ["a\tb", "line\nbreak", "cr\rhere", "back\\slash", 'say "hi"', "", None, "\\.", "plain"]
+
+
+def test_values_that_need_escaping_load_exactly_in_either_copy_format(backend):
+    """A batch of plain values goes to COPY as text, a batch with tabs, newlines, backslashes,
+    quotes or empty strings as CSV; both load every value as it was (empty string is not NULL)."""
+    from sales_platform.core.warehouse.loading import COPY_CSV, COPY_TEXT, copy_payload
+
+    engine = _engine(backend)
+    plain = _frame(D1, [(f"P{i}", f"C{i}", 1) for i in range(5)]).assign(note="ok")
+    odd = _frame(D1, [(f"O{i}", f"C{i}", 2) for i in range(len(ODD_NOTES))]).assign(note=ODD_NOTES)
+    odd.loc[0, "customer_id"] = "tab\tin id"
+    assert copy_payload(plain, ["note"])[0] == COPY_TEXT
+    for i in range(len(ODD_NOTES)):
+        one = odd.iloc[[i]]
+        expected = COPY_TEXT if ODD_NOTES[i] in (None, "plain") and i else COPY_CSV
+        assert copy_payload(one, ["note"])[0] == expected, ODD_NOTES[i]
+    SalesLoader(engine, ["note"]).load_day(D1, Source([plain, odd]), LOADED_AT)
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT transaction_id, note FROM sales")).all())
+        customer = conn.execute(text("SELECT customer_id FROM sales WHERE transaction_id = 'O0'")
+                                ).scalar_one()
+    assert stored == {**{f"P{i}": "ok" for i in range(5)},
+                      **{f"O{i}": note for i, note in enumerate(ODD_NOTES)}}
+    assert customer == "tab\tin id"
+    engine.dispose()

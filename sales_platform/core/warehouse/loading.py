@@ -218,11 +218,44 @@ def copy_table(frame: pd.DataFrame | pa.Table, extras: Sequence[str] = (),
 def copy_csv_bytes(frame: pd.DataFrame | pa.Table, extras: Sequence[str] = (),
                    loaded_at: datetime | None = None) -> bytes:
     """The rows as CSV for PostgreSQL's COPY (one buffer per batch, written by Arrow)."""
+    return _csv_bytes(copy_table(frame, extras, loaded_at))
+
+
+def _csv_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     # strings always quoted: an empty string stays '' while a missing value (unquoted) is NULL
-    pacsv.write_csv(copy_table(frame, extras, loaded_at), sink,
-                    pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     return sink.getvalue().to_pybytes()
+
+
+COPY_CSV = "(FORMAT csv)"
+COPY_TEXT = "(FORMAT text, NULL '')"
+_TEXT_UNSAFE = r'[\\\t\n\r"]'  # escapes in COPY's text format; a quote stops Arrow's unquoted writer
+
+
+def copy_payload(frame: pd.DataFrame | pa.Table, extras: Sequence[str] = (),
+                 loaded_at: datetime | None = None) -> tuple[str, bytes]:
+    """(COPY options, bytes) of one batch. PostgreSQL's text format when no value of the batch
+    needs an escape there and none is an empty string (so an empty field can only be NULL): the
+    server parses it faster than CSV (a 1M-row day into ``sales``: 2.7-2.9 s as CSV, 2.3 s as
+    text). Any other batch goes as CSV, whose quoting keeps every value."""
+    table = copy_table(frame, extras, loaded_at)
+    if not _text_safe(table):
+        return COPY_CSV, _csv_bytes(table)
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, delimiter="\t",
+                                                    quoting_style="none"))
+    return COPY_TEXT, sink.getvalue().to_pybytes()
+
+
+def _text_safe(table: pa.Table) -> bool:
+    for column in table.columns:
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        if pc.any(pc.match_substring_regex(column, _TEXT_UNSAFE)).as_py() or \
+                pc.any(pc.equal(pc.utf8_length(column), 0)).as_py():
+            return False
+    return True
 
 
 def batch_rows_for_parameter_limit(columns: int, limit: int = MSSQL_MAX_PARAMETERS) -> int:
@@ -434,7 +467,7 @@ class SalesLoader:
         stamp = self._loaded_at_param(loaded_at) if loaded_at else None
         for frame in self._batches(batches):
             if self.dialect == "postgresql":
-                yield len(frame), copy_csv_bytes(frame, self.extras, loaded_at)
+                yield len(frame), copy_payload(frame, self.extras, loaded_at)
                 continue
             if isinstance(frame, pa.Table):  # Python rows are built fastest from pandas
                 frame = frame.to_pandas()
@@ -449,12 +482,13 @@ class SalesLoader:
         cursor = raw.cursor()
         try:
             if self.dialect == "postgresql":
-                sql = f"COPY {quote(table)} ({columns}) FROM STDIN WITH (FORMAT csv)"
+                options, data = payload
+                sql = f"COPY {quote(table)} ({columns}) FROM STDIN WITH {options}"
                 if hasattr(cursor, "copy"):  # psycopg 3
                     with cursor.copy(sql) as copy:
-                        copy.write(payload)
+                        copy.write(data)
                 else:  # psycopg2
-                    cursor.copy_expert(sql, io.BytesIO(payload))
+                    cursor.copy_expert(sql, io.BytesIO(data))
             else:
                 marks = ", ".join(["?"] * len(names))
                 if self.dialect == "mssql":
