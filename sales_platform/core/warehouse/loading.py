@@ -67,6 +67,7 @@ SALES_LOAD_LOCK = "sales_load"
 STAGE_COLUMNS = BASE_STAGE_COLUMNS
 INTEGER_STAGE_COLUMNS = frozenset({"quantity", "source_row"})
 MSSQL_MAX_PARAMETERS = 2100
+PG_MERGE_WORK_MEM = "256MB"  # per sort/hash of the merge transaction (SET LOCAL)
 DIRECT_DIALECTS = frozenset({"sqlite", "postgresql"})  # a fresh day is written straight into sales
 BatchSource = Callable[[], Iterable[pd.DataFrame | pa.Table]]
 Item = TypeVar("Item")
@@ -362,27 +363,37 @@ class SalesLoader:
         stats.staged = self._write_rows(conn, batches, None, scratch)
         if self.dialect == "postgresql":  # a temp table has no statistics: plan the joins well
             conn.execute(text("ANALYZE stg_sales"))
+            # the merge hashes a day of rows: in memory instead of 32 batches spilled to disk
+            # (1M-row reload's merge statement 3.3 -> 2.6 s); this transaction only
+            conn.execute(text(f"SET LOCAL work_mem = '{PG_MERGE_WORK_MEM}'"))
         if not direct and not self._lock_and_claim(conn, day, snapshot_ns, stats):
             conn.execute(self.stage.delete())
             return stats
         conflicts = CrossDayConflicts(self.stage, self.target, day, conflicts_before)
         stats.conflicts_rejected, stats.conflicts_evicted = conflicts.settle(conn, loaded_at)
         if self.dialect == "postgresql":  # one join decides and counts; only changed rows written
-            present, updated, relinked, written = conn.execute(
-                self.merge_counting_statement(loaded_at)).one()
+            present, updated, relinked, on_day, day_rows, written = conn.execute(
+                self.merge_counting_statement(day, loaded_at)).one()
             self._apply_counts(stats, present, updated, relinked)
             if written != stats.inserted + stats.updated + stats.relinked:  # never commit a guess
                 raise RuntimeError(f"{day}: the merge wrote {written} rows but counted "
                                    f"{stats.inserted} new, {stats.updated} changed and "
                                    f"{stats.relinked} relinked; the load is rolled back")
         else:
-            self._apply_counts(stats, *conn.execute(self._matches()).one())
+            present, updated, relinked, on_day, day_rows = conn.execute(self._matches(day)).one()
+            self._apply_counts(stats, present, updated, relinked)
             if stats.inserted or stats.updated or stats.relinked:
                 conn.execute(self.upsert_statement(loaded_at))
-        # after the upsert the day's rows outside the stage are the same rows as before it
-        stats.deleted = conn.execute(self.delete_vanished_statement(day)).rowcount
+        # the day's rows before the upsert that are not staged: known without an anti-join, so
+        # a reload that removes nothing never runs the DELETE
+        vanished = int(day_rows or 0) - int(on_day or 0)
+        if vanished:  # the upsert left the day's rows outside the stage as they were
+            stats.deleted = conn.execute(self.delete_vanished_statement(day)).rowcount
+            if stats.deleted != vanished:
+                raise RuntimeError(f"{day}: {stats.deleted} vanished rows deleted, {vanished} "
+                                   "counted; the load is rolled back")
         stats.days_to_reload = conflicts.days_no_longer_in_conflict(conn)
-        conn.execute(self.stage.delete())
+        self._empty_stage(conn)
         if after is not None:
             after(conn, stats)
         return stats
@@ -439,6 +450,12 @@ class SalesLoader:
         stats.staged = stats.inserted = written
         stats.days_to_reload = conflicts.days_no_longer_in_conflict(conn)
         return True
+
+    def _empty_stage(self, conn: Connection) -> None:
+        if self.dialect == "postgresql":  # no per-row work, no dead tuples left in the temp table
+            conn.execute(text("TRUNCATE stg_sales"))
+        else:
+            conn.execute(self.stage.delete())
 
     def _ensure_columns(self, conn: Connection) -> list[str]:
         missing = [c for c in self.extras if c not in existing_columns(conn, "sales")]
@@ -511,13 +528,19 @@ class SalesLoader:
         t, s = self.target, self.stage
         return or_(*(t.c[c].is_distinct_from(s.c[c]) for c in LINEAGE_COLUMNS))
 
-    def _matches(self):
-        """(staged rows already in sales, of them changed, of them only relinked): one join for
-        the three counts (three joins of a 1M-row stage cost seconds)."""
+    def _day_rows(self, day: date):
+        t = self.target
+        return select(func.count()).select_from(t).where(t.c.sale_date == day).scalar_subquery()
+
+    def _matches(self, day: date):
+        """(staged rows already in sales, of them changed, of them only relinked, of them on
+        ``day``, the rows ``day`` holds): one join for the counts (a join per count of a 1M-row
+        stage costs seconds)."""
         s, t = self.stage, self.target
         changed = self._changed()
         return select(func.count(), func.sum(case((changed, 1), else_=0)),
-                      func.sum(case((and_(~changed, self._relinked()), 1), else_=0))
+                      func.sum(case((and_(~changed, self._relinked()), 1), else_=0)),
+                      func.sum(case((t.c.sale_date == day, 1), else_=0)), self._day_rows(day),
                       ).select_from(s.join(t, t.c.transaction_id == s.c.transaction_id))
 
     @staticmethod
@@ -528,7 +551,7 @@ class SalesLoader:
         stats.inserted = stats.staged - int(present or 0)
         stats.unchanged = int(present or 0) - stats.updated - stats.relinked
 
-    def merge_counting_statement(self, loaded_at: datetime):
+    def merge_counting_statement(self, day: date, loaded_at: datetime):
         """PostgreSQL: the counts of ``_matches`` and the upsert in one statement. The stage is
         joined to sales once (a CTE read twice is computed once); only new, changed and relinked
         rows reach the INSERT ... ON CONFLICT, instead of a probe and a comparison per staged row.
@@ -540,6 +563,7 @@ class SalesLoader:
         present = t.c.transaction_id.is_not(None)
         changed = self._changed()
         src = select(*(s.c[c] for c in staged), present.label("sp_present"),
+                     and_(present, t.c.sale_date == day).label("sp_on_day"),
                      and_(present, changed).label("sp_changed"),
                      and_(present, ~changed, self._relinked()).label("sp_relinked")
                      ).select_from(s.outerjoin(t, t.c.transaction_id == s.c.transaction_id)
@@ -554,7 +578,8 @@ class SalesLoader:
                                                  "loaded_at"]},
         ).returning(t.c.transaction_id).cte("sp_written")
         return select(func.count().filter(src.c.sp_present), func.count().filter(src.c.sp_changed),
-                      func.count().filter(src.c.sp_relinked),
+                      func.count().filter(src.c.sp_relinked), func.count().filter(src.c.sp_on_day),
+                      self._day_rows(day),
                       select(func.count()).select_from(write).scalar_subquery()).select_from(src)
 
     def _vanished(self, day: date):
