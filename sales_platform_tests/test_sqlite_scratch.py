@@ -62,3 +62,27 @@ def test_a_failing_batch_leaves_no_scratch_folder(tmp_path):
     with pytest.raises(ValueError, match="batch 2 unreadable"):
         SqliteScratch(broken(), temp_dir=str(tmp_path))
     assert not list(tmp_path.glob("sales-load-*"))
+
+
+def test_a_folder_left_by_a_killed_load_is_removed_by_the_next_one_and_a_young_one_kept(tmp_path):
+    import os
+    import time
+
+    from sales_platform.core.warehouse import sqlite_scratch
+
+    old, young = tmp_path / "sales-load-old", tmp_path / "sales-load-young"
+    for folder in (old, young):
+        folder.mkdir()
+        (folder / "rows.db").write_bytes(b"x" * 10)
+    stale = time.time() - sqlite_scratch.ABANDONED_AFTER_S - 60
+    os.utime(old, (stale, stale))
+    with SqliteScratch(_tables(), temp_dir=str(tmp_path)):
+        pass
+    assert not old.exists() and young.exists()
+
+
+def test_an_ingest_error_names_the_folder_and_leaves_nothing_behind(tmp_path):
+    tables = [_tables()[0], pa.table({"k": pa.array([[1, 2]])})]  # a type SQLite cannot bind
+    with pytest.raises(OSError, match="cannot write the load's scratch file in .*nothing was loaded"):
+        SqliteScratch(tables, temp_dir=str(tmp_path))
+    assert not list(tmp_path.glob("sales-load-*"))

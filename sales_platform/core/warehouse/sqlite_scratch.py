@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,20 @@ from sqlalchemy import Connection
 
 SCHEMA = "sp_load"  # the scratch file's name in the warehouse connection while attached
 TABLE = "rows"
+PREFIX = "sales-load-"
+ABANDONED_AFTER_S = 12 * 3600  # no load runs this long: a folder this old lost its process
+
+
+def _remove_abandoned(temp_dir: Path) -> None:
+    """Scratch folders left by a killed load (kill -9 skips the cleanup) are removed by a later
+    load; a live load's folder is hours younger than the limit."""
+    now = time.time()
+    for folder in temp_dir.glob(f"{PREFIX}*"):
+        try:
+            if now - folder.stat().st_mtime > ABANDONED_AFTER_S:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # removed meanwhile by another load
+            continue
 
 
 class SqliteScratch:
@@ -30,7 +45,8 @@ class SqliteScratch:
     def __init__(self, tables: Iterable[pa.Table], temp_dir: str | None = None) -> None:
         import adbc_driver_sqlite.dbapi  # imported by SQLite loads only
 
-        self.folder = Path(tempfile.mkdtemp(prefix="sales-load-", dir=temp_dir))
+        _remove_abandoned(Path(temp_dir or tempfile.gettempdir()))
+        self.folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=temp_dir))
         self.path = self.folder / "rows.db"
         self.rows = 0
         self.columns: list[str] = []
@@ -44,8 +60,11 @@ class SqliteScratch:
                         cursor.adbc_ingest(TABLE, table, mode="create_append")
                         self.rows += table.num_rows
                 conn.commit()
-        except BaseException:
+        except BaseException as exc:
             self.remove()
+            if isinstance(exc, adbc_driver_sqlite.dbapi.Error):  # disk full, no temp space, ...
+                raise OSError(f"cannot write the load's scratch file in {self.folder.parent} "
+                              f"(TMPDIR): {exc}; nothing was loaded") from exc
             raise
 
     def remove(self) -> None:
