@@ -230,6 +230,7 @@ def _csv_bytes(table: pa.Table) -> bytes:
 
 
 COPY_CSV = "(FORMAT csv)"
+FORMATTED_HERE = frozenset({"sale_date", "sale_ts", "loaded_at"})  # digits, '-', ':', '.', ' ' only
 COPY_TEXT = "(FORMAT text, NULL '')"
 _TEXT_UNSAFE = r'[\\\t\n\r"]'  # escapes in COPY's text format; a quote stops Arrow's unquoted writer
 
@@ -250,8 +251,9 @@ def copy_payload(frame: pd.DataFrame | pa.Table, extras: Sequence[str] = (),
 
 
 def _text_safe(table: pa.Table) -> bool:
-    for column in table.columns:
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if name in FORMATTED_HERE or not (pa.types.is_string(column.type)
+                                          or pa.types.is_large_string(column.type)):
             continue
         if pc.any(pc.match_substring_regex(column, _TEXT_UNSAFE)).as_py() or \
                 pc.any(pc.equal(pc.utf8_length(column), 0)).as_py():
