@@ -251,3 +251,19 @@ def test_values_that_need_escaping_load_exactly_in_either_copy_format(backend):
                       **{f"O{i}": note for i, note in enumerate(ODD_NOTES)}}
     assert customer == "tab\tin id"
     engine.dispose()
+
+
+@pytest.mark.parametrize("extra", ["sp_present", "changed", "relinked", "on_day"])
+def test_a_source_column_named_like_a_merge_flag_reloads(backend, extra):
+    """Evolved source columns are plain identifiers: one named like the merge's own flags must not
+    break a reload of its day."""
+    engine = _engine(backend)
+    first = _frame(D1, [("A", "C1", 1), ("B", "C2", 2)]).assign(**{extra: ["x", "y"]})
+    SalesLoader(engine, [extra]).load_day(D1, Source([first]), LOADED_AT)
+    second = _frame(D1, [("A", "C1", 1), ("B", "C2", 5), ("C", "C3", 3)]).assign(**{extra: ["x", "z", None]})
+    stats = SalesLoader(engine, [extra]).load_day(D1, Source([second]), datetime(2024, 3, 8))
+    assert (stats.inserted, stats.updated, stats.unchanged, stats.deleted) == (1, 1, 1, 0)
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text(f'SELECT transaction_id, "{extra}" FROM sales')).all())
+    assert stored == {"A": "x", "B": "z", "C": None}
+    engine.dispose()

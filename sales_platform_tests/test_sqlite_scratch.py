@@ -86,3 +86,45 @@ def test_an_ingest_error_names_the_folder_and_leaves_nothing_behind(tmp_path):
     with pytest.raises(OSError, match="cannot write the load's scratch file in .*nothing was loaded"):
         SqliteScratch(tables, temp_dir=str(tmp_path))
     assert not list(tmp_path.glob("sales-load-*"))
+
+
+def test_a_failed_scratch_write_stops_the_prefetch_reader(tmp_path, monkeypatch):
+    import threading
+    import time
+    from datetime import date, datetime
+
+    import adbc_driver_manager
+    import adbc_driver_manager.dbapi
+    import pandas as pd
+
+    from sales_platform.core.warehouse.loading import SalesLoader
+
+    def full_disk(self, *args, **kwargs):
+        raise adbc_driver_manager.dbapi.OperationalError(
+            "IO: disk full", status_code=adbc_driver_manager.AdbcStatusCode.IO)
+
+    monkeypatch.setattr(adbc_driver_manager.dbapi.Cursor, "adbc_ingest", full_disk)
+    frames = [pd.DataFrame({
+        "transaction_id": [f"T{b}-{i}" for i in range(3)], "customer_id": ["C"] * 3,
+        "product_id": ["P"] * 3, "quantity": [1] * 3,
+        "sale_ts": pd.to_datetime(["2024-03-01 10:00:00"] * 3), "source_file": ["f.csv"] * 3,
+        "source_sha256": ["a" * 64] * 3, "source_row": [1, 2, 3]}) for b in range(20)]
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+
+    def reader_alive() -> bool:
+        return any(t.name == "sales-load-prefetch" and t.is_alive() for t in threading.enumerate())
+
+    failure = None
+    try:
+        SalesLoader(engine).load_day(date(2024, 3, 1), lambda: iter(frames), datetime(2024, 3, 2))
+    except OSError as exc:
+        failure = exc  # its traceback keeps every frame alive, as a log handler or Dagster does
+        assert "disk full; nothing was loaded" in str(exc)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and reader_alive():
+            time.sleep(0.05)
+        assert not reader_alive()
+    assert failure is not None
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM sales").scalar_one() == 0
+    engine.dispose()

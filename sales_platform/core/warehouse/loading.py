@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from queue import Empty, Full, Queue
@@ -67,7 +68,7 @@ SALES_LOAD_LOCK = "sales_load"
 STAGE_COLUMNS = BASE_STAGE_COLUMNS
 INTEGER_STAGE_COLUMNS = frozenset({"quantity", "source_row"})
 MSSQL_MAX_PARAMETERS = 2100
-PG_MERGE_WORK_MEM = "256MB"  # per sort/hash of the merge transaction (SET LOCAL)
+PG_MERGE_WORK_MEM = "256MB"  # per sort/hash of the merge transaction (set_config, local)
 DIRECT_DIALECTS = frozenset({"sqlite", "postgresql"})  # a fresh day is written straight into sales
 BatchSource = Callable[[], Iterable[pd.DataFrame | pa.Table]]
 Item = TypeVar("Item")
@@ -336,7 +337,8 @@ class SalesLoader:
         if self.dialect == "sqlite":  # rows into a scratch file first, outside the transaction
             source = batches() if callable(batches) else batches
             tables = (copy_table(f, self.extras) for f in self._batches(source))
-            with SqliteScratch(prefetched(tables)) as scratch, \
+            # closing: a failed scratch write stops the prefetch thread too
+            with closing(prefetched(tables)) as ahead, SqliteScratch(ahead) as scratch, \
                     self.engine.connect() as conn, scratch.attached(conn), conn.begin():
                 return self._load(conn, day, batches, loaded_at, after, conflicts_before,
                                   snapshot_ns, scratch)
@@ -367,7 +369,9 @@ class SalesLoader:
             conn.execute(text("ANALYZE stg_sales"))
             # the merge hashes a day of rows: in memory instead of 32 batches spilled to disk
             # (1M-row reload's merge statement 3.3 -> 2.6 s); this transaction only
-            conn.execute(text(f"SET LOCAL work_mem = '{PG_MERGE_WORK_MEM}'"))
+            conn.execute(text("SELECT set_config('work_mem', :size, true) WHERE "
+                              "pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(:size)"),
+                         {"size": PG_MERGE_WORK_MEM})  # raised, never lowered
         if not direct and not self._lock_and_claim(conn, day, snapshot_ns, stats):
             conn.execute(self.stage.delete())
             return stats
@@ -382,7 +386,8 @@ class SalesLoader:
                                    f"{stats.inserted} new, {stats.updated} changed and "
                                    f"{stats.relinked} relinked; the load is rolled back")
         else:
-            present, updated, relinked, on_day, day_rows = conn.execute(self._matches(day)).one()
+            day_rows = conn.execute(select(self._day_rows(day))).scalar_one()
+            present, updated, relinked, on_day = conn.execute(self._matches(day)).one()
             self._apply_counts(stats, present, updated, relinked)
             if stats.inserted or stats.updated or stats.relinked:
                 conn.execute(self.upsert_statement(loaded_at))
@@ -390,6 +395,8 @@ class SalesLoader:
         # a reload that removes nothing never runs the DELETE
         vanished = int(day_rows or 0) - int(on_day or 0)
         if vanished:  # the upsert left the day's rows outside the stage as they were
+            if self.dialect == "mssql":  # a server whose user options set NOCOUNT reports -1
+                conn.execute(text("SET NOCOUNT OFF"))
             stats.deleted = conn.execute(self.delete_vanished_statement(day)).rowcount
             if stats.deleted != vanished:
                 raise RuntimeError(f"{day}: {stats.deleted} vanished rows deleted, {vanished} "
@@ -536,14 +543,17 @@ class SalesLoader:
 
     def _matches(self, day: date):
         """(staged rows already in sales, of them changed, of them only relinked, of them on
-        ``day``, the rows ``day`` holds): one join for the counts (a join per count of a 1M-row
-        stage costs seconds)."""
+        ``day``): one join for the counts (a join per count of a 1M-row stage costs seconds). The
+        flags are computed in a derived table and summed outside it: SQL Server refuses a
+        subquery inside an aggregate, and its IS DISTINCT FROM is one."""
         s, t = self.stage, self.target
         changed = self._changed()
-        return select(func.count(), func.sum(case((changed, 1), else_=0)),
-                      func.sum(case((and_(~changed, self._relinked()), 1), else_=0)),
-                      func.sum(case((t.c.sale_date == day, 1), else_=0)), self._day_rows(day),
-                      ).select_from(s.join(t, t.c.transaction_id == s.c.transaction_id))
+        flags = select(case((changed, 1), else_=0).label("_changed"),
+                       case((and_(~changed, self._relinked()), 1), else_=0).label("_relinked"),
+                       case((t.c.sale_date == day, 1), else_=0).label("_on_day"),
+                       ).select_from(s.join(t, t.c.transaction_id == s.c.transaction_id)).subquery()
+        return select(func.count(), func.sum(flags.c._changed), func.sum(flags.c._relinked),
+                      func.sum(flags.c._on_day)).select_from(flags)
 
     @staticmethod
     def _apply_counts(stats: LoadStats, present: int | None, updated: int | None,
@@ -564,23 +574,24 @@ class SalesLoader:
         staged = [*BASE_STAGE_COLUMNS, *self.extras]
         present = t.c.transaction_id.is_not(None)
         changed = self._changed()
-        src = select(*(s.c[c] for c in staged), present.label("sp_present"),
-                     and_(present, t.c.sale_date == day).label("sp_on_day"),
-                     and_(present, changed).label("sp_changed"),
-                     and_(present, ~changed, self._relinked()).label("sp_relinked")
+        # flag labels start with "_": a source column (always [a-z][a-z0-9_]*) cannot take one
+        src = select(*(s.c[c] for c in staged), present.label("_sp_present"),
+                     and_(present, t.c.sale_date == day).label("_sp_on_day"),
+                     and_(present, changed).label("_sp_changed"),
+                     and_(present, ~changed, self._relinked()).label("_sp_relinked")
                      ).select_from(s.outerjoin(t, t.c.transaction_id == s.c.transaction_id)
                                    ).cte("sp_source")
         write = insert(t).from_select(
             [*staged, "loaded_at"],
             select(*(src.c[c] for c in staged), literal(loaded_at, DateTime).label("loaded_at"))
-            .where(or_(~src.c.sp_present, src.c.sp_changed, src.c.sp_relinked)))
+            .where(or_(~src.c._sp_present, src.c._sp_changed, src.c._sp_relinked)))
         write = write.on_conflict_do_update(
             index_elements=[t.c.transaction_id],
             set_={c: write.excluded[c] for c in [*self.content_columns, *LINEAGE_COLUMNS,
                                                  "loaded_at"]},
         ).returning(t.c.transaction_id).cte("sp_written")
-        return select(func.count().filter(src.c.sp_present), func.count().filter(src.c.sp_changed),
-                      func.count().filter(src.c.sp_relinked), func.count().filter(src.c.sp_on_day),
+        return select(func.count().filter(src.c._sp_present), func.count().filter(src.c._sp_changed),
+                      func.count().filter(src.c._sp_relinked), func.count().filter(src.c._sp_on_day),
                       self._day_rows(day),
                       select(func.count()).select_from(write).scalar_subquery()).select_from(src)
 

@@ -86,8 +86,13 @@ class SqliteScratch:
         raw.execute(f"ATTACH DATABASE ? AS {SCHEMA}", (str(self.path),))
         try:
             yield
-        finally:
-            raw.execute(f"DETACH DATABASE {SCHEMA}")
+        except BaseException:
+            try:  # the load's own error is the one to see, not a DETACH failing after it
+                raw.execute(f"DETACH DATABASE {SCHEMA}")
+            except Exception:  # noqa: BLE001 - the connection is dropped instead of reused
+                conn.invalidate()
+            raise
+        raw.execute(f"DETACH DATABASE {SCHEMA}")
 
     def insert_into(self, conn: Connection, table: str, names: Sequence[str],
                     loaded_at: object = None) -> int:
