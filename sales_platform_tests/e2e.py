@@ -204,6 +204,22 @@ class DagsterStack:
             result = self.gql(STOP_SENSOR, id=sensor["id"])["stopSensor"]
             expect_type(result, "StopSensorMutationResult")
 
+    def stop_sensors_settled(self, names: tuple[str, ...], timeout: float = 60.0) -> None:
+        """The sensors stopped, and still stopped after two more sensor intervals: a tick already
+        running when the stop lands can store the sensor's state back as running (seen once in
+        CI: a sensor a shared-stack test had stopped was running when the next test began)."""
+        interval = float(self.env.get("SALES_PLATFORM_SENSOR_INTERVAL_S", "30"))
+        deadline = time.monotonic() + timeout
+        while True:
+            for name in names:
+                self.stop_sensor(name)
+            time.sleep(2 * interval + 0.5)
+            running = [n for n in names if self.sensor(n)["sensorState"]["status"] != "STOPPED"]
+            if not running:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sensors still running after {timeout:.0f}s of stops: {running}")
+
     def launch_job(self, job_name: str, tags: dict[str, str] | None = None, assets: list[str] | None = None,
                    run_config: dict[str, Any] | None = None) -> str:
         selector: dict[str, Any] = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY,

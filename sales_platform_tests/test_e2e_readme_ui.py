@@ -180,7 +180,9 @@ def test_readme_ui_walkthrough(dagster_stack: DagsterStack, page: Any, tmp_path:
     assert warehouse_products(stack) == want_products
 
     try:
-        # 2. Automation: switch the two sensors on; the alert sensor is on, the schedule listed
+        # 2. Automation: switch the two sensors on; the alert sensor is on, the schedule listed.
+        # The stack is shared: the sensors start from off, as on a fresh instance
+        stack.stop_sensors_settled(SENSORS_TO_SWITCH_ON)
         nav(page, "Automation")
         expect(automation_row(page, "aggregates_schedule")).to_be_visible()
         expect(automation_row(page, "run_failure_alert_sensor").get_by_role("checkbox").last).to_be_checked()
