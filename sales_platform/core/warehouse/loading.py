@@ -217,13 +217,8 @@ def copy_table(frame: pd.DataFrame | pa.Table, extras: Sequence[str] = (),
     return pa.table(columns)
 
 
-def copy_csv_bytes(frame: pd.DataFrame | pa.Table, extras: Sequence[str] = (),
-                   loaded_at: datetime | None = None) -> bytes:
-    """The rows as CSV for PostgreSQL's COPY (one buffer per batch, written by Arrow)."""
-    return _csv_bytes(copy_table(frame, extras, loaded_at))
-
-
 def _csv_bytes(table: pa.Table) -> bytes:
+    """The rows as CSV for PostgreSQL's COPY (one buffer per batch, written by Arrow)."""
     sink = pa.BufferOutputStream()
     # strings always quoted: an empty string stays '' while a missing value (unquoted) is NULL
     pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
