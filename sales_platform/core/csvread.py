@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from sales_platform.core.frames import arrow_frame, text_series
+
 # Arrow's streaming reader reads blocks ahead of the consumer on its I/O threads, a number of
 # blocks, so the block size sets how much input it holds: with 16 MiB blocks, 276 MB of Arrow
 # memory was in use at the 5th of a 5M-row file's 20 chunks; with 4 MiB, 166 MB. The blocks are
@@ -52,7 +54,7 @@ class ReadState:
 
 
 def _frame(columns: dict[str, list[str]], rows: list[int]) -> pd.DataFrame:
-    frame = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in columns.items()})
+    frame = pd.DataFrame({k: text_series(v) for k, v in columns.items()})
     frame.insert(0, "source_row", rows)
     return frame
 
@@ -75,7 +77,7 @@ def fast_batches(path: Path, header: list[str], state: ReadState) -> Iterator[pd
     )
     try:
         for batches in _chunks(reader, seen_invalid):
-            frame = pa.Table.from_batches(batches).to_pandas()
+            frame = arrow_frame(pa.Table.from_batches(batches))
             frame.columns = header
             frame.insert(0, "source_row", range(state.rows_read + 1, state.rows_read + len(frame) + 1))
             state.rows_read += len(frame)

@@ -30,6 +30,7 @@ from sales_platform.core.csvread import (
     exact_batches,
     fast_batches,
 )
+from sales_platform.core.frames import constant_text, frame_table
 from sales_platform.core.protect import protect_identifiers
 from sales_platform.core.quality import QualityRules, route_timestamps
 from sales_platform.core.schema import (
@@ -293,14 +294,14 @@ class Lander:
                result: LandingResult) -> pd.DataFrame:
         sale_ts, reasons = route_timestamps(frame[TIMESTAMP], self.rules, self.now)
         frame["sale_ts"] = sale_ts
-        frame["source_file"] = name
-        frame["source_sha256"] = sha
+        frame["source_file"] = constant_text(name, frame.index)
+        frame["source_sha256"] = constant_text(sha, frame.index)
         ok = reasons.isna().to_numpy()
         landed = frame[ok]
         days = landed["sale_ts"].to_numpy().astype("datetime64[D]")  # not strftime: 30x faster
         for day_value, rows in landed.groupby(days, sort=True):
             day = str(np.datetime64(day_value, "D"))
-            table = pa.Table.from_pandas(rows, preserve_index=False)
+            table = frame_table(rows)
             relative = f"{LANDED}/{day}/{key}-{number:05d}{SEALED_SUFFIX}"
             write_sealed_table(work / relative, table, self.keyring.active)
             result.rows_by_day[day] += len(rows)

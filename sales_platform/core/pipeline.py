@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from sales_platform.core.crypto import Keyring, Tokenizer
 from sales_platform.core.dedupe import DuplicateScan
+from sales_platform.core.frames import arrow_frame, frame_table
 from sales_platform.core.landing import LANDED
 from sales_platform.core.protect import protect_identifiers
 from sales_platform.core.quality import QualityRules, clean_rows
@@ -65,7 +66,7 @@ def _between_chunks() -> None:
 def _landed_frames(areas: DataAreas, keyring: Keyring, day: str) -> Iterator[pd.DataFrame]:
     for path in areas.fragments(LANDED, day):
         _between_chunks()
-        yield read_sealed_table(path, keyring).to_pandas()
+        yield arrow_frame(read_sealed_table(path, keyring))
 
 
 def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
@@ -94,8 +95,7 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
             cleaned = clean_rows(frame, rules, known_products)
             scan.add(cleaned.rows)
             path = clean_tmp / f"part-{part:05d}{SEALED_SUFFIX}"
-            write_sealed_table(path, pa.Table.from_pandas(cleaned.rows, preserve_index=False),
-                               keyring.active)
+            write_sealed_table(path, frame_table(cleaned.rows), keyring.active)
             candidates.append((path, ordinal))
             counts.append(len(cleaned.rows))
             result.rows_in_file[path.name] = len(cleaned.rows)
@@ -146,8 +146,7 @@ def _write_rejects(path: Path, rejects: pd.DataFrame, tokenizer: Tokenizer, sens
         return
     result.rejects_by_reason.update(rejects["reason"].value_counts().to_dict())
     result.rows_in_file[path.name] = len(rejects)
-    write_plain_table(path, pa.Table.from_pandas(protect_identifiers(rejects, tokenizer, sensitive),
-                                                 preserve_index=False))
+    write_plain_table(path, frame_table(protect_identifiers(rejects, tokenizer, sensitive)))
 
 
 @dataclass

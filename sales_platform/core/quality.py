@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sales_platform.core.frames import text_series
 from sales_platform.core.schema import (
     CUSTOMER_ID,
     PRODUCT_ID,
@@ -79,12 +80,12 @@ def normalize_identifiers(values: pd.Series) -> pd.Series:
     trimmed = pc.utf8_trim_whitespace(_arrow(values))
     cleaned = pc.utf8_upper(trimmed)
     cleaned = pc.if_else(pc.equal(pc.utf8_length(cleaned), 0), pa.scalar(None, pa.string()), cleaned)
-    out = pd.Series(cleaned.to_numpy(zero_copy_only=False), index=values.index, dtype=object)
     wide = ~pc.fill_null(pc.string_is_ascii(trimmed), True).to_numpy(zero_copy_only=False)
     if wide.any():
-        out[wide] = [v.upper() or None for v in pd.Series(
-            trimmed.to_numpy(zero_copy_only=False), index=values.index)[wide]]
-    return out
+        fixed = cleaned.to_numpy(zero_copy_only=False)
+        fixed[wide] = [v.upper() or None for v in pc.filter(trimmed, pa.array(wide)).to_pylist()]
+        cleaned = pa.array(fixed, type=pa.string())
+    return text_series(cleaned, values.index)
 
 
 def _parse_quantity(text: pd.Series) -> pd.Series:
@@ -147,29 +148,49 @@ def parse_timestamps(raw: pd.Series, source_timezone: str = "UTC") -> pd.Series:
     offset of an earlier row: the two kinds are parsed apart.) Naive local times that do not exist
     or are ambiguous in that zone (DST changes) become NaT.
     """
-    text = pd.Series(pc.utf8_trim_whitespace(_arrow(raw)).to_numpy(zero_copy_only=False),
-                     index=raw.index, dtype=object)
-    arr = _arrow(text)
-    shaped = pc.fill_null(pc.match_substring_regex(arr, TIMESTAMP_SHAPE), False)
-    zoned = pc.fill_null(pc.match_substring_regex(arr, ZONE_SUFFIX), False)
-    shaped_np = shaped.to_numpy(zero_copy_only=False)
-    zoned_np = zoned.to_numpy(zero_copy_only=False) & shaped_np
-    naive_np = shaped_np & ~zoned_np
-    out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
+    return _parse_trimmed(_TimestampText(raw), source_timezone)
+
+
+class _TimestampText:
+    """A timestamp column trimmed and matched against the shapes once, in Arrow, for all the
+    rules that look at it (parsing, missing, out of pandas' range)."""
+
+    def __init__(self, raw: pd.Series) -> None:
+        self.index = raw.index
+        self.trimmed = pc.utf8_trim_whitespace(_arrow(raw))
+        self.shaped = pc.fill_null(pc.match_substring_regex(self.trimmed, TIMESTAMP_SHAPE),
+                                   False).to_numpy(zero_copy_only=False)
+
+    def blank(self) -> np.ndarray:
+        return pc.fill_null(pc.equal(pc.utf8_length(self.trimmed), 0), True).to_numpy(
+            zero_copy_only=False)
+
+    def where(self, mask: np.ndarray) -> np.ndarray:
+        """The trimmed texts of the rows in ``mask``, as Python strings."""
+        return pc.filter(self.trimmed, pa.array(mask)).to_numpy(zero_copy_only=False)
+
+
+def _parse_trimmed(text: _TimestampText, source_timezone: str) -> pd.Series:
+    zoned_np = pc.fill_null(pc.match_substring_regex(text.trimmed, ZONE_SUFFIX), False).to_numpy(
+        zero_copy_only=False) & text.shaped
+    naive_np = text.shaped & ~zoned_np
+    out = np.full(len(text.index), np.datetime64("NaT"), dtype="datetime64[ns]")
     # Arrow kernels and the arrays' own methods, not the .str/.dt accessors: an accessor is cached
     # on its Series, a reference cycle that keeps the chunk's values until a full collection.
     if zoned_np.any():
-        values = pc.replace_substring_regex(_arrow(text[zoned_np]), r"([+-]\d{2})$", r"\1:00")
+        values = pc.replace_substring_regex(pc.filter(text.trimmed, pa.array(zoned_np)),
+                                            r"([+-]\d{2})$", r"\1:00")
         parsed = pd.to_datetime(pd.Series(values.to_numpy(zero_copy_only=False), dtype=object),
                                 format="ISO8601", errors="coerce", utc=True)
         out[zoned_np] = parsed.array.tz_localize(None).to_numpy()
     if naive_np.any():
-        parsed = pd.to_datetime(text[naive_np], format="ISO8601", errors="coerce").array
+        parsed = pd.to_datetime(pd.Series(text.where(naive_np), dtype=object), format="ISO8601",
+                                errors="coerce").array
         if source_timezone not in ("UTC", "Etc/UTC"):
             parsed = (parsed.tz_localize(source_timezone, ambiguous="NaT", nonexistent="NaT")
                       .tz_convert("UTC").tz_localize(None))
         out[naive_np] = parsed.to_numpy()
-    return pd.Series(out.array.floor("s"), index=raw.index)
+    return pd.Series(pd.DatetimeIndex(out).floor("s"), index=text.index)
 
 
 def utc_naive(moment: datetime) -> pd.Timestamp:
@@ -185,16 +206,18 @@ def route_timestamps(
 
     Comparisons are in UTC: ``now`` is converted, whatever the server's time zone.
     """
-    parsed = parse_timestamps(raw, rules.source_timezone)
+    text = _TimestampText(raw)
+    parsed = _parse_trimmed(text, rules.source_timezone)
     limit = utc_naive(now) + rules.future_tolerance
     start = pd.Timestamp(rules.start_date)
-    far_future, far_past = _beyond_pandas_range(raw, parsed)
+    unparsed = parsed.isna().to_numpy()
+    far_future, far_past = _beyond_pandas_range(text, unparsed)
     reasons = _first_reason(
         [
-            (MISSING_TIMESTAMP, _blank(raw)),
+            (MISSING_TIMESTAMP, text.blank()),
             (FUTURE_TIMESTAMP, far_future),
             (BEFORE_START_DATE, far_past),
-            (INVALID_TIMESTAMP, parsed.isna().to_numpy()),
+            (INVALID_TIMESTAMP, unparsed),
             (FUTURE_TIMESTAMP, (parsed > limit).to_numpy()),
             (BEFORE_START_DATE, (parsed < start).to_numpy()),
         ],
@@ -203,16 +226,16 @@ def route_timestamps(
     return parsed, reasons
 
 
-def _beyond_pandas_range(raw: pd.Series, parsed: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _beyond_pandas_range(text: _TimestampText, unparsed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Valid timestamps pandas cannot hold (years before 1678 or after 2261): far in the future
     or the past, not invalid. Checked with Python's datetime on the (rare) unparsed rows."""
-    future = np.zeros(len(raw), dtype=bool)
-    past = np.zeros(len(raw), dtype=bool)
-    text = pd.Series(pc.utf8_trim_whitespace(_arrow(raw)).to_numpy(zero_copy_only=False), index=raw.index)
-    shaped = pc.fill_null(pc.match_substring_regex(_arrow(text), TIMESTAMP_SHAPE), False)
-    candidates = shaped.to_numpy(zero_copy_only=False) & parsed.isna().to_numpy()
-    for i in np.flatnonzero(candidates):
-        value = str(text.iloc[i]).replace("z", "Z")
+    future = np.zeros(len(unparsed), dtype=bool)
+    past = np.zeros(len(unparsed), dtype=bool)
+    candidates = text.shaped & unparsed
+    if not candidates.any():
+        return future, past
+    for i, value in zip(np.flatnonzero(candidates), text.where(candidates), strict=True):
+        value = str(value).replace("z", "Z")
         try:
             moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
         except ValueError:
