@@ -39,6 +39,15 @@ def _remove_abandoned(temp_dir: Path) -> None:
             continue
 
 
+def _disposable(cursor: object) -> None:
+    """No rollback journal and no fsync for the scratch file: a load that fails or is killed
+    throws the whole file away (the load itself has not begun), so no write to it needs to
+    survive a crash. Saves the fsync of a ~240 MB file per 1M rows."""
+    for pragma in ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF"):
+        cursor.execute(pragma)
+        cursor.fetchall()
+
+
 class SqliteScratch:
     """The rows of one load (the staging table's columns, dates as text) in a temp file."""
 
@@ -51,15 +60,16 @@ class SqliteScratch:
         self.rows = 0
         self.columns: list[str] = []
         try:
-            with adbc_driver_sqlite.dbapi.connect(str(self.path)) as conn:
+            # autocommit: the PRAGMAs below cannot run inside a transaction
+            with adbc_driver_sqlite.dbapi.connect(str(self.path), autocommit=True) as conn:
                 with conn.cursor() as cursor:
+                    _disposable(cursor)
                     for table in tables:
                         if not table.num_rows:
                             continue
                         self.columns = table.column_names
                         cursor.adbc_ingest(TABLE, table, mode="create_append")
                         self.rows += table.num_rows
-                conn.commit()
         except BaseException as exc:
             self.remove()
             if isinstance(exc, adbc_driver_sqlite.dbapi.Error):  # disk full, no temp space, ...
