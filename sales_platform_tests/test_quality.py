@@ -179,3 +179,24 @@ def test_rules_leave_no_reference_cycle_holding_a_chunk():
     raw = frame.drop(columns=["sale_ts"])
     assert _cyclic_pandas_garbage(lambda: q.clean_rows(frame.copy(), RULES, frozenset({"P1"}))) == []
     assert _cyclic_pandas_garbage(lambda: q.route_timestamps(raw.copy()["timestamp"], RULES, NOW)) == []
+
+
+QUANTITY_TEXTS = ["2", " 7 ", "-3", "007", "-0", "+5", "2.0", "2.5", "1e3", "1E-1", "inf", "nan",
+                  "", "  ", "three", "3 units", "999999999999999", "1234567890123456",
+                  "99999999999999999999", "0x10", "1_000", "١٢", "１２", "\t4\n"]
+
+
+@pytest.mark.parametrize("arrow_backed", [False, True], ids=["object", "arrow"])
+def test_quantities_parse_as_pandas_to_numeric_parses_each_trimmed_text(arrow_backed):
+    """Arrow casts the plain integers, pandas the rest: every text gets the number
+    ``pd.to_numeric`` gives it on its own (the oracle: one call per value)."""
+    from sales_platform.core.frames import text_series
+
+    values = [*QUANTITY_TEXTS, None]
+    series = text_series(values) if arrow_backed else pd.Series(values, dtype=object)
+    got = q._parse_quantity(series).tolist()
+    for text, number in zip(values, got, strict=True):
+        alone = pd.to_numeric(pd.Series([text.strip() if text is not None else None], dtype=object),
+                              errors="coerce").astype(float).iloc[0]
+        assert (number == alone) or (pd.isna(number) and pd.isna(alone)), (text, number, alone)
+    assert got[:5] == [2.0, 7.0, -3.0, 7.0, 0.0]

@@ -88,15 +88,28 @@ def normalize_identifiers(values: pd.Series) -> pd.Series:
     return text_series(cleaned, values.index)
 
 
-def _parse_quantity(text: pd.Series) -> pd.Series:
-    """Quantities as numbers (NaN where not numeric).
+PLAIN_INTEGER = r"^-?[0-9]{1,15}$"  # exact as a float64: decided by Arrow's cast
 
-    Trimmed by Arrow, not ``text.str.strip()``: the ``.str`` accessor is cached on the Series, a
-    reference cycle, so a column taken from the chunk kept the chunk's whole block of string
-    columns alive until the next full garbage collection: +40 MB per 250k-row chunk, 5M-row day's
-    cleaning peak 1,094 -> 831 MB."""
-    trimmed = pc.utf8_trim_whitespace(_arrow(text)).to_numpy(zero_copy_only=False)
-    return pd.to_numeric(pd.Series(trimmed, index=text.index, dtype=object), errors="coerce")
+
+def _parse_quantity(text: pd.Series) -> pd.Series:
+    """Quantities as float64 numbers (NaN where not numeric).
+
+    Plain integers (almost every row) are cast by Arrow; the rest (signs, decimals, exponents,
+    words) go through ``pd.to_numeric``, as every row did before: same values, a quarter of the
+    time. Trimmed by Arrow, not ``text.str.strip()``: the ``.str`` accessor is cached on the
+    Series, a reference cycle, so a column taken from the chunk kept the chunk's whole block of
+    string columns alive until the next full garbage collection: +40 MB per 250k-row chunk,
+    5M-row day's cleaning peak 1,094 -> 831 MB."""
+    trimmed = pc.utf8_trim_whitespace(_arrow(text))
+    plain = pc.fill_null(pc.match_substring_regex(trimmed, PLAIN_INTEGER), False)
+    numbers = pc.cast(pc.if_else(plain, trimmed, pa.scalar(None, pa.string())), pa.int64())
+    out = numbers.to_numpy(zero_copy_only=False).astype(np.float64)
+    rest = ~plain.to_numpy(zero_copy_only=False)
+    if rest.any():
+        others = pc.filter(trimmed, pa.array(rest)).to_numpy(zero_copy_only=False)
+        out[rest] = pd.to_numeric(pd.Series(others, dtype=object), errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan)
+    return pd.Series(out, index=text.index)
 
 
 def _not_whole(text: pd.Series, parsed: pd.Series) -> np.ndarray:
