@@ -200,3 +200,13 @@ def test_quantities_parse_as_pandas_to_numeric_parses_each_trimmed_text(arrow_ba
                               errors="coerce").astype(float).iloc[0]
         assert (number == alone) or (pd.isna(number) and pd.isna(alone)), (text, number, alone)
     assert got[:5] == [2.0, 7.0, -3.0, 7.0, 0.0]
+
+
+def test_control_characters_make_an_identifier_invalid_in_any_script():
+    """Hand-written verdicts: a control character (C0 or DEL) anywhere, in ASCII or not."""
+    from sales_platform.core.frames import text_series
+
+    cases = {"C1": False, "": False, "é-42": False, "中文": False, "a b": False, "x\u200by": False,
+             "C\x001": True, "\tC": True, "é\x7f": True, "中\x1f文": True, "~": False}
+    for series in (pd.Series(list(cases), dtype=object), text_series(list(cases))):
+        assert q._invalid_identifier(series).tolist() == list(cases.values())
