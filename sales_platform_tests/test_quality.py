@@ -117,8 +117,9 @@ def test_whitespace_only_values_count_as_missing():
     assert q.route_timestamps(pd.Series(["  "]), RULES, NOW)[1][0] == q.MISSING_TIMESTAMP
 
 
+@pytest.mark.parametrize("arrow_backed", [False, True], ids=["object", "arrow"])
 @pytest.mark.parametrize("seed", range(6))
-def test_duplicate_verdict_matches_a_plain_python_grouping(seed):
+def test_duplicate_verdict_matches_a_plain_python_grouping(seed, arrow_backed):
     """Random chunks with repeated ids (agreeing and disagreeing copies, across chunks): every
     row's verdict is what grouping the rows by transaction id in plain Python gives."""
     import random
@@ -129,6 +130,11 @@ def test_duplicate_verdict_matches_a_plain_python_grouping(seed):
         "transaction_id": ids, "customer_id": [f"C{hash(t) % 7}" for t in ids],
         "product_id": "P1", "quantity": [1 if rng.random() < 0.9 else 2 for _ in ids],
         "sale_ts": pd.Timestamp("2024-03-01 10:00:00")})
+    if arrow_backed:  # as the cleaning hands them over (core/frames.py)
+        from sales_platform.core.frames import text_series
+
+        for column in ("transaction_id", "customer_id", "product_id"):
+            rows[column] = text_series(rows[column].tolist())
     copies: dict[str, list[int]] = {}
     for ordinal, t in enumerate(ids):
         copies.setdefault(t, []).append(ordinal)
