@@ -27,7 +27,10 @@ def _column_hash(values: pd.Series, categorize: bool) -> np.ndarray:
     encoded by Arrow and only its distinct values hashed: the same hashes as
     ``hash_array(..., categorize=True)``, without a Python string per row."""
     if categorize and isinstance(values.dtype, pd.ArrowDtype) and not values.hasnans:
-        encoded = pc.dictionary_encode(pa.array(values))
+        array = pa.array(values)
+        if isinstance(array, pa.ChunkedArray):  # one dictionary for the whole column
+            array = array.combine_chunks()
+        encoded = pc.dictionary_encode(array)
         distinct = pd.util.hash_array(encoded.dictionary.to_numpy(zero_copy_only=False),
                                       categorize=False)
         return distinct[encoded.indices.to_numpy()]
