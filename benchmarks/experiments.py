@@ -18,6 +18,10 @@ J  one pass per chunk for a fresh day on SQLite: clean -> tokenize -> insert, th
    encrypt_day -> load_day; both from the same landed layer, same sales rows required
 I  SalesLoader.load_day of a fresh day on SQLite: sales as a rowid table with a primary key
    index (the platform) vs WITHOUT ROWID (the table clustered on transaction_id)
+K  the landed chunks through Arrow -> pandas -> clean_rows -> Arrow with text columns as NumPy
+   object (before) vs Arrow-backed pd.ArrowDtype (the platform); identical cleaned rows required
+L  the load's SQLite scratch file written by ADBC with SQLite's defaults (rollback journal,
+   fsync at commit; before) vs journal and fsync off (the platform)
 
 Writes benchmarks/results/experiments-<rows>.json.
 """
@@ -407,6 +411,72 @@ def exp_i(day: Day, work: Path) -> dict:
     return out
 
 
+# --- K, L ----------------------------------------------------------------------------------------
+
+def exp_k(day: Day) -> dict:
+    """Each landed fragment read, turned into a frame, cleaned and turned back into an Arrow table,
+    best of three per kind of text column."""
+    from sales_platform.core.frames import arrow_frame, frame_table
+    from sales_platform.core.quality import clean_rows
+    from sales_platform.core.store import read_sealed_table
+
+    tables = [read_sealed_table(p, day.keyring) for p in day.areas.fragments("landed", day.day)]
+    kinds = {"object (before)": lambda t: t.to_pandas(), "pd.ArrowDtype (the platform)": arrow_frame}
+    out, results = {}, {}
+    for label, to_frame in kinds.items():
+        def run(to_frame=to_frame) -> tuple[list, dict]:
+            timings = {"to_pandas_s": 0.0, "clean_rows_s": 0.0, "to_arrow_s": 0.0}
+            cleaned = []
+            for table in tables:
+                started = time.perf_counter()
+                frame = to_frame(table)
+                timings["to_pandas_s"] += time.perf_counter() - started
+                started = time.perf_counter()
+                rows = clean_rows(frame, day.rules, day.known).rows
+                timings["clean_rows_s"] += time.perf_counter() - started
+                started = time.perf_counter()
+                cleaned.append(frame_table(rows))
+                timings["to_arrow_s"] += time.perf_counter() - started
+            return cleaned, timings
+        best = None
+        for _ in range(3):
+            cleaned, timings = run()
+            if best is None or sum(timings.values()) < sum(best.values()):
+                best = timings
+        results[label] = cleaned
+        out[label] = {**best, "total_s": sum(best.values())}
+    first, second = results.values()
+    if not all(a.equals(b) for a, b in zip(first, second, strict=True)):
+        raise SystemExit("K: the two kinds of text column gave different cleaned rows")
+    return out
+
+
+def exp_l(day: Day, work: Path) -> dict:
+    """The day's encrypted batches (as the load gives them, dates as text) into a scratch file,
+    best of three each way."""
+    import adbc_driver_sqlite.dbapi
+
+    from sales_platform.core.pipeline import iter_arrow_layer
+    from sales_platform.core.warehouse.loading import copy_table
+    from sales_platform.core.warehouse.sqlite_scratch import SqliteScratch
+
+    batches = [copy_table(t) for t in iter_arrow_layer(day.areas, "encrypted", day.day)]
+
+    def defaults() -> None:
+        with adbc_driver_sqlite.dbapi.connect(str(work / "l.db")) as conn:
+            with conn.cursor() as cursor:
+                for table in batches:
+                    cursor.adbc_ingest("rows", table, mode="create_append")
+            conn.commit()
+        (work / "l.db").unlink()
+
+    def platform() -> None:
+        SqliteScratch(batches, str(work)).remove()
+
+    return {"SQLite defaults (before)": best_of(defaults),
+            "journal and fsync off (the platform)": best_of(platform)}
+
+
 # --- J -------------------------------------------------------------------------------------------
 
 def _staged_path(day: Day, db: Path) -> None:
@@ -619,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--only", default="A,B,C,D,E,F,G,H,I,J")
+    parser.add_argument("--only", default="A,B,C,D,E,F,G,H,I,J,K,L")
     parser.add_argument("--workdir")
     args = parser.parse_args(argv)
     which = set(args.only.upper().split(","))
@@ -631,14 +701,15 @@ def main(argv: list[str] | None = None) -> int:
         facts = machine_facts(code_root=code_root)
         print(f"machine {machine_busy_pct(1.0):.0f}% busy; preparing {args.rows:,} rows ...",
               flush=True)
-        day = Day(work, args.rows) if which & set("ABCDEFHIJ") else None
+        day = Day(work, args.rows) if which & set("ABCDEFHIJKL") else None
         for key, fn in (("A", lambda: exp_a(day)), ("B", lambda: exp_b(day)),
                         ("C", lambda: exp_c(day)), ("D", lambda: exp_d(day)),
                         ("E", lambda: exp_e(day, work)),
                         ("F", lambda: exp_f(day, args.pg_url) if pg_reachable(args.pg_url)[0]
                          else {"skipped": "PostgreSQL not reachable"}),
                         ("G", lambda: exp_g(args.rows)), ("H", lambda: exp_h(day, work)),
-                        ("I", lambda: exp_i(day, work)), ("J", lambda: exp_j(day, work))):
+                        ("I", lambda: exp_i(day, work)), ("J", lambda: exp_j(day, work)),
+                        ("K", lambda: exp_k(day)), ("L", lambda: exp_l(day, work))):
             if key not in which:
                 continue
             busy = machine_busy_pct(1.0)
