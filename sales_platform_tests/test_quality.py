@@ -216,3 +216,12 @@ def test_control_characters_make_an_identifier_invalid_in_any_script():
              "C\x001": True, "\tC": True, "é\x7f": True, "中\x1f文": True, "~": False}
     for series in (pd.Series(list(cases), dtype=object), text_series(list(cases))):
         assert q._invalid_identifier(series).tolist() == list(cases.values())
+
+
+def test_a_quantity_limit_beyond_exact_float_arithmetic_is_refused():
+    """Above 10**15 a float64 comparison could pass a quantity one over the limit."""
+    q.QualityRules(max_quantity=10**15)
+    with pytest.raises(ValueError, match="outside 1..1,000,000,000,000,000"):
+        q.QualityRules(max_quantity=10**15 + 1)
+    with pytest.raises(ValueError, match="outside"):
+        q.QualityRules(max_quantity=0)

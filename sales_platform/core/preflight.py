@@ -57,7 +57,7 @@ def _first_line(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
 
 NUMBER_SETTINGS: tuple[tuple[str, float, float, float | None, bool], ...] = (
     (settings.MAX_REJECT_RATE, 0.2, 0.0, 1.0, False),
-    (settings.MAX_QUANTITY, 1000, 1, None, True),
+    (settings.MAX_QUANTITY, 1000, 1, settings.MAX_QUANTITY_LIMIT, True),
     (settings.SETTLE_S, 2.0, 0.0, None, False),
     (settings.SENSOR_INTERVAL_S, 30, 1, None, True),
     (settings.MAX_COLUMNS, 200, 5, None, True),

@@ -25,6 +25,7 @@ from sales_platform.core.schema import (
     TIMESTAMP,
     TRANSACTION_ID,
 )
+from sales_platform.core.settings import MAX_QUANTITY_LIMIT
 
 MISSING_TIMESTAMP = "missing_timestamp"
 INVALID_TIMESTAMP = "invalid_timestamp"
@@ -60,6 +61,11 @@ class QualityRules:
     start_date: date = date(2024, 1, 1)
     source_timezone: str = "UTC"  # how naive timestamps in the files are read
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_quantity <= MAX_QUANTITY_LIMIT:
+            raise ValueError(f"max_quantity {self.max_quantity} is outside 1..{MAX_QUANTITY_LIMIT:,} "
+                             "(quantities are compared as float64, exact only up to there)")
+
 
 def _arrow(values: pd.Series) -> pa.Array:
     return pa.array(values, type=pa.string(), from_pandas=True)
@@ -88,7 +94,7 @@ def normalize_identifiers(values: pd.Series) -> pd.Series:
     return text_series(cleaned, values.index)
 
 
-PLAIN_INTEGER = r"^-?[0-9]{1,15}$"  # exact as a float64: decided by Arrow's cast
+PLAIN_INTEGER = r"^-?[0-9]{1,15}$"  # below MAX_QUANTITY_LIMIT, exact as float64: Arrow's cast
 
 
 def _parse_quantity(text: pd.Series) -> pd.Series:
