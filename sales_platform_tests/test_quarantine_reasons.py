@@ -59,3 +59,29 @@ def test_freeze_policy_counts_columns_outside_the_contract(intake, data_dir):  #
     assert outcome.status == "quarantined" and CUSTOMER not in outcome.error
     assert "1 column(s) outside the contract" in outcome.error
     assert "1 unrecognised name(s) at column(s) 6" in outcome.error
+
+
+def test_a_file_name_that_is_not_utf8_is_quarantined_and_the_other_files_still_land(intake, data_dir):  # noqa: F811
+    """A name with a byte that is not UTF-8 cannot go into the ledger, Parquet or Dagster as text:
+    the file is quarantined under a printable name (the byte as \\xff) with the reason, and it
+    does not stop the files after it."""
+    import os
+
+    incoming = os.fsencode(str(data_dir / "incoming"))
+    for raw in (b"a-sales\xff.csv", b"b-good.csv"):
+        with open(os.path.join(incoming, raw), "wb") as handle:
+            handle.write(f"transaction_id,customer_id,product_id,quantity,timestamp\n{ROW}\n".encode())
+    outcomes = {o.file_name: o for o in intake.run()}
+    assert outcomes["b-good.csv"].status == "landed"
+    bad = outcomes["a-sales\\xff.csv"]
+    assert bad.status == "quarantined" and "not valid UTF-8" in bad.error
+    assert os.listdir(incoming) == []
+    reason_file = next((data_dir / "quarantine").glob("*.reason.txt")).read_text()
+    assert "file: a-sales\\xff.csv" in reason_file and "not valid UTF-8" in reason_file
+    with intake.engine.connect() as conn:
+        stored = conn.execute(select(file_ledger.c.file_name, file_ledger.c.status)).all()
+    assert sorted(stored) == [("a-sales\\xff.csv", "quarantined"), ("b-good.csv", "landed")]
+    # the drop sensor's run config names it as printable text: the same file is found by it
+    with open(os.path.join(incoming, b"c\xfe.csv"), "wb") as handle:
+        handle.write(b"transaction_id\n")
+    assert [o.file_name for o in intake.run(only={"c\\xfe.csv"})] == ["c\\xfe.csv"]

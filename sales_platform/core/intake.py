@@ -150,13 +150,23 @@ def classify(path: Path) -> DropEntry:
     return DropEntry(path, *name_kind(name))
 
 
+def printable_name(name: str) -> str:
+    """``name`` as text every store takes (ledger, reason file, Dagster metadata): the bytes of a
+    name that is not UTF-8 (read by Python as surrogate escapes) shown as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def name_kind(name: str) -> tuple[str, str | None]:
     """The drop zone's rules on a name alone (shared by the folder and the blob drop zone):
     ("temp" | "hidden" | "unsafe" | "csv", reason)."""
     if name.endswith(TEMP_SUFFIXES):
         return "temp", None
+    shown = printable_name(name)
     if name.startswith("."):
-        return "hidden", f"{name}: hidden file left alone"
+        return "hidden", f"{shown}: hidden file left alone"
+    if shown != name:
+        return "unsafe", (f"{shown}: the file name is not valid UTF-8 (its other bytes shown as "
+                          "\\xNN); rename the file and drop it again")
     if not name.lower().endswith(CSV_SUFFIXES):
         return "unsafe", f"{name}: not a .csv file (the drop zone takes *.csv only)"
     return "csv", None
@@ -205,8 +215,8 @@ class Intake:
         with self.areas.lock("intake"):
             shutil.rmtree(self.spool, ignore_errors=True)  # left by a process that died
             for entry in drop_zone_entries(self.areas.incoming):
-                if only is not None and entry.path.name not in only:
-                    continue
+                if only is not None and printable_name(entry.path.name) not in only:
+                    continue  # names travel in run config as printable text
                 if entry.kind == "hidden":
                     log.warning(entry.reason)
                 elif entry.kind == "unsafe":
@@ -335,17 +345,19 @@ class Intake:
 
     def _quarantine(self, path: Path, sha: str, size: int, reason: str) -> FileOutcome:
         log.error("quarantined %s", reason)
-        target = self._quarantine_target(path.name)
+        name = printable_name(path.name)
+        target = self._quarantine_target(name)
         os.replace(path, target)  # a rename: moves a link or FIFO itself, never its target
         target.with_name(target.name + REASON_SUFFIX).write_text(
-            f"file: {path.name}\nreason: {reason}\n")
-        record_not_landed(self.engine, path.name, sha, size, QUARANTINED, reason,
+            f"file: {name}\nreason: {reason}\n")
+        record_not_landed(self.engine, name, sha, size, QUARANTINED, reason,
                           str(target.relative_to(self.areas.root)), self.code_version, self.now)
-        return FileOutcome(path.name, sha, QUARANTINED, error=reason)
+        return FileOutcome(name, sha, QUARANTINED, error=reason)
 
     def _quarantine_entry(self, path: Path, reason: str) -> FileOutcome:
         try:
             size = os.lstat(path).st_size
         except FileNotFoundError:
-            return FileOutcome(path.name, "", WAITING, error=f"{path.name}: gone")
+            name = printable_name(path.name)
+            return FileOutcome(name, "", WAITING, error=f"{name}: gone")
         return self._quarantine(path, "", size, reason)

@@ -13,6 +13,7 @@ import dagster as dg
 from sales_platform.core import settings
 from sales_platform.core.blob_dropzone import scan_blobs
 from sales_platform.core.dropzone import contiguous_ranges, scan
+from sales_platform.core.intake import printable_name
 from sales_platform.core.landing import name_id
 from sales_platform.core.store import DataAreas
 from sales_platform.core.warehouse.ledger import (
@@ -47,10 +48,11 @@ def incoming_files_sensor(context: dg.SensorEvaluationContext, platform: Platfor
             mtime = os.lstat(entry.path).st_mtime_ns
         except FileNotFoundError:
             continue
+        name = printable_name(entry.path.name)  # run config and tags hold text only
         requests.append(dg.RunRequest(
             run_key=f"unsafe:{name_id(entry.path.name)}:{mtime}",
-            run_config=dg.RunConfig(ops={"landed_files": {"config": {"files": [entry.path.name]}}}),
-            tags={"sales_platform/file": entry.path.name[:200]}))
+            run_config=dg.RunConfig(ops={"landed_files": {"config": {"files": [name]}}}),
+            tags={"sales_platform/file": name[:200]}))
     for seen in ready:
         earlier = current_version_with_content(warehouse.engine(), seen.sha256)
         if earlier is not None:
