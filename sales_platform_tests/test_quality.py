@@ -200,7 +200,7 @@ def test_quantities_parse_as_pandas_to_numeric_parses_each_trimmed_text(arrow_ba
 
     values = [*QUANTITY_TEXTS, None]
     series = text_series(values) if arrow_backed else pd.Series(values, dtype=object)
-    got = q._parse_quantity(series).tolist()
+    got = q._parse_quantity(q._trimmed(series), series.index).tolist()
     for text, number in zip(values, got, strict=True):
         alone = pd.to_numeric(pd.Series([text.strip() if text is not None else None], dtype=object),
                               errors="coerce").astype(float).iloc[0]
