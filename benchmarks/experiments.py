@@ -22,6 +22,11 @@ K  the landed chunks through Arrow -> pandas -> clean_rows -> Arrow with text co
    object (before) vs Arrow-backed pd.ArrowDtype (the platform); identical cleaned rows required
 L  the load's SQLite scratch file written by ADBC with SQLite's defaults (rollback journal,
    fsync at commit; before) vs journal and fsync off (the platform)
+M  a fresh day into PostgreSQL's sales: the platform's load_day (COPY in text format, in the
+   day's transaction) vs ADBC's binary COPY (adbc_driver_postgresql, adbc_ingest) of the same
+   rows straight into sales, and vs ADBC into an unlogged scratch table followed by one
+   INSERT ... SELECT into sales in a transaction (the shape the load could adopt, as on SQLite);
+   same rows required (count and digest of sales)
 
 Writes benchmarks/results/experiments-<rows>.json.
 """
@@ -661,6 +666,127 @@ def exp_f(day: Day, pg_url: str) -> dict:
     return out
 
 
+# --- M -------------------------------------------------------------------------------------------
+
+PG_DIGEST = ("SELECT count(*), md5(string_agg(concat_ws('|', transaction_id, customer_id, product_id, "
+             "quantity, sale_date, sale_ts, source_file, source_sha256, source_row), ',' "
+             "ORDER BY transaction_id)) FROM sales")
+
+
+def _typed_sales_batches(day: Day, loaded_at: datetime) -> list:
+    """The encrypted layer's batches as Arrow tables typed like the sales columns (for ADBC)."""
+    import pyarrow as pa
+
+    from sales_platform.core.pipeline import iter_arrow_layer
+
+    out = []
+    for batch in iter_arrow_layer(day.areas, "encrypted", day.day):
+        ts = batch.column("sale_ts").cast(pa.timestamp("us"))
+        out.append(pa.table({
+            "transaction_id": batch.column("transaction_id").cast(pa.string()),
+            "customer_id": batch.column("customer_id").cast(pa.string()),
+            "product_id": batch.column("product_id").cast(pa.string()),
+            "quantity": batch.column("quantity").cast(pa.int32()),
+            "sale_date": ts.cast(pa.date32()),
+            "sale_ts": ts,
+            "source_file": batch.column("source_file").cast(pa.string()),
+            "loaded_at": pa.repeat(pa.scalar(loaded_at, pa.timestamp("us")), batch.num_rows),
+            "source_sha256": batch.column("source_sha256").cast(pa.string()),
+            "source_row": batch.column("source_row").cast(pa.int32()),
+        }))
+    return out
+
+
+def _pg_adbc_uri(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    auth = u.username or "postgres"
+    return f"postgresql://{auth}@{u.host or '127.0.0.1'}:{u.port or 5432}/{u.database}"
+
+
+def _pg_fresh_platform(day: Day, url: str) -> tuple[float, tuple]:
+    from sqlalchemy import text
+
+    from sales_platform.core.pipeline import iter_arrow_layer
+    from sales_platform.core.warehouse.engine import make_engine
+    from sales_platform.core.warehouse.loading import SalesLoader
+
+    engine = make_engine(url)
+    try:
+        started = time.perf_counter()
+        SalesLoader(engine).load_day(DEFAULT_DAY, lambda: iter_arrow_layer(day.areas, "encrypted",
+                                                                            day.day), datetime.now())
+        seconds = time.perf_counter() - started
+        with engine.connect() as conn:
+            return seconds, tuple(conn.execute(text(PG_DIGEST)).one())
+    finally:
+        engine.dispose()
+
+
+def _pg_fresh_adbc(day: Day, url: str, via_scratch: bool) -> tuple[float, dict, tuple]:
+    import adbc_driver_postgresql.dbapi as pg_adbc
+    from sqlalchemy import text
+
+    from sales_platform.core.warehouse.engine import make_engine
+
+    make_engine(url).dispose()  # the real sales schema (primary key + sale_date index)
+    started = time.perf_counter()
+    tables = _typed_sales_batches(day, datetime.now().replace(microsecond=0))
+    parts = {"typed Arrow tables": time.perf_counter() - started}
+    with pg_adbc.connect(_pg_adbc_uri(url)) as conn:
+        mark = time.perf_counter()
+        with conn.cursor() as cur:
+            if via_scratch:
+                cur.execute("CREATE UNLOGGED TABLE scratch_sales (LIKE sales INCLUDING DEFAULTS)")
+                conn.commit()
+            for table in tables:
+                cur.adbc_ingest("scratch_sales" if via_scratch else "sales", table, mode="append")
+            conn.commit()
+            parts["ADBC binary COPY"] = time.perf_counter() - mark
+            if via_scratch:
+                mark = time.perf_counter()
+                cur.execute("INSERT INTO sales SELECT * FROM scratch_sales")
+                cur.execute("DROP TABLE scratch_sales")
+                conn.commit()
+                parts["INSERT ... SELECT in a transaction"] = time.perf_counter() - mark
+    seconds = time.perf_counter() - started
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return seconds, parts, tuple(conn.execute(text(PG_DIGEST)).one())
+    finally:
+        engine.dispose()
+
+
+def exp_m(day: Day, pg_url: str, repeat: int = 2) -> dict:
+    """Best of ``repeat`` per variant, each into a fresh scratch database."""
+    out: dict = {}
+    digests = {}
+    variants = {
+        "platform load_day (text COPY in the day's transaction)": "platform",
+        "ADBC binary COPY straight into sales": "adbc",
+        "ADBC binary COPY into an unlogged scratch, then INSERT ... SELECT": "scratch",
+    }
+    for label, kind in variants.items():
+        best, parts = float("inf"), {}
+        for _ in range(repeat):
+            with ScratchPgDatabase(pg_url, f"exp_m_{kind}") as db:
+                if kind == "platform":
+                    seconds, digest = _pg_fresh_platform(day, db.url)
+                    run_parts = {}
+                else:
+                    seconds, run_parts, digest = _pg_fresh_adbc(day, db.url, kind == "scratch")
+            digests[label] = digest
+            if seconds < best:
+                best, parts = seconds, run_parts
+        out[label] = {"seconds": round(best, 3), "rows": digests[label][0],
+                      "rows_per_s": round(digests[label][0] / best),
+                      "parts_s": {k: round(v, 3) for k, v in parts.items()}}
+    out["same_rows"] = len(set(digests.values())) == 1
+    return out
+
+
 # --- G -------------------------------------------------------------------------------------------
 
 def exp_g(rows: int) -> dict:
@@ -689,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--only", default="A,B,C,D,E,F,G,H,I,J,K,L")
+    parser.add_argument("--only", default="A,B,C,D,E,F,G,H,I,J,K,L,M")
     parser.add_argument("--workdir")
     args = parser.parse_args(argv)
     which = set(args.only.upper().split(","))
@@ -701,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
         facts = machine_facts(code_root=code_root)
         print(f"machine {machine_busy_pct(1.0):.0f}% busy; preparing {args.rows:,} rows ...",
               flush=True)
-        day = Day(work, args.rows) if which & set("ABCDEFHIJKL") else None
+        day = Day(work, args.rows) if which & set("ABCDEFHIJKLM") else None
         for key, fn in (("A", lambda: exp_a(day)), ("B", lambda: exp_b(day)),
                         ("C", lambda: exp_c(day)), ("D", lambda: exp_d(day)),
                         ("E", lambda: exp_e(day, work)),
@@ -709,7 +835,9 @@ def main(argv: list[str] | None = None) -> int:
                          else {"skipped": "PostgreSQL not reachable"}),
                         ("G", lambda: exp_g(args.rows)), ("H", lambda: exp_h(day, work)),
                         ("I", lambda: exp_i(day, work)), ("J", lambda: exp_j(day, work)),
-                        ("K", lambda: exp_k(day)), ("L", lambda: exp_l(day, work))):
+                        ("K", lambda: exp_k(day)), ("L", lambda: exp_l(day, work)),
+                        ("M", lambda: exp_m(day, args.pg_url) if pg_reachable(args.pg_url)[0]
+                         else {"skipped": "PostgreSQL not reachable"})):
             if key not in which:
                 continue
             busy = machine_busy_pct(1.0)

@@ -169,11 +169,10 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
     load_parts = dict(load_parts)  # the reload below is timed as its own stage
 
     def changed():  # the same day again with every 10th row's quantity changed: the merge path
-        for frame in iter_parquet_layer(areas, ENCRYPTED, day.isoformat()):
-            frame = frame.copy()
-            hit = frame.index % 10 == 0
-            frame.loc[hit, "quantity"] += 1
-            yield frame
+        # Arrow batches, as the sales asset passes them (pandas frames here added their own
+        # conversion to the reload's time: 0.8-1.5 s per 1M rows that the platform never spends)
+        for table in iter_arrow_layer(areas, ENCRYPTED, day.isoformat()):
+            yield _every_tenth_quantity_plus_one(table)
     with stages.stage("reload, 10% of rows changed (merge path)"):
         reload = loading.SalesLoader(engine).load_day(day, changed, now)
     engine.dispose()
@@ -188,6 +187,19 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
         "fragments_landed": len(areas.fragments("landed", day.isoformat())),
         "note": "seconds = land+clean+encrypt+load+aggregate; products/rejects/setup excluded",
     }
+
+
+def _every_tenth_quantity_plus_one(table):
+    """``table`` with the quantity of rows 0, 10, 20, ... raised by one (same type)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    index = table.column_names.index("quantity")
+    quantity = table.column(index)
+    hit = pa.array(np.arange(table.num_rows) % 10 == 0)
+    raised = pc.if_else(hit, pc.add(quantity, pa.scalar(1, quantity.type)), quantity)
+    return table.set_column(index, "quantity", raised.cast(quantity.type))
 
 
 def _instrument_loader(loading, parts: dict[str, float]) -> None:
