@@ -761,6 +761,10 @@ def _pg_fresh_adbc(day: Day, url: str, via_scratch: bool) -> tuple[float, dict, 
 
 def exp_m(day: Day, pg_url: str, repeat: int = 2) -> dict:
     """Best of ``repeat`` per variant, each into a fresh scratch database."""
+    import importlib.util
+
+    if importlib.util.find_spec("adbc_driver_postgresql") is None:
+        return {"skipped": "adbc_driver_postgresql not installed (pip install adbc-driver-postgresql)"}
     out: dict = {}
     digests = {}
     variants = {
