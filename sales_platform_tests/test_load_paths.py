@@ -267,3 +267,28 @@ def test_a_source_column_named_like_a_merge_flag_reloads(backend, extra):
         stored = dict(conn.execute(text(f'SELECT transaction_id, "{extra}" FROM sales')).all())
     assert stored == {"A": "x", "B": "z", "C": None}
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_postgresql_jit_is_off_in_the_load_transaction_only(backend):
+    """JIT compiling cost the cross-day check of a 1M-row reload 1.6 of its 1.63 s: the load turns
+    it off for its own transaction (fresh and merge path) and leaves the session setting alone."""
+    engine = _engine(backend)
+    with engine.begin() as conn:  # on, as the server default is since PostgreSQL 12
+        conn.execute(text("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET jit = on', "
+                          "current_database()); END $$"))
+    engine.dispose()
+    engine = make_engine(backend.url)
+    seen: list[str] = []
+
+    def jit_inside(conn, _stats) -> None:
+        seen.append(conn.execute(text("SHOW jit")).scalar_one())
+
+    rows = [(f"T{i}", "C1", 1) for i in range(5)]
+    SalesLoader(engine).load_day(D1, Source([_frame(D1, rows)]), LOADED_AT, after=jit_inside)
+    SalesLoader(engine).load_day(D1, Source([_frame(D1, rows[:3])]), LOADED_AT, after=jit_inside)
+    with engine.connect() as conn:
+        after = conn.execute(text("SHOW jit")).scalar_one()
+    assert seen == ["off", "off"]  # the fresh day's direct write, then the staging + merge path
+    assert after == "on"
+    engine.dispose()
