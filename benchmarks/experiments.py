@@ -697,17 +697,21 @@ def _typed_sales_batches(day: Day, loaded_at: datetime) -> list:
     return out
 
 
-def _pg_adbc_uri(url: str) -> str:
-    from sqlalchemy.engine import make_url
+def _pg_digest(url: str) -> tuple:
+    """(rows, md5 of every row in key order) of the database's sales table."""
+    from sqlalchemy import text
 
-    u = make_url(url)
-    auth = u.username or "postgres"
-    return f"postgresql://{auth}@{u.host or '127.0.0.1'}:{u.port or 5432}/{u.database}"
+    from sales_platform.core.warehouse.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return tuple(conn.execute(text(PG_DIGEST)).one())
+    finally:
+        engine.dispose()
 
 
 def _pg_fresh_platform(day: Day, url: str) -> tuple[float, tuple]:
-    from sqlalchemy import text
-
     from sales_platform.core.pipeline import iter_arrow_layer
     from sales_platform.core.warehouse.engine import make_engine
     from sales_platform.core.warehouse.loading import SalesLoader
@@ -718,15 +722,14 @@ def _pg_fresh_platform(day: Day, url: str) -> tuple[float, tuple]:
         SalesLoader(engine).load_day(DEFAULT_DAY, lambda: iter_arrow_layer(day.areas, "encrypted",
                                                                             day.day), datetime.now())
         seconds = time.perf_counter() - started
-        with engine.connect() as conn:
-            return seconds, tuple(conn.execute(text(PG_DIGEST)).one())
     finally:
         engine.dispose()
+    return seconds, _pg_digest(url)
 
 
 def _pg_fresh_adbc(day: Day, url: str, via_scratch: bool) -> tuple[float, dict, tuple]:
     import adbc_driver_postgresql.dbapi as pg_adbc
-    from sqlalchemy import text
+    from worker import _pg_conninfo
 
     from sales_platform.core.warehouse.engine import make_engine
 
@@ -734,7 +737,7 @@ def _pg_fresh_adbc(day: Day, url: str, via_scratch: bool) -> tuple[float, dict, 
     started = time.perf_counter()
     tables = _typed_sales_batches(day, datetime.now().replace(microsecond=0))
     parts = {"typed Arrow tables": time.perf_counter() - started}
-    with pg_adbc.connect(_pg_adbc_uri(url)) as conn:
+    with pg_adbc.connect(_pg_conninfo(url)) as conn:  # libpq takes keyword=value too
         mark = time.perf_counter()
         with conn.cursor() as cur:
             if via_scratch:
@@ -750,13 +753,7 @@ def _pg_fresh_adbc(day: Day, url: str, via_scratch: bool) -> tuple[float, dict, 
                 cur.execute("DROP TABLE scratch_sales")
                 conn.commit()
                 parts["INSERT ... SELECT in a transaction"] = time.perf_counter() - mark
-    seconds = time.perf_counter() - started
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return seconds, parts, tuple(conn.execute(text(PG_DIGEST)).one())
-    finally:
-        engine.dispose()
+    return time.perf_counter() - started, parts, _pg_digest(url)
 
 
 def exp_m(day: Day, pg_url: str, repeat: int = 2) -> dict:
