@@ -37,6 +37,8 @@ def versioned_asset(*, covers: tuple[Any, ...] = (),
     return decorate
 
 
-def stage_version(context: dg.AssetExecutionContext) -> str:
-    """The running asset's code version (what the artifact ledger records)."""
-    return context.assets_def.code_versions_by_key[context.asset_key] or "unversioned"
+def stage_version(context: dg.AssetExecutionContext, asset_key: dg.AssetKey | None = None) -> str:
+    """The running asset's code version (what the artifact ledger records); ``asset_key`` names
+    which of a multi-asset step's assets."""
+    key = asset_key or context.asset_key
+    return context.assets_def.code_versions_by_key[key] or "unversioned"

@@ -64,5 +64,11 @@ def count(engine, table, *where) -> int:
         return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
 
 
+def materializations_of(result: dg.ExecuteInProcessResult, asset: str) -> list[dg.AssetMaterialization]:
+    """The run's materializations of one asset (several assets share the sales_pipeline step)."""
+    return [m for m in result.asset_materializations_for_node("sales_pipeline")
+            if m.asset_key == dg.AssetKey(asset)]
+
+
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}

@@ -54,7 +54,7 @@ def test_failed_run_becomes_a_redacted_alert_in_file_and_webhook(data_dir, key, 
     assert alert["run_id"] == result.run_id and alert["partition"] == DAY
     # exactly one failed step, the one holding the blocking check, failed by that check
     (step,) = alert["failed_steps"]
-    assert step["step"] == "cleaned_sales", alert
+    assert step["step"] == "sales_pipeline", alert
     assert "DagsterAssetCheckFailedError" in step["error"], alert
     assert step["error"].splitlines()[-1] == "cleaned_sales: reject_rate_below_threshold", alert
     assert key not in line

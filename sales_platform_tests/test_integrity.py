@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sales_platform.core import csvread
 from sales_platform.core.pipeline import manifest_ns
 from sales_platform.core.warehouse.tables import file_ledger, pending_days, sales
-from sales_platform_tests.helpers import all_assets, check_results
+from sales_platform_tests.helpers import all_assets, check_results, materializations_of
 from sales_platform_tests.integrity import (
     Harness,
     assert_matches_oracle,
@@ -75,7 +75,7 @@ def test_a_transaction_id_on_two_days_is_rejected_on_both_and_reruns_move_nothin
     results = [harness.run_day(d) for d in order]
     expected = assert_matches_oracle(harness)
     assert expected.rejects_by_reason() == {"duplicate_across_days": 2}
-    second = results[1].asset_materializations_for_node("sales")[0].metadata
+    second = materializations_of(results[1], "sales")[0].metadata
     # the second day's load finds the conflict: 2 staged, 1 rejected, 1 inserted, 1 evicted
     assert (second["inserted"].value, second["conflicts_rejected"].value,
             second["conflicts_evicted"].value) == (1, 1, 1)

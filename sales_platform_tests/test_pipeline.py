@@ -18,6 +18,7 @@ from sales_platform_tests.helpers import (
     all_assets,
     check_results,
     count,
+    materializations_of,
     materialize,
     resources_for,
     write_catalogue,
@@ -88,7 +89,7 @@ def test_every_row_ends_in_exactly_one_place_and_reruns_change_nothing(setup, ba
     before = table_rows(engine, sales, sales.c.transaction_id)
 
     again = materialize(resources, SALES_CHAIN, DAY)
-    meta = again.asset_materializations_for_node("sales")[0].metadata
+    meta = materializations_of(again, "sales")[0].metadata
     assert meta["inserted"].value == 0 and meta["updated"].value == 0
     assert meta["unchanged"].value == expected.rows_by_day()[date(2024, 3, 1)]
     assert table_rows(engine, sales, sales.c.transaction_id) == before
@@ -107,7 +108,7 @@ def test_corrected_file_redropped_updates_and_removes_rows(setup):
     rows[1][2] = "P2"
     write_csv(data_dir / "incoming" / "day.csv", rows[:-1])  # T9 removed in the correction
     result = materialize(resources, SALES_CHAIN, DAY)
-    per_day = [m for m in result.asset_materializations_for_node("sales") if m.partition == DAY]
+    per_day = [m for m in materializations_of(result, "sales") if m.partition == DAY]
     meta = per_day[0].metadata
     # the 7 untouched rows now belong to the new version: relinked, not updated
     assert (meta["inserted"].value, meta["updated"].value, meta["relinked"].value,
@@ -145,7 +146,8 @@ def test_blocking_reject_rate_check_stops_the_load(data_dir, key, tmp_path):
     result = materialize(resources, SALES_CHAIN, DAY, raise_on_error=False)
     assert check_results(result)["reject_rate_below_threshold"] is False
     assert count(engine, sales) == 0  # blocked: sales never ran
-    assert not result.asset_materializations_for_node("sales")
+    assert not materializations_of(result, "sales")
+    assert materializations_of(result, "cleaned_sales")  # the step ran; its sales stage did not
 
 
 def test_range_run_loads_each_day_and_daily_aggregates(setup, backend, key):
@@ -206,7 +208,7 @@ def test_materialization_metadata_and_checks_are_per_partition(setup, key):
     write_csv(data_dir / "incoming" / "a.csv", [["T1", "C1", "P1", "2", f"{DAY}T09:00:00"]])
     materialize(resources, PRODUCTS)
     result = materialize(resources, SALES_CHAIN, DAY)
-    meta = result.asset_materializations_for_node("sales")[0].metadata
+    meta = materializations_of(result, "sales")[0].metadata
     assert "dagster/column_schema" in meta and meta["table"].value == "sales"
     # whole cell values: a token may contain "C1" by chance, but never equals it
     (row,) = markdown_cells(meta["preview"].value)

@@ -75,6 +75,7 @@ from sales_platform_tests.conftest import PG_ADMIN_URL
 from sales_platform_tests.helpers import (
     PRODUCTS,
     SALES_CHAIN,
+    materializations_of,
     materialize,
     resources_for,
     write_catalogue,
@@ -389,7 +390,7 @@ def distinct_groups(engine) -> tuple[int, ...]:
 
 
 def sales_counts(result) -> tuple[int, int, int]:
-    meta = result.asset_materializations_for_node("sales")[0].metadata
+    meta = materializations_of(result, "sales")[0].metadata
     return meta["inserted"].value, meta["updated"].value, meta["deleted"].value
 
 

@@ -16,6 +16,7 @@ from sales_platform_tests.helpers import (
     SALES_CHAIN,
     check_results,
     count,
+    materializations_of,
     materialize,
     resources_for,
     write_catalogue,
@@ -75,7 +76,7 @@ def test_evolve_adds_columns_encrypts_sensitive_ones_and_keeps_every_value(env):
     assert reject.reason == "quantity_not_positive" and extras["store_id"] == "S-8"
     assert extras["x_drop_table_sales"] == "v2" and "bob@example.com" not in reject.extras
     assert {k for k, _ in history} == {"source_schema", "table_change"}
-    meta = result.asset_materializations_for_node("sales")[0].metadata
+    meta = materializations_of(result, "sales")[0].metadata
     assert "store_id" in {c.name for c in meta["dagster/column_schema"].schema.columns}
 
 

@@ -55,9 +55,9 @@ def _constant(value: Any) -> bool:
     """Plain values whose repr is the same in every process (no object addresses)."""
     if isinstance(value, str | int | float | bool | Decimal | bytes | type(None)):
         return True
-    if isinstance(value, tuple | list | frozenset | set):
+    if type(value) in (tuple, list, frozenset, set):  # not subclasses: a record may refuse iteration
         return all(_constant(v) for v in value)
-    if isinstance(value, dict):
+    if type(value) is dict:
         return all(_constant(k) and _constant(v) for k, v in value.items())
     return isinstance(value, Table)  # a table's repr lists its columns and types
 
