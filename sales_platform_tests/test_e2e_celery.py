@@ -187,7 +187,7 @@ def loaded_days(db_url: str) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_steps_run_on_two_celery_workers(celery_rig: CeleryRig):
-    from sales_platform_tests.celery_job import CELERY_CHAIN
+    from sales_platform_tests.celery_job import CELERY_STEPS
 
     incoming = celery_rig.root / "data" / "incoming"
     drops = [Drop(generated_file(day), (incoming / generated_file(day)).read_bytes()) for day in DAYS]
@@ -195,9 +195,9 @@ def test_steps_run_on_two_celery_workers(celery_rig: CeleryRig):
 
     status, workers, pids, run_pid = step_workers(celery_rig.home)
     assert status == "SUCCESS"
-    assert sorted(workers) == sorted(CELERY_CHAIN), f"steps without a Celery worker: {workers}"
+    assert sorted(workers) == sorted(CELERY_STEPS), f"steps without a Celery worker: {workers}"
     assert {w.split("@")[0] for w in workers.values()} == set(WORKERS), workers
-    assert sorted(pids) == sorted(CELERY_CHAIN) and run_pid not in pids.values(), (pids, run_pid)
+    assert sorted(pids) == sorted(CELERY_STEPS) and run_pid not in pids.values(), (pids, run_pid)
     assert len(set(pids.values())) == len(WORKERS), pids  # concurrency 1: one process per worker
     for name, worker in zip(WORKERS, celery_rig.workers, strict=True):
         assert "succeeded in" in worker.log.read_text(errors="replace"), f"{name} ran no task"
