@@ -27,10 +27,6 @@ M  a fresh day into PostgreSQL's sales: the platform's load_day (COPY in text fo
    rows straight into sales, and vs ADBC into an unlogged scratch table followed by one
    INSERT ... SELECT into sales in a transaction (the shape the load could adopt, as on SQLite);
    same rows required (count and digest of sales)
-N  a day's cleaned and encrypted layers: clean_day, then encrypt_day reading the published
-   cleaned layer back (the staged path, before) vs clean_day(tokenize=True), each cleaned chunk
-   tokenized in the same pass and the layer published (the platform); the same encrypted
-   fragments required (every table equal)
 
 Writes benchmarks/results/experiments-<rows>.json.
 """
@@ -489,7 +485,7 @@ def exp_l(day: Day, work: Path) -> dict:
 # --- J -------------------------------------------------------------------------------------------
 
 def _staged_path(day: Day, db: Path) -> None:
-    """The staged path: three passes over the day's rows, two sealed/plain layers between."""
+    """The platform today: three passes over the day's rows, two sealed/plain layers between."""
     from sales_platform.core.pipeline import ENCRYPTED, clean_day, encrypt_day, iter_arrow_layer
     from sales_platform.core.warehouse.engine import make_engine
     from sales_platform.core.warehouse.loading import SalesLoader
@@ -635,44 +631,6 @@ def exp_j(day: Day, work: Path) -> dict:
     if len({(r["sales_rows"], r["sales_digest"]) for r in out.values()}) != 1:
         raise SystemExit(f"J: the two paths left different sales tables: {out}")
     return out
-
-
-# --- N -------------------------------------------------------------------------------------------
-
-def _encrypted_layer(day: Day) -> dict:
-    import pyarrow.parquet as pq
-
-    return {p.name: pq.read_table(p) for p in day.areas.fragments("encrypted", day.day)}
-
-
-def exp_n(day: Day, repeat: int = 3) -> dict:
-    """Best of ``repeat`` per variant, interleaved (the machine's speed drifts)."""
-    from sales_platform.core.pipeline import clean_day, encrypt_day
-
-    def staged():
-        clean_day(day.areas, day.keyring, day.day, day.rules, day.known)
-        encrypt_day(day.areas, day.keyring, day.day)
-
-    def fused():
-        clean_day(day.areas, day.keyring, day.day, day.rules, day.known, tokenize=True).encrypted.publish()
-
-    best = {"staged": float("inf"), "fused": float("inf")}
-    layers = {}
-    for _ in range(repeat):
-        for label, fn in (("staged", staged), ("fused", fused)):
-            seconds, _ = best_of(fn, 1)
-            best[label] = min(best[label], seconds)
-            layers[label] = _encrypted_layer(day)
-    same = layers["staged"].keys() == layers["fused"].keys() and all(
-        layers["staged"][k].equals(layers["fused"][k]) for k in layers["staged"])
-    if not same:
-        raise SystemExit("N: the two paths left different encrypted layers")
-    return {"staged: clean_day -> encrypt_day (before)": {"seconds": round(best["staged"], 3)},
-            "one pass: clean_day(tokenize=True) + publish (the platform)": {
-                "seconds": round(best["fused"], 3)},
-            "speed-up": round(best["staged"] / best["fused"], 3),
-            "encrypted_fragments": len(layers["fused"]),
-            "encrypted_rows": sum(t.num_rows for t in layers["fused"].values())}
 
 
 # --- F -------------------------------------------------------------------------------------------
@@ -858,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--only", default="A,B,C,D,E,F,G,H,I,J,K,L,M,N")
+    parser.add_argument("--only", default="A,B,C,D,E,F,G,H,I,J,K,L,M")
     parser.add_argument("--workdir")
     args = parser.parse_args(argv)
     which = set(args.only.upper().split(","))
@@ -870,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
         facts = machine_facts(code_root=code_root)
         print(f"machine {machine_busy_pct(1.0):.0f}% busy; preparing {args.rows:,} rows ...",
               flush=True)
-        day = Day(work, args.rows) if which & set("ABCDEFHIJKLMN") else None
+        day = Day(work, args.rows) if which & set("ABCDEFHIJKLM") else None
         for key, fn in (("A", lambda: exp_a(day)), ("B", lambda: exp_b(day)),
                         ("C", lambda: exp_c(day)), ("D", lambda: exp_d(day)),
                         ("E", lambda: exp_e(day, work)),
@@ -880,8 +838,7 @@ def main(argv: list[str] | None = None) -> int:
                         ("I", lambda: exp_i(day, work)), ("J", lambda: exp_j(day, work)),
                         ("K", lambda: exp_k(day)), ("L", lambda: exp_l(day, work)),
                         ("M", lambda: exp_m(day, args.pg_url) if pg_reachable(args.pg_url)[0]
-                         else {"skipped": "PostgreSQL not reachable"}),
-                        ("N", lambda: exp_n(day))):
+                         else {"skipped": "PostgreSQL not reachable"})):
             if key not in which:
                 continue
             busy = machine_busy_pct(1.0)

@@ -100,14 +100,14 @@ def _tuples(table) -> list[tuple]:
 
 def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: date,
                  breakdown: bool = True) -> dict:
-    """Intake -> clean_day (tokenizing in the same pass) -> publish the encrypted layer ->
-    SalesLoader.load_day -> refresh_daily, per stage: what the sales_pipeline step runs."""
+    """Intake -> clean_day -> encrypt_day -> SalesLoader.load_day -> refresh_daily, per stage."""
     from sales_platform.core.crypto import Keyring, Tokenizer, generate_key
     from sales_platform.core.intake import Intake
     from sales_platform.core.pipeline import (
         ENCRYPTED,
         REJECTS,
         clean_day,
+        encrypt_day,
         iter_arrow_layer,
         iter_parquet_layer,
     )
@@ -145,11 +145,11 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
     with stages.stage("land"):
         outcomes = Intake(areas, engine, keyring, SchemaContract(), rules, "bench", now,
                           settle_s=0).run()  # just written: no settle wait
-    with stages.stage("clean"):  # and tokenize, in the same pass (as the sales_pipeline step does)
+    with stages.stage("clean"):
         known = known_product_ids(engine, Tokenizer(keyring))
-        cleaning = clean_day(areas, keyring, day.isoformat(), rules, known, tokenize=True)
-    with stages.stage("encrypt"):  # publish the layer tokenized in the cleaning pass
-        encryption = cleaning.encrypted.publish()
+        cleaning = clean_day(areas, keyring, day.isoformat(), rules, known)
+    with stages.stage("encrypt"):
+        encryption = encrypt_day(areas, keyring, day.isoformat())
     with stages.stage("load"):
         def batches():  # a factory, as the sales asset passes: a fresh day goes straight in
             layer = iter_arrow_layer(areas, ENCRYPTED, day.isoformat())  # as the sales asset reads it
