@@ -51,9 +51,6 @@ class DayCleaning:
     product_rule_applied: bool = True
     written: list[WrittenFile] = field(default_factory=list)  # cleaned + rejects layers, if published
     rows_in_file: dict[str, int] = field(default_factory=dict, repr=False)
-    # the encrypted layer tokenized in the same pass, to publish (or discard) once the run's
-    # reject-rate verdict is known; None when not asked for or when the cleaned layer was not published
-    encrypted: FusedEncryption | None = field(default=None, repr=False)
 
     @property
     def rows_rejected(self) -> int:
@@ -74,7 +71,7 @@ def _landed_frames(areas: DataAreas, keyring: Keyring, day: str) -> Iterator[pd.
 
 def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
               known_products: frozenset[str] | None, sensitive: tuple[str, ...] = (),
-              conflicts_before: Sequence[str] = (), tokenize: bool = False) -> DayCleaning:
+              conflicts_before: Sequence[str] = ()) -> DayCleaning:
     """Apply every quality rule to all landed rows of ``day``; publish cleaned rows and rejects.
 
     One cleaning pass writes candidate fragments and records two hashes per row; duplicate
@@ -82,15 +79,12 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
     those fragments are read again, as Arrow tables filtered by pass one's verdict.
     ``conflicts_before`` (ids the day held in cross-day conflict before) travels in the manifest:
     the load asks for the other days again when the day lets go of one.
-    With ``tokenize``, each cleaned chunk is also tokenized as it is made (the encrypted layer in
-    the same pass, no second read of the cleaned layer): ``result.encrypted``, not yet published.
     """
     result = DayCleaning(day=day, product_rule_applied=known_products is not None)
     tokenizer = Tokenizer(keyring)
     clean_tmp = areas.replace_layer(CLEANED, day)
     rejects_tmp = areas.replace_layer(REJECTS, day)
     scan, candidates, counts, ordinal = DuplicateScan(), [], [], 0
-    fused = FusedEncryption(areas, keyring, day, sensitive) if tokenize else None
     with areas.lock("landing", shared=True):  # landings publish under the exclusive lock
         result.snapshot_ns = time.time_ns()
         for part, frame in enumerate(_landed_frames(areas, keyring, day)):
@@ -101,10 +95,7 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
             cleaned = clean_rows(frame, rules, known_products)
             scan.add(cleaned.rows)
             path = clean_tmp / f"part-{part:05d}{SEALED_SUFFIX}"
-            table = frame_table(cleaned.rows)
-            write_sealed_table(path, table, keyring.active)
-            if fused:
-                fused.add(part, table)
+            write_sealed_table(path, frame_table(cleaned.rows), keyring.active)
             candidates.append((path, ordinal))
             counts.append(len(cleaned.rows))
             result.rows_in_file[path.name] = len(cleaned.rows)
@@ -126,24 +117,16 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
         _write_rejects(rejects_tmp / f"dup-{part:05d}.parquet", duplicates, tokenizer, sensitive,
                        result)
         write_sealed_table(path, table.filter(pa.array(keep)), keyring.active)
-        if fused:
-            fused.keep_only(part, keep)
         result.rows_clean += int(keep.sum())
         result.rows_in_file[path.name] = int(keep.sum())
-    for folder in (clean_tmp, rejects_tmp, *([fused.tmp] if fused else [])):
+    for folder in (clean_tmp, rejects_tmp):
         write_manifest(folder, result.snapshot_ns, result.versions, conflicts_before)
     written = {layer: layer_files(areas, layer, day, tmp, result.rows_in_file)
                for layer, tmp in ((CLEANED, clean_tmp), (REJECTS, rejects_tmp))}
     # a run that read older landed rows than the published layer's never replaces it
-    published = {}
     for layer, tmp in ((CLEANED, clean_tmp), (REJECTS, rejects_tmp)):
-        published[layer] = areas.publish_layer(layer, day, tmp, version=manifest_ns)
-        if published[layer]:
+        if areas.publish_layer(layer, day, tmp, version=manifest_ns):
             result.written += written[layer]
-    if fused and published[CLEANED]:
-        result.encrypted = fused
-    elif fused:  # a newer cleaned layer stands: encrypt that one (encrypt_day), not these rows
-        fused.discard()
     return result
 
 
@@ -202,54 +185,6 @@ def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
         result.written = written
     result.distinct_customers, result.distinct_products = len(customers), len(products)
     return result
-
-
-class FusedEncryption:
-    """A day's encrypted layer written during its cleaning: each cleaned chunk tokenized as it is
-    made, the duplicate fix-ups applied to both layers. The same files ``encrypt_day`` writes from
-    the published cleaned layer (same names, rows and tokens), without reading that layer again."""
-
-    def __init__(self, areas: DataAreas, keyring: Keyring, day: str, sensitive: tuple[str, ...]):
-        self.areas, self.day, self.sensitive = areas, day, sensitive
-        self.tokenizer = Tokenizer(keyring)
-        self.tmp = areas.replace_layer(ENCRYPTED, day)
-        self.rows: dict[str, int] = {}
-        self.distinct: dict[str, tuple[set, set]] = {}  # per fragment: customer and product tokens
-        self.finished = False
-
-    def _path(self, part: int) -> Path:
-        return self.tmp / f"part-{part:05d}.parquet"
-
-    def _write(self, part: int, table: pa.Table) -> None:
-        write_plain_table(self._path(part), table)
-        self.rows[self._path(part).name] = table.num_rows
-        self.distinct[self._path(part).name] = (set(_distinct(table, "customer_id")),
-                                                set(_distinct(table, "product_id")))
-
-    def add(self, part: int, cleaned: pa.Table) -> None:
-        self._write(part, protect_table(cleaned, self.tokenizer, self.sensitive))
-
-    def keep_only(self, part: int, keep) -> None:
-        """The fragment without the rows the day's duplicate verdict took out of the cleaned one."""
-        self._write(part, pq.read_table(self._path(part)).filter(pa.array(keep)))
-
-    def publish(self) -> DayEncryption:
-        """Publish the layer (unless a newer one stands, as ``encrypt_day`` does)."""
-        customers = set().union(*(c for c, _ in self.distinct.values()))
-        products = set().union(*(p for _, p in self.distinct.values()))
-        result = DayEncryption(day=self.day, rows=sum(self.rows.values()),
-                               distinct_customers=len(customers), distinct_products=len(products))
-        written = layer_files(self.areas, ENCRYPTED, self.day, self.tmp, self.rows)
-        self.finished = True
-        if self.areas.publish_layer(ENCRYPTED, self.day, self.tmp, version=manifest_ns):
-            result.written = written
-        return result
-
-    def discard(self) -> None:
-        """Remove the unpublished layer (a no-op once published)."""
-        if not self.finished:
-            self.finished = True
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _distinct(table: pa.Table, column: str) -> list:

@@ -25,7 +25,6 @@ from sales_platform.core.pipeline import (
     CLEANED,
     ENCRYPTED,
     REJECTS,
-    FusedEncryption,
     Snapshot,
     clean_day,
     encrypt_day,
@@ -206,12 +205,9 @@ def _preview(engine, day: str) -> pd.DataFrame:
 
 
 def clean_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
-                warehouse: WarehouseResource, days: list[str], tokenize: bool,
-                fused: dict[str, FusedEncryption]):
+                warehouse: WarehouseResource, days: list[str]):
     """cleaned_sales: every quality rule over the days' landed rows; rejects written by this step.
-    With ``tokenize`` each day's encrypted layer is made in the same pass, into ``fused`` (published
-    by the encryption stage). Yields the asset's result and check verdicts; returns the days over
-    the reject-rate threshold."""
+    Yields the asset's result and check verdicts; returns the days over the reject-rate threshold."""
     started = time.monotonic()
     keyring, rules = platform.keyring(), platform.rules()
     sensitive = tuple(platform.contract().sensitive)
@@ -224,7 +220,7 @@ def clean_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
 
     def clean_one(day: str):  # one day's layers and rejects; nothing here reads another day's
         before = cross_day_ids(engine, date.fromisoformat(day))
-        result = clean_day(platform.areas, keyring, day, rules, known, sensitive, before, tokenize)
+        result = clean_day(platform.areas, keyring, day, rules, known, sensitive, before)
         # the step that decides a reject writes it, before any check can stop the run
         with platform.areas.reading_layer(REJECTS, day):
             layer = read_snapshot(platform.areas, REJECTS, day)
@@ -235,8 +231,6 @@ def clean_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
 
     for day, (result, written) in in_order(clean_one, days, _day_workers(platform, LANDED, days)):
         layers += result.written
-        if result.encrypted:
-            fused[day] = result.encrypted
         if written is None:
             context.log.warning(f"{day}: a run that read newer landed rows already wrote the "
                                 "day's rejects; this run's are not written")
@@ -293,18 +287,14 @@ def report_rejects(context: dg.AssetExecutionContext, warehouse: WarehouseResour
 
 
 def encrypt_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
-                  warehouse: WarehouseResource, days: list[str],
-                  fused: dict[str, FusedEncryption]) -> dg.MaterializeResult:
-    """encrypted_sales: the days' cleaned rows with identifiers replaced by tokens (tokenized in
-    the cleaning pass where this run cleaned the day, else from the published cleaned layer)."""
+                  warehouse: WarehouseResource, days: list[str]) -> dg.MaterializeResult:
+    """encrypted_sales: the days' cleaned rows with identifiers replaced by tokens."""
     started = time.monotonic()
     keyring = platform.keyring()
     sensitive = tuple(platform.contract().sensitive)
-
-    def encrypt_one(day: str):
-        return fused[day].publish() if day in fused else encrypt_day(platform.areas, keyring, day, sensitive)
-
-    results = [result for _, result in in_order(encrypt_one, days, _day_workers(platform, CLEANED, days))]
+    results = [result for _, result in in_order(
+        lambda day: encrypt_day(platform.areas, keyring, day, sensitive), days,
+        _day_workers(platform, CLEANED, days))]
     _record_layers(context, warehouse.engine(), [f for r in results for f in r.written], ENCRYPTED_KEY)
     rows = sum(r.rows for r in results)
     last = next((d for d in reversed(days) if platform.areas.fragments(ENCRYPTED, d)), None)
@@ -400,8 +390,6 @@ def load_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
 # and the core functions it calls, not with its neighbours').
 STAGES = {"cleaned_sales": clean_stage, "sales_rejects": report_rejects,
           "encrypted_sales": encrypt_stage, "sales": load_stage}
-# code a stage runs that its source does not name: the encrypted layer made in the cleaning pass
-STAGE_COVERS = {"encrypted_sales": (FusedEncryption,)}
 SPEC_COMMON = dict(partitions_def=daily_partitions, group_name="sales", owners=["team:data-platform"])
 
 def _specs() -> list[dg.AssetSpec]:
@@ -428,7 +416,7 @@ def _specs() -> list[dg.AssetSpec]:
         dg.AssetSpec(
             ENCRYPTED_KEY, deps=[CLEANED_KEY], kinds={"parquet"}, skippable=True,
             tags={"layer": "encrypted", "pii": "tokenized"},
-            code_version=stage_code_version(encrypt_stage, STAGE_COVERS["encrypted_sales"]),
+            code_version=stage_code_version(encrypt_stage),
             metadata={"lineage/reads": ["file:staging/cleaned"],
                       "lineage/writes": ["file:staging/encrypted"]},
             description="Cleaned rows with customer_id and product_id replaced by deterministic AES-SIV "
@@ -464,21 +452,15 @@ def sales_pipeline(context: dg.AssetExecutionContext, platform: PlatformResource
                    warehouse: WarehouseResource):
     days, selected = _days(context), context.selected_asset_keys
     blocked: dict[str, float] = {}
-    fused: dict[str, FusedEncryption] = {}  # encrypted layers made in the cleaning pass
-    try:
-        if CLEANED_KEY in selected:
-            blocked = yield from clean_stage(context, platform, warehouse, days,
-                                             ENCRYPTED_KEY in selected, fused)
-        if blocked:  # the blocking check, enforced in the step: no day of the run encrypted or loaded
-            context.log.error(f"encrypted_sales and sales not materialized in this run: "
-                              f"{', '.join(sorted(blocked))} over the reject-rate threshold")
-        else:
-            if ENCRYPTED_KEY in selected:
-                yield encrypt_stage(context, platform, warehouse, days, fused)
-            if SALES_KEY in selected:
-                yield from load_stage(context, platform, warehouse, days)
-    finally:  # layers not published (a blocked run, an error) leave no temp folder behind
-        for layer in fused.values():
-            layer.discard()
+    if CLEANED_KEY in selected:
+        blocked = yield from clean_stage(context, platform, warehouse, days)
+    if blocked:  # the blocking check, enforced in the step: no day of this run is encrypted or loaded
+        context.log.error(f"encrypted_sales and sales not materialized in this run: "
+                          f"{', '.join(sorted(blocked))} over the reject-rate threshold")
+    else:
+        if ENCRYPTED_KEY in selected:
+            yield encrypt_stage(context, platform, warehouse, days)
+        if SALES_KEY in selected:
+            yield from load_stage(context, platform, warehouse, days)
     if REJECTS_KEY in selected:  # last: the load adds the day's cross-day rejects
         yield report_rejects(context, warehouse, days)
