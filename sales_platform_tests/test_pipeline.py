@@ -316,6 +316,84 @@ def test_the_documented_selection_without_sales_rejects_loads_a_day_with_rejects
     assert count(engine, sales_rejects, sales_rejects.c.reason == "quantity_not_positive") == 1
 
 
+def step_outcome(result: dg.ExecuteInProcessResult) -> tuple[set[str], set[str]]:
+    """(assets materialized, checks evaluated) by the sales_pipeline step of a run."""
+    assets = {m.asset_key.to_user_string() for m in result.asset_materializations_for_node("sales_pipeline")}
+    checks = {e.check_name for e in result.get_asset_check_evaluations()
+              if e.asset_key.to_user_string() in {"cleaned_sales", "sales"}}
+    return assets, checks
+
+
+def test_each_selection_of_the_one_step_runs_exactly_its_stages(setup):
+    """The four sales assets share one step: a selection of some runs only those stages (and
+    their checks), one after another across runs, with the same end result as one run of all."""
+    data_dir, resources, engine = setup
+    write_catalogue(data_dir, ["P1"])
+    rows = [[f"T{i}", "C1", "P1", "1", f"{DAY}T10:00:{i:02d}"] for i in range(20)] + \
+           [["T99", "C1", "P1", "-4", f"{DAY}T11:00:00"]]
+    write_csv(data_dir / "incoming" / "a.csv", rows)
+    materialize(resources, PRODUCTS)
+    encrypted_dir = data_dir / "staging" / "encrypted" / DAY
+
+    cleaned = materialize(resources, ["raw_sales", "cleaned_sales"], DAY)
+    assert step_outcome(cleaned) == ({"cleaned_sales"}, {"reject_rate_below_threshold"})
+    assert not encrypted_dir.exists() and count(engine, sales) == 0
+    assert count(engine, sales_rejects) == 1  # written by the step that decides it
+
+    encrypted = materialize(resources, ["encrypted_sales"], DAY)
+    assert step_outcome(encrypted) == ({"encrypted_sales"}, set())
+    assert list(encrypted_dir.glob("*.parquet")) and count(engine, sales) == 0
+
+    loaded = materialize(resources, ["sales"], DAY)
+    assert step_outcome(loaded) == ({"sales"}, {"rows_conserved", "transaction_id_unique",
+                                                "schema_unchanged"})
+    assert count(engine, sales) == 20 and all(check_results(loaded).values())
+
+    reported = materialize(resources, ["sales_rejects"], DAY)
+    assert step_outcome(reported) == ({"sales_rejects"}, set())
+    assert materializations_of(reported, "sales_rejects")[0].metadata["rows"].value == 1
+
+
+def test_a_check_only_run_verifies_sales_as_it_is_without_loading(setup):
+    """`Execute` on the checks of `sales` alone (the step can run a subset): the table is checked
+    against the day's published layer, nothing is loaded; a row removed behind the platform's back
+    fails rows_conserved for its day. The reject-rate check alone is refused with a reason."""
+    data_dir, resources, engine = setup
+    write_catalogue(data_dir, ["P1"])
+    write_csv(data_dir / "incoming" / "a.csv", [[f"T{i}", "C1", "P1", "1", f"{DAY}T10:00:{i:02d}"]
+                                               for i in range(12)])
+    materialize(resources, PRODUCTS)
+    materialize(resources, SALES_CHAIN, DAY)
+
+    def checks_only(selection: dg.AssetSelection) -> dg.ExecuteInProcessResult:
+        job = dg.define_asset_job("checks_only", selection=selection)
+        defs = dg.Definitions(assets=all_assets(), jobs=[job], resources=resources)
+        # the partition as a run tag, as the UI launches it (execute_in_process's partition_key
+        # looks for it among the selected assets, and a check-only run selects none)
+        return defs.resolve_job_def("checks_only").execute_in_process(
+            tags={"dagster/partition": DAY}, raise_on_error=False)
+
+    def check_only():
+        return checks_only(dg.AssetSelection.checks_for_assets(dg.AssetKey("sales")))
+
+    clean_run = check_only()
+    assert step_outcome(clean_run) == (set(), {"rows_conserved", "transaction_id_unique",
+                                               "schema_unchanged"})
+    assert all(check_results(clean_run).values()) and count(engine, sales) == 12
+    with engine.begin() as conn:
+        conn.execute(sales.delete().where(sales.c.transaction_id == "T3"))
+    broken = check_only()
+    assert check_results(broken)["rows_conserved"] is False and count(engine, sales) == 11
+    assert [(e.partition, e.passed) for e in broken.get_asset_check_evaluations()
+            if e.check_name == "rows_conserved"] == [(DAY, False)]
+
+    refused = checks_only(dg.AssetSelection.checks(
+        dg.AssetCheckKey(dg.AssetKey("cleaned_sales"), "reject_rate_below_threshold")))
+    assert not refused.success
+    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "select cleaned_sales with it" in str(failure.event_specific_data.error)
+
+
 @pytest.mark.parametrize("workers", [1, 3])
 def test_days_worked_concurrently_give_the_oracle_result(data_dir, backend, key, workers):
     """A range run with its days cleaned and encrypted `workers` at a time: the same tables as the

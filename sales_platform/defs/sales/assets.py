@@ -309,6 +309,33 @@ def encrypt_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
     })
 
 
+def _sales_verdicts(context: dg.AssetExecutionContext, conservation: dict, dup: list,
+                    added: list[str], layouts: set[str], evolved_days: set[str]):
+    """The selected checks of ``sales``: a verdict for the run and one per day."""
+    broken = {d: c for d, c in conservation.items() if c["violations"]}
+    if _check_selected(context, conservation_check):
+        yield dg.AssetCheckResult(asset_key=SALES_KEY, check_name=conservation_check.name,
+                                  passed=not broken, metadata={"violations": dg.MetadataValue.json(broken)})
+        yield from per_day_evaluations(context, conservation_check.name, broken, blocking=True,
+                                       metadata={d: {"landed": c["landed"], "loaded": c["loaded"],
+                                                     "rejected": c["rejected"]}
+                                                 for d, c in conservation.items()}, asset_key=SALES_KEY)
+    if _check_selected(context, pk_check):
+        yield dg.AssetCheckResult(asset_key=SALES_KEY, check_name=pk_check.name, passed=not dup,
+                                  metadata={"violations": dg.MetadataValue.json(dup)})
+        yield from per_day_evaluations(context, pk_check.name, {d for d, _ in dup}, blocking=True,
+                                       asset_key=SALES_KEY)
+    if _check_selected(context, schema_check):
+        yield dg.AssetCheckResult(asset_key=SALES_KEY, check_name=schema_check.name,
+                                  passed=not added and not layouts,
+                                  severity=dg.AssetCheckSeverity.WARN,
+                                  metadata={"columns_added": dg.MetadataValue.json(added),
+                                            "days_with_several_layouts": dg.MetadataValue.json(
+                                                sorted(layouts))})
+        yield from per_day_evaluations(context, schema_check.name, evolved_days | layouts,
+                                       severity=dg.AssetCheckSeverity.WARN, asset_key=SALES_KEY)
+
+
 def load_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
                warehouse: WarehouseResource, days: list[str]):
     """sales: each day's encrypted layer upserted atomically, in day order; then the checks."""
@@ -346,7 +373,6 @@ def load_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
             layouts.add(day)
         _report_day(context, day, stats, conservation[day])
     elapsed = time.monotonic() - started
-    broken = {d: c for d, c in conservation.items() if c["violations"]}
     dup = duplicate_transaction_ids(engine, days)
     yield dg.MaterializeResult(asset_key=SALES_KEY, metadata={
         **{k: totals[k] for k in ("staged", "inserted", "updated", "unchanged", "relinked",
@@ -361,27 +387,24 @@ def load_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
         "columns_added": dg.MetadataValue.json(added),
         "duration_s": round(elapsed, 3), "rows_per_s": rate(totals["staged"], elapsed),
     })
-    if _check_selected(context, conservation_check):
-        yield dg.AssetCheckResult(asset_key=SALES_KEY, check_name=conservation_check.name,
-                                  passed=not broken, metadata={"violations": dg.MetadataValue.json(broken)})
-        yield from per_day_evaluations(context, conservation_check.name, broken, blocking=True,
-                                       metadata={d: {"landed": c["landed"], "loaded": c["loaded"],
-                                                     "rejected": c["rejected"]}
-                                                 for d, c in conservation.items()}, asset_key=SALES_KEY)
-    if _check_selected(context, pk_check):
-        yield dg.AssetCheckResult(asset_key=SALES_KEY, check_name=pk_check.name, passed=not dup,
-                                  metadata={"violations": dg.MetadataValue.json(dup)})
-        yield from per_day_evaluations(context, pk_check.name, {d for d, _ in dup}, blocking=True,
-                                       asset_key=SALES_KEY)
-    if _check_selected(context, schema_check):
-        yield dg.AssetCheckResult(asset_key=SALES_KEY, check_name=schema_check.name,
-                                  passed=not added and not layouts,
-                                  severity=dg.AssetCheckSeverity.WARN,
-                                  metadata={"columns_added": dg.MetadataValue.json(added),
-                                            "days_with_several_layouts": dg.MetadataValue.json(
-                                                sorted(layouts))})
-        yield from per_day_evaluations(context, schema_check.name, evolved_days | layouts,
-                                       severity=dg.AssetCheckSeverity.WARN, asset_key=SALES_KEY)
+    yield from _sales_verdicts(context, conservation, dup, added, layouts, evolved_days)
+
+
+def verify_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
+                 warehouse: WarehouseResource, days: list[str]):
+    """The checks of ``sales`` run without loading (a check-only run, e.g. "Execute" on a check
+    in the UI): the table as it is against the published encrypted layer's snapshot of each day."""
+    engine = run_with_retries(warehouse.engine)
+    conservation, layouts = {}, set()
+    for day in days:
+        with platform.areas.reading_layer(ENCRYPTED, day):
+            snapshot = read_snapshot(platform.areas, ENCRYPTED, day)
+        conservation[day] = _conservation(engine, day, snapshot)
+        entries = versions_on_day(engine, day)
+        if len(source_layouts(engine, [e["sha256"] for e in entries])) > 1:
+            layouts.add(day)
+    yield from _sales_verdicts(context, conservation, duplicate_transaction_ids(engine, days), [],
+                               layouts, set())
 
 
 # --- the one step: cleaned_sales, sales_rejects, encrypted_sales and sales as separate assets ---
@@ -451,6 +474,10 @@ def _specs() -> list[dg.AssetSpec]:
 def sales_pipeline(context: dg.AssetExecutionContext, platform: PlatformResource,
                    warehouse: WarehouseResource):
     days, selected = _days(context), context.selected_asset_keys
+    checks = context.selected_asset_check_keys
+    if CLEANED_KEY not in selected and reject_rate_check.key in checks:
+        raise dg.Failure(description="reject_rate_below_threshold is decided by the cleaning: "
+                         "select cleaned_sales with it", allow_retries=False)
     blocked: dict[str, float] = {}
     if CLEANED_KEY in selected:
         blocked = yield from clean_stage(context, platform, warehouse, days)
@@ -462,5 +489,7 @@ def sales_pipeline(context: dg.AssetExecutionContext, platform: PlatformResource
             yield encrypt_stage(context, platform, warehouse, days)
         if SALES_KEY in selected:
             yield from load_stage(context, platform, warehouse, days)
+        elif checks & {conservation_check.key, pk_check.key, schema_check.key}:
+            yield from verify_stage(context, platform, warehouse, days)
     if REJECTS_KEY in selected:  # last: the load adds the day's cross-day rejects
         yield report_rejects(context, warehouse, days)
