@@ -189,3 +189,39 @@ def test_landing_stages_cover_the_intake(stage):
     fn = stage_fn(stage)
     assert graph.get(dg.AssetKey(stage)).code_version == stage_code_version(fn, (Intake,))
     assert graph.get(dg.AssetKey(stage)).code_version != code_version(fn)
+
+
+PROBE = '''
+from collections import namedtuple
+
+import dagster as dg
+
+Limits = namedtuple("Limits", "low high")
+LIMITS = Limits({low}, 10)
+KEY = dg.AssetKey("sales")  # a tuple-like record that refuses iteration
+
+
+def stage():
+    return LIMITS.low, KEY
+'''
+
+
+def test_a_stage_version_hashes_a_constant_record_and_skips_one_that_refuses_iteration(tmp_path):
+    import importlib.util
+    import sys
+
+    name = "sales_platform._probe_code_version"
+    versions = []
+    try:
+        for low in (1, 2):
+            path = tmp_path / f"v{low}" / "probe.py"
+            path.parent.mkdir()
+            path.write_text(PROBE.format(low=low))
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            versions.append(code_version(module.stage))
+    finally:
+        sys.modules.pop(name, None)
+    assert versions[0] != versions[1]  # the namedtuple constant's value is part of the version

@@ -55,9 +55,12 @@ def _constant(value: Any) -> bool:
     """Plain values whose repr is the same in every process (no object addresses)."""
     if isinstance(value, str | int | float | bool | Decimal | bytes | type(None)):
         return True
-    if type(value) in (tuple, list, frozenset, set):  # not subclasses: a record may refuse iteration
-        return all(_constant(v) for v in value)
-    if type(value) is dict:
+    if isinstance(value, tuple | list | frozenset | set):
+        try:
+            return all(_constant(v) for v in value)
+        except Exception:  # noqa: BLE001 - a tuple-like record that refuses iteration (AssetKey)
+            return False
+    if isinstance(value, dict):
         return all(_constant(k) and _constant(v) for k, v in value.items())
     return isinstance(value, Table)  # a table's repr lists its columns and types
 
