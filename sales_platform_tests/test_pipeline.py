@@ -354,44 +354,120 @@ def test_each_selection_of_the_one_step_runs_exactly_its_stages(setup):
     assert materializations_of(reported, "sales_rejects")[0].metadata["rows"].value == 1
 
 
-def test_a_check_only_run_verifies_sales_as_it_is_without_loading(setup):
-    """`Execute` on the checks of `sales` alone (the step can run a subset): the table is checked
-    against the day's published layer, nothing is loaded; a row removed behind the platform's back
-    fails rows_conserved for its day. The reject-rate check alone is refused with a reason."""
+def checks_only(resources: dict, selection: dg.AssetSelection) -> dg.ExecuteInProcessResult:
+    """A run of checks without their assets ("Execute" on a check in the UI)."""
+    job = dg.define_asset_job("checks_only", selection=selection)
+    defs = dg.Definitions(assets=all_assets(), jobs=[job], resources=resources)
+    # the partition as a run tag, as the UI launches it (execute_in_process's partition_key looks
+    # for it among the selected assets, and a check-only run selects none)
+    return defs.resolve_job_def("checks_only").execute_in_process(
+        tags={"dagster/partition": DAY}, raise_on_error=False)
+
+
+def step_failure(result: dg.ExecuteInProcessResult) -> str:
+    return str(next(e for e in result.all_events
+                    if e.event_type_value == "STEP_FAILURE").event_specific_data.error)
+
+
+@pytest.mark.parametrize("checks", [
+    [("sales", "rows_conserved")],
+    [("cleaned_sales", "reject_rate_below_threshold")],
+    [("cleaned_sales", "reject_rate_below_threshold"), ("sales", "transaction_id_unique")],
+])
+def test_a_check_without_its_asset_is_refused_and_changes_nothing(setup, checks):
+    """The step's checks are verdicts of the stage that materializes their asset; run alone they
+    would have nothing to judge (a check-only run passed silently, or judged a day against layers it
+    was not loaded from). Refused with the reason, before any stage runs."""
     data_dir, resources, engine = setup
     write_catalogue(data_dir, ["P1"])
     write_csv(data_dir / "incoming" / "a.csv", [[f"T{i}", "C1", "P1", "1", f"{DAY}T10:00:{i:02d}"]
                                                for i in range(12)])
     materialize(resources, PRODUCTS)
-    materialize(resources, SALES_CHAIN, DAY)
+    materialize(resources, ["raw_sales"], DAY)  # landed, not loaded
+    result = checks_only(resources, dg.AssetSelection.checks(
+        *(dg.AssetCheckKey(dg.AssetKey(asset), name) for asset, name in checks)))
+    assert not result.success and not result.get_asset_check_evaluations()
+    for asset, name in checks:
+        assert f"{name} of {asset}" in step_failure(result)
+    assert "select the asset with its checks" in step_failure(result)
+    assert count(engine, sales) == 0 and not (data_dir / "staging" / "cleaned" / DAY).exists()
 
-    def checks_only(selection: dg.AssetSelection) -> dg.ExecuteInProcessResult:
-        job = dg.define_asset_job("checks_only", selection=selection)
-        defs = dg.Definitions(assets=all_assets(), jobs=[job], resources=resources)
-        # the partition as a run tag, as the UI launches it (execute_in_process's partition_key
-        # looks for it among the selected assets, and a check-only run selects none)
-        return defs.resolve_job_def("checks_only").execute_in_process(
-            tags={"dagster/partition": DAY}, raise_on_error=False)
 
-    def check_only():
-        return checks_only(dg.AssetSelection.checks_for_assets(dg.AssetKey("sales")))
+def two_good_days_around_a_bad_one(data_dir: Path) -> None:
+    for n, day in enumerate(["2024-03-01", "2024-03-02", "2024-03-03"]):
+        rows = [[f"T{n}-{i}", "C1", "P1", "1", f"{day}T10:00:{i:02d}"] for i in range(10)]
+        if day == "2024-03-02":  # 5 of 10 rows rejected: 50 % > the 20 % threshold
+            rows = [r[:3] + ["-1"] + r[4:] if i % 2 else r for i, r in enumerate(rows)]
+        write_csv(data_dir / "incoming" / f"{day}.csv", rows)
 
-    clean_run = check_only()
-    assert step_outcome(clean_run) == (set(), {"rows_conserved", "transaction_id_unique",
-                                               "schema_unchanged"})
-    assert all(check_results(clean_run).values()) and count(engine, sales) == 12
-    with engine.begin() as conn:
-        conn.execute(sales.delete().where(sales.c.transaction_id == "T3"))
-    broken = check_only()
-    assert check_results(broken)["rows_conserved"] is False and count(engine, sales) == 11
-    assert [(e.partition, e.passed) for e in broken.get_asset_check_evaluations()
-            if e.check_name == "rows_conserved"] == [(DAY, False)]
 
-    refused = checks_only(dg.AssetSelection.checks(
-        dg.AssetCheckKey(dg.AssetKey("cleaned_sales"), "reject_rate_below_threshold")))
-    assert not refused.success
-    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "select cleaned_sales with it" in str(failure.event_specific_data.error)
+def test_a_blocked_day_blocks_a_run_that_left_the_reject_check_out(data_dir, key, tmp_path):
+    """A selection without checks (a job built `without_checks()`, an API launch with no check
+    keys) still may not load past a blocked day: the run fails naming it, nothing is loaded."""
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, max_reject_rate=0.2)
+    engine = cached_engine(resources["warehouse"].url())
+    write_catalogue(data_dir, ["P1"])
+    two_good_days_around_a_bad_one(data_dir)
+    materialize(resources, PRODUCTS)
+    range_run(resources, "2024-03-01", "2024-03-03", ["raw_sales"])
+    no_checks = dg.AssetSelection.assets("cleaned_sales", "sales_rejects", "encrypted_sales",
+                                         "sales").without_checks()
+    result = range_run(resources, "2024-03-01", "2024-03-03", no_checks, raise_on_error=False)
+    assert not result.success and not result.get_asset_check_evaluations()
+    assert "reject_rate_below_threshold failed on 2024-03-02" in step_failure(result)
+    assert count(engine, sales) == 0
+    assert {m.asset_key.to_user_string() for m in result.asset_materializations_for_node("sales_pipeline")} \
+        == {"cleaned_sales", "sales_rejects"}
+    assert count(engine, sales_rejects) == 5
+
+
+def test_a_failed_load_still_reports_the_rejects_it_wrote(data_dir, key, tmp_path, monkeypatch):
+    """The rejects are written by the cleaning before any load; a load that fails on one day must
+    not leave sales_rejects reported as failed."""
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, max_reject_rate=0.6)
+    engine = cached_engine(resources["warehouse"].url())
+    write_catalogue(data_dir, ["P1"])
+    two_good_days_around_a_bad_one(data_dir)
+    materialize(resources, PRODUCTS)
+    from sales_platform.core.warehouse.loading import SalesLoader
+
+    real = SalesLoader.load_day
+
+    def failing_on_the_second_day(self, day, *args, **kwargs):
+        if day.isoformat() == "2024-03-02":
+            raise RuntimeError("disk full while loading 2024-03-02")
+        return real(self, day, *args, **kwargs)
+
+    monkeypatch.setattr(SalesLoader, "load_day", failing_on_the_second_day)
+    result = range_run(resources, "2024-03-01", "2024-03-03", SALES_CHAIN, raise_on_error=False)
+    assert not result.success and "disk full while loading 2024-03-02" in step_failure(result)
+    rejects = materializations_of(result, "sales_rejects")
+    assert sorted(m.partition for m in rejects) == ["2024-03-01", "2024-03-02", "2024-03-03"]
+    assert count(engine, sales_rejects) == 5 and count(engine, sales) == 10  # the first day only
+
+
+def test_a_failed_blocking_sales_check_blocks_even_when_left_out(setup, monkeypatch):
+    """A load whose conservation check fails stops the run whether or not the run selected it."""
+    data_dir, resources, engine = setup
+    write_catalogue(data_dir, ["P1"])
+    write_csv(data_dir / "incoming" / "a.csv", [[f"T{i}", "C1", "P1", "1", f"{DAY}T10:00:{i:02d}"]
+                                               for i in range(6)])
+    materialize(resources, PRODUCTS)
+    import sales_platform.defs.sales.assets as sales_assets
+
+    real = sales_assets._conservation
+
+    def with_a_lost_row(engine, day, snapshot):
+        found = real(engine, day, snapshot)
+        return {**found, "violations": {"a.csv (injected)": {"landed": 6, "accounted": 5}}}
+
+    monkeypatch.setattr(sales_assets, "_conservation", with_a_lost_row)
+    materialize(resources, ["raw_sales"], DAY)
+    no_checks = dg.AssetSelection.assets(*SALES_CHAIN[1:]).without_checks()
+    result = dg.materialize(all_assets(), selection=no_checks, partition_key=DAY,
+                            resources=resources, raise_on_error=False)
+    assert not result.success and not result.get_asset_check_evaluations()
+    assert f"rows_conserved failed on {DAY}" in step_failure(result)
 
 
 @pytest.mark.parametrize("workers", [1, 3])

@@ -311,7 +311,8 @@ def encrypt_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
 
 def _sales_verdicts(context: dg.AssetExecutionContext, conservation: dict, dup: list,
                     added: list[str], layouts: set[str], evolved_days: set[str]):
-    """The selected checks of ``sales``: a verdict for the run and one per day."""
+    """The selected checks of ``sales``: a verdict for the run and one per day. Returns the days
+    each blocking check fails on, selected or not (a load never goes unverified)."""
     broken = {d: c for d, c in conservation.items() if c["violations"]}
     if _check_selected(context, conservation_check):
         yield dg.AssetCheckResult(asset_key=SALES_KEY, check_name=conservation_check.name,
@@ -334,6 +335,7 @@ def _sales_verdicts(context: dg.AssetExecutionContext, conservation: dict, dup: 
                                                 sorted(layouts))})
         yield from per_day_evaluations(context, schema_check.name, evolved_days | layouts,
                                        severity=dg.AssetCheckSeverity.WARN, asset_key=SALES_KEY)
+    return {conservation_check.name: sorted(broken), pk_check.name: sorted({d for d, _ in dup})}
 
 
 def load_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
@@ -387,24 +389,7 @@ def load_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
         "columns_added": dg.MetadataValue.json(added),
         "duration_s": round(elapsed, 3), "rows_per_s": rate(totals["staged"], elapsed),
     })
-    yield from _sales_verdicts(context, conservation, dup, added, layouts, evolved_days)
-
-
-def verify_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
-                 warehouse: WarehouseResource, days: list[str]):
-    """The checks of ``sales`` run without loading (a check-only run, e.g. "Execute" on a check
-    in the UI): the table as it is against the published encrypted layer's snapshot of each day."""
-    engine = run_with_retries(warehouse.engine)
-    conservation, layouts = {}, set()
-    for day in days:
-        with platform.areas.reading_layer(ENCRYPTED, day):
-            snapshot = read_snapshot(platform.areas, ENCRYPTED, day)
-        conservation[day] = _conservation(engine, day, snapshot)
-        entries = versions_on_day(engine, day)
-        if len(source_layouts(engine, [e["sha256"] for e in entries])) > 1:
-            layouts.add(day)
-    yield from _sales_verdicts(context, conservation, duplicate_transaction_ids(engine, days), [],
-                               layouts, set())
+    return (yield from _sales_verdicts(context, conservation, dup, added, layouts, evolved_days))
 
 
 # --- the one step: cleaned_sales, sales_rejects, encrypted_sales and sales as separate assets ---
@@ -458,6 +443,20 @@ def _specs() -> list[dg.AssetSpec]:
     ]
 
 
+def _checks_without_their_asset(context: dg.AssetExecutionContext) -> list[str]:
+    return sorted(f"{key.name} of {key.asset_key.to_user_string()}"
+                  for key in context.selected_asset_check_keys
+                  if key.asset_key not in context.selected_asset_keys)
+
+
+def _blocking_failures_not_selected(context: dg.AssetExecutionContext,
+                                    failing: dict[str, list[str]]) -> list[str]:
+    """Blocking checks that failed although the run left them out: their block holds anyway."""
+    return [f"{name} failed on {', '.join(days)}" for name, days in failing.items()
+            if days and dg.AssetCheckKey(CLEANED_KEY if name == reject_rate_check.name else SALES_KEY,
+                                         name) not in context.selected_asset_check_keys]
+
+
 @dg.multi_asset(
     name="sales_pipeline",
     specs=_specs(),
@@ -465,8 +464,8 @@ def _specs() -> list[dg.AssetSpec]:
     can_subset=True,
     partitions_def=daily_partitions,
     backfill_policy=daily_backfill_policy,
-    # a step's pool and retry cover all four stages: re-running a day's cleaning is idempotent
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+    # No step retry policy: a retry would clean and encrypt every day of the run again (and report
+    # them twice). Transient database errors are retried around each day's load (run_with_retries).
     pool="warehouse_writes",
     description="One step from landed rows to the warehouse: clean -> (rejects) -> encrypt -> "
     "load for the run's days, each stage its own asset with its own metadata and checks.",
@@ -474,22 +473,30 @@ def _specs() -> list[dg.AssetSpec]:
 def sales_pipeline(context: dg.AssetExecutionContext, platform: PlatformResource,
                    warehouse: WarehouseResource):
     days, selected = _days(context), context.selected_asset_keys
-    checks = context.selected_asset_check_keys
-    if CLEANED_KEY not in selected and reject_rate_check.key in checks:
-        raise dg.Failure(description="reject_rate_below_threshold is decided by the cleaning: "
-                         "select cleaned_sales with it", allow_retries=False)
-    blocked: dict[str, float] = {}
-    if CLEANED_KEY in selected:
-        blocked = yield from clean_stage(context, platform, warehouse, days)
-    if blocked:  # the blocking check, enforced in the step: no day of this run is encrypted or loaded
-        context.log.error(f"encrypted_sales and sales not materialized in this run: "
-                          f"{', '.join(sorted(blocked))} over the reject-rate threshold")
-    else:
-        if ENCRYPTED_KEY in selected:
-            yield encrypt_stage(context, platform, warehouse, days)
-        if SALES_KEY in selected:
-            yield from load_stage(context, platform, warehouse, days)
-        elif checks & {conservation_check.key, pk_check.key, schema_check.key}:
-            yield from verify_stage(context, platform, warehouse, days)
+    if orphans := _checks_without_their_asset(context):  # e.g. "Execute" on a check alone
+        raise dg.Failure(description="a check of the sales step is evaluated by the stage that "
+                         "materializes its asset, not on its own: select the asset with its checks ("
+                         + ", ".join(orphans) + ")", allow_retries=False)
+    failing: dict[str, list[str]] = {}
+    try:
+        if CLEANED_KEY in selected:
+            blocked = yield from clean_stage(context, platform, warehouse, days)
+            failing[reject_rate_check.name] = sorted(blocked)
+        if failing.get(reject_rate_check.name):  # the block, enforced in the step: no day of the
+            context.log.error(  # run is encrypted or loaded
+                f"encrypted_sales and sales not materialized in this run: "
+                f"{', '.join(failing[reject_rate_check.name])} over the reject-rate threshold")
+        else:
+            if ENCRYPTED_KEY in selected:
+                yield encrypt_stage(context, platform, warehouse, days)
+            if SALES_KEY in selected:
+                failing.update((yield from load_stage(context, platform, warehouse, days)))
+    except Exception:
+        if REJECTS_KEY in selected:  # the rejects written so far are in the table: report them
+            yield report_rejects(context, warehouse, days)
+        raise
     if REJECTS_KEY in selected:  # last: the load adds the day's cross-day rejects
         yield report_rejects(context, warehouse, days)
+    if unselected := _blocking_failures_not_selected(context, failing):
+        raise dg.Failure(description="blocking check(s) left out of the run failed, and block as "
+                         "they would when selected: " + "; ".join(unselected), allow_retries=False)
