@@ -1,6 +1,7 @@
 """Real Dagster materializations of the sales chain, on SQLite and PostgreSQL."""
 
-from datetime import date
+import re
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -148,6 +149,30 @@ def test_blocking_reject_rate_check_stops_the_load(data_dir, key, tmp_path):
     assert count(engine, sales) == 0  # blocked: sales never ran
     assert not materializations_of(result, "sales")
     assert materializations_of(result, "cleaned_sales")  # the step ran; its sales stage did not
+
+
+def test_a_long_range_run_logs_one_summary_and_keeps_each_days_numbers(data_dir, key, tmp_path):
+    """Over 31 days a run logs one line for the load instead of one per day (each is an event
+    Dagster stores); every day's own counts stay in its partition's materialization."""
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key)
+    write_catalogue(data_dir, ["P1"])
+    days = [date(2024, 3, 1) + timedelta(days=n) for n in range(33)]
+    for n, day in enumerate(days):  # n + 1 rows on the n-th day
+        write_csv(data_dir / "incoming" / f"{day}.csv",
+                  [[f"T{n}-{i}", "C1", "P1", "1", f"{day}T10:00:00"] for i in range(n + 1)])
+    with dg.instance_for_test() as instance:
+        materialize(resources, PRODUCTS, instance=instance)
+        result = dg.materialize(all_assets(), selection=SALES_CHAIN, resources=resources,
+                                instance=instance, tags=partition_range_tags("2024-03-01", "2024-04-02"))
+        messages = [e.user_message for e in instance.all_logs(result.run_id) if not e.dagster_event]
+    per_day_lines = [m for m in messages if re.match(r"\d{4}-\d\d-\d\d: \d+ staged", m)]
+    summaries = [m for m in messages if m.startswith("33 days, 2024-03-01 to 2024-04-02:")]
+    total = sum(n + 1 for n in range(33))
+    assert not per_day_lines and len(summaries) == 1
+    assert f"{total} staged, {total} in sales, 0 rejected" in summaries[0]
+    counts = {m.partition: m.metadata["dagster/row_count"].value
+              for m in materializations_of(result, "sales")}
+    assert counts == {day.isoformat(): n + 1 for n, day in enumerate(days)}
 
 
 def test_range_run_loads_each_day_and_daily_aggregates(setup, backend, key):

@@ -129,7 +129,14 @@ def _check_selected(context: dg.AssetExecutionContext, spec: dg.AssetCheckSpec) 
     return spec.key in context.selected_asset_check_keys
 
 
-def _report_day(context: dg.AssetExecutionContext, day: str, stats, conservation: dict) -> None:
+# Runs over more days log one summary line instead of a line per day: each log line is an event
+# Dagster stores (~13 ms on SQLite instance storage, ~1 in 17 of a range run's events per day).
+# Each day's numbers stay in its partition's metadata and the per_day table either way.
+PER_DAY_LOG_LINES_UP_TO = 31
+
+
+def _report_day(context: dg.AssetExecutionContext, day: str, stats, conservation: dict,
+                log: bool) -> None:
     """Per-day numbers scoped to their partition: in a range run each day's one materialization
     carries its own counts over the MaterializeResult's shared metadata (which alone would give
     every day the range's totals)."""
@@ -137,8 +144,9 @@ def _report_day(context: dg.AssetExecutionContext, day: str, stats, conservation
         {**stats.as_dict(), "dagster/row_count": conservation["loaded"],
          "rejected": conservation["rejected"], "landed": conservation["landed"]},
         asset_key=SALES_KEY, partition_key=day)
-    context.log.info(f"{day}: {stats.as_dict().get('staged', 0)} staged, {conservation['loaded']} in "
-                     f"sales, {conservation['rejected']} rejected")
+    if log:
+        context.log.info(f"{day}: {stats.as_dict().get('staged', 0)} staged, "
+                         f"{conservation['loaded']} in sales, {conservation['rejected']} rejected")
 
 
 def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
@@ -373,7 +381,13 @@ def load_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
         ledger += [f"{e['file_name']} ({e['sha256'][:12]}, {e['status']})" for e in entries]
         if len(source_layouts(engine, [e["sha256"] for e in entries])) > 1:
             layouts.add(day)
-        _report_day(context, day, stats, conservation[day])
+        _report_day(context, day, stats, conservation[day], len(days) <= PER_DAY_LOG_LINES_UP_TO)
+    if len(days) > PER_DAY_LOG_LINES_UP_TO:
+        context.log.info(
+            f"{len(days)} days, {days[0]} to {days[-1]}: {totals['staged']} staged, "
+            f"{sum(c['loaded'] for c in conservation.values())} in sales, "
+            f"{sum(c['rejected'] for c in conservation.values())} rejected (each day's numbers: "
+            "its partition's metadata and the per_day table)")
     elapsed = time.monotonic() - started
     dup = duplicate_transaction_ids(engine, days)
     yield dg.MaterializeResult(asset_key=SALES_KEY, metadata={
