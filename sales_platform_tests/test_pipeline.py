@@ -325,14 +325,19 @@ def _fresh_pg_database() -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
 
 
-def test_the_documented_selection_without_sales_rejects_loads_a_day_with_rejects(setup):
-    """`--select raw_sales,cleaned_sales,encrypted_sales,sales` (the README's command) must pass its
-    checks on a day with rejects, and the rejects still reach sales_rejects when that asset runs."""
-    data_dir, resources, engine = setup
+def twenty_sales_and_one_reject(data_dir: Path) -> None:
+    """A catalogue with P1 and one file of DAY: 20 valid sales and one non-positive quantity."""
     write_catalogue(data_dir, ["P1"])
     rows = [[f"T{i}", "C1", "P1", "1", f"{DAY}T10:00:{i:02d}"] for i in range(20)] + \
            [["T99", "C1", "P1", "-4", f"{DAY}T11:00:00"]]
     write_csv(data_dir / "incoming" / "a.csv", rows)
+
+
+def test_the_documented_selection_without_sales_rejects_loads_a_day_with_rejects(setup):
+    """`--select raw_sales,cleaned_sales,encrypted_sales,sales` (the README's command) must pass its
+    checks on a day with rejects, and the rejects still reach sales_rejects when that asset runs."""
+    data_dir, resources, engine = setup
+    twenty_sales_and_one_reject(data_dir)
     materialize(resources, PRODUCTS)
     result = materialize(resources, ["raw_sales", "cleaned_sales", "encrypted_sales", "sales"], DAY)
     assert result.success and check_results(result)["rows_conserved"] is True
@@ -353,10 +358,7 @@ def test_each_selection_of_the_one_step_runs_exactly_its_stages(setup):
     """The four sales assets share one step: a selection of some runs only those stages (and
     their checks), one after another across runs, with the same end result as one run of all."""
     data_dir, resources, engine = setup
-    write_catalogue(data_dir, ["P1"])
-    rows = [[f"T{i}", "C1", "P1", "1", f"{DAY}T10:00:{i:02d}"] for i in range(20)] + \
-           [["T99", "C1", "P1", "-4", f"{DAY}T11:00:00"]]
-    write_csv(data_dir / "incoming" / "a.csv", rows)
+    twenty_sales_and_one_reject(data_dir)
     materialize(resources, PRODUCTS)
     encrypted_dir = data_dir / "staging" / "encrypted" / DAY
 

@@ -343,7 +343,7 @@ def _sales_verdicts(context: dg.AssetExecutionContext, conservation: dict, dup: 
                                                 sorted(layouts))})
         yield from per_day_evaluations(context, schema_check.name, evolved_days | layouts,
                                        severity=dg.AssetCheckSeverity.WARN, asset_key=SALES_KEY)
-    return {conservation_check.name: sorted(broken), pk_check.name: sorted({d for d, _ in dup})}
+    return {conservation_check.key: sorted(broken), pk_check.key: sorted({d for d, _ in dup})}
 
 
 def load_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
@@ -464,11 +464,10 @@ def _checks_without_their_asset(context: dg.AssetExecutionContext) -> list[str]:
 
 
 def _blocking_failures_not_selected(context: dg.AssetExecutionContext,
-                                    failing: dict[str, list[str]]) -> list[str]:
+                                    failing: dict[dg.AssetCheckKey, list[str]]) -> list[str]:
     """Blocking checks that failed although the run left them out: their block holds anyway."""
-    return [f"{name} failed on {', '.join(days)}" for name, days in failing.items()
-            if days and dg.AssetCheckKey(CLEANED_KEY if name == reject_rate_check.name else SALES_KEY,
-                                         name) not in context.selected_asset_check_keys]
+    return [f"{key.name} failed on {', '.join(days)}" for key, days in failing.items()
+            if days and key not in context.selected_asset_check_keys]
 
 
 @dg.multi_asset(
@@ -491,15 +490,15 @@ def sales_pipeline(context: dg.AssetExecutionContext, platform: PlatformResource
         raise dg.Failure(description="a check of the sales step is evaluated by the stage that "
                          "materializes its asset, not on its own: select the asset with its checks ("
                          + ", ".join(orphans) + ")", allow_retries=False)
-    failing: dict[str, list[str]] = {}
+    failing: dict[dg.AssetCheckKey, list[str]] = {}
     try:
         if CLEANED_KEY in selected:
             blocked = yield from clean_stage(context, platform, warehouse, days)
-            failing[reject_rate_check.name] = sorted(blocked)
-        if failing.get(reject_rate_check.name):  # the block, enforced in the step: no day of the
+            failing[reject_rate_check.key] = sorted(blocked)
+        if failing.get(reject_rate_check.key):  # the block, enforced in the step: no day of the
             context.log.error(  # run is encrypted or loaded
                 f"encrypted_sales and sales not materialized in this run: "
-                f"{', '.join(failing[reject_rate_check.name])} over the reject-rate threshold")
+                f"{', '.join(failing[reject_rate_check.key])} over the reject-rate threshold")
         else:
             if ENCRYPTED_KEY in selected:
                 yield encrypt_stage(context, platform, warehouse, days)
