@@ -78,6 +78,28 @@ def write_plain_table(path: Path, table: pa.Table) -> None:
     atomic_write_bytes(path, _table_bytes(table))
 
 
+def fragment_files(folder: Path) -> list[Path]:
+    """The data files of a layer folder (published or being written), in order."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.endswith((SEALED_SUFFIX, PLAIN_SUFFIX))
+                  and not p.name.startswith("."))
+
+
+FilesIdentity = tuple[tuple[str, int, int, int], ...]
+
+
+def files_identity(paths: list[Path]) -> FilesIdentity:
+    """Which files these are: name, inode, size and mtime of each, in order. Publishing a layer
+    renames its folder, which keeps all four; a layer republished by any writer has new files
+    (new inodes), even with the same names and sizes."""
+    identity = []
+    for path in paths:
+        st = path.stat()
+        identity.append((path.name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(identity)
+
+
 @dataclass(frozen=True)
 class DataAreas:
     root: Path
@@ -106,11 +128,7 @@ class DataAreas:
             folder.mkdir(parents=True, exist_ok=True)
 
     def fragments(self, layer: str, day: str) -> list[Path]:
-        folder = self.layer_dir(layer, day)
-        if not folder.is_dir():
-            return []
-        return sorted(p for p in folder.iterdir() if p.name.endswith((SEALED_SUFFIX, PLAIN_SUFFIX))
-                      and not p.name.startswith("."))
+        return fragment_files(self.layer_dir(layer, day))
 
     def replace_layer(self, layer: str, day: str) -> Path:
         """A fresh temp folder to write a day's layer into; publish it with ``publish_layer``."""

@@ -65,6 +65,9 @@ from sales_platform.core.warehouse.tables import SALES_CONTENT_COLUMNS, sales
 BASE_STAGE_COLUMNS = ("transaction_id", "customer_id", "product_id", "quantity", "sale_date",
                       "sale_ts", "source_file", "source_sha256", "source_row")
 LINEAGE_COLUMNS = ("source_file", "source_sha256", "source_row")
+# columns of the encrypted layer that are not source data columns of their own
+LAYER_COLUMNS = frozenset({"transaction_id", "customer_id", "product_id", "quantity", "sale_ts",
+                           "source_file", "source_row", "source_sha256"})
 SALES_LOAD_LOCK = "sales_load"
 STAGE_COLUMNS = BASE_STAGE_COLUMNS
 INTEGER_STAGE_COLUMNS = frozenset({"quantity", "source_row"})
@@ -213,6 +216,11 @@ def rows_for_driver(frame: pd.DataFrame, dialect_name: str, extras: Sequence[str
     return list(zip(*columns, strict=True))
 
 
+def extra_columns(names: Iterable[str]) -> list[str]:
+    """The source's own columns among a layer's (schema evolution): loaded as nullable text."""
+    return [name for name in names if name not in LAYER_COLUMNS]
+
+
 def _arrow_column(table: pa.Table, name: str, type_: pa.DataType) -> pa.ChunkedArray | pa.Array:
     if name not in table.column_names:  # a file without a later-added column loads NULLs for it
         return pa.nulls(table.num_rows, type_)
@@ -340,14 +348,22 @@ class SalesLoader:
     def load_day(self, day: date, batches: Iterable[pd.DataFrame | pa.Table] | BatchSource,
                  loaded_at: datetime, after: Callable[[Connection, LoadStats], None] | None = None,
                  conflicts_before: Iterable[str] = (),
-                 snapshot_ns: int | None = None) -> LoadStats:
+                 snapshot_ns: int | None = None,
+                 prefilled: SqliteScratch | None = None) -> LoadStats:
         """Stage the day's rows, then under the sales load lock: settle transaction ids that are
         also on other days, upsert, delete vanished rows, and run ``after`` (ledger bookkeeping),
         all in one transaction.
 
         ``batches`` may be a callable that returns a fresh iterable on each call: then a day with
         no rows in ``sales`` is written there directly (read a second time only when it falls
-        back to the staging path)."""
+        back to the staging path). SQLite: ``prefilled``, a scratch file already holding exactly
+        these rows in ``copy_table``'s columns (``prefill.py``), is used instead of reading
+        ``batches``, and removed afterwards."""
+        if self.dialect == "sqlite" and prefilled is not None:
+            with prefilled as scratch, self.engine.connect() as conn, scratch.attached(conn), \
+                    conn.begin():
+                return self._load(conn, day, batches, loaded_at, after, conflicts_before,
+                                  snapshot_ns, scratch)
         if self.dialect == "sqlite":  # rows into a scratch file first, outside the transaction
             source = batches() if callable(batches) else batches
             tables = (copy_table(f, self.extras) for f in self._batches(source))

@@ -10,6 +10,7 @@ never hides the others.
 
 import time
 from collections import Counter
+from contextlib import nullcontext
 from datetime import date, datetime, timedelta
 
 import dagster as dg
@@ -34,6 +35,7 @@ from sales_platform.core.pipeline import (
     read_snapshot,
 )
 from sales_platform.core.quality import reject_rate
+from sales_platform.core.store import files_identity
 from sales_platform.core.warehouse.artifacts import record_artifacts
 from sales_platform.core.warehouse.checks import day_row_count, duplicate_transaction_ids
 from sales_platform.core.warehouse.ledger import (
@@ -45,7 +47,8 @@ from sales_platform.core.warehouse.ledger import (
     request_days,
     versions_on_day,
 )
-from sales_platform.core.warehouse.loading import SalesLoader
+from sales_platform.core.warehouse.loading import SalesLoader, extra_columns
+from sales_platform.core.warehouse.prefill import Prefills, encrypt_with_prefill
 from sales_platform.core.warehouse.products_dim import known_product_ids
 from sales_platform.core.warehouse.rejects import cross_day_ids, replace_day_rejects
 from sales_platform.core.warehouse.retry import describe_db_error, run_with_retries
@@ -65,9 +68,6 @@ from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
 from sales_platform.versioning import stage_code_version, stage_version
 
-# columns of the encrypted layer that are not source data columns of their own
-LAYER_COLUMNS = frozenset({"transaction_id", "customer_id", "product_id", "quantity", "sale_ts",
-                           "source_file", "source_row", "source_sha256"})
 CLEANED_KEY, REJECTS_KEY, ENCRYPTED_KEY, SALES_KEY = (
     dg.AssetKey(name) for name in ("cleaned_sales", "sales_rejects", "encrypted_sales", "sales"))
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=36),
@@ -107,10 +107,13 @@ def _days(context: dg.AssetExecutionContext) -> list[str]:
     return list(context.partition_keys)
 
 
+def _layer_bytes(platform: PlatformResource, layer: str, days: list[str]) -> dict[str, int]:
+    return {d: sum(p.stat().st_size for p in platform.areas.fragments(layer, d)) for d in days}
+
+
 def _day_workers(platform: PlatformResource, layer: str, days: list[str]) -> int:
     """Days worked at once: the setting, or one at a time when a day's input is large."""
-    sizes = [sum(p.stat().st_size for p in platform.areas.fragments(layer, d)) for d in days]
-    return workers_for(sizes, platform.day_workers)
+    return workers_for(list(_layer_bytes(platform, layer, days).values()), platform.day_workers)
 
 
 # Helpers first: a stage's version hashes the module globals it names as they are when the asset
@@ -150,7 +153,7 @@ def _report_day(context: dg.AssetExecutionContext, day: str, stats, conservation
 
 
 def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
-                       platform: PlatformResource):
+                       platform: PlatformResource, prefills: Prefills | None = None):
     """One atomic load; transient errors (deadlock, dropped connection, lock) retried with backoff.
 
     In the load's own transaction: the day's pending requests that its snapshot answers are
@@ -167,13 +170,15 @@ def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
     def attempt():  # each attempt reads the day's files afresh, under the layer's read lock
         with platform.areas.reading_layer(ENCRYPTED, day):
             snapshot[0] = read_snapshot(platform.areas, ENCRYPTED, day)
-            extras = [c for c in layer_columns(platform.areas, ENCRYPTED, day)
-                      if c not in LAYER_COLUMNS]
+            extras = extra_columns(layer_columns(platform.areas, ENCRYPTED, day))
+            # the file filled while this run encrypted the day, if the layer is still that one
+            prefilled = prefills.take(day, files_identity(platform.areas.fragments(ENCRYPTED, day)),
+                                      extras) if prefills is not None else None
             stats = SalesLoader(engine, extras).load_day(  # a factory: re-read only on fallback
                 date.fromisoformat(day), lambda: iter_arrow_layer(platform.areas, ENCRYPTED, day),
                 datetime.now(), after=bookkeeping,
                 conflicts_before=snapshot[0].conflicts_before if snapshot[0] else (),
-                snapshot_ns=snapshot[0].snapshot_ns if snapshot[0] else None)
+                snapshot_ns=snapshot[0].snapshot_ns if snapshot[0] else None, prefilled=prefilled)
             return stats, snapshot[0]
 
     def log(n: int, exc: BaseException, delay: float) -> None:
@@ -295,14 +300,21 @@ def report_rejects(context: dg.AssetExecutionContext, warehouse: WarehouseResour
 
 
 def encrypt_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
-                  warehouse: WarehouseResource, days: list[str]) -> dg.MaterializeResult:
-    """encrypted_sales: the days' cleaned rows with identifiers replaced by tokens."""
+                  warehouse: WarehouseResource, days: list[str],
+                  prefills: Prefills | None = None) -> dg.MaterializeResult:
+    """encrypted_sales: the days' cleaned rows with identifiers replaced by tokens (with
+    ``prefills``, each day's SQLite load file filled on the side: ``warehouse/prefill.py``)."""
     started = time.monotonic()
     keyring = platform.keyring()
     sensitive = tuple(platform.contract().sensitive)
-    results = [result for _, result in in_order(
-        lambda day: encrypt_day(platform.areas, keyring, day, sensitive), days,
-        _day_workers(platform, CLEANED, days))]
+    sizes = _layer_bytes(platform, CLEANED, days)
+
+    def encrypt_one(day: str):
+        return encrypt_with_prefill(prefills, day, sizes[day], lambda on_chunk: encrypt_day(
+            platform.areas, keyring, day, sensitive, on_chunk=on_chunk))
+
+    results = [result for _, result in in_order(encrypt_one, days,
+                                                workers_for(list(sizes.values()), platform.day_workers))]
     _record_layers(context, warehouse.engine(), [f for r in results for f in r.written], ENCRYPTED_KEY)
     rows = sum(r.rows for r in results)
     last = next((d for d in reversed(days) if platform.areas.fragments(ENCRYPTED, d)), None)
@@ -347,7 +359,7 @@ def _sales_verdicts(context: dg.AssetExecutionContext, conservation: dict, dup: 
 
 
 def load_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
-               warehouse: WarehouseResource, days: list[str]):
+               warehouse: WarehouseResource, days: list[str], prefills: Prefills | None = None):
     """sales: each day's encrypted layer upserted atomically, in day order; then the checks."""
     started = time.monotonic()
     engine = run_with_retries(warehouse.engine)  # first connect (Azure serverless resumes: 40613)
@@ -356,7 +368,7 @@ def load_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
     evolved_days: set[str] = set()
     ledger: list[str] = []
     for day in days:
-        stats, snapshot = _load_with_retries(context, warehouse, engine, day, platform)
+        stats, snapshot = _load_with_retries(context, warehouse, engine, day, platform, prefills)
         if stats.columns_added:
             added += stats.columns_added
             evolved_days.add(day)
@@ -401,6 +413,7 @@ def load_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
         "preview": markdown_table(_preview(engine, days[-1])),
         "dagster/column_schema": column_schema(reflected_table(engine, "sales")),
         "columns_added": dg.MetadataValue.json(added),
+        "days_prefilled": prefills.taken if prefills is not None else 0,
         "duration_s": round(elapsed, 3), "rows_per_s": rate(totals["staged"], elapsed),
     })
     return (yield from _sales_verdicts(context, conservation, dup, added, layouts, evolved_days))
@@ -470,6 +483,42 @@ def _blocking_failures_not_selected(context: dg.AssetExecutionContext,
             if days and key not in context.selected_asset_check_keys]
 
 
+def _prefills(platform: PlatformResource, warehouse: WarehouseResource,
+              selected: set[dg.AssetKey]) -> Prefills | nullcontext:
+    """SQLite loads of days this run encrypts get their load file filled during the encryption;
+    the files not used are removed when the step ends."""
+    if platform.load_prefill_mb and {ENCRYPTED_KEY, SALES_KEY} <= selected \
+            and warehouse.engine().dialect.name == "sqlite":
+        return Prefills(platform.load_prefill_mb << 20)
+    return nullcontext(None)
+
+
+def _stages(context: dg.AssetExecutionContext, platform: PlatformResource,
+            warehouse: WarehouseResource, days: list[str],
+            failing: dict[dg.AssetCheckKey, list[str]], prefills: Prefills | None):
+    """The selected stages in order; ``failing`` gets the blocking checks' failed days."""
+    selected = context.selected_asset_keys
+    try:
+        if CLEANED_KEY in selected:
+            blocked = yield from clean_stage(context, platform, warehouse, days)
+            failing[reject_rate_check.key] = sorted(blocked)
+        if failing.get(reject_rate_check.key):  # the block, enforced in the step: no day of the
+            context.log.error(  # run is encrypted or loaded
+                f"encrypted_sales and sales not materialized in this run: "
+                f"{', '.join(failing[reject_rate_check.key])} over the reject-rate threshold")
+        else:
+            if ENCRYPTED_KEY in selected:
+                yield encrypt_stage(context, platform, warehouse, days, prefills)
+            if SALES_KEY in selected:
+                failing.update((yield from load_stage(context, platform, warehouse, days, prefills)))
+    except Exception:
+        if REJECTS_KEY in selected:  # the rejects written so far are in the table: report them
+            yield report_rejects(context, warehouse, days)
+        raise
+    if REJECTS_KEY in selected:  # last: the load adds the day's cross-day rejects
+        yield report_rejects(context, warehouse, days)
+
+
 @dg.multi_asset(
     name="sales_pipeline",
     specs=_specs(),
@@ -491,25 +540,8 @@ def sales_pipeline(context: dg.AssetExecutionContext, platform: PlatformResource
                          "materializes its asset, not on its own: select the asset with its checks ("
                          + ", ".join(orphans) + ")", allow_retries=False)
     failing: dict[dg.AssetCheckKey, list[str]] = {}
-    try:
-        if CLEANED_KEY in selected:
-            blocked = yield from clean_stage(context, platform, warehouse, days)
-            failing[reject_rate_check.key] = sorted(blocked)
-        if failing.get(reject_rate_check.key):  # the block, enforced in the step: no day of the
-            context.log.error(  # run is encrypted or loaded
-                f"encrypted_sales and sales not materialized in this run: "
-                f"{', '.join(failing[reject_rate_check.key])} over the reject-rate threshold")
-        else:
-            if ENCRYPTED_KEY in selected:
-                yield encrypt_stage(context, platform, warehouse, days)
-            if SALES_KEY in selected:
-                failing.update((yield from load_stage(context, platform, warehouse, days)))
-    except Exception:
-        if REJECTS_KEY in selected:  # the rejects written so far are in the table: report them
-            yield report_rejects(context, warehouse, days)
-        raise
-    if REJECTS_KEY in selected:  # last: the load adds the day's cross-day rejects
-        yield report_rejects(context, warehouse, days)
+    with _prefills(platform, warehouse, selected) as prefills:
+        yield from _stages(context, platform, warehouse, days, failing, prefills)
     if unselected := _blocking_failures_not_selected(context, failing):
         raise dg.Failure(description="blocking check(s) left out of the run failed, and block as "
                          "they would when selected: " + "; ".join(unselected), allow_retries=False)
