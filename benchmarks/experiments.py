@@ -661,7 +661,7 @@ def _encrypt_then_load(day: Day, db: Path, prefill: bool) -> dict:
             "prefilled": prefilled is not None}
 
 
-def exp_o(day: Day, work: Path, repeat: int = 3) -> dict:
+def exp_o(day: Day, work: Path, repeat: int = 5) -> dict:
     from sales_platform.core.warehouse.engine import make_engine
 
     labels = {False: "encrypt, then the load reads the layer back (prefill off)",

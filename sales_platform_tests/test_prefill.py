@@ -22,6 +22,7 @@ from sqlalchemy import select
 import sales_platform.defs.sales.assets as sales_assets
 from sales_platform.core.pipeline import ENCRYPTED, MANIFEST, manifest_ns
 from sales_platform.core.store import DataAreas, files_identity
+from sales_platform.core.warehouse import prefill
 from sales_platform.core.warehouse.engine import cached_engine
 from sales_platform.core.warehouse.prefill import Prefills, ScratchFeed, encrypt_with_prefill
 from sales_platform.core.warehouse.sqlite_scratch import PREFIX, TABLE
@@ -115,7 +116,7 @@ def _filled(prefills: Prefills, size: int, ids: list[str]) -> ScratchFeed | None
 def test_a_prefilled_file_is_used_only_for_the_layer_it_was_made_from(tmp_path):
     temp = tmp_path / "tmp"
     temp.mkdir()
-    with Prefills(budget_bytes=10, temp_dir=str(temp)) as prefills:
+    with Prefills(budget_bytes=10, temp_dir=str(temp), min_bytes=0) as prefills:
         layer = _layer(tmp_path / "d1", "v1")
         prefills.settle("d1", _filled(prefills, 5, ["A"]), files_identity(layer))
         assert prefills.take("d1", files_identity(layer), ["store"]) is None  # other columns
@@ -138,7 +139,8 @@ def test_a_prefilled_file_is_used_only_for_the_layer_it_was_made_from(tmp_path):
 
 
 def test_the_budget_bounds_the_files_held_and_the_first_day_always_has_room(tmp_path):
-    with Prefills(budget_bytes=10, temp_dir=str(tmp_path)) as prefills:
+    assert Prefills(budget_bytes=10, min_bytes=3).start(2) is None  # too small to gain
+    with Prefills(budget_bytes=10, temp_dir=str(tmp_path), min_bytes=0) as prefills:
         identity = files_identity(_layer(tmp_path / "d1", "x"))
         big = _filled(prefills, 50, ["A"])  # larger than the budget, but nothing is held
         assert big is not None
@@ -160,7 +162,7 @@ def test_a_failed_encryption_leaves_no_file_and_frees_its_budget(tmp_path):
         on_chunk(_chunk(["A"], [datetime(2024, 3, 1, tzinfo=UTC)]))
         raise OSError("disk full while encrypting")
 
-    with Prefills(budget_bytes=10, temp_dir=str(tmp_path)) as prefills:
+    with Prefills(budget_bytes=10, temp_dir=str(tmp_path), min_bytes=0) as prefills:
         with pytest.raises(OSError, match="disk full"):
             encrypt_with_prefill(prefills, "d1", 8, encrypt)
         assert not _leftovers(tmp_path)
@@ -169,6 +171,13 @@ def test_a_failed_encryption_leaves_no_file_and_frees_its_budget(tmp_path):
 
 
 # --- the step: prefilled loads give the oracle's tables, and a replaced layer is loaded as replaced ---
+
+
+@pytest.fixture(autouse=True)
+def small_days_prefilled(monkeypatch):
+    """The tests' days are small: prefill them too (the platform leaves days under 1 MiB of
+    cleaned layer to their load)."""
+    monkeypatch.setattr(prefill, "MIN_DAY_BYTES", 0)
 
 HEADER = ["transaction_id", "customer_id", "product_id", "quantity", "timestamp"]
 DAYS = ["2024-02-29", "2024-03-01", "2024-03-02", "2024-03-03"]
@@ -270,3 +279,17 @@ def test_a_layer_replaced_between_encryption_and_load_is_loaded_as_replaced(data
     with cached_engine(url).connect() as conn:
         quantities = dict(conn.execute(select(sales.c.transaction_id, sales.c.quantity)).all())
     assert quantities == {"T0": 999, **{f"T{i}": 1 for i in range(1, 10)}}
+
+
+def test_the_budget_is_set_from_the_environment_and_bad_values_name_the_variable(monkeypatch, tmp_path):
+    from sales_platform.core.settings import SettingError
+    from sales_platform.resources.factory import platform_resource
+
+    monkeypatch.setenv("SALES_PLATFORM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SALES_PLATFORM_LOAD_PREFILL_MB", "0")
+    assert platform_resource().load_prefill_mb == 0
+    monkeypatch.setenv("SALES_PLATFORM_LOAD_PREFILL_MB", "-5")
+    with pytest.raises(SettingError, match="SALES_PLATFORM_LOAD_PREFILL_MB"):
+        platform_resource()
+    monkeypatch.delenv("SALES_PLATFORM_LOAD_PREFILL_MB")
+    assert platform_resource().load_prefill_mb == 64
