@@ -640,16 +640,18 @@ def exp_j(day: Day, work: Path) -> dict:
 # --- O -------------------------------------------------------------------------------------------
 
 def _encrypt_then_load(day: Day, db: Path, prefill: bool) -> dict:
-    from sales_platform.core.pipeline import ENCRYPTED, encrypt_day, iter_arrow_layer
+    from sales_platform.core.pipeline import CLEANED, ENCRYPTED, encrypt_day, iter_arrow_layer
+    from sales_platform.core.settings import DEFAULT_LOAD_PREFILL_MB
     from sales_platform.core.store import files_identity
     from sales_platform.core.warehouse.engine import make_engine
     from sales_platform.core.warehouse.loading import SalesLoader
     from sales_platform.core.warehouse.prefill import Prefills, encrypt_with_prefill
 
     engine = make_engine(f"sqlite:///{db}")
-    with Prefills(64 << 20) as prefills:
+    size = sum(p.stat().st_size for p in day.areas.fragments(CLEANED, day.day))
+    with Prefills(DEFAULT_LOAD_PREFILL_MB << 20) as prefills:
         started = time.perf_counter()
-        encrypt_with_prefill(prefills if prefill else None, day.day, 0, lambda on_chunk: encrypt_day(
+        encrypt_with_prefill(prefills if prefill else None, day.day, size, lambda on_chunk: encrypt_day(
             day.areas, day.keyring, day.day, on_chunk=on_chunk))
         encrypted = time.perf_counter()
         prefilled = prefills.take(day.day, files_identity(day.areas.fragments(ENCRYPTED, day.day)), [])
@@ -657,6 +659,8 @@ def _encrypt_then_load(day: Day, db: Path, prefill: bool) -> dict:
                                      datetime(2024, 3, 2), prefilled=prefilled)
         loaded = time.perf_counter()
     engine.dispose()
+    if prefill and prefilled is None:
+        raise SystemExit("O: the prefilled path did not use its scratch file")
     return {"encrypt_s": encrypted - started, "load_s": loaded - encrypted,
             "prefilled": prefilled is not None}
 

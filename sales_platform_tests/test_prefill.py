@@ -234,7 +234,7 @@ def test_prefilled_loads_and_loads_read_back_give_the_same_tables_as_the_oracle(
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where the load files go
     tables = {}
-    for budget in (64, 0):
+    for budget in (16, 0):
         data_dir = tmp_path / f"prefill-{budget}"
         _hostile_drops(data_dir)
         drops = [Drop(p.name, p.read_bytes()) for p in sorted((data_dir / "incoming").iterdir())]
@@ -244,7 +244,7 @@ def test_prefilled_loads_and_loads_read_back_give_the_same_tables_as_the_oracle(
         assert prefilled >= 2 if budget else prefilled == 0  # 02-29 and 03-03 have one layout
         _matches_oracle(data_dir, url, key, drops)
         tables[budget] = _sales_table(cached_engine(url))
-    assert tables[64] == tables[0]
+    assert tables[16] == tables[0]
     assert not _leftovers(temp)
 
 
@@ -292,4 +292,4 @@ def test_the_budget_is_set_from_the_environment_and_bad_values_name_the_variable
     with pytest.raises(SettingError, match="SALES_PLATFORM_LOAD_PREFILL_MB"):
         platform_resource()
     monkeypatch.delenv("SALES_PLATFORM_LOAD_PREFILL_MB")
-    assert platform_resource().load_prefill_mb == 64
+    assert platform_resource().load_prefill_mb == 16

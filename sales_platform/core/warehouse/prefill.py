@@ -12,9 +12,10 @@ renames the folder, which keeps all four) and the same extra columns. Any other 
 replaced the layer meanwhile, a retry after the file was used, a failed fill) falls back to the
 fill from the layer, so the load's outcome never depends on whether a prefill was used.
 
-Disk: a run holds at most ``budget_bytes`` of prefilled days (measured on the cleaned layer they
-are made from, ~10x smaller than the scratch files) besides the first one, which the load would
-have needed anyway. Every file not taken by a load is removed when the run's stage ends.
+Disk: a run holds at most ``budget_bytes`` of prefilled days (measured on the sealed cleaned layer
+they are made from: ~7 MB per 1M rows, ~35x smaller than their scratch files) besides the first
+one, which the load would have needed anyway. Days under ``MIN_DAY_BYTES`` are not prefilled.
+Every file not taken by a load is removed when the run's stage ends.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from sales_platform.core.warehouse.sqlite_scratch import SqliteScratch
 
 _DONE, _ABANDON = object(), object()
 # Smaller days are filled by their load as before: the overlap is worth ~0.5 s per 1M rows, so
-# below ~40k rows it is lost in the feed's own thread and connection (a 3,000-row day's whole
-# scratch file takes a few ms).
-MIN_DAY_BYTES = 1 << 20
+# below ~40k rows (~256 KiB of sealed cleaned layer) it is lost in the feed's own thread and
+# connection (a 3,000-row day's whole scratch file takes a few ms).
+MIN_DAY_BYTES = 256 << 10
 
 
 class _Abandoned(Exception):
