@@ -214,8 +214,9 @@ def print_summary(first: str, last: str) -> None:
                                .group_by(sales_rejects.c.reason)).all()
         ledger = conn.execute(select(file_ledger.c.status, func.count())
                               .group_by(file_ledger.c.status)).all()
-        blocked = set(conn.execute(select(file_ledger.c.error)
-                                   .where(file_ledger.c.status == "blocked")).scalars())
+        blocked = {line for error in conn.execute(select(file_ledger.c.error)
+                                                  .where(file_ledger.c.status == "blocked")).scalars()
+                   for line in (error or "").splitlines()}  # a line per blocked day
         pending = sorted(d.isoformat() for d in conn.execute(select(pending_days.c.sale_date))
                          .scalars())
     root = settings.data_dir()

@@ -21,8 +21,10 @@ from sqlalchemy import select
 from sales_platform.core import csvread
 from sales_platform.core.pipeline import manifest_ns
 from sales_platform.core.warehouse.tables import file_ledger, pending_days, sales
+from sales_platform.partitions import partition_range_tags
 from sales_platform_tests.helpers import all_assets, check_results, materializations_of
 from sales_platform_tests.integrity import (
+    LOAD_CHAIN,
     Harness,
     assert_matches_oracle,
     day,
@@ -291,6 +293,36 @@ def test_the_cli_summary_tells_a_blocked_day(data_dir, backend, key, monkeypatch
     out = capsys.readouterr().out
     assert "rows rejected: 4" in out and "quantity_not_positive: 4" in out
     assert f"BLOCKED {D1} blocked: 4 of 8 rows rejected (50% > 20%)" in out
+
+
+@pytest.mark.parametrize("runs", ["one range run", "a run per day"])
+def test_a_file_blocking_two_days_names_both_in_the_ledger_and_the_summary(
+        data_dir, backend, key, monkeypatch, capsys, runs):
+    from sales_platform import cli
+
+    h = Harness(data_dir, backend.url, key, platform={"max_reject_rate": 0.2})
+    bad = [[f"B{i}", "C1", "P1", "-1", f"{d}T10:00:00"] for d in (D1, D2) for i in range(2)]
+    h.drop("spans.csv", csv_bytes(rows("A", 2) + rows("E", 3, f"{D2}T09:00:00") + bad))
+    h.land()
+    if runs == "one range run":
+        dg.materialize(all_assets(), selection=LOAD_CHAIN, resources=h.resources, instance=h.instance,
+                       tags=partition_range_tags(D1, D2), raise_on_error=False)
+    else:
+        h.run_day(D1, raise_on_error=False)
+        h.run_day(D2, raise_on_error=False)
+        h.run_day(D2, raise_on_error=False)  # blocked again: its line replaced, not repeated
+    (entry,) = h.ledger().values()
+    assert entry["status"] == "blocked"
+    assert entry["error"].splitlines() == [
+        f"{D1} blocked: 2 of 4 rows rejected (50% > 20%); fix the file and drop a corrected "
+        "version, or raise SALES_PLATFORM_MAX_REJECT_RATE and re-materialize the day",
+        f"{D2} blocked: 2 of 5 rows rejected (40% > 20%); fix the file and drop a corrected "
+        "version, or raise SALES_PLATFORM_MAX_REJECT_RATE and re-materialize the day"]
+    monkeypatch.setenv("SALES_PLATFORM_DB_URL", backend.url)
+    monkeypatch.setenv("SALES_PLATFORM_DATA_DIR", str(data_dir))
+    cli.print_summary(D1, D2)
+    out = capsys.readouterr().out
+    assert f"BLOCKED {D1} blocked: 2 of 4" in out and f"BLOCKED {D2} blocked: 2 of 5" in out
 
 
 # 11 ------------------------------------------------------------------------------------------

@@ -195,6 +195,15 @@ def _live_versions_on(conn: Connection, day: str) -> list[dict]:
     return [dict(r) for r in rows]
 
 
+def blocked_days_detail(previous: str | None, was_blocked: bool, day: str, detail: str) -> str:
+    """A version's error once ``day`` is blocked with ``detail`` (a line starting with the day):
+    one line per blocked day, in day order, so a file spanning two blocked days names both; a day
+    blocked again replaces its own line."""
+    lines = [line for line in (previous or "").splitlines()
+             if was_blocked and line and not line.startswith(f"{day} ")]
+    return "\n".join(sorted([*lines, detail]))
+
+
 def mark_blocked(engine: Engine, day: str, detail: str, now: datetime) -> list[str]:
     """Versions with rows on a day that the reject-rate check blocked; returns their names."""
     names = []
@@ -204,8 +213,9 @@ def mark_blocked(engine: Engine, day: str, detail: str, now: datetime) -> list[s
             if day not in json.loads(row["days_touched"] or "[]"):
                 continue
             names.append(row["file_name"])
+            error = blocked_days_detail(row["error"], row["status"] == BLOCKED, day, detail)
             conn.execute(update(file_ledger).where(file_ledger.c.file_id == row["file_id"])
-                         .values(status=BLOCKED, error=detail, processed_at=now))
+                         .values(status=BLOCKED, error=error, processed_at=now))
             _event(conn, row["file_name"], row["sha256"], BLOCKED, detail, now)
     return names
 
