@@ -208,12 +208,13 @@ def _sales_table(engine) -> list[tuple]:
     return [tuple((k, v) for k, v in sorted(r.items()) if k != "loaded_at") for r in rows]
 
 
-def _run_range(data_dir: Path, url: str, key: str, **platform) -> dg.ExecuteInProcessResult:
+def _run_range(data_dir: Path, url: str, key: str, instance: dg.DagsterInstance | None = None,
+               **platform) -> dg.ExecuteInProcessResult:
     write_catalogue(data_dir, ["P1", "P2"])
     resources = resources_for(data_dir, url, key, max_reject_rate=1.0, **platform)
     materialize(resources, PRODUCTS)
     return dg.materialize(all_assets(), selection=SALES_CHAIN, resources=resources,
-                          tags=partition_range_tags(DAYS[0], DAYS[-1]))
+                          instance=instance, tags=partition_range_tags(DAYS[0], DAYS[-1]))
 
 
 def _days_prefilled(result: dg.ExecuteInProcessResult) -> int:
@@ -248,31 +249,39 @@ def test_prefilled_loads_and_loads_read_back_give_the_same_tables_as_the_oracle(
     assert not _leftovers(temp)
 
 
+def _republished_after_encryption(monkeypatch, data_dir: Path, which: str,
+                                  first_quantity: int | None = None) -> None:
+    """Once this run has encrypted ``which``, another writer publishes its encrypted layer again
+    (new files; with ``first_quantity``, the first row's quantity changed)."""
+    real = sales_assets.encrypt_with_prefill
+
+    def then_replaced(prefills, day, size, encrypt):
+        result = real(prefills, day, size, encrypt)
+        if day != which:
+            return result
+        areas = DataAreas(data_dir.resolve())
+        (fragment,) = areas.fragments(ENCRYPTED, day)
+        table = pq.read_table(fragment)
+        if first_quantity is not None:
+            quantities = [first_quantity, *table.column("quantity").to_pylist()[1:]]
+            table = table.set_column(table.column_names.index("quantity"), "quantity",
+                                     pa.array(quantities, table.column("quantity").type))
+        tmp = areas.replace_layer(ENCRYPTED, day)
+        pq.write_table(table, tmp / fragment.name)
+        shutil.copyfile(fragment.parent / MANIFEST, tmp / MANIFEST)
+        assert areas.publish_layer(ENCRYPTED, day, tmp, version=manifest_ns)
+        return result
+
+    monkeypatch.setattr(sales_assets, "encrypt_with_prefill", then_replaced)
+
+
 def test_a_layer_replaced_between_encryption_and_load_is_loaded_as_replaced(data_dir, tmp_path, key,
                                                                            monkeypatch):
     """Another writer republishes the day's encrypted layer (here with one quantity changed) after
     this run encrypted it: the load must take the layer as it now is, not the prefilled rows."""
     write_csv(data_dir / "incoming" / "day.csv",
               [[f"T{i}", f"c{i}", "P1", "1", "2024-03-03T10:00:00"] for i in range(10)])
-    real = sales_assets.encrypt_with_prefill
-
-    def then_replaced(prefills, day, size, encrypt):
-        result = real(prefills, day, size, encrypt)
-        if day != "2024-03-03":  # the range's other days have no rows
-            return result
-        areas = DataAreas(data_dir.resolve())
-        (fragment,) = areas.fragments(ENCRYPTED, day)
-        table = pq.read_table(fragment)
-        quantities = [999, *table.column("quantity").to_pylist()[1:]]
-        changed = table.set_column(table.column_names.index("quantity"), "quantity",
-                                   pa.array(quantities, table.column("quantity").type))
-        tmp = areas.replace_layer(ENCRYPTED, day)
-        pq.write_table(changed, tmp / fragment.name)
-        shutil.copyfile(fragment.parent / MANIFEST, tmp / MANIFEST)
-        assert areas.publish_layer(ENCRYPTED, day, tmp, version=manifest_ns)
-        return result
-
-    monkeypatch.setattr(sales_assets, "encrypt_with_prefill", then_replaced)
+    _republished_after_encryption(monkeypatch, data_dir, "2024-03-03", first_quantity=999)
     url = f"sqlite:///{tmp_path / 'w.db'}"
     result = _run_range(data_dir, url, key)
     assert _days_prefilled(result) == 0
@@ -293,3 +302,81 @@ def test_the_budget_is_set_from_the_environment_and_bad_values_name_the_variable
         platform_resource()
     monkeypatch.delenv("SALES_PLATFORM_LOAD_PREFILL_MB")
     assert platform_resource().load_prefill_mb == 16
+
+
+def test_a_load_out_of_temp_space_drops_the_files_held_ahead_and_loads_every_day(
+        data_dir, tmp_path, key, monkeypatch):
+    """A load that fills its own file (the range's empty first day; 03-01, whose prefill is
+    refused because its layer was republished) finds the temp space full beside the files held
+    for later days: the held files are dropped and the load tried again; every day loads."""
+    from sales_platform.core.warehouse import loading
+
+    for d in ("2024-03-01", "2024-03-02", "2024-03-03"):
+        write_csv(data_dir / "incoming" / f"{d}.csv",
+                  [[f"{d}-{i}", f"c{i}", "P1", "2", f"{d}T10:00:00"] for i in range(20)])
+    _republished_after_encryption(monkeypatch, data_dir, "2024-03-01")
+    real_scratch, failures = loading.SqliteScratch, []
+
+    def full_once(*args, **kwargs):  # the load's own fill, at the first attempt only
+        if not failures:
+            failures.append(1)
+            raise OSError("cannot write the load's scratch file in /tmp (TMPDIR): disk full")
+        return real_scratch(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "SqliteScratch", full_once)
+    url, instance = f"sqlite:///{tmp_path / 'w.db'}", dg.DagsterInstance.ephemeral()
+    result = _run_range(data_dir, url, key, instance)
+    assert failures and _days_prefilled(result) == 0
+    with cached_engine(url).connect() as conn:
+        loaded = sorted(conn.execute(select(sales.c.transaction_id)).scalars())
+    assert loaded == sorted(f"{d}-{i}" for d in ("2024-03-01", "2024-03-02", "2024-03-03")
+                            for i in range(20))
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("the load's file did not fit in the temp space" in m for m in logged)
+
+
+def test_too_little_temp_space_leaves_the_day_to_its_load_and_says_so(tmp_path, monkeypatch):
+    free = {"bytes": 10 << 30}
+    monkeypatch.setattr(prefill.shutil, "disk_usage",
+                        lambda folder: shutil._ntuple_diskusage(100 << 30, 0, free["bytes"]))
+    with Prefills(budget_bytes=1 << 30, temp_dir=str(tmp_path), min_bytes=0) as prefills:
+        size = 1 << 20  # ~40 MB of load file, twice that asked for
+        feed = prefills.start(size)
+        assert feed is not None
+        prefills.give_up(feed)
+        free["bytes"] = 2 * size * prefill.SCRATCH_BYTES_PER_CLEANED_BYTE - 1
+        assert prefills.start(size) is None
+        assert prefills.notes and "MB free in" in prefills.notes[0]
+    assert not _leftovers(tmp_path)
+
+
+class _Interrupted(BaseException):
+    """What Dagster raises in the step's thread when a run is terminated."""
+
+
+def test_an_interruption_while_a_fill_finishes_stops_its_thread_and_leaves_no_file(tmp_path,
+                                                                                   monkeypatch):
+    import threading
+
+    real_finish = ScratchFeed.finish
+
+    def interrupted(self):
+        self.put(_chunk(["late"], [datetime(2024, 3, 1, tzinfo=UTC)]))
+        raise _Interrupted
+
+    monkeypatch.setattr(ScratchFeed, "finish", interrupted)
+
+    class Encrypted:
+        identity = (("part-00000.parquet", 1, 1, 1),)
+
+    def encrypt(on_chunk):
+        on_chunk(_chunk(["A"], [datetime(2024, 3, 1, tzinfo=UTC)]))
+        return Encrypted()
+
+    with Prefills(budget_bytes=10, temp_dir=str(tmp_path), min_bytes=0) as prefills:
+        with pytest.raises(_Interrupted):
+            encrypt_with_prefill(prefills, "d1", 5, encrypt)
+        monkeypatch.setattr(ScratchFeed, "finish", real_finish)
+        assert prefills.start(10) is not None  # the interrupted feed's budget came back
+    assert not _leftovers(tmp_path)
+    assert not [t for t in threading.enumerate() if t.name == "sales-load-prefill"]

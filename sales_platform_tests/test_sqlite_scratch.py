@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -79,6 +80,37 @@ def test_a_folder_left_by_a_killed_load_is_removed_by_the_next_one_and_a_young_o
     with SqliteScratch(_tables(), temp_dir=str(tmp_path)):
         pass
     assert not old.exists() and young.exists()
+
+
+def test_a_folder_of_a_process_killed_with_sigkill_goes_at_the_next_load_and_a_live_one_stays(
+        tmp_path, monkeypatch):
+    """The owner lock, not the age, tells: a killed holder's folder is removed at once (kill -9
+    skips every cleanup), a live holder's folder is kept however old (a long range run holds the
+    files it filled ahead)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sales_platform.core.warehouse import sqlite_scratch
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, pyarrow as pa\n"
+         "from sales_platform.core.warehouse.sqlite_scratch import SqliteScratch\n"
+         f"s = SqliteScratch([pa.table({{'k': ['a']}})], temp_dir={str(tmp_path)!r})\n"
+         "print(s.folder, flush=True)\ntime.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    killed = Path(holder.stdout.readline().strip())
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    with SqliteScratch(_tables(), temp_dir=str(tmp_path)) as live:
+        ancient = time.time() - sqlite_scratch.ABANDONED_AFTER_S - 60
+        os.utime(live.folder, (ancient, ancient))
+        monkeypatch.setattr(sqlite_scratch, "SETTLE_S", 0)  # the killed folder is seconds old
+        with SqliteScratch(_tables(), temp_dir=str(tmp_path)):
+            assert not killed.exists()
+            assert (live.folder / "rows.db").exists()
 
 
 def test_an_ingest_error_names_the_folder_and_leaves_nothing_behind(tmp_path):

@@ -15,11 +15,14 @@ fill from the layer, so the load's outcome never depends on whether a prefill wa
 Disk: a run holds at most ``budget_bytes`` of prefilled days (measured on the sealed cleaned layer
 they are made from: ~7 MB per 1M rows, ~35x smaller than their scratch files) besides the first
 one, which the load would have needed anyway. Days under ``MIN_DAY_BYTES`` are not prefilled.
-Every file not taken by a load is removed when the run's stage ends.
+Every file not taken by a load is removed when the step ends (interrupted or failed too), and
+the files of a killed process by the next load (``sqlite_scratch.py``'s owner lock).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ _DONE, _ABANDON = object(), object()
 # below ~40k rows (~256 KiB of sealed cleaned layer) it is lost in the feed's own thread and
 # connection (a 3,000-row day's whole scratch file takes a few ms).
 MIN_DAY_BYTES = 256 << 10
+SCRATCH_BYTES_PER_CLEANED_BYTE = 40  # a 1M-row day: ~6.7 MB sealed cleaned, ~240 MB scratch file
 
 
 class _Abandoned(Exception):
@@ -65,17 +69,14 @@ class StagingRows:
 
 
 class ScratchFeed:
-    """Tables handed over one at a time, converted by ``convert`` and appended to a
-    ``SqliteScratch`` in a background thread. At most ``depth`` tables wait, so a slow fill slows
-    the producer instead of holding the day in memory. A failing fill never fails the producer:
-    ``finish`` then returns None (the load fills its scratch file from the layer, and reports any
-    error of its own)."""
+    """Chunks of the encrypted layer handed over one at a time, converted to the staging columns
+    and appended to a ``SqliteScratch`` in a background thread. At most ``depth`` chunks wait, so
+    a slow fill slows the producer instead of holding the day in memory. A failing fill never
+    fails the producer: ``finish`` then returns None and ``error`` says why (the load fills its
+    scratch file from the layer, and reports any error of its own)."""
 
-    def __init__(self, convert: Callable[[pa.Table], pa.Table] | None = None,
-                 temp_dir: str | None = None, depth: int = 1, reserved: int = 0) -> None:
-        convert = convert or StagingRows()
-        self._convert = convert
-        self.extras: tuple[str, ...] = ()  # the chunks' extra columns, once finished
+    def __init__(self, temp_dir: str | None = None, depth: int = 1, reserved: int = 0) -> None:
+        self._convert = StagingRows()
         self.reserved = reserved  # bytes of the run's prefill budget this feed holds
         self._temp_dir = temp_dir
         self._queue: Queue = Queue(maxsize=depth)
@@ -83,6 +84,11 @@ class ScratchFeed:
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._fill, name="sales-load-prefill", daemon=True)
         self._thread.start()
+
+    @property
+    def extras(self) -> tuple[str, ...]:
+        """The chunks' extra columns (all chunks have the same, or the fill failed)."""
+        return self._convert.extras or ()
 
     def _tables(self) -> Iterator[pa.Table]:
         while (item := self._queue.get()) is not _DONE:
@@ -111,7 +117,6 @@ class ScratchFeed:
         """The filled scratch file, or None when the fill failed."""
         self._hand_over(_DONE)
         self._thread.join()
-        self.extras = getattr(self._convert, "extras", None) or ()
         return self._scratch if self.error is None else None
 
     def abandon(self) -> None:
@@ -133,7 +138,8 @@ class _Prefilled:
 
 class Prefills:
     """The prefilled scratch files of one run, by day; thread-safe (days are encrypted in
-    parallel). A context manager: every file not taken is removed on exit."""
+    parallel). A context manager: every file not taken, and every fill still running, is removed
+    on exit (the step's end, also when it fails or is interrupted)."""
 
     def __init__(self, budget_bytes: int, temp_dir: str | None = None,
                  min_bytes: int | None = None) -> None:
@@ -146,12 +152,15 @@ class Prefills:
         self._reserved = 0
         self.taken = 0
         self.refused = 0  # prefilled, then not used: the layer changed or the columns differ
+        self.notes: list[str] = []  # days not prefilled for a reason an operator may want to see
 
     def start(self, size: int) -> ScratchFeed | None:
-        """A feed for a day whose cleaned layer has ``size`` bytes, or None when the budget is
-        spent or the day is too small to gain from it. Room is always given when nothing is held
-        (the load needs that much scratch space anyway); beyond that, within the budget."""
+        """A feed for a day whose cleaned layer has ``size`` bytes, or None when the day is too
+        small to gain from it, the budget is spent or the temp space is short. Room in the budget
+        is always given when nothing is held (the load needs that much scratch space anyway)."""
         if size < self.min_bytes:
+            return None
+        if not self._space_for(size):
             return None
         with self._lock:
             if self._reserved and self._reserved + size > self.budget_bytes:
@@ -161,31 +170,42 @@ class Prefills:
             self._feeds.add(feed)
         return feed
 
+    def _space_for(self, size: int) -> bool:
+        """Free temp space for this day's file and, beside it, a load filling a file as large
+        itself (a day whose prefill is refused): a prefill never takes the room a load needs."""
+        folder = self.temp_dir or tempfile.gettempdir()
+        free = shutil.disk_usage(folder).free
+        if free >= 2 * size * SCRATCH_BYTES_PER_CLEANED_BYTE:
+            return True
+        self.notes.append(f"a day's load file not filled ahead: {free >> 20} MB free in {folder}")
+        return False
+
     def settle(self, day: str, feed: ScratchFeed, identity: FilesIdentity) -> None:
         """Keep the feed's file for the day's load, made from the layer ``identity`` names (empty:
-        the layer was not published, e.g. a newer one stood; the file is dropped)."""
-        self._forget(feed)
+        the layer was not published, e.g. a newer one stood; the file is dropped). The feed stays
+        tracked until this returns, so an interruption while it finishes leaves it to ``close``."""
         scratch = feed.finish()
-        extras = feed.extras
-        if scratch is None or not identity:
+        if feed.error is not None:
+            self.notes.append(f"{day}: load file not filled ahead ({feed.error}); the load fills "
+                              "it from the encrypted layer")
+        keep = scratch is not None and bool(identity)
+        with self._lock:
+            self._feeds.discard(feed)
+            if keep:
+                self._days[day] = _Prefilled(scratch, identity, feed.extras, feed.reserved)
+        if not keep:
             if scratch is not None:
                 scratch.remove()
             self._release(feed.reserved)
-            return
-        with self._lock:
-            previous = self._days.pop(day, None)
-            self._days[day] = _Prefilled(scratch, identity, tuple(extras), feed.reserved)
-        if previous is not None:  # the same day twice in one run: the newer file stands
-            self._drop(previous)
 
     def give_up(self, feed: ScratchFeed) -> None:
-        self._forget(feed)
+        """Stop a feed that was not settled and remove its file (a no-op once settled)."""
+        with self._lock:
+            if feed not in self._feeds:
+                return
+            self._feeds.discard(feed)
         feed.abandon()
         self._release(feed.reserved)
-
-    def _forget(self, feed: ScratchFeed) -> None:
-        with self._lock:
-            self._feeds.discard(feed)
 
     def _release(self, size: int) -> None:
         with self._lock:
@@ -206,18 +226,25 @@ class Prefills:
         self._release(entry.reserved)
         return entry.scratch
 
+    def drop_held(self) -> int:
+        """Remove every file held for a later load (their days' loads fill their own); returns
+        how many. For a load that ran out of temp space beside them."""
+        with self._lock:
+            entries, self._days = list(self._days.values()), {}
+        for entry in entries:
+            self._drop(entry)
+        return len(entries)
+
     def _drop(self, entry: _Prefilled) -> None:
         entry.scratch.remove()
         self._release(entry.reserved)
 
     def close(self) -> None:
         with self._lock:
-            entries, self._days = list(self._days.values()), {}
             feeds = list(self._feeds)
         for feed in feeds:
             self.give_up(feed)
-        for entry in entries:
-            self._drop(entry)
+        self.drop_held()
 
     def __enter__(self) -> Prefills:
         return self
@@ -242,8 +269,8 @@ def encrypt_with_prefill(prefills: Prefills | None, day: str, size: int,
         return encrypt(None)
     try:
         result = encrypt(feed.put)
-    except BaseException:
+        prefills.settle(day, feed, result.identity)
+    except BaseException:  # interruptions included: the fill stops and its file goes
         prefills.give_up(feed)
         raise
-    prefills.settle(day, feed, result.identity)
     return result

@@ -11,6 +11,8 @@ load's transaction begins, so the write lock and the load lock are held for the 
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import tempfile
 import time
@@ -24,16 +26,35 @@ from sqlalchemy import Connection
 SCHEMA = "sp_load"  # the scratch file's name in the warehouse connection while attached
 TABLE = "rows"
 PREFIX = "sales-load-"
-ABANDONED_AFTER_S = 12 * 3600  # no load runs this long: a folder this old lost its process
+OWNER = ".owner"  # locked (flock) by the process holding the folder, as long as it lives
+SETTLE_S = 60  # a folder younger than this may be between its creation and its owner's lock
+ABANDONED_AFTER_S = 12 * 3600  # a folder without an owner file (older code) this old is abandoned
+
+
+def _owner_gone(folder: Path, now: float) -> bool:
+    """True when no live process holds the folder: its owner lock can be taken (the OS dropped it
+    when the holder died, kill -9 included), or, without an owner file, it is very old."""
+    age = now - folder.stat().st_mtime
+    try:
+        fd = os.open(folder / OWNER, os.O_RDWR)
+    except FileNotFoundError:
+        return age > ABANDONED_AFTER_S
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # held: a live load's file, however long its run takes
+    finally:
+        os.close(fd)  # closing drops the lock taken here
+    return age > SETTLE_S
 
 
 def _remove_abandoned(temp_dir: Path) -> None:
-    """Scratch folders left by a killed load (kill -9 skips the cleanup) are removed by a later
-    load; a live load's folder is hours younger than the limit."""
+    """Scratch folders left by a killed process (kill -9 skips the cleanup: a load's file, or the
+    files a run filled ahead for its next loads) are removed by the next load."""
     now = time.time()
     for folder in temp_dir.glob(f"{PREFIX}*"):
         try:
-            if now - folder.stat().st_mtime > ABANDONED_AFTER_S:
+            if _owner_gone(folder, now):
                 shutil.rmtree(folder, ignore_errors=True)
         except OSError:  # removed meanwhile by another load
             continue
@@ -56,6 +77,8 @@ class SqliteScratch:
 
         _remove_abandoned(Path(temp_dir or tempfile.gettempdir()))
         self.folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=temp_dir))
+        self._owner = open(self.folder / OWNER, "w")  # noqa: SIM115 - held until remove()
+        fcntl.flock(self._owner, fcntl.LOCK_EX)
         self.path = self.folder / "rows.db"
         self.rows = 0
         self.columns: list[str] = []
@@ -79,6 +102,7 @@ class SqliteScratch:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._owner.close()  # the lock goes with the handle
 
     def __enter__(self) -> SqliteScratch:
         return self

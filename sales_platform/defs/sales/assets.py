@@ -167,7 +167,18 @@ def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
             request_days(conn, stats.days_to_reload, f"a conflict with {day} went away")
         refresh_versions(conn, day, datetime.now())
 
-    def attempt():  # each attempt reads the day's files afresh, under the layer's read lock
+    def attempt():
+        try:
+            return load_once()
+        except OSError:  # e.g. no temp space for the load's file beside those filled ahead
+            if prefills is None or not prefills.drop_held():
+                raise
+            context.log.warning(f"{day}: the load's file did not fit in the temp space beside the "
+                                "files filled ahead for later days; those are dropped (their loads "
+                                "fill their own) and the load is tried again")
+            return load_once()
+
+    def load_once():  # each attempt reads the day's files afresh, under the layer's read lock
         with platform.areas.reading_layer(ENCRYPTED, day):
             snapshot[0] = read_snapshot(platform.areas, ENCRYPTED, day)
             extras = extra_columns(layer_columns(platform.areas, ENCRYPTED, day))
@@ -315,6 +326,8 @@ def encrypt_stage(context: dg.AssetExecutionContext, platform: PlatformResource,
 
     results = [result for _, result in in_order(encrypt_one, days,
                                                 workers_for(list(sizes.values()), platform.day_workers))]
+    for note in prefills.notes if prefills is not None else ():
+        context.log.warning(note)
     _record_layers(context, warehouse.engine(), [f for r in results for f in r.written], ENCRYPTED_KEY)
     rows = sum(r.rows for r in results)
     last = next((d for d in reversed(days) if platform.areas.fragments(ENCRYPTED, d)), None)
