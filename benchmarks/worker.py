@@ -99,7 +99,7 @@ def _tuples(table) -> list[tuple]:
 # --- the platform --------------------------------------------------------------------------------
 
 def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: date,
-                 breakdown: bool = True) -> dict:
+                 breakdown: bool = True, prefill_mb: int | None = None) -> dict:
     """Intake -> clean_day -> encrypt_day -> SalesLoader.load_day -> refresh_daily, per stage
     (SQLite: the load's scratch file filled during the encryption, as the step does)."""
     from sales_platform.core.crypto import Keyring, Tokenizer, generate_key
@@ -153,7 +153,8 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
         known = known_product_ids(engine, Tokenizer(keyring))
         cleaning = clean_day(areas, keyring, day.isoformat(), rules, known)
     # as the step does on SQLite: the load's scratch file filled while the day is encrypted
-    prefills = Prefills(DEFAULT_LOAD_PREFILL_MB << 20) if engine.dialect.name == "sqlite" else None
+    budget = DEFAULT_LOAD_PREFILL_MB if prefill_mb is None else prefill_mb
+    prefills = Prefills(budget << 20) if engine.dialect.name == "sqlite" and budget else None
     cleaned_bytes = sum(p.stat().st_size for p in areas.fragments(CLEANED, day.isoformat()))
     with stages.stage("encrypt"):
         encryption = encrypt_with_prefill(prefills, day.isoformat(), cleaned_bytes, lambda on_chunk:
@@ -505,13 +506,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--platform-data", type=Path, help="data dir of a finished platform run")
     parser.add_argument("--dlt-destination", default="sqlalchemy", choices=["sqlalchemy", "duckdb"])
     parser.add_argument("--no-breakdown", action="store_true")
+    parser.add_argument("--prefill-mb", type=int, help="platform path: the load prefill budget "
+                        "(default: the platform's; 0: the load fills its scratch file itself)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     day = date.fromisoformat(args.day)
     if args.path == "platform":
         result = run_platform(args.csv, args.catalogue, args.workdir, args.db_url, day,
-                              breakdown=not args.no_breakdown)
+                              breakdown=not args.no_breakdown, prefill_mb=args.prefill_mb)
     elif args.path == "pandas":
         result = run_pandas(args.csv, args.db_url)
     elif args.path == "sqlite-executemany":
