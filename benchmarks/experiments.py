@@ -642,7 +642,6 @@ def exp_j(day: Day, work: Path) -> dict:
 def _encrypt_then_load(day: Day, db: Path, prefill: bool) -> dict:
     from sales_platform.core.pipeline import CLEANED, ENCRYPTED, encrypt_day, iter_arrow_layer
     from sales_platform.core.settings import DEFAULT_LOAD_PREFILL_MB
-    from sales_platform.core.store import files_identity
     from sales_platform.core.warehouse.engine import make_engine
     from sales_platform.core.warehouse.loading import SalesLoader
     from sales_platform.core.warehouse.prefill import Prefills, encrypt_with_prefill
@@ -654,7 +653,7 @@ def _encrypt_then_load(day: Day, db: Path, prefill: bool) -> dict:
         encrypt_with_prefill(prefills if prefill else None, day.day, size, lambda on_chunk: encrypt_day(
             day.areas, day.keyring, day.day, on_chunk=on_chunk))
         encrypted = time.perf_counter()
-        prefilled = prefills.take(day.day, files_identity(day.areas.fragments(ENCRYPTED, day.day)), [])
+        prefilled = prefills.take(day.day, day.areas.fragments(ENCRYPTED, day.day), [])
         SalesLoader(engine).load_day(DEFAULT_DAY, lambda: iter_arrow_layer(day.areas, ENCRYPTED, day.day),
                                      datetime(2024, 3, 2), prefilled=prefilled)
         loaded = time.perf_counter()

@@ -117,7 +117,7 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
     from sales_platform.core.quality import QualityRules
     from sales_platform.core.schema import SchemaContract
     from sales_platform.core.settings import DEFAULT_LOAD_PREFILL_MB
-    from sales_platform.core.store import DataAreas, files_identity
+    from sales_platform.core.store import DataAreas
     from sales_platform.core.warehouse import loading
     from sales_platform.core.warehouse.aggregates import refresh_daily
     from sales_platform.core.warehouse.engine import make_engine
@@ -165,8 +165,8 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
             layer = iter_arrow_layer(areas, ENCRYPTED, day.isoformat())  # as the sales asset reads it
             return _timed_iter(layer, load_parts, "read encrypted parquet (prefetch thread)") \
                 if breakdown else layer
-        prefilled = prefills.take(day.isoformat(), files_identity(areas.fragments(
-            ENCRYPTED, day.isoformat())), []) if prefills is not None else None
+        prefilled = prefills.take(day.isoformat(), areas.fragments(ENCRYPTED, day.isoformat()),
+                                  []) if prefills is not None else None
         stats = loading.SalesLoader(engine).load_day(day, batches, now, prefilled=prefilled)
     if prefills is not None:
         prefills.close()

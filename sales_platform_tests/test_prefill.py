@@ -119,19 +119,19 @@ def test_a_prefilled_file_is_used_only_for_the_layer_it_was_made_from(tmp_path):
     with Prefills(budget_bytes=10, temp_dir=str(temp), min_bytes=0) as prefills:
         layer = _layer(tmp_path / "d1", "v1")
         prefills.settle("d1", _filled(prefills, 5, ["A"]), files_identity(layer))
-        assert prefills.take("d1", files_identity(layer), ["store"]) is None  # other columns
+        assert prefills.take("d1", layer, ["store"]) is None  # other columns
         assert not _leftovers(temp) and prefills.refused == 1
 
         prefills.settle("d1", _filled(prefills, 5, ["A"]), files_identity(layer))
         shutil.rmtree(tmp_path / "d1")  # republished: same name, same size, new file
         replaced = _layer(tmp_path / "d1", "v2")
-        assert prefills.take("d1", files_identity(replaced), []) is None
+        assert prefills.take("d1", replaced, []) is None
         assert not _leftovers(temp)
 
         prefills.settle("d1", _filled(prefills, 5, ["A"]), files_identity(replaced))
-        with prefills.take("d1", files_identity(replaced), []) as scratch:
+        with prefills.take("d1", replaced, []) as scratch:
             assert [r[0] for r in _scratch_rows(scratch.path)] == ["A"]
-        assert prefills.take("d1", files_identity(replaced), []) is None  # taken once (a retry reads)
+        assert prefills.take("d1", replaced, []) is None  # taken once (a retry reads)
         assert prefills.taken == 1
 
         prefills.settle("d2", _filled(prefills, 5, ["B"]), ())  # not published: dropped
@@ -141,13 +141,14 @@ def test_a_prefilled_file_is_used_only_for_the_layer_it_was_made_from(tmp_path):
 def test_the_budget_bounds_the_files_held_and_the_first_day_always_has_room(tmp_path):
     assert Prefills(budget_bytes=10, min_bytes=3).start(2) is None  # too small to gain
     with Prefills(budget_bytes=10, temp_dir=str(tmp_path), min_bytes=0) as prefills:
-        identity = files_identity(_layer(tmp_path / "d1", "x"))
+        layer = _layer(tmp_path / "d1", "x")
+        identity = files_identity(layer)
         big = _filled(prefills, 50, ["A"])  # larger than the budget, but nothing is held
         assert big is not None
         assert prefills.start(1) is None  # the big day holds everything
         prefills.settle("d1", big, identity)
         assert prefills.start(1) is None
-        prefills.take("d1", identity, []).remove()  # the load took it: room again
+        prefills.take("d1", layer, []).remove()  # the load took it: room again
         small = _filled(prefills, 6, ["B"])
         assert small is not None and prefills.start(5) is None and prefills.start(4) is not None
         prefills.settle("d2", small, identity)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
@@ -359,21 +359,24 @@ class SalesLoader:
         back to the staging path). SQLite: ``prefilled``, a scratch file already holding exactly
         these rows in ``copy_table``'s columns (``prefill.py``), is used instead of reading
         ``batches``, and removed afterwards."""
-        if self.dialect == "sqlite" and prefilled is not None:
-            with prefilled as scratch, self.engine.connect() as conn, scratch.attached(conn), \
-                    conn.begin():
-                return self._load(conn, day, batches, loaded_at, after, conflicts_before,
-                                  snapshot_ns, scratch)
-        if self.dialect == "sqlite":  # rows into a scratch file first, outside the transaction
-            source = batches() if callable(batches) else batches
-            tables = (copy_table(f, self.extras) for f in self._batches(source))
-            # closing: a failed scratch write stops the prefetch thread too
-            with closing(prefetched(tables)) as ahead, SqliteScratch(ahead) as scratch, \
-                    self.engine.connect() as conn, scratch.attached(conn), conn.begin():
+        if self.dialect == "sqlite":  # rows in a scratch file first, outside the transaction
+            with ExitStack() as stack:
+                scratch = stack.enter_context(prefilled or self._scratch_from(batches, stack))
+                conn = stack.enter_context(self.engine.connect())
+                stack.enter_context(scratch.attached(conn))
+                stack.enter_context(conn.begin())
                 return self._load(conn, day, batches, loaded_at, after, conflicts_before,
                                   snapshot_ns, scratch)
         with self.engine.begin() as conn:
             return self._load(conn, day, batches, loaded_at, after, conflicts_before, snapshot_ns)
+
+    def _scratch_from(self, batches: Iterable[pd.DataFrame | pa.Table] | BatchSource,
+                      stack: ExitStack) -> SqliteScratch:
+        """The day's rows in a scratch file, read and converted ahead by the prefetch thread
+        (closed with ``stack``: a failed scratch write stops that thread too)."""
+        source = batches() if callable(batches) else batches
+        tables = (copy_table(f, self.extras) for f in self._batches(source))
+        return SqliteScratch(stack.enter_context(closing(prefetched(tables))))
 
     def _load(self, conn: Connection, day: date, batches, loaded_at: datetime,
               after: Callable[[Connection, LoadStats], None] | None,

@@ -26,12 +26,13 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from queue import Full, Queue
 from typing import Protocol, TypeVar
 
 import pyarrow as pa
 
-from sales_platform.core.store import FilesIdentity
+from sales_platform.core.store import FilesIdentity, files_identity
 from sales_platform.core.warehouse.loading import copy_table, extra_columns
 from sales_platform.core.warehouse.sqlite_scratch import SqliteScratch
 
@@ -211,14 +212,15 @@ class Prefills:
         with self._lock:
             self._reserved -= size
 
-    def take(self, day: str, identity: FilesIdentity, extras: Sequence[str]) -> SqliteScratch | None:
-        """The day's prefilled scratch file when it was made from exactly this layer (the caller
-        then owns and removes it), else None (and any stale file is removed)."""
+    def take(self, day: str, fragments: list[Path], extras: Sequence[str]) -> SqliteScratch | None:
+        """The day's prefilled scratch file when it was made from exactly these layer files and
+        extra columns (the caller then owns and removes it), else None (and any stale file is
+        removed)."""
         with self._lock:
             entry = self._days.pop(day, None)
         if entry is None:
             return None
-        if entry.identity != identity or entry.extras != tuple(extras):
+        if entry.identity != files_identity(fragments) or entry.extras != tuple(extras):
             self.refused += 1
             self._drop(entry)
             return None

@@ -35,7 +35,6 @@ from sales_platform.core.pipeline import (
     read_snapshot,
 )
 from sales_platform.core.quality import reject_rate
-from sales_platform.core.store import files_identity
 from sales_platform.core.warehouse.artifacts import record_artifacts
 from sales_platform.core.warehouse.checks import day_row_count, duplicate_transaction_ids
 from sales_platform.core.warehouse.ledger import (
@@ -183,7 +182,7 @@ def _load_with_retries(context, warehouse: WarehouseResource, engine, day: str,
             snapshot[0] = read_snapshot(platform.areas, ENCRYPTED, day)
             extras = extra_columns(layer_columns(platform.areas, ENCRYPTED, day))
             # the file filled while this run encrypted the day, if the layer is still that one
-            prefilled = prefills.take(day, files_identity(platform.areas.fragments(ENCRYPTED, day)),
+            prefilled = prefills.take(day, platform.areas.fragments(ENCRYPTED, day),
                                       extras) if prefills is not None else None
             stats = SalesLoader(engine, extras).load_day(  # a factory: re-read only on fallback
                 date.fromisoformat(day), lambda: iter_arrow_layer(platform.areas, ENCRYPTED, day),
