@@ -83,7 +83,7 @@ def test_a_folder_left_by_a_killed_load_is_removed_by_the_next_one_and_a_young_o
 
 
 def test_a_folder_of_a_process_killed_with_sigkill_goes_at_the_next_load_and_a_live_one_stays(
-        tmp_path, monkeypatch):
+        tmp_path):
     """The owner lock, not the age, tells: a killed holder's folder is removed at once (kill -9
     skips every cleanup), a live holder's folder is kept however old (a long range run holds the
     files it filled ahead)."""
@@ -107,7 +107,6 @@ def test_a_folder_of_a_process_killed_with_sigkill_goes_at_the_next_load_and_a_l
     with SqliteScratch(_tables(), temp_dir=str(tmp_path)) as live:
         ancient = time.time() - sqlite_scratch.ABANDONED_AFTER_S - 60
         os.utime(live.folder, (ancient, ancient))
-        monkeypatch.setattr(sqlite_scratch, "SETTLE_S", 0)  # the killed folder is seconds old
         with SqliteScratch(_tables(), temp_dir=str(tmp_path)):
             assert not killed.exists()
             assert (live.folder / "rows.db").exists()

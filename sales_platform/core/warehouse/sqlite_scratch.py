@@ -27,25 +27,34 @@ SCHEMA = "sp_load"  # the scratch file's name in the warehouse connection while 
 TABLE = "rows"
 PREFIX = "sales-load-"
 OWNER = ".owner"  # locked (flock) by the process holding the folder, as long as it lives
-SETTLE_S = 60  # a folder younger than this may be between its creation and its owner's lock
 ABANDONED_AFTER_S = 12 * 3600  # a folder without an owner file (older code) this old is abandoned
 
 
 def _owner_gone(folder: Path, now: float) -> bool:
     """True when no live process holds the folder: its owner lock can be taken (the OS dropped it
-    when the holder died, kill -9 included), or, without an owner file, it is very old."""
-    age = now - folder.stat().st_mtime
+    when the holder died, kill -9 included), or, without an owner file (one being created, or
+    left by older code), it is very old. The owner file appears only once locked (``_own``), so a
+    free lock never belongs to a folder still being set up."""
     try:
         fd = os.open(folder / OWNER, os.O_RDWR)
     except FileNotFoundError:
-        return age > ABANDONED_AFTER_S
+        return now - folder.stat().st_mtime > ABANDONED_AFTER_S
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False  # held: a live load's file, however long its run takes
     finally:
         os.close(fd)  # closing drops the lock taken here
-    return age > SETTLE_S
+    return True
+
+
+def _own(folder: Path):
+    """The folder's owner file, locked before it gets its name (the lock stays with the file)."""
+    pending = folder / f"{OWNER}.new"
+    handle = open(pending, "w")  # noqa: SIM115 - held by the caller until it removes the folder
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    os.replace(pending, folder / OWNER)
+    return handle
 
 
 def _remove_abandoned(temp_dir: Path) -> None:
@@ -77,8 +86,7 @@ class SqliteScratch:
 
         _remove_abandoned(Path(temp_dir or tempfile.gettempdir()))
         self.folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=temp_dir))
-        self._owner = open(self.folder / OWNER, "w")  # noqa: SIM115 - held until remove()
-        fcntl.flock(self._owner, fcntl.LOCK_EX)
+        self._owner = _own(self.folder)  # held until remove()
         self.path = self.folder / "rows.db"
         self.rows = 0
         self.columns: list[str] = []
