@@ -1,29 +1,74 @@
-"""Asset check verdicts per day for runs that cover a range of days (backfills, sensor loads)."""
+"""One materialization and one check verdict per day, in runs that cover a range of days.
+
+A range run (a backfill chunk, a sensor load, ``sales-platform run``) is one step for all its days.
+Dagster 1.13 gives a ``MaterializeResult`` every day of the range (with the range's metadata) and an
+``AssetCheckResult`` no partition at all. So the day steps yield, for each day they finished,
+runtime events scoped to that day:
+
+- ``AssetMaterialization(partition=day)`` with that day's own numbers; a day not finished (blocked,
+  failed) gets none, so it keeps its previous state in the UI;
+- ``AssetCheckEvaluation(partition=day)`` that names the materialization it checked: Dagster counts
+  a partition's verdict only when it targets that partition's latest materialization, which an
+  evaluation yielded by hand does not do by itself.
+
+A failed blocking verdict is yielded with ``blocking=False``: the step enforces the block for its
+own day (the day is not encrypted or loaded), and Dagster would otherwise fail the whole step, and
+with it every other day of the range.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
+CODE_VERSION_TAG = "dagster/code_version"
 
 
-def per_day_evaluations(context: dg.AssetExecutionContext, check_name: str, failing: Collection[str] = (),
-                        *, blocking: bool = False,
-                        severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
-                        metadata: Mapping[str, Mapping[str, Any]] | None = None,
-                        asset_key: dg.AssetKey | None = None,
-                        ) -> Iterator[dg.AssetCheckEvaluation]:
-    """One evaluation per day of a range run, to yield next to the check's AssetCheckResult.
+def day_materialization(context: dg.AssetExecutionContext, asset_key: dg.AssetKey, day: str,
+                        metadata: Mapping[str, Any]) -> dg.AssetMaterialization:
+    """The day's materialization of ``asset_key``, tagged with the asset's code version as an
+    output's materialization would be."""
+    version = context.assets_def.code_versions_by_key.get(asset_key)
+    return dg.AssetMaterialization(asset_key=asset_key, partition=day, metadata=dict(metadata),
+                                   tags={CODE_VERSION_TAG: version} if version else None)
 
-    Dagster 1.13 gives an AssetCheckResult its partition only in a single-partition run. In a range run
-    (every backfill chunk and sensor load here) the result is stored without a partition and each day's
-    planned execution ends as SKIPPED in the UI and in GraphQL. The AssetCheckResult is still needed:
-    it produces the check's output. ``asset_key``: which asset, in a step that materializes several.
-    """
-    if context.has_partition_key:  # single partition: the AssetCheckResult already carries it
-        return
-    for day in context.partition_keys:
-        yield dg.AssetCheckEvaluation(
-            asset_key=asset_key or context.asset_key, check_name=check_name, passed=day not in failing,
-            partition=day, blocking=blocking, severity=severity, metadata=(metadata or {}).get(day))
+
+def _latest_materialization(context: dg.AssetExecutionContext, asset_key: dg.AssetKey,
+                            day: str) -> AssetCheckEvaluationTargetMaterializationData | None:
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[day]), limit=1).records
+    if not records:
+        return None
+    latest = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp)
+
+
+def day_verdict(context: dg.AssetExecutionContext, spec: dg.AssetCheckSpec, day: str,
+                passed: bool, metadata: Mapping[str, Any] | None = None,
+                severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+                description: str | None = None) -> dg.AssetCheckEvaluation:
+    """The verdict of ``spec`` on ``day``, targeting the day's latest materialization of its asset
+    (yield it after that materialization)."""
+    return dg.AssetCheckEvaluation(
+        asset_key=spec.asset_key, check_name=spec.name, passed=passed, partition=day,
+        metadata=dict(metadata or {}), severity=severity, description=description,
+        blocking=spec.blocking and passed,
+        target_materialization_data=_latest_materialization(context, spec.asset_key, day))
+
+
+def days_materialized_in_run(context: dg.AssetExecutionContext, asset_key: dg.AssetKey,
+                             days: list[str]) -> list[str]:
+    """The days of ``days`` that this run materialized ``asset_key`` on (an upstream asset of the
+    same run that skipped a day leaves it out)."""
+    records = context.instance.get_records_for_run(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    done = {r.event_log_entry.dagster_event.partition for r in records
+            if r.event_log_entry.dagster_event
+            and r.event_log_entry.dagster_event.asset_key == asset_key}
+    return [d for d in days if d in done]

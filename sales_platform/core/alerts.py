@@ -1,4 +1,4 @@
-"""Structured run-failure alerts: a JSON line in a file, and optionally a webhook POST."""
+"""Structured alerts (a failed run, a blocked day): a JSON line in a file, optionally a webhook POST."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ class RunFailureAlert:
     tags: dict[str, str] = field(default_factory=dict)
     failed_steps: list[dict[str, str]] = field(default_factory=list)
     message: str = ""
+    alert_id: str = ""  # one alert per id: the run's id, or run/day/check for a blocked day
+
+    def __post_init__(self) -> None:
+        self.alert_id = self.alert_id or self.run_id
 
     def redacted(self, secrets: tuple[str, ...] = ()) -> RunFailureAlert:
         """No password, key or token leaves through an alert."""
@@ -29,14 +33,14 @@ class RunFailureAlert:
                                 for step in self.failed_steps]})
 
 
-def alerted_run_ids(path: Path) -> set[str]:
-    return recorded_ids(path, "run_id")
+def alerted_ids(path: Path) -> set[str]:
+    return recorded_ids(path, "alert_id")
 
 
 def append_alert(path: Path, alert: RunFailureAlert) -> bool:
-    """Append one JSON line per run (False when the run was already alerted, e.g. by the CLI and
+    """Append one JSON line per alert id (False when it was already alerted, e.g. by the CLI and
     then by the sensor)."""
-    return append_once(path, asdict(alert), "run_id")
+    return append_once(path, asdict(alert), "alert_id")
 
 
 def post_alert(url: str, alert: RunFailureAlert, timeout_s: float = 5.0) -> int:

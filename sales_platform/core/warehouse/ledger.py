@@ -257,6 +257,18 @@ def landed_rows(conn: Connection, day: str) -> dict[tuple[str, str], int]:
     return {(r.file_name, r.sha256): r.rows_landed for r in rows}
 
 
+def quarantined_files(conn: Connection) -> list[dict]:
+    """Files whose newest version is in quarantine (a corrected drop of the same name clears
+    one): name, sha256, reason and when, oldest first."""
+    newest = select(func.max(file_ledger.c.file_id)).group_by(file_ledger.c.file_name)
+    rows = conn.execute(
+        select(file_ledger.c.file_name, file_ledger.c.sha256, file_ledger.c.error,
+               file_ledger.c.processed_at)
+        .where(file_ledger.c.file_id.in_(newest), file_ledger.c.status == QUARANTINED)
+        .order_by(file_ledger.c.file_id)).mappings().all()
+    return [dict(r) for r in rows]
+
+
 def _older_rows_left(conn: Connection, name: str, sha: str, day: str) -> bool:
     """Whether rows of another version of ``name`` are still counted on ``day``."""
     return any(n for (file, other), n in accounted_rows(conn, day).items()

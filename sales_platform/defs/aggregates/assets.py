@@ -1,6 +1,7 @@
 """Aggregates over the sales table, recomputed only for the days, months and years that changed."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import dagster as dg
@@ -11,74 +12,72 @@ from sales_platform.core.warehouse import aggregates as agg
 from sales_platform.core.warehouse import tables
 from sales_platform.core.warehouse.artifacts import record_artifact
 from sales_platform.metadata import column_schema, warehouse_kinds
-from sales_platform.partitions import daily_backfill_policy, daily_partitions
+from sales_platform.partitions import daily_partitions
 from sales_platform.resources.warehouse import WarehouseResource
-from sales_platform.versioning import stage_version, versioned_asset
+from sales_platform.versioning import stage_code_version, stage_version, versioned_asset
 
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48))
 COMMON = dict(group_name="aggregates", kinds=warehouse_kinds(), owners=["team:analytics"],
               freshness_policy=FRESHNESS, pool="warehouse_writes")
-DAILY = dict(partitions_def=daily_partitions, backfill_policy=daily_backfill_policy)
-
-
-def _days(context: dg.AssetExecutionContext) -> list[date]:
-    return [date.fromisoformat(d) for d in context.partition_keys]
 
 
 def _table_metadata(table) -> dict:
     return {"table": table.name, "dagster/column_schema": column_schema(table)}
 
 
-def _refresh_each_day(context: dg.AssetExecutionContext, refresh, engine, key: str,
-                      extra=None) -> None:
-    """Each day refreshed on its own with its numbers on its own partition: one MaterializeResult in a
-    range run would put the range's totals on every day."""
-    now = datetime.now()
-    for day in _days(context):
-        numbers = {key: refresh(engine, [day], now), **(extra(engine, [day]) if extra else {})}
-        context.add_asset_metadata(numbers, partition_key=day.isoformat())
+@dataclass(frozen=True)
+class DailyAggregate:
+    """A per-day aggregate table, refreshed by the day step right after the day's load (so a blocked
+    or failed day keeps its previous rows and gets no new materialization)."""
 
+    table: Table
+    refresh: Callable[[Engine, list[date], datetime], int]
+    description: str
+    count_key: str = "rows_written"
+    extra: Callable[[Engine, list[date]], dict] | None = None
 
-def daily_aggregate(table: Table, refresh: Callable[[Engine, list[date], datetime], int],
-                    description: str, count_key: str = "rows_written",
-                    extra: Callable[[Engine, list[date]], dict] | None = None) -> dg.AssetsDefinition:
-    """The daily aggregate asset named after ``table``: ``refresh`` rewrites each partition day of it
-    from sales and dim_products; ``extra`` adds numbers to each day's metadata. Its code version
-    covers ``refresh``, ``extra`` and ``table`` (core/codeversion.py follows the closure)."""
+    @property
+    def key(self) -> dg.AssetKey:
+        return dg.AssetKey(self.table.name)
 
-    def refresh_days(context: dg.AssetExecutionContext,
-                     warehouse: WarehouseResource) -> dg.MaterializeResult:
-        _refresh_each_day(context, refresh, warehouse.engine(), count_key, extra)
-        return dg.MaterializeResult(metadata=_table_metadata(table))
+    def spec(self) -> dg.AssetSpec:
+        covers = (self.extra, self.table) if self.extra else (self.table,)
+        return dg.AssetSpec(
+            self.key, deps=["sales", "dim_products"], group_name="aggregates",
+            kinds=warehouse_kinds(), owners=["team:analytics"], freshness_policy=FRESHNESS,
+            partitions_def=daily_partitions, skippable=True,
+            code_version=stage_code_version(self.refresh, covers),
+            metadata={"lineage/reads": ["table:sales", "table:dim_products"],
+                      "lineage/writes": [f"table:{self.table.name}"]},
+            description=self.description)
 
-    return versioned_asset(
-        name=table.name, **COMMON, **DAILY,
-        deps=["sales", "dim_products"],
-        metadata={"lineage/reads": ["table:sales", "table:dim_products"],
-                  "lineage/writes": [f"table:{table.name}"]},
-        description=description,
-    )(refresh_days)
+    def refresh_day(self, engine: Engine, day: str, now: datetime) -> dict:
+        """The day's rows rewritten from sales and dim_products; the numbers of its materialization."""
+        value = date.fromisoformat(day)
+        return {self.count_key: self.refresh(engine, [value], now),
+                **(self.extra(engine, [value]) if self.extra else {}),
+                "table": self.table.name}
 
 
 def _unpriced_rows(engine: Engine, days: list[date]) -> dict:
     return {"rows_without_price": agg.unpriced_rows(engine, days)}
 
 
-agg_sales_daily = daily_aggregate(
-    tables.agg_sales_daily, agg.refresh_daily, "Per sale date: transactions, total quantity, total "
-    "revenue (quantity x the product's unit price from dim_products).",
-    count_key="days_written", extra=_unpriced_rows)
-agg_sales_by_product = daily_aggregate(
-    tables.agg_sales_by_product, agg.refresh_by_product, "Per sale date and product: transactions, "
-    "quantity, revenue, with the product's name and category from dim_products.")
-agg_sales_by_customer = daily_aggregate(
-    tables.agg_sales_by_customer, agg.refresh_by_customer, "Per sale date and customer token "
-    "(identifiers stay encrypted): transactions, quantity, revenue.")
+DAILY_AGGREGATES = (
+    DailyAggregate(tables.agg_sales_daily, agg.refresh_daily, "Per sale date: transactions, total "
+                   "quantity, total revenue (quantity x the product's unit price from dim_products).",
+                   count_key="days_written", extra=_unpriced_rows),
+    DailyAggregate(tables.agg_sales_by_product, agg.refresh_by_product, "Per sale date and product: "
+                   "transactions, quantity, revenue, with the product's name and category from "
+                   "dim_products."),
+    DailyAggregate(tables.agg_sales_by_customer, agg.refresh_by_customer, "Per sale date and "
+                   "customer token (identifiers stay encrypted): transactions, quantity, revenue."),
+)
 
 
 @versioned_asset(
     **COMMON,
-    deps=[agg_sales_daily],
+    deps=["agg_sales_daily"],
     metadata={"lineage/reads": ["table:agg_sales_daily"],
               "lineage/writes": ["table:agg_sales_monthly"]},
     description="Per month, from agg_sales_daily; only months whose days were refreshed since.",
@@ -94,7 +93,7 @@ def agg_sales_monthly(warehouse: WarehouseResource) -> dg.MaterializeResult:
 
 @versioned_asset(
     **COMMON,
-    deps=[agg_sales_daily],
+    deps=["agg_sales_daily"],
     metadata={"lineage/reads": ["table:agg_sales_daily"],
               "lineage/writes": ["table:agg_sales_yearly"]},
     description="Per year, from agg_sales_daily; only years whose days were refreshed since.",
@@ -110,7 +109,7 @@ def agg_sales_yearly(warehouse: WarehouseResource) -> dg.MaterializeResult:
 
 @versioned_asset(
     **COMMON,
-    deps=[agg_sales_daily, "sales", "dim_products"],
+    deps=["agg_sales_daily", "sales", "dim_products"],
     metadata={"lineage/reads": ["table:sales", "table:dim_products", "table:agg_sales_daily"],
               "lineage/writes": ["table:agg_sales_by_category_monthly"]},
     description="Per month and sales_category (Low/Medium/High by a sale's revenue, bins from "

@@ -1,4 +1,5 @@
-"""Run-failure sensor: every failed run becomes a structured alert (log + file + optional webhook)."""
+"""Alerts: every failed run (run-failure sensor) and every blocked day (written by the step that
+blocks it) becomes one structured alert (log + file + optional webhook)."""
 
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,11 +26,20 @@ def _step_failures(events) -> list[dict[str, str]]:
             for e in events]
 
 
+def _partitions(run: dg.DagsterRun) -> str | None:
+    """The run's day, or its range ``first..last``."""
+    first = run.tags.get("dagster/asset_partition_range_start")
+    last = run.tags.get("dagster/asset_partition_range_end")
+    if first and last:
+        return first if first == last else f"{first}..{last}"
+    return run.tags.get("dagster/partition")
+
+
 def _alert(run: dg.DagsterRun, steps: list[dict[str, str]], message: str) -> RunFailureAlert:
     return RunFailureAlert(
         run_id=run.run_id, job_name=run.job_name, status=str(run.status.value),
         failed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        partition=run.tags.get("dagster/partition"),
+        partition=_partitions(run),
         tags={k: v for k, v in run.tags.items() if k.startswith(("dagster/partition", "dagster/backfill",
                                                                   "sales_platform/"))},
         failed_steps=steps, message=message,
@@ -65,6 +75,18 @@ def write_alert(alert: RunFailureAlert, data_dir: Path | None = None) -> Path:
         if webhook:
             post_alert(webhook, alert)
     return path
+
+
+def report_blocked_day(context: dg.AssetExecutionContext, data_dir: Path, day: str,
+                       check_key: dg.AssetCheckKey, detail: str) -> Path:
+    """One alert for a day a blocking check stopped (the run itself goes on with its other days)."""
+    run, check = context.run, f"{check_key.asset_key.to_user_string()}: {check_key.name}"
+    return write_alert(RunFailureAlert(
+        run_id=run.run_id, job_name=run.job_name, status="BLOCKED",
+        failed_at=datetime.now(UTC).isoformat(timespec="seconds"), partition=day,
+        tags={k: v for k, v in run.tags.items() if k.startswith(("dagster/backfill", "sales_platform/"))},
+        failed_steps=[{"step": check, "error": detail}], message=detail,
+        alert_id=f"{run.run_id}/{day}/{check_key.name}"), data_dir)
 
 
 @dg.run_failure_sensor(

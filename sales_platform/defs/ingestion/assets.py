@@ -5,24 +5,36 @@ import time
 
 import dagster as dg
 
-from sales_platform.checks import per_day_evaluations
+from sales_platform.checks import day_verdict
 from sales_platform.core import settings
 from sales_platform.core.blob_dropzone import BlobIntake
 from sales_platform.core.intake import WAITING, FileOutcome, Intake
-from sales_platform.core.warehouse.ledger import QUARANTINED, landed_rows
-from sales_platform.metadata import counts_table, rate
+from sales_platform.core.warehouse.ledger import QUARANTINED, landed_rows, quarantined_files
 from sales_platform.partitions import daily_backfill_policy, daily_partitions
 from sales_platform.resources.blob import BlobStorageResource
 from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
-from sales_platform.versioning import stage_version, versioned_asset
+from sales_platform.versioning import stage_code_version, stage_version, versioned_asset
 
-no_quarantined_files = dg.AssetCheckSpec(
-    "no_quarantined_files",
-    asset="raw_sales",
-    description="Every file dropped in this run could be read (unreadable files are quarantined).",
-    partitions_def=daily_partitions,
-)
+QUARANTINE_CHECK = "no_quarantined_files"
+QUARANTINE_DESCRIPTION = ("Warns while any dropped file sits in quarantine (unreadable, unsafe or "
+                          "refused at landing), naming each file and its reason; a corrected drop "
+                          "of the same name, or `sales-platform replay`, clears it.")
+landing_quarantine_check = dg.AssetCheckSpec(QUARANTINE_CHECK, asset="landed_files",
+                                             description=QUARANTINE_DESCRIPTION)
+raw_quarantine_check = dg.AssetCheckSpec(QUARANTINE_CHECK, asset="raw_sales",
+                                         description=QUARANTINE_DESCRIPTION,
+                                         partitions_def=daily_partitions)
+
+
+def quarantine_evidence(engine) -> tuple[bool, dict]:
+    """Whether no file is in quarantine, and the files with their reasons as evidence."""
+    with engine.connect() as conn:
+        files = quarantined_files(conn)
+    lines = [f"- {f['file_name']} ({f['sha256'][:12]}): {(f['error'] or 'no reason recorded')}"
+             for f in files]
+    return not files, {"quarantined": len(files),
+                       "files": dg.MetadataValue.md("\n".join(lines) or "_none_")}
 
 
 def outcome_lines(outcomes: list[FileOutcome]) -> dg.MetadataValue:
@@ -81,6 +93,7 @@ def blob_drop_zone(intake: Intake, blob: BlobStorageResource) -> BlobIntake:
     kinds={"csv"},
     owners=["team:data-platform"],
     pool="landing",
+    check_specs=[landing_quarantine_check],
     description="Files dropped in <DATA_DIR>/incoming (or blobs in the blob drop zone, "
     "SALES_PLATFORM_BLOB_INCOMING_PREFIX), landed: fingerprinted (sha256), split by "
     "sale date into sealed fragments, recorded in the file_ledger table and archived encrypted; "
@@ -97,60 +110,59 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
         else:
             outcomes = intake.run(only=set(config.files) or None)
     _log_outcomes(context, outcomes)
+    passed, evidence = quarantine_evidence(warehouse.engine())
     return dg.MaterializeResult(metadata={
         "files": outcome_lines(outcomes),
         "rows_read": sum(o.rows_read for o in outcomes),
         "days_touched": dg.MetadataValue.json(sorted({d for o in outcomes for d in o.rows_by_day})),
         "duration_s": round(time.monotonic() - started, 3),
-    })
+    }, check_results=[dg.AssetCheckResult(check_name=QUARANTINE_CHECK, passed=passed,
+                                          severity=dg.AssetCheckSeverity.WARN, metadata=evidence)])
 
 
-@versioned_asset(
-    covers=(Intake,),  # the landing code it runs through platform.intake()
-    metadata={"lineage/reads": ["file:incoming/*.csv"],
-              "lineage/writes": ["file:staging/landed", "table:file_ledger", "table:file_events",
-                                 "table:file_day_counts", "table:pending_days",
-                                 "table:sales_rejects"]},
-    partitions_def=daily_partitions,
-    deps=[landed_files],
-    backfill_policy=daily_backfill_policy,
-    group_name="ingestion",
-    kinds={"csv", "parquet"},
-    owners=["team:data-platform"],
-    tags={"layer": "raw"},
-    check_specs=[no_quarantined_files],
-    description="Rows of the sale day from every CSV dropped so far. New files in "
-    "<DATA_DIR>/incoming are landed first: fingerprinted, split by sale date into sealed "
-    "fragments, recorded in the file_ledger table and archived (encrypted); unreadable files "
-    "go to quarantine/ with a reason file.",
-)
-def raw_sales(context: dg.AssetExecutionContext, platform: PlatformResource,
+def _land_and_report_days(context: dg.AssetExecutionContext, platform: PlatformResource,
               warehouse: WarehouseResource, blob: BlobStorageResource):
-    started = time.monotonic()
     engine = warehouse.engine()
     outcomes = landing_intake(context, platform, engine, blob).run()
     _log_outcomes(context, outcomes)
-    quarantined = [o for o in outcomes if o.status == QUARANTINED]
-    with engine.connect() as conn:
-        per_day = {day: sum(landed_rows(conn, day).values()) for day in context.partition_keys}
-    rows = sum(per_day.values())
-    yield dg.MaterializeResult(
-        metadata={
-            "rows": rows,
-            "rows_by_day": counts_table(per_day, "sale date"),
-            "files_landed_this_run": outcome_lines(outcomes),
-            "duration_s": round(time.monotonic() - started, 3),
-            "rows_per_s": rate(sum(o.rows_read for o in outcomes), time.monotonic() - started),
-        }
-    )
-    yield dg.AssetCheckResult(
-        check_name="no_quarantined_files",
-        passed=not quarantined,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"quarantined": dg.MetadataValue.md(
-            "\n".join(f"- {o.error}" for o in quarantined) or "_none_")},
-    )
-    # Quarantined files have no sale date: their verdict holds for every day of the run.
-    yield from per_day_evaluations(context, "no_quarantined_files",
-                                   context.partition_keys if quarantined else (),
-                                   severity=dg.AssetCheckSeverity.WARN)
+    if outcomes:
+        context.log.info(f"landed in this run: {len(outcomes)} file(s), "
+                         f"{sum(o.rows_read for o in outcomes)} rows read")
+    passed, evidence = quarantine_evidence(engine)
+    days = list(context.partition_keys)
+    for day in days:  # every day of the range is materialized, each with its own numbers
+        with engine.connect() as conn:
+            versions = landed_rows(conn, day)
+        context.add_asset_metadata({
+            "dagster/row_count": sum(versions.values()), "rows": sum(versions.values()),
+            "files": dg.MetadataValue.md("\n".join(f"- {name} ({sha[:12]}): {n} rows" for
+                                                   (name, sha), n in sorted(versions.items()))
+                                         or "_none_")}, partition_key=day)
+    yield dg.MaterializeResult(asset_key="raw_sales")
+    if raw_quarantine_check.key in context.selected_asset_check_keys:
+        # quarantined files have no sale date: the warning stands on every day until cleared
+        for day in days:
+            yield day_verdict(context, raw_quarantine_check, day, passed, evidence,
+                              severity=dg.AssetCheckSeverity.WARN)
+
+# A multi-asset of one: its check output is optional (each day's verdict is a runtime event).
+raw_sales = dg.multi_asset(
+    name="raw_sales",
+    specs=[dg.AssetSpec(
+        "raw_sales", deps=[landed_files], skippable=True,
+        code_version=stage_code_version(_land_and_report_days, (Intake,)),
+        metadata={"lineage/reads": ["file:incoming/*.csv"],
+                  "lineage/writes": ["file:staging/landed", "table:file_ledger", "table:file_events",
+                                     "table:file_day_counts", "table:pending_days",
+                                     "table:sales_rejects"]},
+        group_name="ingestion", kinds={"csv", "parquet"}, owners=["team:data-platform"],
+        tags={"layer": "raw"}, partitions_def=daily_partitions,
+        description="Rows of the sale day from every CSV dropped so far. New files in "
+        "<DATA_DIR>/incoming are landed first: fingerprinted, split by sale date into sealed "
+        "fragments, recorded in the file_ledger table and archived (encrypted); unreadable files "
+        "go to quarantine/ with a reason file.")],
+    check_specs=[raw_quarantine_check],
+    can_subset=True,
+    partitions_def=daily_partitions,
+    backfill_policy=daily_backfill_policy,
+)(_land_and_report_days)
