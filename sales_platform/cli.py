@@ -192,43 +192,65 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(first: str, last: str) -> None:
-    from sqlalchemy import func, select
+def _range_counts(engine, d0: date, d1: date) -> dict:
+    """What the warehouse holds for the days ``d0``..``d1``: rows, rejects by reason (with the
+    landing rejects of the range's files, which have no sale date), file versions, blocked days."""
+    import json
 
-    from sales_platform.core.warehouse.tables import (
-        file_ledger,
-        metadata,
-        pending_days,
-        sales,
-        sales_rejects,
-    )
-    from sales_platform.resources.factory import resolved, warehouse_resource
+    from sqlalchemy import and_, func, select
 
-    warehouse = resolved(warehouse_resource())
-    engine = warehouse.engine()
-    d0, d1 = date.fromisoformat(first), date.fromisoformat(last)
+    from sales_platform.core.warehouse.tables import file_ledger, pending_days, sales, sales_rejects
+
+    days = {(d0 + timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)}
     with engine.connect() as conn:
         loaded = conn.execute(select(func.count()).select_from(sales)
                               .where(sales.c.sale_date.between(d0, d1))).scalar_one()
-        rejects = conn.execute(select(sales_rejects.c.reason, func.count())
-                               .group_by(sales_rejects.c.reason)).all()
-        ledger = conn.execute(select(file_ledger.c.status, func.count())
-                              .group_by(file_ledger.c.status)).all()
-        blocked = {line for error in conn.execute(select(file_ledger.c.error)
-                                                  .where(file_ledger.c.status == "blocked")).scalars()
-                   for line in (error or "").splitlines()}  # a line per blocked day
-        pending = sorted(d.isoformat() for d in conn.execute(select(pending_days.c.sale_date))
-                         .scalars())
+        files = [r for r in conn.execute(select(file_ledger.c.file_name, file_ledger.c.sha256,
+                                                file_ledger.c.status, file_ledger.c.days_touched,
+                                                file_ledger.c.error)).mappings()
+                 if days & set(json.loads(r["days_touched"] or "[]"))]
+        rejects = dict(conn.execute(select(sales_rejects.c.reason, func.count())
+                                    .where(sales_rejects.c.sale_date.between(d0, d1))
+                                    .group_by(sales_rejects.c.reason)).all())
+        versions = {(f["file_name"], f["sha256"]) for f in files}
+        for name, sha, reason in conn.execute(select(
+                sales_rejects.c.source_file, sales_rejects.c.source_sha256, sales_rejects.c.reason)
+                .where(sales_rejects.c.sale_date.is_(None))).all():
+            if (name, sha) in versions:
+                rejects[f"{reason} (no sale date)"] = rejects.get(f"{reason} (no sale date)", 0) + 1
+        pending = sorted(d.isoformat() for d in conn.execute(
+            select(pending_days.c.sale_date).where(and_(pending_days.c.sale_date >= d0,
+                                                        pending_days.c.sale_date <= d1))).scalars())
+        all_time = (conn.execute(select(func.count()).select_from(sales)).scalar_one(),
+                    conn.execute(select(func.count()).select_from(sales_rejects)).scalar_one())
+    statuses: dict[str, int] = {}
+    for f in files:
+        statuses[f["status"]] = statuses.get(f["status"], 0) + 1
+    blocked = sorted({line for f in files if f["status"] == "blocked"
+                      for line in (f["error"] or "").splitlines() if line[:10] in days})
+    return {"loaded": loaded, "rejects": rejects, "statuses": statuses, "blocked": blocked,
+            "pending": pending, "all_time": all_time}
+
+
+def print_summary(first: str, last: str) -> None:
+    from sales_platform.core.warehouse.tables import metadata
+    from sales_platform.resources.factory import resolved, warehouse_resource
+
+    warehouse = resolved(warehouse_resource())
+    counts = _range_counts(warehouse.engine(), date.fromisoformat(first), date.fromisoformat(last))
     root = settings.data_dir()
     print(f"\nSummary for {first} .. {last}")
-    print(f"  rows loaded into sales: {loaded}")
-    print(f"  rows rejected: {sum(n for _, n in rejects)}"
-          + "".join(f"\n    {reason}: {n}" for reason, n in sorted(rejects)))
-    print("  files: " + ", ".join(f"{status}={n}" for status, n in sorted(ledger)))
-    for line in sorted(blocked):
+    print(f"  rows loaded into sales: {counts['loaded']}")
+    print(f"  rows rejected: {sum(counts['rejects'].values())}"
+          + "".join(f"\n    {reason}: {n}" for reason, n in sorted(counts["rejects"].items())))
+    print("  files with rows in the range: "
+          + (", ".join(f"{status}={n}" for status, n in sorted(counts["statuses"].items())) or "none"))
+    for line in counts["blocked"]:
         print(f"  BLOCKED {line}")
-    if pending:
-        print(f"  days waiting for a load: {', '.join(pending)}")
+    if counts["pending"]:
+        print(f"  days waiting for a load: {', '.join(counts['pending'])}")
+    print(f"  all days (whole warehouse): {counts['all_time'][0]} rows in sales, "
+          f"{counts['all_time'][1]} rejected")
     print(f"  tables: {', '.join(sorted(metadata.tables))}")
     print(f"  database: {warehouse.display_url()}")
     print(f"  quarantine: {root / 'quarantine'}  archive: {root / 'archive'}")

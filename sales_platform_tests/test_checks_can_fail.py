@@ -57,7 +57,8 @@ def test_rows_conserved_fails_when_the_load_loses_a_row(loaded, monkeypatch):
     assert check_results(result)["rows_conserved"] is False
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "rows_conserved")
     violations = evaluation.metadata["violations"].value
-    assert violations[DAY]["violations"]["day.csv (" + next(iter(loaded.ledger()))[1][:12] + ")"] == {
+    assert (evaluation.partition, evaluation.passed) == (DAY, False)
+    assert violations["day.csv (" + next(iter(loaded.ledger()))[1][:12] + ")"] == {
         "landed": 10, "accounted": 9}
 
 

@@ -66,9 +66,11 @@ def _secrets() -> tuple[str, ...]:
     return tuple(secret for secret in map(settings.value, names) if secret)
 
 
-def write_alert(alert: RunFailureAlert, data_dir: Path | None = None) -> Path:
-    """Append the redacted alert (once per run) and POST it to the webhook when one is set."""
-    alert = alert.redacted(_secrets())
+def write_alert(alert: RunFailureAlert, data_dir: Path | None = None,
+                secrets: tuple[str | None, ...] = ()) -> Path:
+    """Append the redacted alert (once per id) and POST it to the webhook when one is set;
+    ``secrets``: values to redact beyond the environment's (a resource's configured key)."""
+    alert = alert.redacted(_secrets() + tuple(s for s in secrets if s))
     path = (data_dir or settings.data_dir()) / ALERTS_FILE
     if append_alert(path, alert):
         webhook = settings.value(settings.ALERT_WEBHOOK)
@@ -77,7 +79,7 @@ def write_alert(alert: RunFailureAlert, data_dir: Path | None = None) -> Path:
     return path
 
 
-def report_blocked_day(context: dg.AssetExecutionContext, data_dir: Path, day: str,
+def report_blocked_day(context: dg.AssetExecutionContext, platform: PlatformResource, day: str,
                        check_key: dg.AssetCheckKey, detail: str) -> Path:
     """One alert for a day a blocking check stopped (the run itself goes on with its other days)."""
     run, check = context.run, f"{check_key.asset_key.to_user_string()}: {check_key.name}"
@@ -86,7 +88,8 @@ def report_blocked_day(context: dg.AssetExecutionContext, data_dir: Path, day: s
         failed_at=datetime.now(UTC).isoformat(timespec="seconds"), partition=day,
         tags={k: v for k, v in run.tags.items() if k.startswith(("dagster/backfill", "sales_platform/"))},
         failed_steps=[{"step": check, "error": detail}], message=detail,
-        alert_id=f"{run.run_id}/{day}/{check_key.name}"), data_dir)
+        alert_id=f"{run.run_id}/{day}/{check_key.name}"),
+        Path(platform.data_dir).expanduser().resolve(), (platform.encryption_key,))
 
 
 @dg.run_failure_sensor(
@@ -97,6 +100,6 @@ def report_blocked_day(context: dg.AssetExecutionContext, data_dir: Path, day: s
 )
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext, platform: PlatformResource):
     alert = alert_from(context)
-    write_alert(alert, Path(platform.data_dir).expanduser().resolve())
+    write_alert(alert, Path(platform.data_dir).expanduser().resolve(), (platform.encryption_key,))
     context.log.error(f"run {alert.run_id} of {alert.job_name} failed: "
                       f"{', '.join(s['step'] for s in alert.failed_steps) or alert.message}")

@@ -9,6 +9,7 @@ unless the day is blocked) and gets its own materializations and check verdicts
 
 
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -445,7 +446,7 @@ def _day_events(context: dg.AssetExecutionContext, platform: PlatformResource,
         yield from _cleaning_events(context, platform, out, known_applied)
     if out.blocked:
         context.log.error(out.blocked)
-        report_blocked_day(context, platform.areas.root, out.day, reject_rate_check.key, out.blocked)
+        report_blocked_day(context, platform, out.day, reject_rate_check.key, out.blocked)
     if out.encryption is not None and out.encryption.written:
         yield day_materialization(context, ENCRYPTED_KEY, out.day, {
             "dagster/row_count": out.encryption.rows, "rows": out.encryption.rows,
@@ -514,11 +515,11 @@ def sales_pipeline(context: dg.AssetExecutionContext, platform: PlatformResource
         passes.append(out)
         yield from _day_events(context, platform, warehouse, engine, out, known is not None, schema)
         if out.error is not None:
-            context.log.error(f"{out.day} failed: {_one_line(out.error)}")
+            context.log.error(f"{out.day} failed: " + "".join(traceback.format_exception(out.error)))
     _record_stage_layers(context, engine, passes)
     _run_summary(context, passes, time.monotonic() - started)
     if failed := [p for p in passes if p.error is not None]:
         raise dg.Failure(
             description="; ".join(f"{p.day}: {_one_line(p.error)}" for p in failed),
             metadata={"failed_days": dg.MetadataValue.json([p.day for p in failed])},
-            allow_retries=False) from failed[0].error
+            allow_retries=False) from None  # each day's traceback is in the log above
