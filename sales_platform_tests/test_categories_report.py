@@ -59,7 +59,6 @@ ROWS = [
 MISSING_CUSTOMER = ["T11", "", "P1", "2", "2024-02-01T12:00:00"]  # rejected, never filled
 FIRST, LAST = "2024-01-30", "2024-02-01"
 ROLLUP = ["agg_sales_monthly", "agg_sales_by_category_monthly", "sales_report"]
-CATEGORY_JOB = ["agg_sales_daily", "agg_sales_by_category_monthly"]
 
 
 def category(amount: Decimal | None, low: Decimal, high: Decimal) -> str:
@@ -160,7 +159,10 @@ def test_category_month_aggregate_matches_plain_python_and_follows_the_bins(back
         conn.execute(delete(dim_products).where(
             dim_products.c.product_token == tokenizer.encrypt_series(pd.Series(["P3"]), "product_id")[0]))
     tags = {"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": LAST}
-    assert dg.materialize(all_assets(), selection=CATEGORY_JOB, resources=resources, tags=tags).success
+    # the daily aggregate per day, then the rollup in its own run (as rollups_job does)
+    assert dg.materialize(all_assets(), selection=["agg_sales_daily"], resources=resources,
+                          tags=tags).success
+    assert materialize(resources, ["agg_sales_by_category_monthly"]).success
     without_p3 = {k: v for k, v in PRICES.items() if k != "P3"}
     assert stored(engine) == expected(Decimal(300), Decimal(550), without_p3)
     assert stored(engine)[(2024, 1, "Unpriced")] == (2, None, None)
@@ -215,14 +217,16 @@ def test_sales_report_writes_pngs_to_blob_and_shows_them_with_period_totals(data
 # --- item 5: versions from code, ledger ------------------------------------------------------------------
 
 def test_code_version_follows_the_code_and_is_the_same_in_every_process():
-    from sales_platform.defs.aggregates import assets
+    from sales_platform.core.warehouse.aggregates import refresh_daily
+    from sales_platform.defs.aggregates.assets import DAILY_AGGREGATES
+    from sales_platform.versioning import stage_code_version
 
-    fn = assets.agg_sales_daily.op.compute_fn.decorated_fn
-    names = source_closure(fn)
-    # the core function the stage calls is part of its version
-    assert "sales_platform.core.warehouse.aggregates.refresh_daily" in names
+    daily = next(a for a in DAILY_AGGREGATES if a.table.name == "agg_sales_daily")
+    assert daily.refresh is refresh_daily  # the core function the stage calls is its version
+    assert "sales_platform.core.warehouse.aggregates.refresh_daily" in source_closure(daily.refresh)
     graph = defs.resolve_asset_graph()
-    assert graph.get(dg.AssetKey("agg_sales_daily")).code_version == code_version(fn)
+    assert graph.get(dg.AssetKey("agg_sales_daily")).code_version == stage_code_version(
+        daily.refresh, (daily.extra, daily.table))
     script = ("import warnings; warnings.simplefilter('ignore'); from sales_platform.definitions import "
               "defs; g = defs.resolve_asset_graph(); print(sorted((k.to_user_string(), "
               "g.get(k).code_version) for k in g.get_all_asset_keys()))")
