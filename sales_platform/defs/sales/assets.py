@@ -293,6 +293,15 @@ def _timed(out: DayPass, stage: str, fn, *args) -> None:
         out.seconds[stage] += time.monotonic() - started
 
 
+class SalesCheckFailed(Exception):
+    """A blocking check of the loaded day failed: a defect of the load, not of the data."""
+
+
+def _failed_sales_checks(out: DayPass) -> list[str]:
+    return [spec.name for spec, bad in ((conservation_check, (out.conservation or {}).get("violations")),
+                                        (pk_check, out.duplicates)) if bad]
+
+
 def pass_day(context: dg.AssetExecutionContext, platform: PlatformResource,
              warehouse: WarehouseResource, engine, day: str, known) -> DayPass:
     """The selected stages of one day, in order. A blocked day stops after its cleaning; an error
@@ -307,6 +316,8 @@ def pass_day(context: dg.AssetExecutionContext, platform: PlatformResource,
             _timed(out, "encrypt", encrypt_one_day, platform, day, out)
         if SALES_KEY in selected:
             _timed(out, "load", load_one_day, context, platform, warehouse, engine, day, out)
+            if failing := _failed_sales_checks(out):  # blocking, selected or not: no aggregates
+                raise SalesCheckFailed(f"{', '.join(failing)} failed on {day}")
         if SALES_KEY not in selected or (out.load is not None and not out.load.stale):
             _timed(out, "aggregate", aggregate_one_day, engine, day, selected, out)
     except Exception as exc:  # noqa: BLE001 - reported as the day's failure by the step
@@ -413,6 +424,8 @@ def _sales_events(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         context.log.warning(f"{day}: {stats.conflicts_rejected} row(s) rejected and "
                             f"{stats.conflicts_evicted} row(s) of other days moved to "
                             "sales_rejects: transaction ids on two sale days")
+    if stats.columns_added:
+        schema[0] = column_schema(reflected_table(engine, "sales"))
     yield day_materialization(context, SALES_KEY, day, {
         **stats.as_dict(), "dagster/row_count": conservation["loaded"],
         "rejected": conservation["rejected"], "landed": conservation["landed"],
@@ -421,7 +434,7 @@ def _sales_events(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         "columns_added": dg.MetadataValue.json(stats.columns_added),
         "preview": markdown_table(_preview(engine, day)),
         "table": sales_table.name, "database": warehouse.display_url(),
-        "dagster/column_schema": schema})
+        "dagster/column_schema": schema[0]})
     if _selected(context, conservation_check):
         yield day_verdict(context, conservation_check, day, not conservation["violations"], {
             "landed": conservation["landed"], "loaded": conservation["loaded"],
@@ -460,7 +473,7 @@ def _day_events(context: dg.AssetExecutionContext, platform: PlatformResource,
         yield from _sales_events(context, warehouse, engine, out, schema)
     for key, numbers in out.aggregates.items():
         yield day_materialization(context, key, out.day, numbers)
-    if REJECTS_KEY in selected and (out.cleaning is not None or out.load is not None):
+    if REJECTS_KEY in selected:  # the day's rejects are in the table, whatever happened after
         reasons = day_rejects(engine, out.day)
         yield day_materialization(context, REJECTS_KEY, out.day, {
             "dagster/row_count": sum(reasons.values()), "rows": sum(reasons.values()),
@@ -506,8 +519,8 @@ def sales_pipeline(context: dg.AssetExecutionContext, platform: PlatformResource
         known = known_product_ids(engine, Tokenizer(platform.keyring()))
         if known is None:
             context.log.warning("dim_products is empty: the unknown_product rule is not applied")
-    schema = column_schema(reflected_table(engine, "sales")) \
-        if SALES_KEY in context.selected_asset_keys else None
+    schema = [column_schema(reflected_table(engine, "sales"))
+              if SALES_KEY in context.selected_asset_keys else None]  # re-read when a load adds columns
     passes: list[DayPass] = []
     workers = _day_workers(platform, LANDED, days)
     for _, out in in_order(lambda d: pass_day(context, platform, warehouse, engine, d, known),
