@@ -27,11 +27,6 @@ M  a fresh day into PostgreSQL's sales: the platform's load_day (COPY in text fo
    rows straight into sales, and vs ADBC into an unlogged scratch table followed by one
    INSERT ... SELECT into sales in a transaction (the shape the load could adopt, as on SQLite);
    same rows required (count and digest of sales)
-O  a fresh day's encrypt_day -> load_day on SQLite: the load fills its scratch file from the
-   encrypted layer after the encryption (prefill off) vs the scratch file filled by a thread
-   while the day is encrypted (warehouse/prefill.py, the platform's default); interleaved, same
-   sales rows required
-
 Writes benchmarks/results/experiments-<rows>.json.
 """
 
@@ -637,56 +632,6 @@ def exp_j(day: Day, work: Path) -> dict:
     return out
 
 
-# --- O -------------------------------------------------------------------------------------------
-
-def _encrypt_then_load(day: Day, db: Path, prefill: bool) -> dict:
-    from sales_platform.core.pipeline import CLEANED, ENCRYPTED, encrypt_day, iter_arrow_layer
-    from sales_platform.core.settings import DEFAULT_LOAD_PREFILL_MB
-    from sales_platform.core.warehouse.engine import make_engine
-    from sales_platform.core.warehouse.loading import SalesLoader
-    from sales_platform.core.warehouse.prefill import Prefills, encrypt_with_prefill
-
-    engine = make_engine(f"sqlite:///{db}")
-    size = sum(p.stat().st_size for p in day.areas.fragments(CLEANED, day.day))
-    with Prefills(DEFAULT_LOAD_PREFILL_MB << 20) as prefills:
-        started = time.perf_counter()
-        encrypt_with_prefill(prefills if prefill else None, day.day, size, lambda on_chunk: encrypt_day(
-            day.areas, day.keyring, day.day, on_chunk=on_chunk))
-        encrypted = time.perf_counter()
-        prefilled = prefills.take(day.day, day.areas.fragments(ENCRYPTED, day.day), [])
-        SalesLoader(engine).load_day(DEFAULT_DAY, lambda: iter_arrow_layer(day.areas, ENCRYPTED, day.day),
-                                     datetime(2024, 3, 2), prefilled=prefilled)
-        loaded = time.perf_counter()
-    engine.dispose()
-    if prefill and prefilled is None:
-        raise SystemExit("O: the prefilled path did not use its scratch file")
-    return {"encrypt_s": encrypted - started, "load_s": loaded - encrypted,
-            "prefilled": prefilled is not None}
-
-
-def exp_o(day: Day, work: Path, repeat: int = 5) -> dict:
-    from sales_platform.core.warehouse.engine import make_engine
-
-    labels = {False: "encrypt, then the load reads the layer back (prefill off)",
-              True: "scratch file filled while encrypting (the platform)"}
-    out: dict[str, dict] = {label: {"seconds": float("inf")} for label in labels.values()}
-    for _ in range(repeat):
-        for prefill, label in labels.items():  # interleaved: the machine's drift hits both
-            db = work / "o.db"
-            remove_sqlite(db)
-            make_engine(f"sqlite:///{db}").dispose()
-            started = time.perf_counter()
-            parts = _encrypt_then_load(day, db, prefill)
-            seconds = time.perf_counter() - started
-            rows, digest = _sales_digest(db)
-            remove_sqlite(db)
-            if seconds < out[label]["seconds"]:
-                out[label] = {"seconds": seconds, **parts, "sales_rows": rows, "sales_digest": digest}
-    if len({(r["sales_rows"], r["sales_digest"]) for r in out.values()}) != 1:
-        raise SystemExit(f"O: the two paths left different sales tables: {out}")
-    return out
-
-
 # --- F -------------------------------------------------------------------------------------------
 
 def exp_f(day: Day, pg_url: str) -> dict:
@@ -870,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--only", default="A,B,C,D,E,F,G,H,I,J,K,L,M,O")
+    parser.add_argument("--only", default="A,B,C,D,E,F,G,H,I,J,K,L,M")
     parser.add_argument("--workdir")
     args = parser.parse_args(argv)
     which = set(args.only.upper().split(","))
@@ -882,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
         facts = machine_facts(code_root=code_root)
         print(f"machine {machine_busy_pct(1.0):.0f}% busy; preparing {args.rows:,} rows ...",
               flush=True)
-        day = Day(work, args.rows) if which & set("ABCDEFHIJKLMO") else None
+        day = Day(work, args.rows) if which & set("ABCDEFHIJKLM") else None
         for key, fn in (("A", lambda: exp_a(day)), ("B", lambda: exp_b(day)),
                         ("C", lambda: exp_c(day)), ("D", lambda: exp_d(day)),
                         ("E", lambda: exp_e(day, work)),
@@ -892,8 +837,7 @@ def main(argv: list[str] | None = None) -> int:
                         ("I", lambda: exp_i(day, work)), ("J", lambda: exp_j(day, work)),
                         ("K", lambda: exp_k(day)), ("L", lambda: exp_l(day, work)),
                         ("M", lambda: exp_m(day, args.pg_url) if pg_reachable(args.pg_url)[0]
-                         else {"skipped": "PostgreSQL not reachable"}),
-                        ("O", lambda: exp_o(day, work))):
+                         else {"skipped": "PostgreSQL not reachable"})):
             if key not in which:
                 continue
             busy = machine_busy_pct(1.0)

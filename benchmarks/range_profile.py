@@ -82,9 +82,6 @@ def main() -> None:
     parser.add_argument("--event-batch-size", type=int, default=0,
                         help="DAGSTER_EVENT_BATCH_SIZE for the run (0: each event stored alone; "
                         "PostgreSQL storage writes a batch at once, SQLite storage one by one anyway)")
-    parser.add_argument("--load-prefill-mb", type=int, default=64,
-                        help="PlatformResource.load_prefill_mb (0: SQLite loads fill their scratch "
-                        "file after the encryption)")
     args = parser.parse_args()
     os.environ["DAGSTER_EVENT_BATCH_SIZE"] = str(args.event_batch_size)
     from pyinstrument import Profiler
@@ -107,8 +104,7 @@ def main() -> None:
 
     try:
         instance = dg.DagsterInstance.get()
-        resources = resources_for(work / "data", f"sqlite:///{work / 'warehouse.db'}", key,
-                                  load_prefill_mb=args.load_prefill_mb)
+        resources = resources_for(work / "data", f"sqlite:///{work / 'warehouse.db'}", key)
         dg.materialize(list(defs.assets), selection=PRODUCTS, resources=resources, instance=instance)
         last = (date.fromisoformat(args.start) + timedelta(days=args.days - 1)).isoformat()
         profiler = Profiler()
@@ -124,7 +120,7 @@ def main() -> None:
         remove_tree(work)
     payload = {"days": args.days, "rows_per_day": args.rows_per_day,
                "instance_storage": "postgresql" if args.instance_pg else "sqlite",
-               "event_batch_size": args.event_batch_size, "load_prefill_mb": args.load_prefill_mb,
+               "event_batch_size": args.event_batch_size,
                "wall_s": round(wall, 2), "per_day_s": round(wall / args.days, 3), **split,
                "events": events, "events_per_day": round(sum(events.values()) / args.days, 1),
                "machine": machine_facts()}

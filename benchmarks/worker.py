@@ -99,13 +99,11 @@ def _tuples(table) -> list[tuple]:
 # --- the platform --------------------------------------------------------------------------------
 
 def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: date,
-                 breakdown: bool = True, prefill_mb: int | None = None) -> dict:
-    """Intake -> clean_day -> encrypt_day -> SalesLoader.load_day -> refresh_daily, per stage
-    (SQLite: the load's scratch file filled during the encryption, as the step does)."""
+                 breakdown: bool = True) -> dict:
+    """Intake -> clean_day -> encrypt_day -> SalesLoader.load_day -> refresh_daily, per stage."""
     from sales_platform.core.crypto import Keyring, Tokenizer, generate_key
     from sales_platform.core.intake import Intake
     from sales_platform.core.pipeline import (
-        CLEANED,
         ENCRYPTED,
         REJECTS,
         clean_day,
@@ -116,12 +114,10 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
     from sales_platform.core.products import read_catalogue, with_tokens
     from sales_platform.core.quality import QualityRules
     from sales_platform.core.schema import SchemaContract
-    from sales_platform.core.settings import DEFAULT_LOAD_PREFILL_MB
     from sales_platform.core.store import DataAreas
     from sales_platform.core.warehouse import loading
     from sales_platform.core.warehouse.aggregates import refresh_daily
     from sales_platform.core.warehouse.engine import make_engine
-    from sales_platform.core.warehouse.prefill import Prefills, encrypt_with_prefill
     from sales_platform.core.warehouse.products_dim import known_product_ids, upsert_products
     from sales_platform.core.warehouse.rejects import replace_day_rejects
 
@@ -152,27 +148,14 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
     with stages.stage("clean"):
         known = known_product_ids(engine, Tokenizer(keyring))
         cleaning = clean_day(areas, keyring, day.isoformat(), rules, known)
-    # as the step does on SQLite: the load's scratch file filled while the day is encrypted
-    budget = DEFAULT_LOAD_PREFILL_MB if prefill_mb is None else prefill_mb
-    prefills = Prefills(budget << 20) if engine.dialect.name == "sqlite" and budget else None
-    cleaned_bytes = sum(p.stat().st_size for p in areas.fragments(CLEANED, day.isoformat()))
     with stages.stage("encrypt"):
-        encryption = encrypt_with_prefill(prefills, day.isoformat(), cleaned_bytes, lambda on_chunk:
-                                          encrypt_day(areas, keyring, day.isoformat(), on_chunk=on_chunk))
-    filled_during_encryption = dict(load_parts)
+        encryption = encrypt_day(areas, keyring, day.isoformat())
     with stages.stage("load"):
         def batches():  # a factory, as the sales asset passes: a fresh day goes straight in
             layer = iter_arrow_layer(areas, ENCRYPTED, day.isoformat())  # as the sales asset reads it
             return _timed_iter(layer, load_parts, "read encrypted parquet (prefetch thread)") \
                 if breakdown else layer
-        prefilled = prefills.take(day.isoformat(), areas.fragments(ENCRYPTED, day.isoformat()),
-                                  []) if prefills is not None else None
-        stats = loading.SalesLoader(engine).load_day(day, batches, now, prefilled=prefilled)
-    if prefills is not None:
-        prefills.close()
-    for name, seconds in filled_during_encryption.items():  # not load time: a thread during encrypt
-        load_parts[name] -= seconds
-        load_parts["scratch file filled by a thread during the encryption stage (not in load)"] = seconds
+        stats = loading.SalesLoader(engine).load_day(day, batches, now)
     with stages.stage("aggregate"):
         refresh_daily(engine, [day], now)
     with stages.stage("rejects table (sales_rejects asset)"):
@@ -201,7 +184,6 @@ def run_platform(csv: Path, catalogue: Path, workdir: Path, db_url: str, day: da
         "rows_rejected_cleaning": cleaning.rows_rejected,
         "rows_rejected_landing": sum(o.rows_rejected for o in outcomes),
         "rejects_written": rejects_written, "encrypted_rows": encryption.rows,
-        "load_scratch_prefilled": prefilled is not None,
         "fragments_landed": len(areas.fragments("landed", day.isoformat())),
         "note": "seconds = land+clean+encrypt+load+aggregate; products/rejects/setup excluded",
     }
@@ -506,15 +488,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--platform-data", type=Path, help="data dir of a finished platform run")
     parser.add_argument("--dlt-destination", default="sqlalchemy", choices=["sqlalchemy", "duckdb"])
     parser.add_argument("--no-breakdown", action="store_true")
-    parser.add_argument("--prefill-mb", type=int, help="platform path: the load prefill budget "
-                        "(default: the platform's; 0: the load fills its scratch file itself)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     day = date.fromisoformat(args.day)
     if args.path == "platform":
         result = run_platform(args.csv, args.catalogue, args.workdir, args.db_url, day,
-                              breakdown=not args.no_breakdown, prefill_mb=args.prefill_mb)
+                              breakdown=not args.no_breakdown)
     elif args.path == "pandas":
         result = run_pandas(args.csv, args.db_url)
     elif args.path == "sqlite-executemany":

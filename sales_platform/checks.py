@@ -38,7 +38,7 @@ def day_materialization(context: dg.AssetExecutionContext, asset_key: dg.AssetKe
                                    tags={CODE_VERSION_TAG: version} if version else None)
 
 
-def _latest_materialization(context: dg.AssetExecutionContext, asset_key: dg.AssetKey,
+def latest_materialization(context: dg.AssetExecutionContext, asset_key: dg.AssetKey,
                             day: str) -> AssetCheckEvaluationTargetMaterializationData | None:
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[day]), limit=1).records
@@ -52,23 +52,14 @@ def _latest_materialization(context: dg.AssetExecutionContext, asset_key: dg.Ass
 def day_verdict(context: dg.AssetExecutionContext, spec: dg.AssetCheckSpec, day: str,
                 passed: bool, metadata: Mapping[str, Any] | None = None,
                 severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
-                description: str | None = None) -> dg.AssetCheckEvaluation:
+                description: str | None = None,
+                target: AssetCheckEvaluationTargetMaterializationData | None = None,
+                ) -> dg.AssetCheckEvaluation:
     """The verdict of ``spec`` on ``day``, targeting the day's latest materialization of its asset
-    (yield it after that materialization)."""
+    (yield it after that materialization; ``target``: that materialization, when already looked
+    up for another check of the same asset and day)."""
     return dg.AssetCheckEvaluation(
         asset_key=spec.asset_key, check_name=spec.name, passed=passed, partition=day,
         metadata=dict(metadata or {}), severity=severity, description=description,
         blocking=spec.blocking and passed,
-        target_materialization_data=_latest_materialization(context, spec.asset_key, day))
-
-
-def days_materialized_in_run(context: dg.AssetExecutionContext, asset_key: dg.AssetKey,
-                             days: list[str]) -> list[str]:
-    """The days of ``days`` that this run materialized ``asset_key`` on (an upstream asset of the
-    same run that skipped a day leaves it out)."""
-    records = context.instance.get_records_for_run(
-        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-    done = {r.event_log_entry.dagster_event.partition for r in records
-            if r.event_log_entry.dagster_event
-            and r.event_log_entry.dagster_event.asset_key == asset_key}
-    return [d for d in days if d in done]
+        target_materialization_data=target or latest_materialization(context, spec.asset_key, day))

@@ -6,7 +6,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +25,6 @@ from sales_platform.core.schema import EXTRAS_COLUMN, IDENTIFIER_COLUMNS
 from sales_platform.core.store import (
     SEALED_SUFFIX,
     DataAreas,
-    FilesIdentity,
-    files_identity,
-    fragment_files,
     read_sealed_table,
     write_plain_table,
     write_sealed_table,
@@ -159,13 +156,11 @@ class DayEncryption:
     distinct_customers: int = 0
     distinct_products: int = 0
     written: list[WrittenFile] = field(default_factory=list)  # the layer's files, if published
-    identity: FilesIdentity = ()  # which files were published (empty: not published)
 
 
-def encrypt_day(areas: DataAreas, keyring: Keyring, day: str, sensitive: tuple[str, ...] = (),
-                on_chunk: Callable[[pa.Table], None] | None = None) -> DayEncryption:
-    """Replace identifiers of the day's cleaned rows by deterministic tokens. ``on_chunk`` gets
-    each chunk of tokens as it is written (the SQLite load's prefill, ``warehouse/prefill.py``)."""
+def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
+                sensitive: tuple[str, ...] = ()) -> DayEncryption:
+    """Replace identifiers of the day's cleaned rows by deterministic tokens."""
     result = DayEncryption(day=day)
     tokenizer = Tokenizer(keyring)
     tmp = areas.replace_layer(ENCRYPTED, day)
@@ -180,17 +175,14 @@ def encrypt_day(areas: DataAreas, keyring: Keyring, day: str, sensitive: tuple[s
             products.update(_distinct(table, "product_id"))
             protected = protect_table(table, tokenizer, sensitive)
             write_plain_table(tmp / f"part-{part:05d}.parquet", protected)
-            if on_chunk is not None:
-                on_chunk(protected)
             rows[f"part-{part:05d}.parquet"] = table.num_rows
             result.rows += table.num_rows
         manifest = areas.layer_dir(CLEANED, day) / MANIFEST
         if manifest.exists():
             shutil.copyfile(manifest, tmp / MANIFEST)
     written = layer_files(areas, ENCRYPTED, day, tmp, rows)
-    identity = files_identity(fragment_files(tmp))  # before the rename, which keeps it
     if areas.publish_layer(ENCRYPTED, day, tmp, version=manifest_ns):
-        result.written, result.identity = written, identity
+        result.written = written
     result.distinct_customers, result.distinct_products = len(customers), len(products)
     return result
 

@@ -59,8 +59,6 @@ DEFAULT_CATEGORY_BINS = "100,500"  # the Dagster ETL guide's pd.cut bins [0, 100
 REPORT_DAYS = "SALES_PLATFORM_REPORT_DAYS"  # days sales_report charts, ending at the newest sale day
 DAY_WORKERS = "SALES_PLATFORM_DAY_WORKERS"  # days of a range cleaned / encrypted at once
 DEFAULT_DAY_WORKERS = 2  # measured best on the 2-core reference machine (README, Performance)
-LOAD_PREFILL_MB = "SALES_PLATFORM_LOAD_PREFILL_MB"  # SQLite load files filled during encryption
-DEFAULT_LOAD_PREFILL_MB = 16  # held ahead beyond the first day (~2.3M rows, ~550 MB of temp files)
 
 
 def value(name: str, default: str = "") -> str:

@@ -86,20 +86,6 @@ def fragment_files(folder: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-FilesIdentity = tuple[tuple[str, int, int, int], ...]
-
-
-def files_identity(paths: list[Path]) -> FilesIdentity:
-    """Which files these are: name, inode, size and mtime of each, in order. Publishing a layer
-    renames its folder, which keeps all four; a layer republished by any writer has new files
-    (new inodes), even with the same names and sizes."""
-    identity = []
-    for path in paths:
-        st = path.stat()
-        identity.append((path.name, st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(identity)
-
-
 @dataclass(frozen=True)
 class DataAreas:
     root: Path

@@ -40,8 +40,6 @@ def platform_resource() -> PlatformResource:
         max_file_bytes=settings.env_number(settings.MAX_FILE_BYTES, 20 << 30, 1, integer=True),
         day_workers=settings.env_number(settings.DAY_WORKERS, settings.DEFAULT_DAY_WORKERS, 1, 32,
                                         integer=True),
-        load_prefill_mb=settings.env_number(settings.LOAD_PREFILL_MB, settings.DEFAULT_LOAD_PREFILL_MB,
-                                            0, integer=True),
     )
 
 

@@ -73,12 +73,6 @@ class PlatformResource(dg.ConfigurableResource):
     day_workers: int = Field(
         default=settings.DEFAULT_DAY_WORKERS, ge=1, le=32,
         description="Days of a range run cleaned and encrypted at once (SALES_PLATFORM_DAY_WORKERS).")
-    load_prefill_mb: int = Field(
-        default=settings.DEFAULT_LOAD_PREFILL_MB, ge=0,
-        description="SQLite loads: MB of sealed cleaned layer (~7 per 1M rows) whose days get their "
-        "load file filled while they are encrypted, held ahead beyond the first such day, which "
-        "is prefilled whatever its size; only with twice its file's size free in TMPDIR "
-        "(SALES_PLATFORM_LOAD_PREFILL_MB; 0 = off).")
     schema_contract: str | None = Field(
         default=None, description="Path of a JSON schema contract (aliases, policy, sensitive).")
     schema_policy: str | None = Field(

@@ -348,20 +348,17 @@ class SalesLoader:
     def load_day(self, day: date, batches: Iterable[pd.DataFrame | pa.Table] | BatchSource,
                  loaded_at: datetime, after: Callable[[Connection, LoadStats], None] | None = None,
                  conflicts_before: Iterable[str] = (),
-                 snapshot_ns: int | None = None,
-                 prefilled: SqliteScratch | None = None) -> LoadStats:
+                 snapshot_ns: int | None = None) -> LoadStats:
         """Stage the day's rows, then under the sales load lock: settle transaction ids that are
         also on other days, upsert, delete vanished rows, and run ``after`` (ledger bookkeeping),
         all in one transaction.
 
         ``batches`` may be a callable that returns a fresh iterable on each call: then a day with
         no rows in ``sales`` is written there directly (read a second time only when it falls
-        back to the staging path). SQLite: ``prefilled``, a scratch file already holding exactly
-        these rows in ``copy_table``'s columns (``prefill.py``), is used instead of reading
-        ``batches``, and removed afterwards."""
+        back to the staging path)."""
         if self.dialect == "sqlite":  # rows in a scratch file first, outside the transaction
             with ExitStack() as stack:
-                scratch = stack.enter_context(prefilled or self._scratch_from(batches, stack))
+                scratch = stack.enter_context(self._scratch_from(batches, stack))
                 conn = stack.enter_context(self.engine.connect())
                 stack.enter_context(scratch.attached(conn))
                 stack.enter_context(conn.begin())

@@ -130,9 +130,9 @@ def _land_and_report_days(context: dg.AssetExecutionContext, platform: PlatformR
                          f"{sum(o.rows_read for o in outcomes)} rows read")
     passed, evidence = quarantine_evidence(engine)
     days = list(context.partition_keys)
-    for day in days:  # every day of the range is materialized, each with its own numbers
-        with engine.connect() as conn:
-            versions = landed_rows(conn, day)
+    with engine.connect() as conn:
+        landed = {day: landed_rows(conn, day) for day in days}
+    for day, versions in landed.items():  # every day of the range, each with its own numbers
         context.add_asset_metadata({
             "dagster/row_count": sum(versions.values()), "rows": sum(versions.values()),
             "files": dg.MetadataValue.md("\n".join(f"- {name} ({sha[:12]}): {n} rows" for

@@ -19,7 +19,7 @@ import pandas as pd
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 
-from sales_platform.checks import day_materialization, day_verdict
+from sales_platform.checks import day_materialization, day_verdict, latest_materialization
 from sales_platform.core.crypto import Tokenizer
 from sales_platform.core.landing import LANDED
 from sales_platform.core.parallel import in_order, workers_for
@@ -102,10 +102,6 @@ def blocked_detail(day: str, failed: int, read: int, rate_: float, limit: float)
     return (f"{day} blocked: {failed} of {read} rows rejected ({rate_:.0%} > {limit:.0%}); "
             "fix the file and drop a corrected version, or raise SALES_PLATFORM_MAX_REJECT_RATE "
             "and re-materialize the day")
-
-
-def _days(context: dg.AssetExecutionContext) -> list[str]:
-    return list(context.partition_keys)
 
 
 def _layer_bytes(platform: PlatformResource, layer: str, days: list[str]) -> dict[str, int]:
@@ -435,20 +431,21 @@ def _sales_events(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         "preview": markdown_table(_preview(engine, day)),
         "table": sales_table.name, "database": warehouse.display_url(),
         "dagster/column_schema": schema[0]})
+    target = latest_materialization(context, SALES_KEY, day)  # one lookup for the three checks
     if _selected(context, conservation_check):
         yield day_verdict(context, conservation_check, day, not conservation["violations"], {
             "landed": conservation["landed"], "loaded": conservation["loaded"],
             "rejected": conservation["rejected"],
-            "violations": dg.MetadataValue.json(conservation["violations"])})
+            "violations": dg.MetadataValue.json(conservation["violations"])}, target=target)
     if _selected(context, pk_check):
         yield day_verdict(context, pk_check, day, not out.duplicates,
-                          {"violations": dg.MetadataValue.json(out.duplicates)})
+                          {"violations": dg.MetadataValue.json(out.duplicates)}, target=target)
     if _selected(context, schema_check):
         yield day_verdict(context, schema_check, day,
                           not stats.columns_added and not out.several_layouts,
                           {"columns_added": dg.MetadataValue.json(stats.columns_added),
                            "several_layouts": out.several_layouts},
-                          severity=dg.AssetCheckSeverity.WARN)
+                          severity=dg.AssetCheckSeverity.WARN, target=target)
 
 
 def _day_events(context: dg.AssetExecutionContext, platform: PlatformResource,
