@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -281,10 +282,15 @@ class DagsterStack:
         expect_type(result, "LaunchBackfillSuccess")
         return result["backfillId"]
 
-    def wait_for_backfill(self, backfill_id: str, timeout: float = RUN_TIMEOUT_S) -> dict[str, Any]:
+    def wait_for_backfill(self, backfill_id: str, timeout: float = RUN_TIMEOUT_S,
+                          failed_ok: bool = False) -> dict[str, Any]:
+        """The backfill once done; ``failed_ok``: also when it ended with partitions not
+        materialized (a blocked day), which fails the wait otherwise."""
         def probe() -> dict[str, Any] | None:
             backfill = self.gql(BACKFILL_QUERY, id=backfill_id)["partitionBackfillOrError"]
             expect_type(backfill, "PartitionBackfill")
+            if failed_ok and backfill["status"] == "COMPLETED_FAILED":
+                return backfill
             if backfill["status"] in BACKFILL_FAILED:
                 errors = (backfill.get("error") or {}).get("message", "")
                 self.fail(f"backfill {backfill_id} ended {backfill['status']} {errors}")
@@ -311,6 +317,41 @@ class DagsterStack:
         if partition is not None:
             variables["partition"] = partition
         return self.gql(CHECK_EXECUTIONS, **variables)["assetCheckExecutions"]
+
+    def partition_statuses(self, asset: str) -> dict[str, str]:
+        """The asset's status per day, as its Partitions tab shows them (ranges expanded)."""
+        node = self.gql(ASSET_STATUSES, key={"path": [asset]})["assetNodeOrError"]
+        expect_type(node, "AssetNode")
+        statuses = node["assetPartitionStatuses"]
+        expect_type(statuses, "TimePartitionStatuses")
+        return _expand(statuses["ranges"])
+
+    def wait_until_idle(self, job_name: str, timeout: float = RUN_TIMEOUT_S) -> None:
+        """No run of the job queued or running (the sensors may still request one meanwhile)."""
+        self.wait_until(f"no {job_name} run in progress", lambda: all(
+            r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in self.runs(job_name)) or None,
+            timeout)
+
+    def check_statuses(self, asset: str, check: str) -> dict[str, str]:
+        """The check's status per day, as its Partitions tab shows them (ranges expanded)."""
+        node = self.gql(CHECK_STATUSES, key={"path": [asset]}, check=check)["assetNodeOrError"]
+        expect_type(node, "AssetNode")
+        found = node["assetCheckOrError"]
+        expect_type(found, "AssetCheck")
+        statuses = found["partitionStatuses"]
+        expect_type(statuses, "AssetCheckTimePartitionStatuses")
+        return _expand(statuses["ranges"])
+
+
+def _expand(ranges: list[dict[str, str]]) -> dict[str, str]:
+    """Daily status ranges (startKey, endKey, status) as one status per day."""
+    days: dict[str, str] = {}
+    for r in ranges:
+        day, last = date.fromisoformat(r["startKey"]), date.fromisoformat(r["endKey"])
+        while day <= last:
+            days[day.isoformat()] = r["status"]
+            day += timedelta(days=1)
+    return days
 
 
 def sensor_selector(name: str) -> dict[str, str]:
@@ -441,6 +482,27 @@ CHECK_EXECUTIONS = """
 query Checks($key: AssetKeyInput!, $check: String!, $partition: String) {
   assetCheckExecutions(assetKey: $key, checkName: $check, partition: $partition, limit: 50) {
     runId status partition evaluation { success partition }
+  }
+}"""
+
+CHECK_STATUSES = """
+query CheckStatuses($key: AssetKeyInput!, $check: String!) {
+  assetNodeOrError(assetKey: $key) {
+    __typename
+    ... on AssetNode { assetCheckOrError(checkName: $check) {
+      __typename
+      ... on AssetCheck { partitionStatuses { __typename
+        ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } } } }
+    } }
+  }
+}"""
+
+ASSET_STATUSES = """
+query AssetStatuses($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    __typename
+    ... on AssetNode { assetPartitionStatuses { __typename
+      ... on TimePartitionStatuses { ranges { startKey endKey status } } } }
   }
 }"""
 

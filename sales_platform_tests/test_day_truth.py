@@ -21,35 +21,20 @@ from sqlalchemy import create_engine, func, select
 from sales_platform.core.crypto import generate_key
 from sales_platform.core.warehouse.tables import sales, sales_rejects
 from sales_platform.partitions import daily_partitions
+from sales_platform_tests.day_plan import four_day_plan, write_plan
 
-DAYS = ["2024-12-29", "2024-12-30", "2024-12-31", "2025-01-01"]  # across a year's end
-BLOCKED = "2024-12-31"
-HEADER = ["transaction_id", "customer_id", "product_id", "quantity", "timestamp"]
+PLAN, BLOCKED = four_day_plan("2024-12-29")  # across a year's end
+DAYS = list(PLAN)
 MAX_REJECT_RATE = 0.2
 
 
-def _day_rows(day: str, good: int, bad: int) -> list[list[str]]:
-    rows = [[f"T{day}-{i}", f"c{i % 7} ", "P1", str(1 + i % 3), f"{day}T10:{i % 60:02d}:00"]
-            for i in range(good)]
-    rows += [[f"B{day}-{i}", "C1", "P1", "-1", f"{day}T11:00:00"] for i in range(bad)]
-    return rows
-
-
-# good, bad rows per day: the blocked day is one row over 20 % (3 of 14 = 21 %); the last good
-# day sits exactly at the threshold (2 of 10 = 20 %, not over it)
-PLAN = {"2024-12-29": (11, 0), "2024-12-30": (8, 2), BLOCKED: (11, 3), "2025-01-01": (9, 0)}
-
-
 def _write(data: Path) -> None:
-    incoming, catalogue = data / "incoming", data / "catalogue"
-    incoming.mkdir(parents=True)
+    catalogue = data / "catalogue"
     catalogue.mkdir(parents=True)
     with open(catalogue / "products.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([["product_id", "name", "category", "unit_price", "updated_at"],
                                       ["P1", "Product 1", "Toys", "2.5", "2024-01-01T00:00:00"]])
-    for day, (good, bad) in PLAN.items():
-        with open(incoming / f"sales_{day}.csv", "w", newline="") as handle:
-            csv.writer(handle).writerows([HEADER, *_day_rows(day, good, bad)])
+    write_plan(data / "incoming", PLAN)
 
 
 def _check_days(instance: dg.DagsterInstance, asset: str, check: str) -> dict[str, list[str]]:

@@ -19,7 +19,7 @@ class RunFailureAlert:
     tags: dict[str, str] = field(default_factory=dict)
     failed_steps: list[dict[str, str]] = field(default_factory=list)
     message: str = ""
-    alert_id: str = ""  # one alert per id: the run's id, or run/day/check for a blocked day
+    alert_id: str = ""  # one alert per id: the run's id, or day/check/numbers for a blocked day
 
     def __post_init__(self) -> None:
         self.alert_id = self.alert_id or self.run_id

@@ -2,6 +2,7 @@
 blocks it) becomes one structured alert (log + file + optional webhook)."""
 
 from datetime import UTC, datetime
+from hashlib import sha256
 from pathlib import Path
 
 import dagster as dg
@@ -81,14 +82,15 @@ def write_alert(alert: RunFailureAlert, data_dir: Path | None = None,
 
 def report_blocked_day(context: dg.AssetExecutionContext, platform: PlatformResource, day: str,
                        check_key: dg.AssetCheckKey, detail: str) -> Path:
-    """One alert for a day a blocking check stopped (the run itself goes on with its other days)."""
+    """One alert for a day a blocking check stopped (the run itself goes on with its other days).
+    A later run that blocks the day again on the same numbers (a sensor's next range) adds none."""
     run, check = context.run, f"{check_key.asset_key.to_user_string()}: {check_key.name}"
     return write_alert(RunFailureAlert(
         run_id=run.run_id, job_name=run.job_name, status="BLOCKED",
         failed_at=datetime.now(UTC).isoformat(timespec="seconds"), partition=day,
         tags={k: v for k, v in run.tags.items() if k.startswith(("dagster/backfill", "sales_platform/"))},
         failed_steps=[{"step": check, "error": detail}], message=detail,
-        alert_id=f"{run.run_id}/{day}/{check_key.name}"),
+        alert_id=f"blocked/{day}/{check_key.name}/{sha256(detail.encode()).hexdigest()[:16]}"),
         Path(platform.data_dir).expanduser().resolve(), (platform.encryption_key,))
 
 
