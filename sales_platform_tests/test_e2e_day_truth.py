@@ -1,5 +1,6 @@
 """One day, one truth with the real daemon and webserver: four days, one over the reject rate,
-loaded through the sensors and through a backfill launched as the UI launches it. The good days
+loaded through the sensors and through a backfill launched as the UI launches it, then read in the UI
+(the check's Partitions tab, headless Chromium). The good days
 load their exact rows; GraphQL (what the UI reads) shows each day's own counts and one check
 verdict per day: FAILED on the blocked day's reject-rate check, SUCCEEDED on every good day,
 and no materialization downstream of the blocked day.
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from datetime import date
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -21,6 +24,7 @@ from sales_platform.defs.governance.alerts import ALERTS_FILE
 from sales_platform_tests.day_plan import four_day_plan, write_plan
 from sales_platform_tests.e2e import IN_PROCESS, SENSORS, DagsterStack
 from sales_platform_tests.helpers import SALES_CHAIN
+from sales_platform_tests.test_e2e_browser import dismiss_community_dialog, page  # noqa: F401 (fixture)
 
 LOAD_TIMEOUT_S = 240.0
 SALES_CHECKS = ("rows_conserved", "transaction_id_unique", "schema_unchanged")
@@ -116,9 +120,27 @@ def test_sensors_load_the_good_days_around_a_blocked_one(products_loaded: Dagste
     assert all(r["status"] == "SUCCESS" for r in stack.runs("daily_sales_job"))
 
 
+def partitions_tab_counts(ui: Any, stack: DagsterStack, asset: str, days: list[str]) -> dict[str, int]:
+    """Checks tab of ``asset`` -> its check's Partitions tab -> the days typed in as a range: the
+    count shown beside each status."""
+    from playwright.sync_api import expect
+
+    ui.goto(f"{stack.url}/assets/{asset}?view=checks")
+    dismiss_community_dialog(ui)
+    ui.get_by_role("tab", name="Partitions").last.click()  # the check's, not the asset's
+    box = ui.locator("input[value^='[']").first
+    box.fill(f"[{days[0]}...{days[-1]}]")
+    box.press("Enter")
+    expect(ui.get_by_text(f"{len(days)} Partitions Selected")).to_be_visible()
+    text = ui.locator("body").inner_text()
+    return {status: int(n) for status, n in re.findall(
+        r"(?<![A-Za-z] )(Execution Failed|Failed|In Progress|Missing|Skipped|Passed)\s*\((\d+)\)", text)}
+
+
 @pytest.mark.slow
 def test_a_ui_backfill_loads_the_good_days_around_a_blocked_one(products_loaded: DagsterStack,
-                                                                 sensors_stopped: DagsterStack):
+                                                                 sensors_stopped: DagsterStack,
+                                                                 page: Any, tmp_path):  # noqa: F811
     stack = products_loaded
     plan, blocked = four_day_plan("2024-08-01")
     write_plan(stack.data_dir / "incoming", plan, _a_product(stack))
@@ -131,3 +153,8 @@ def test_a_ui_backfill_loads_the_good_days_around_a_blocked_one(products_loaded:
     assert [r["status"] for r in runs] == ["SUCCESS"], runs
     _assert_each_day_tells_its_own_truth(stack, plan, blocked)
     assert len(_blocked_alerts(stack, blocked)) == 1
+    # what a person sees: the check's Partitions tab, the backfill's days
+    counts = partitions_tab_counts(page, stack, "cleaned_sales", list(plan))
+    page.screenshot(path=str(tmp_path / "reject_rate_partitions.png"))
+    assert counts == {"Execution Failed": 0, "Failed": 1, "In Progress": 0, "Missing": 0,
+                      "Skipped": 0, "Passed": 3}, counts
