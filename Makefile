@@ -2,6 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+PORT ?= 3000
 
 .PHONY: install install-dev run check test ui lint clean
 
@@ -35,8 +36,8 @@ test: install-dev
 	$(BIN)/pytest
 
 ui: install
-	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/ || true
-	$(BIN)/dagster dev -w workspace.yaml
+	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/
+	$(BIN)/dagster dev -w workspace.yaml -p $(PORT)
 
 lint: install-dev
 	$(BIN)/ruff check sales_platform sales_platform_tests

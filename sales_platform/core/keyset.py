@@ -9,7 +9,7 @@ keysets (deterministic AEAD and streaming AEAD), for interoperability and the te
 
 On disk the document is wrapped with AES key wrap with padding (RFC 5649) under a key derived
 (HKDF-SHA256) from the master key, which comes from SALES_PLATFORM_ENCRYPTION_KEY or the file named by
-SALES_PLATFORM_ENCRYPTION_KEY_FILE (in production: a Key Vault secret, see the README).
+SALES_PLATFORM_ENCRYPTION_KEY_FILE (in production: a Key Vault secret, see docs/security.md).
 """
 
 from __future__ import annotations

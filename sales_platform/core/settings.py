@@ -58,7 +58,7 @@ CATEGORY_BINS = "SALES_PLATFORM_CATEGORY_BINS"  # revenue bounds Low|Medium,Medi
 DEFAULT_CATEGORY_BINS = "100,500"  # the Dagster ETL guide's pd.cut bins [0, 100, 500, inf]
 REPORT_DAYS = "SALES_PLATFORM_REPORT_DAYS"  # days sales_report charts, ending at the newest sale day
 DAY_WORKERS = "SALES_PLATFORM_DAY_WORKERS"  # days of a range cleaned / encrypted at once
-DEFAULT_DAY_WORKERS = 2  # measured best on the 2-core reference machine (README, Performance)
+DEFAULT_DAY_WORKERS = 2  # measured best on the 2-core reference machine (docs/performance.md)
 
 
 def value(name: str, default: str = "") -> str:

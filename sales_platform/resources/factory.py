@@ -111,7 +111,7 @@ def resources() -> dict[str, object]:
 
 
 def executor() -> dg.ExecutorDefinition:
-    """The executor of every job (chosen by SALES_PLATFORM_EXECUTOR, measured in the README):
+    """The executor of every job (chosen by SALES_PLATFORM_EXECUTOR, measured in docs/performance.md):
 
     - unset or ``in_process``: every step in the run's own process. On one machine the shortest
       run: no second import of the code location by a forkserver (~4 s) and no step processes; a
