@@ -18,6 +18,7 @@ import pytest
 from dagster._core.storage.asset_check_state import AssetCheckState, bulk_update_asset_check_state
 from sqlalchemy import create_engine, func, select
 
+from sales_platform.cli import _range_counts
 from sales_platform.core.crypto import generate_key
 from sales_platform.core.warehouse.tables import sales, sales_rejects
 from sales_platform.partitions import daily_partitions
@@ -75,6 +76,13 @@ def test_a_blocked_day_holds_back_no_other_day_and_each_day_tells_its_own_truth(
                                     .group_by(sales_rejects.c.sale_date)).all())
     assert per_day == {date.fromisoformat(d): PLAN[d][0] for d in good_days}
     assert rejects == {date.fromisoformat(d): PLAN[d][1] for d in DAYS if PLAN[d][1]}
+
+    # the CLI summary's numbers are its range's: the first two days only
+    first_two = _range_counts(engine, date.fromisoformat(DAYS[0]), date.fromisoformat(DAYS[1]))
+    assert first_two["loaded"] == PLAN[DAYS[0]][0] + PLAN[DAYS[1]][0]
+    assert first_two["rejects"] == {"quantity_not_positive": PLAN[DAYS[0]][1] + PLAN[DAYS[1]][1]}
+    assert (first_two["statuses"], first_two["blocked"]) == ({"loaded": 2}, [])
+    assert first_two["all_time"] == (sum(PLAN[d][0] for d in good_days), sum(b for _, b in PLAN.values()))
 
     os.environ["DAGSTER_HOME"], previous = str(home), os.environ.get("DAGSTER_HOME")
     try:

@@ -137,6 +137,24 @@ def test_bad_file_is_reported_and_other_files_of_the_day_still_load(setup):
     assert list((data_dir / "quarantine").glob("broken*.csv"))
 
 
+def test_a_file_quarantined_on_the_sensor_path_warns_until_a_corrected_drop_clears_it(setup):
+    """The drop sensor lands through landed_files: its no_quarantined_files check names the file
+    and the reason, and holds while the file's newest version is in quarantine."""
+    data_dir, resources, engine = setup
+    (data_dir / "incoming" / "broken.csv").write_text("id;who;what\n1;2;3\n")
+    landed = materialize(resources, ["landed_files"])
+    (evaluation,) = landed.get_asset_check_evaluations()
+    assert (evaluation.asset_key.to_user_string(), evaluation.passed) == ("landed_files", False)
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["quarantined"].value == 1
+    assert "broken.csv" in evaluation.metadata["files"].value
+    assert "wrong delimiter" in evaluation.metadata["files"].value  # the reason, not only the name
+    write_catalogue(data_dir, ["P1"])
+    write_csv(data_dir / "incoming" / "broken.csv", [["T1", "C1", "P1", "2", f"{DAY}T09:00:00"]])
+    (cleared,) = materialize(resources, ["landed_files"]).get_asset_check_evaluations()
+    assert cleared.passed and cleared.metadata["quarantined"].value == 0
+
+
 def test_blocking_reject_rate_check_stops_the_load(data_dir, key, tmp_path):
     resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, max_reject_rate=0.1)
     engine = cached_engine(resources["warehouse"].url())
