@@ -58,8 +58,8 @@ UNIQUE_PER_ROW = frozenset({"transaction_id", "source_row", "timestamp", "sale_t
 
 
 def _table_bytes(table: pa.Table) -> bytes:
-    """zstd Parquet, dictionary-encoding only the columns that repeat (the landed, cleaned and
-    encrypted layers of a 1M-row day: 0.61 -> 0.47 s to write, 25 -> 18 MB)."""
+    """zstd Parquet, dictionary-encoding only the columns that repeat (unique columns gain nothing
+    from a dictionary and cost time and space to build one)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd",
                    use_dictionary=[n for n in table.column_names if n not in UNIQUE_PER_ROW])

@@ -74,9 +74,9 @@ INTEGER_STAGE_COLUMNS = frozenset({"quantity", "source_row"})
 MSSQL_MAX_PARAMETERS = 2100
 PG_MERGE_WORK_MEM = "256MB"  # per sort/hash of the merge transaction (set_config, local)
 # PostgreSQL compiles a plan's expressions (JIT) when its estimated cost is high, and a day's
-# statements over a 1M-row stage are estimated that high: the cross-day check of a reload spent
-# 1.6 of its 1.63 s compiling (EXPLAIN ANALYZE) and ran in 0.29 s without. Off for the load's
-# transaction only (a server without JIT, before PostgreSQL 11, has no such setting).
+# statements over a large stage are estimated that high, so compiling costs more than running
+# them. Off for the load's transaction only (a server without JIT, before PostgreSQL 11, has no
+# such setting).
 PG_NO_JIT = "SELECT set_config('jit', 'off', true) WHERE current_setting('jit', true) IS NOT NULL"
 DIRECT_DIALECTS = frozenset({"sqlite", "postgresql"})  # a fresh day is written straight into sales
 BatchSource = Callable[[], Iterable[pd.DataFrame | pa.Table]]
