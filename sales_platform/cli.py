@@ -28,6 +28,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in --help, but none for options whose help already says what they default to."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _iso_date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -150,15 +159,20 @@ def _wait_for_settled_drops() -> None:
 
 def partition_range(first: date, last: date | None, days: int, today: date | None = None
                     ) -> tuple[date, date]:
-    """The validated [first, last] range: in order and within the daily partitions."""
-    last = last or first + timedelta(days=days - 1)
+    """The validated [first, last] range: in order and within the daily partitions. Without
+    ``last`` the range is ``days`` long but ends today at the latest; an error names only dates
+    the user typed."""
+    today = today or datetime.now(UTC).date()
+    if first > today:
+        raise CliError(f"{first} is after today ({today} UTC): that partition does not exist yet")
+    if last is None:
+        last = min(first + timedelta(days=days - 1), today)
     if first > last:
         raise CliError(f"--first {first} is after --last {last}")
     start = date.fromisoformat(settings.start_date())
     if first < start:
         raise CliError(f"{first} is before the first partition {start} "
                        f"({settings.START_DATE}); use a later --first/--start")
-    today = today or datetime.now(UTC).date()
     if last > today:
         raise CliError(f"{last} is after today ({today} UTC): that partition does not exist yet")
     return first, last
@@ -168,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     first, last = partition_range(args.first or args.start, args.last, args.days)
     _preflight()
     ok = run_pipeline(first.isoformat(), last.isoformat())
-    print_summary(first.isoformat(), last.isoformat())
+    print_summary(first.isoformat(), last.isoformat(), verbose=args.verbose)
     return 0 if ok else 1
 
 
@@ -232,7 +246,12 @@ def _range_counts(engine, d0: date, d1: date) -> dict:
             "pending": pending, "all_time": all_time}
 
 
-def print_summary(first: str, last: str) -> None:
+USER_TABLES = ("sales", "sales_rejects", "file_ledger", "dim_products", "agg_sales_daily",
+               "agg_sales_by_product", "agg_sales_by_customer", "agg_sales_monthly",
+               "agg_sales_yearly", "agg_sales_by_category_monthly")
+
+
+def print_summary(first: str, last: str, verbose: bool = False) -> None:
     from sales_platform.core.warehouse.tables import metadata
     from sales_platform.resources.factory import resolved, warehouse_resource
 
@@ -251,7 +270,10 @@ def print_summary(first: str, last: str) -> None:
         print(f"  days waiting for a load: {', '.join(counts['pending'])}")
     print(f"  all days (whole warehouse): {counts['all_time'][0]} rows in sales, "
           f"{counts['all_time'][1]} rejected")
-    print(f"  tables: {', '.join(sorted(metadata.tables))}")
+    print(f"  tables: {', '.join(USER_TABLES)}")
+    if verbose:
+        internal = sorted(set(metadata.tables) - set(USER_TABLES))
+        print(f"  internal tables: {', '.join(internal)}")
     print(f"  database: {warehouse.display_url()}")
     print(f"  quarantine: {root / 'quarantine'}  archive: {root / 'archive'}")
     print(f"  UI: make ui  (DAGSTER_HOME={settings.value(settings.DAGSTER_HOME)}), then http://127.0.0.1:3000")
@@ -378,15 +400,16 @@ def _add_generate_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _sub(sub, name: str, help_text: str, func) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=help_text,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
     parser.set_defaults(func=func)
+    # also after the subcommand (`run … --debug`); SUPPRESS keeps the main parser's value otherwise
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks instead of one-line errors")
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=PROG, description=__doc__,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     gen = _sub(sub, "generate", "write mock daily sales CSVs into the drop zone", cmd_generate)
@@ -398,10 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="first day when --first is not given")
     run.add_argument("--days", type=_positive_int, default=7, help="days from the first day")
     run.add_argument("--first", type=_iso_date, help="first partition (default: --start)")
-    run.add_argument("--last", type=_iso_date, help="last partition (default: first + days - 1)")
+    run.add_argument("--last", type=_iso_date,
+                     help="last partition (default: first + days - 1, at most today)")
+    run.add_argument("--verbose", action="store_true",
+                     help="the summary also lists the platform's internal tables")
     demo = _sub(sub, "demo", "generate mock data, then run the pipeline on it", cmd_demo)
     _add_generate_options(demo)
     demo.set_defaults(out=None)
+    demo.add_argument("--verbose", action="store_true",
+                      help="the summary also lists the platform's internal tables")
     check = _sub(sub, "check", "check every setting (and reach the database, blob, API) before a run; "
                  "exit 2 with one line per problem", cmd_check)
     check.add_argument("--offline", action="store_true", help="skip the network round trips")

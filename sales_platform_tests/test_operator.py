@@ -158,6 +158,13 @@ def test_range_arguments_are_validated_in_one_line(env):
             "sales-platform run: error: argument --days: 0 must be at least 1 (see --help)",
         ("decrypt",): "sales-platform decrypt: error: give one or more tokens, or --file SEALED --out "
                       "TARGET",
+        # a future --first is named as typed (not the --last it implies)
+        ("run", "--first", "2030-01-01"):
+            f"sales-platform run: error: 2030-01-01 is after today ({today} UTC): that partition "
+            "does not exist yet",
+        # --debug is taken after the subcommand too
+        ("run", "--days", "0", "--debug"):
+            "sales-platform run: error: argument --days: 0 must be at least 1 (see --help)",
     }
     for args, expected in cases.items():
         result = cli(list(args), env)
@@ -173,6 +180,8 @@ def test_help_shows_defaults_and_every_option_has_a_help_text(env):
         block = result.stdout.split(option, 1)[1].split("\n  -", 1)[0]
         assert len(block.split()) > 2, f"{option} has no help text"
     assert "(default: 7)" in result.stdout and "(default: 3000)" in result.stdout
+    run_help = cli(["run", "--help"], env).stdout
+    assert "(default: None)" not in run_help and run_help.count("(default: --start)") == 1
 
 
 def test_generate_out_writes_one_file_with_all_days(env, tmp_path):
