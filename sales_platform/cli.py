@@ -352,8 +352,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
             target = replay_quarantined(areas, Path(name))
         except ReplayError as exc:
             raise CliError(str(exc)) from None
-        print(f"{name} -> {target} (lands as a new version on the next run or sensor tick)")
+        print(f"{name} -> {target}: {_replay_outcome(target)}")
     return 0
+
+
+def _replay_outcome(target: Path) -> str:
+    """What the next landing will do with a replayed file: an unchanged one is said so at once."""
+    from sales_platform.core.landing import fingerprint
+    from sales_platform.core.warehouse.ledger import quarantined_with_content
+    from sales_platform.resources.factory import resolved, warehouse_resource
+
+    sha, _ = fingerprint(target)
+    earlier = quarantined_with_content(resolved(warehouse_resource()).engine(), sha)
+    if earlier is None:
+        return "lands as a new version on the next run or sensor tick"
+    reason = (earlier["error"] or "no reason recorded").splitlines()[0]
+    return (f"UNCHANGED since it was quarantined ({reason}); it is taken again as it is on the "
+            "next run or sensor tick, and quarantined again unless the cause was a setting you "
+            "have since changed: fix the file first")
 
 
 def cmd_api(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """Landing and intake on real files: bad files are quarantined with a clear reason, nothing lost."""
 
+import os
 from datetime import date, datetime
 from pathlib import Path
 
@@ -105,6 +106,24 @@ def test_new_version_of_a_file_replaces_the_old_one(intake, data_dir):
     with intake.engine.connect() as conn:
         statuses = sorted(conn.execute(select(file_ledger.c.status)).scalars())
     assert statuses == ["landed", "superseded"]
+
+
+def test_an_unchanged_replay_is_a_new_drop_for_the_sensor(intake, data_dir):
+    """Replaying a file unchanged must not strand it: the sensor keys a drop on content, name and
+    mtime, and the landing run of the first drop already completed under the old key."""
+    from sales_platform.core.dropzone import scan
+    from sales_platform.core.intake import replay_quarantined
+
+    incoming = data_dir / "incoming"
+    (incoming / "semi.csv").write_bytes(b"transaction_id;customer_id\nT1;C1\n")
+    os.utime(incoming / "semi.csv", ns=(1_700_000_000_000_000_000,) * 2)  # dropped a while ago
+    (before,), _, _ = scan(incoming, {}, settle_s=0)
+    assert [o.status for o in intake.run()] == ["quarantined"]
+    (kept,) = [p for p in (data_dir / "quarantine").iterdir() if not p.name.endswith(".reason.txt")]
+    replay_quarantined(intake.areas, Path(kept.name))
+    (after,), _, _ = scan(incoming, {}, settle_s=0)
+    assert after.sha256 == before.sha256 and after.run_key != before.run_key
+    assert [o.status for o in intake.run()] == ["quarantined"]  # still broken: said again, not lost
 
 
 def test_files_being_written_are_not_picked(intake, data_dir):

@@ -326,3 +326,17 @@ def test_generate_out_leaves_an_existing_catalogue_alone(env, tmp_path):
     result = cli(["generate", "--start", "2024-03-01", "--days", "1", "--rows-per-day", "5",
                   "--out", str(tmp_path / "march.csv")], env)
     assert result.returncode == 0 and catalogue.read_bytes() == before
+
+
+def test_replaying_an_unchanged_file_says_so_at_once(env, tmp_path):
+    incoming = Path(env["SALES_PLATFORM_DATA_DIR"]) / "incoming"
+    incoming.mkdir(parents=True)
+    (incoming / "semi.csv").write_text("transaction_id;customer_id\nT1;C1\n")
+    env = {**env, "SALES_PLATFORM_SETTLE_S": "0"}
+    cli(["run", "--first", "2024-01-01", "--last", "2024-01-01"], env)  # lands it: quarantined
+    quarantine = Path(env["SALES_PLATFORM_DATA_DIR"]) / "quarantine"
+    (kept,) = [p.name for p in quarantine.iterdir() if not p.name.endswith(".reason.txt")]
+    result = cli(["replay", kept], env)
+    assert result.returncode == 0, result.stderr
+    assert "semi.csv: UNCHANGED since it was quarantined (semi.csv: wrong delimiter" in result.stdout
+    assert (incoming / "semi.csv").exists()

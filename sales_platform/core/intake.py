@@ -118,6 +118,9 @@ def replay_quarantined(areas: DataAreas, quarantined: Path) -> Path:
         if target.exists():
             raise ReplayError(f"{target} already exists: land or move it first") from None
         os.rename(path, target)
+    # a deliberate re-drop: a new mtime gives it a new sensor run key (content, name and mtime),
+    # so even unchanged content is taken again rather than skipped as the run already done
+    os.utime(target)
     reason.unlink(missing_ok=True)
     return target
 

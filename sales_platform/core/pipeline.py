@@ -156,6 +156,7 @@ class DayEncryption:
     distinct_customers: int = 0
     distinct_products: int = 0
     written: list[WrittenFile] = field(default_factory=list)  # the layer's files, if published
+    published: bool = False  # False: a run that read newer cleaned rows published the day first
 
 
 def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
@@ -182,7 +183,7 @@ def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
             shutil.copyfile(manifest, tmp / MANIFEST)
     written = layer_files(areas, ENCRYPTED, day, tmp, rows)
     if areas.publish_layer(ENCRYPTED, day, tmp, version=manifest_ns):
-        result.written = written
+        result.written, result.published = written, True
     result.distinct_customers, result.distinct_products = len(customers), len(products)
     return result
 

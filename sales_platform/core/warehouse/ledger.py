@@ -92,6 +92,15 @@ def current_version_with_content(engine: Engine, sha: str) -> dict | None:
     return dict(row) if row else None
 
 
+def quarantined_with_content(engine: Engine, sha: str) -> dict | None:
+    """The newest quarantined version whose content is ``sha`` (a replay of an unchanged file)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(file_ledger).where(file_ledger.c.sha256 == sha,
+                                                     file_ledger.c.status == QUARANTINED)
+                           .order_by(file_ledger.c.file_id.desc())).mappings().first()
+    return dict(row) if row else None
+
+
 def request_days(conn: Connection, days: Iterable[str], reason: str) -> None:
     """Mark days as needing a load (a later request replaces an earlier one's time)."""
     stamp = _ns_text(now_ns())

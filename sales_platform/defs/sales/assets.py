@@ -457,7 +457,7 @@ def _day_events(context: dg.AssetExecutionContext, platform: PlatformResource,
     if out.blocked:
         context.log.error(out.blocked)
         report_blocked_day(context, platform, out.day, reject_rate_check.key, out.blocked)
-    if out.encryption is not None and out.encryption.written:
+    if out.encryption is not None and out.encryption.published:
         yield day_materialization(context, ENCRYPTED_KEY, out.day, {
             "dagster/row_count": out.encryption.rows, "rows": out.encryption.rows,
             "key_id": platform.keyring().active.key_id,
