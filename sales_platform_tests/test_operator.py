@@ -340,3 +340,25 @@ def test_replaying_an_unchanged_file_says_so_at_once(env, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "semi.csv: UNCHANGED since it was quarantined (semi.csv: wrong delimiter" in result.stdout
     assert (incoming / "semi.csv").exists()
+
+
+def test_a_missing_unixodbc_is_named_as_the_cause(monkeypatch):
+    """pyodbc installed without the system's driver manager: the hint names unixODBC and the
+    variable the user set, not a driver variable they never touched."""
+    import builtins
+
+    from sales_platform.core import preflight
+
+    real_import = builtins.__import__
+
+    def no_libodbc(name, *args, **kwargs):
+        if name == "pyodbc":
+            raise ImportError("libodbc.so.2: cannot open shared object file: No such file or directory")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_libodbc)
+    monkeypatch.delenv("SALES_PLATFORM_DB_URL", raising=False)
+    monkeypatch.setenv("SALES_PLATFORM_MSSQL_HOST", "sql.example.internal")
+    (problem,) = preflight.check_sqlserver_driver()
+    assert problem.variable == "SALES_PLATFORM_MSSQL_HOST"
+    assert "libodbc.so.2" in problem.message and "apt-get install unixodbc" in problem.message

@@ -251,16 +251,26 @@ def _null_pool():
     return NullPool
 
 
+def odbc_import_fix(exc: ImportError) -> str:
+    """Why pyodbc did not import, and the fix: the Python package, or the system's unixODBC."""
+    if "libodbc" in str(exc):
+        return (f"pyodbc is installed but cannot load the ODBC driver manager ({exc}): install "
+                "unixODBC (Debian/Ubuntu: apt-get install unixodbc) and Microsoft's ODBC Driver 18 "
+                "(msodbcsql18); see docs/configuration.md")
+    return f"{DRIVER_FIXES['pyodbc']} ({exc})"
+
+
 def check_sqlserver_driver() -> list[Problem]:
     """SQL Server settings without a URL: the named ODBC driver must be installed."""
     if settings.value(settings.DB_URL) or not (settings.value(settings.MSSQL_HOST)
                                                or settings.value(settings.AZURE_SQL_SERVER)):
         return []
     wanted = settings.value(settings.MSSQL_DRIVER, "ODBC Driver 18 for SQL Server")
+    variable = settings.MSSQL_HOST if settings.value(settings.MSSQL_HOST) else settings.AZURE_SQL_SERVER
     try:
         import pyodbc
-    except ImportError:
-        return [Problem(settings.MSSQL_DRIVER, DRIVER_FIXES["pyodbc"])]
+    except ImportError as exc:
+        return [Problem(variable, odbc_import_fix(exc))]
     if wanted not in pyodbc.drivers():
         found = ", ".join(pyodbc.drivers()) or "none"
         return [Problem(settings.MSSQL_DRIVER, f"ODBC driver {wanted!r} is not installed (found: {found})")]

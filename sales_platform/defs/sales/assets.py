@@ -357,7 +357,7 @@ def _specs() -> list[dg.AssetSpec]:
             metadata={"lineage/reads": ["file:staging/cleaned"],
                       "lineage/writes": ["file:staging/encrypted"]},
             description="Cleaned rows with customer_id and product_id replaced by deterministic AES-SIV "
-            "tokens (<key id>~<ciphertext>): equal ids give equal tokens, so they still group and join.",
+            "tokens (Tink's format, base64url): equal ids give equal tokens, so they still group and join.",
             **SPEC_COMMON),
         dg.AssetSpec(
             SALES_KEY, deps=[ENCRYPTED_KEY], kinds=warehouse_kinds(), skippable=True,
