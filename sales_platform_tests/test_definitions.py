@@ -62,3 +62,21 @@ def test_an_unknown_executor_is_refused_with_its_variable(monkeypatch):
     monkeypatch.setenv("SALES_PLATFORM_EXECUTOR", "dask")
     with pytest.raises(ValueError, match="SALES_PLATFORM_EXECUTOR='dask'"):
         executor()
+
+
+def test_every_setting_the_code_reads_is_in_the_configuration_reference():
+    """Each SALES_PLATFORM_* name in the code has its own row in docs/configuration.md's tables."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    in_code = {name for path in (root / "sales_platform").rglob("*.py")
+               for name in re.findall(r"SALES_PLATFORM_[A-Z0-9_]+[A-Z0-9]", path.read_text())}
+    rows = {m for line in (root / "docs" / "configuration.md").read_text().splitlines()
+            if line.startswith("| `") for m in re.findall(r"^\| `(SALES_PLATFORM_[A-Z0-9_]+)`", line)}
+    assert in_code, "no settings found: the scan is wrong"
+    assert sorted(in_code - rows) == []
+    # each row renders as three cells (an unescaped | would shift them)
+    for line in (root / "docs" / "configuration.md").read_text().splitlines():
+        if line.startswith("| `SALES_PLATFORM_"):
+            assert len(re.split(r"(?<!\\)\|", line)) == 5, line
