@@ -183,7 +183,9 @@ def test_sales_report_writes_pngs_to_blob_and_shows_them_with_period_totals(data
     assert meta["reject_rate"].value == pytest.approx(round(1 / (len(ROWS) + 1), 4))
     high = sum(q * PRICES[p] for _, _, p, q, _ in ROWS if q * PRICES[p] > 500)
     assert meta["high_category_revenue_share"].value == pytest.approx(round(float(high / revenue), 4))
-    assert meta["period"].value.endswith(LAST)
+    # the period starts at the first sale day, not REPORT_DAYS before the last one
+    assert meta["period"].value == f"{FIRST} .. {LAST}"
+    assert meta["mean_revenue_per_transaction"].value == round(float(revenue / len(ROWS)), 2)
 
     folder = data_dir / "blob" / "reports" / "sales" / LAST
     pngs = {p.stem: p.read_bytes() for p in folder.glob("*.png")}
@@ -268,6 +270,20 @@ def test_ledger_appends_objects_and_notes_each_stage_version_once(tmp_path):
         models = sorted((r.stage, r.code_version) for r in conn.execute(select(data_models)))
     assert objects == [("blob:a", 3, "src-1"), ("blob:b", 4, "src-1"), ("blob:a", 5, "src-2")]
     assert models == [("s", "src-1"), ("s", "src-2")]
+
+
+def test_every_reject_reason_has_its_own_colour_on_the_report():
+    """Every reason the documentation lists (docs/pipeline.md, "Reasons.") gets its own colour."""
+    import re
+    from pathlib import Path
+
+    from sales_platform.core.report import reason_colour
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "pipeline.md").read_text()
+    paragraph = text.split("**Reasons.**", 1)[1].split("\n\n", 1)[0]
+    reasons = set(re.findall(r"`([a-z]+(?:_[a-z]+)+)`", paragraph))
+    assert len(reasons) >= 17  # the paragraph was found
+    assert len({reason_colour(r) for r in reasons}) == len(reasons)
 
 
 def test_sales_report_on_an_empty_warehouse_succeeds_with_nothing_drawn(data_dir, key, tmp_path):

@@ -15,7 +15,9 @@ from functools import cache
 
 from sqlalchemy import Engine, func, select
 
+from sales_platform.core import quality as q
 from sales_platform.core.categories import LABELS, UNPRICED
+from sales_platform.core.landing import MALFORMED_ROW
 from sales_platform.core.warehouse.tables import (
     agg_sales_by_category_monthly,
     agg_sales_daily,
@@ -23,7 +25,22 @@ from sales_platform.core.warehouse.tables import (
 )
 
 DPI = 80
+ROW_TOO_LARGE = "row_too_large"  # a landing reject (csvread), never on a day's chart
 CHARTS = ("daily_revenue", "revenue_by_category", "reject_reasons")
+# One colour per reason, the same on every report (matplotlib's tab20 palette, in this order).
+PALETTE = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
+           "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7",
+           "#bcbd22", "#dbdb8d", "#17becf", "#9edae5")
+REASONS = (q.MISSING_TRANSACTION_ID, q.MISSING_CUSTOMER_ID, q.MISSING_PRODUCT_ID,
+           q.INVALID_IDENTIFIER, q.MISSING_QUANTITY, q.QUANTITY_NOT_NUMERIC, q.QUANTITY_NOT_INTEGER,
+           q.QUANTITY_NOT_POSITIVE, q.QUANTITY_OUTLIER, q.UNKNOWN_PRODUCT, q.DUPLICATE_CONFLICTING,
+           q.DUPLICATE_IDENTICAL, q.DUPLICATE_ACROSS_DAYS, q.MISSING_TIMESTAMP, q.INVALID_TIMESTAMP,
+           q.FUTURE_TIMESTAMP, q.BEFORE_START_DATE, MALFORMED_ROW, ROW_TOO_LARGE)
+
+
+def reason_colour(reason: str) -> str:
+    """The reason's own colour; a reason this list does not know gets the last one."""
+    return PALETTE[REASONS.index(reason)] if reason in REASONS else PALETTE[-1]
 
 
 @dataclass
@@ -48,12 +65,14 @@ class ReportData:
 
 
 def report_window(engine: Engine, days: int) -> tuple[date, date] | None:
-    """The ``days`` days ending at the newest day in agg_sales_daily; None when it is empty."""
+    """The ``days`` days ending at the newest day in agg_sales_daily, but never before its oldest
+    day (no empty days drawn before the first sale); None when it is empty."""
     with engine.connect() as conn:
-        last = conn.execute(select(func.max(agg_sales_daily.c.sale_date))).scalar()
+        first, last = conn.execute(select(func.min(agg_sales_daily.c.sale_date),
+                                          func.max(agg_sales_daily.c.sale_date))).one()
     if last is None:
         return None
-    return last - timedelta(days=days - 1), last
+    return max(first, last - timedelta(days=days - 1)), last
 
 
 def read_report_data(engine: Engine, first: date, last: date) -> ReportData:
@@ -99,6 +118,20 @@ def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+def _date_axis(axis) -> None:
+    """A few readable date labels, whatever the number of days (no overlapping labels)."""
+    from matplotlib import dates
+
+    locator = dates.AutoDateLocator(minticks=3, maxticks=8)
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator))
+
+
+def _legend_outside(axis) -> None:
+    """The legend right of the plot, so it never covers a bar."""
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+
+
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
@@ -118,7 +151,7 @@ def daily_revenue_chart(data: ReportData) -> bytes:
     twin.plot(days, transactions, color="#f58518", marker=".", label="transactions")
     twin.set_ylabel("transactions")
     axis.set_title(f"Daily revenue and transactions, {data.first} to {data.last}")
-    figure.autofmt_xdate()
+    _date_axis(axis)
     return _png(figure)
 
 
@@ -133,26 +166,26 @@ def revenue_by_category_chart(data: ReportData) -> bytes:
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     axis.set_ylabel("revenue")
     axis.set_title(f"Revenue by sales category and month ({UNPRICED} sales have no revenue)")
-    axis.legend(loc="upper left", fontsize="small")
+    _legend_outside(axis)
     return _png(figure)
 
 
 def reject_reasons_chart(data: ReportData) -> bytes:
     days = _days(data.first, data.last)
     reasons = sorted({reason for per in data.rejects.values() for reason in per})
-    figure, axis = _pyplot().subplots(figsize=(8, 3.2))
+    figure, axis = _pyplot().subplots(figsize=(9, 3.2))
     bottom = [0] * len(days)
     for reason in reasons:
         values = [data.rejects.get(d, {}).get(reason, 0) for d in days]
-        axis.bar(days, values, bottom=bottom, label=reason)
+        axis.bar(days, values, bottom=bottom, label=reason, color=reason_colour(reason))
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     if not reasons:
         axis.text(0.5, 0.5, "no rejected rows in this period", ha="center", transform=axis.transAxes)
     axis.set_ylabel("rejected rows")
     axis.set_title("Reject reasons by sale day")
     if reasons:
-        axis.legend(loc="upper left", fontsize="small")
-    figure.autofmt_xdate()
+        _legend_outside(axis)
+    _date_axis(axis)
     return _png(figure)
 
 

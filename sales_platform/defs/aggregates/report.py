@@ -35,7 +35,7 @@ def _location(where: str) -> dg.MetadataValue:
     freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48)),
     description="Charts of the last SALES_PLATFORM_REPORT_DAYS days (default 31) up to the newest "
     "sale day: daily revenue and transactions, revenue by sales category and month, reject reasons "
-    "by day. PNG files under reports/sales/<last day>/ in blob storage, shown as images in the "
+    "by day. PNG files under `reports/sales/<last day>/` in blob storage, shown as images in the "
     "materialization; the period's totals are numbers the UI plots across runs.",
 )
 def sales_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
@@ -63,9 +63,10 @@ def sales_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     return dg.MaterializeResult(metadata={
         "period": f"{data.first} .. {data.last}",
         "days_with_sales": len(data.daily),
-        "total_revenue": float(revenue),
+        "total_revenue": round(float(revenue), 2),
         "transactions": data.transactions,
-        "mean_revenue_per_transaction": float(revenue / data.transactions) if data.transactions else 0.0,
+        "mean_revenue_per_transaction": round(float(revenue / data.transactions), 2)
+        if data.transactions else 0.0,
         "rejected_rows": data.rejected,
         "reject_rate": round(data.rejected / (data.rejected + data.transactions), 4)
         if data.rejected + data.transactions else 0.0,
