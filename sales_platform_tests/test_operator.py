@@ -246,6 +246,9 @@ def test_failed_cli_run_writes_an_alert_and_one_line_per_failed_step(env):
     assert result.returncode == 1
     assert "[1/4] products_job: FAILED" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+    assert "Stack Trace" not in result.stderr  # the console shows the first line of each message
+    assert "STEP_FAILURE - Execution of step \"products_json\" failed. (full error in the run's " \
+        "event log)" in result.stderr
     alerts = Path(env["SALES_PLATFORM_DATA_DIR"]) / "alerts" / "run_failures.jsonl"
     import json
 
