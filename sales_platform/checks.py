@@ -41,10 +41,11 @@ def day_materialization(context: dg.AssetExecutionContext, asset_key: dg.AssetKe
 def latest_materialization(context: dg.AssetExecutionContext, asset_key: dg.AssetKey,
                             day: str) -> AssetCheckEvaluationTargetMaterializationData | None:
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[day]), limit=1).records
-    if not records:
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[day]), limit=5).records
+    ours = [r for r in records if r.run_id == context.run.run_id]  # not a concurrent run's
+    if not (ours or records):
         return None
-    latest = records[0]
+    latest = (ours or records)[0]
     return AssetCheckEvaluationTargetMaterializationData(
         storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp)
 

@@ -563,3 +563,115 @@ def test_a_day_failing_among_concurrent_days_loses_nothing_and_a_rerun_completes
     rerun = range_run(resources, "2024-03-01", "2024-03-04", SALES_CHAIN)
     assert rerun.success
     matches_oracle(data_dir, backend.url, key, drops, known_products=known)
+
+
+# --- a day that fails, is superseded or is blocked tells nothing untrue, and stops only itself ----
+
+def test_a_cleaning_that_fails_midway_reports_no_verdict_for_its_day(data_dir, key, tmp_path,
+                                                                     monkeypatch):
+    """The day's rejects could not be written: no cleaned materialization, no reject-rate verdict
+    (it would say "passed" for rows never judged); the other days load."""
+    import sales_platform.defs.sales.assets as sales_assets
+
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, max_reject_rate=0.2)
+    write_catalogue(data_dir, ["P1"])
+    two_good_days_around_a_bad_one(data_dir)
+    materialize(resources, PRODUCTS)
+    real = sales_assets.replace_day_rejects
+
+    def failing_on_the_bad_day(engine, day, *args, **kwargs):
+        if day.isoformat() == "2024-03-02":
+            raise RuntimeError("rejects table unreachable")
+        return real(engine, day, *args, **kwargs)
+
+    monkeypatch.setattr(sales_assets, "replace_day_rejects", failing_on_the_bad_day)
+    result = range_run(resources, "2024-03-01", "2024-03-03", SALES_CHAIN, raise_on_error=False)
+    assert not result.success and "2024-03-02: rejects table unreachable" in step_failure(result)
+    assert sorted(m.partition for m in materializations_of(result, "cleaned_sales")) == [
+        "2024-03-01", "2024-03-03"]
+    verdicts = {e.partition: e.passed for e in result.get_asset_check_evaluations()
+                if e.check_name == "reject_rate_below_threshold"}
+    assert verdicts == {"2024-03-01": True, "2024-03-03": True}
+    assert count(cached_engine(resources["warehouse"].url()), sales) == 20
+
+
+def test_an_unreachable_alert_webhook_stops_no_day(data_dir, key, tmp_path, monkeypatch):
+    from sales_platform_tests.ports import closed_port
+
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, max_reject_rate=0.2)
+    write_catalogue(data_dir, ["P1"])
+    two_good_days_around_a_bad_one(data_dir)
+    materialize(resources, PRODUCTS)
+    with closed_port() as port:
+        monkeypatch.setenv("SALES_PLATFORM_ALERT_WEBHOOK", f"http://127.0.0.1:{port}/hook")
+        result = range_run(resources, "2024-03-01", "2024-03-03", SALES_CHAIN)
+    assert result.success
+    assert count(cached_engine(resources["warehouse"].url()), sales) == 20
+    assert "2024-03-02 blocked" in (data_dir / "alerts" / "run_failures.jsonl").read_text()
+
+
+def test_daily_aggregates_follow_rows_a_later_day_moves(data_dir, key, tmp_path):
+    """T1 on 03-01 and on 03-02: the load of 03-02 rejects both copies (and takes 03-01's out of
+    sales). 03-01's aggregate, written in the same run, must count what sales then holds."""
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, max_reject_rate=0.9)
+    engine = cached_engine(resources["warehouse"].url())
+    write_catalogue(data_dir, ["P1"])
+    write_csv(data_dir / "incoming" / "a.csv", [["T1", "C1", "P1", "1", "2024-03-01T10:00:00"],
+                                                ["T2", "C1", "P1", "1", "2024-03-01T11:00:00"]])
+    write_csv(data_dir / "incoming" / "b.csv", [["T1", "C1", "P1", "1", "2024-03-02T10:00:00"],
+                                                ["T3", "C1", "P1", "1", "2024-03-02T11:00:00"]])
+    materialize(resources, PRODUCTS)
+    range_run(resources, "2024-03-01", "2024-03-02", [*SALES_CHAIN, "agg_sales_daily"])
+    with engine.connect() as conn:
+        daily = dict(conn.execute(select(agg_sales_daily.c.sale_date,
+                                         agg_sales_daily.c.transactions)).all())
+        ids = sorted(conn.execute(select(sales.c.transaction_id)).scalars())
+    assert ids == ["T2", "T3"]  # T1 is on two days: every copy rejected
+    assert daily == {date(2024, 3, 1): 1, date(2024, 3, 2): 1}
+
+
+def test_a_superseded_cleaning_blocks_nothing_and_reports_nothing(data_dir, key, tmp_path,
+                                                                  monkeypatch):
+    """A run whose cleaning of a day was not published (a run that read newer landed rows did it
+    first) must not judge, block or load that day from its older rows."""
+    import sales_platform.defs.sales.assets as sales_assets
+
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, max_reject_rate=0.2)
+    engine = cached_engine(resources["warehouse"].url())
+    write_catalogue(data_dir, ["P1"])
+    two_good_days_around_a_bad_one(data_dir)
+    materialize(resources, PRODUCTS)
+    real = sales_assets.clean_day
+
+    def not_published_on_the_bad_day(areas, keyring, day, *args, **kwargs):
+        result = real(areas, keyring, day, *args, **kwargs)
+        if day == "2024-03-02":
+            result.published = False
+        return result
+
+    monkeypatch.setattr(sales_assets, "clean_day", not_published_on_the_bad_day)
+    result = range_run(resources, "2024-03-01", "2024-03-03", SALES_CHAIN)
+    assert "2024-03-02" not in {m.partition for m in result.asset_materializations_for_node(
+        "sales_pipeline")}
+    assert "2024-03-02" not in {e.partition for e in result.get_asset_check_evaluations()
+                                if e.asset_key.to_user_string() != "raw_sales"}
+    with engine.connect() as conn:
+        assert "blocked" not in set(conn.execute(select(file_ledger.c.status)).scalars())
+    assert count(engine, sales) == 20
+
+
+def test_a_blocked_day_stays_blocked_in_a_run_that_does_not_clean_it(data_dir, key, tmp_path):
+    resources = resources_for(data_dir, f"sqlite:///{tmp_path / 'w.db'}", key, max_reject_rate=0.2)
+    engine = cached_engine(resources["warehouse"].url())
+    write_catalogue(data_dir, ["P1"])
+    two_good_days_around_a_bad_one(data_dir)
+    materialize(resources, PRODUCTS)
+    range_run(resources, "2024-03-01", "2024-03-03", SALES_CHAIN)
+    again = range_run(resources, "2024-03-01", "2024-03-03", ["encrypted_sales", "sales"])
+    assert sorted(m.partition for m in materializations_of(again, "sales")) == [
+        "2024-03-01", "2024-03-03"]
+    with engine.connect() as conn:
+        loaded_days = set(conn.execute(select(sales.c.sale_date)).scalars())
+        statuses = sorted(conn.execute(select(file_ledger.c.status)).scalars())
+    assert loaded_days == {date(2024, 3, 1), date(2024, 3, 3)}
+    assert statuses == ["blocked", "loaded", "loaded"]

@@ -50,6 +50,7 @@ class DayCleaning:
     rejects_by_reason: Counter[str] = field(default_factory=Counter)
     product_rule_applied: bool = True
     written: list[WrittenFile] = field(default_factory=list)  # cleaned + rejects layers, if published
+    published: bool = False  # False: a run that read newer landed rows published the day first
     rows_in_file: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -127,6 +128,7 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
     for layer, tmp in ((CLEANED, clean_tmp), (REJECTS, rejects_tmp)):
         if areas.publish_layer(layer, day, tmp, version=manifest_ns):
             result.written += written[layer]
+            result.published = result.published or layer == CLEANED
     return result
 
 

@@ -1,6 +1,7 @@
 """Alerts: every failed run (run-failure sensor) and every blocked day (written by the step that
 blocks it) becomes one structured alert (log + file + optional webhook)."""
 
+import logging
 from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
@@ -9,9 +10,11 @@ import dagster as dg
 
 from sales_platform.core import settings
 from sales_platform.core.alerts import RunFailureAlert, append_alert, post_alert
+from sales_platform.core.redact import redact_text
 from sales_platform.resources.platform import PlatformResource
 
 ALERTS_FILE = "alerts/run_failures.jsonl"
+log = logging.getLogger(__name__)
 
 
 def _root_message(error) -> str:
@@ -76,7 +79,11 @@ def write_alert(alert: RunFailureAlert, data_dir: Path | None = None,
     if append_alert(path, alert):
         webhook = settings.value(settings.ALERT_WEBHOOK)
         if webhook:
-            post_alert(webhook, alert)
+            try:
+                post_alert(webhook, alert)
+            except Exception as exc:  # noqa: BLE001 - the alert is in the file; a webhook down stops nothing
+                log.warning("alert %s not sent to %s: %s", alert.alert_id, redact_text(webhook),
+                            redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
     return path
 
 

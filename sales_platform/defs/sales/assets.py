@@ -40,6 +40,7 @@ from sales_platform.core.quality import reject_rate
 from sales_platform.core.warehouse.artifacts import record_artifacts
 from sales_platform.core.warehouse.checks import day_row_count, duplicate_transaction_ids
 from sales_platform.core.warehouse.ledger import (
+    BLOCKED,
     accounted_rows,
     clear_pending,
     mark_blocked,
@@ -217,6 +218,7 @@ class DayPass:
     several_layouts: bool = False
     ledger: list[str] = field(default_factory=list)
     aggregates: dict[dg.AssetKey, dict] = field(default_factory=dict)
+    superseded: bool = False  # a run that read newer landed rows cleaned the day first
     error: BaseException | None = None
     seconds: Counter[str] = field(default_factory=Counter)
 
@@ -226,20 +228,24 @@ def clean_one_day(platform: PlatformResource, engine, day: str, known, out: DayP
     (the step that decides a reject writes it); the day blocked when over the reject rate."""
     keyring = platform.keyring()
     before = cross_day_ids(engine, date.fromisoformat(day))
-    out.cleaning = result = clean_day(platform.areas, keyring, day, platform.rules(), known,
-                                      tuple(platform.contract().sensitive), before)
+    result = clean_day(platform.areas, keyring, day, platform.rules(), known,
+                       tuple(platform.contract().sensitive), before)
+    if not result.published:  # its verdicts would be about rows that are no longer the day's
+        out.superseded = True
+        return
     with platform.areas.reading_layer(REJECTS, day):
         layer = read_snapshot(platform.areas, REJECTS, day)
         out.rejects_written = replace_day_rejects(
             engine, date.fromisoformat(day), iter_parquet_layer(platform.areas, REJECTS, day),
             datetime.now(), layer.snapshot_ns if layer else None) is not None
-    out.reject_rate = reject_rate(result.rows_read, dict(result.rejects_by_reason))
-    if out.reject_rate > platform.max_reject_rate:
+    rate_ = reject_rate(result.rows_read, dict(result.rejects_by_reason))
+    if rate_ > platform.max_reject_rate:
         failed = result.rows_rejected - result.rejects_by_reason.get("duplicate_identical", 0)
-        out.blocked = blocked_detail(day, failed, result.rows_read, out.reject_rate,
-                                     platform.max_reject_rate)
-        mark_blocked(engine, day, out.blocked, datetime.now())
+        detail = blocked_detail(day, failed, result.rows_read, rate_, platform.max_reject_rate)
+        mark_blocked(engine, day, detail, datetime.now())
         purge_blocked_day(engine, day)
+        out.blocked = detail
+    out.cleaning, out.reject_rate = result, rate_  # the stage is done: its events may be told
 
 
 def encrypt_one_day(platform: PlatformResource, day: str, out: DayPass) -> None:
@@ -252,16 +258,17 @@ def load_one_day(context: dg.AssetExecutionContext, platform: PlatformResource,
                  warehouse: WarehouseResource, engine, day: str, out: DayPass) -> None:
     """sales of one day: its encrypted layer upserted atomically; what its checks verify."""
     stats, snapshot = _load_with_retries(context, warehouse, engine, day, platform)
-    out.load = stats
     if stats.columns_added:
         record_table_change(engine, "sales", stats.columns_added,
                             f"added column(s) for source files of {day}", datetime.now())
-    out.conservation = ({"landed": 0, "loaded": 0, "rejected": 0, "violations": {}}
-                        if stats.stale else _conservation(engine, day, snapshot))
-    out.duplicates = duplicate_transaction_ids(engine, [day])
+    conservation = ({"landed": 0, "loaded": 0, "rejected": 0, "violations": {}}
+                    if stats.stale else _conservation(engine, day, snapshot))
+    duplicates = duplicate_transaction_ids(engine, [day])
     entries = versions_on_day(engine, day)
     out.ledger = [f"{e['file_name']} ({e['sha256'][:12]}, {e['status']})" for e in entries]
     out.several_layouts = len(source_layouts(engine, [e["sha256"] for e in entries])) > 1
+    # the stage is done: its events may be told
+    out.load, out.conservation, out.duplicates = stats, conservation, duplicates
 
 
 def day_rejects(engine, day: str) -> dict[str, int]:
@@ -271,6 +278,13 @@ def day_rejects(engine, day: str) -> dict[str, int]:
             select(rejects_table.c.reason, func.count())
             .where(rejects_table.c.sale_date == date.fromisoformat(day))
             .group_by(rejects_table.c.reason)).all())
+
+
+def _aggregates_due(selected, out: DayPass) -> bool:
+    """A day's aggregates are refreshed when its load stands (or the run loads nothing)."""
+    if out.error is not None or out.blocked or out.superseded:
+        return False
+    return SALES_KEY not in selected or (out.load is not None and not out.load.stale)
 
 
 def aggregate_one_day(engine, day: str, selected, out: DayPass) -> None:
@@ -287,6 +301,16 @@ def _timed(out: DayPass, stage: str, fn, *args) -> None:
         fn(*args)
     finally:
         out.seconds[stage] += time.monotonic() - started
+
+
+def _blocked_by_ledger(engine, day: str) -> str | None:
+    """The block an earlier cleaning of ``day`` recorded on its live file versions, if any."""
+    for entry in versions_on_day(engine, day):
+        if entry["status"] == BLOCKED:
+            for line in (entry["error"] or "").splitlines():
+                if line.startswith(f"{day} "):
+                    return line
+    return None
 
 
 class SalesCheckFailed(Exception):
@@ -306,7 +330,9 @@ def pass_day(context: dg.AssetExecutionContext, platform: PlatformResource,
     try:
         if CLEANED_KEY in selected:
             _timed(out, "clean", clean_one_day, platform, engine, day, known, out)
-        if out.blocked:
+        else:
+            out.blocked = _blocked_by_ledger(engine, day)
+        if out.blocked or out.superseded:
             return out
         if ENCRYPTED_KEY in selected:
             _timed(out, "encrypt", encrypt_one_day, platform, day, out)
@@ -314,8 +340,6 @@ def pass_day(context: dg.AssetExecutionContext, platform: PlatformResource,
             _timed(out, "load", load_one_day, context, platform, warehouse, engine, day, out)
             if failing := _failed_sales_checks(out):  # blocking, selected or not: no aggregates
                 raise SalesCheckFailed(f"{', '.join(failing)} failed on {day}")
-        if SALES_KEY not in selected or (out.load is not None and not out.load.stale):
-            _timed(out, "aggregate", aggregate_one_day, engine, day, selected, out)
     except Exception as exc:  # noqa: BLE001 - reported as the day's failure by the step
         out.error = exc
     return out
@@ -450,13 +474,19 @@ def _sales_events(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
 
 def _day_events(context: dg.AssetExecutionContext, platform: PlatformResource,
                 warehouse: WarehouseResource, engine, out: DayPass, known_applied: bool, schema):
-    """The day's own materializations and verdicts, for the stages it finished."""
-    selected = context.selected_asset_keys
+    """The day's own materializations and verdicts, for the stages it finished (its aggregates
+    and rejects come after every load of the run: ``_after_the_loads``)."""
+    if out.superseded:
+        context.log.warning(f"{out.day}: a run that read newer landed rows already cleaned the "
+                            "day; its result stands and this run leaves the day alone")
     if out.cleaning is not None:
         yield from _cleaning_events(context, platform, out, known_applied)
     if out.blocked:
         context.log.error(out.blocked)
-        report_blocked_day(context, platform, out.day, reject_rate_check.key, out.blocked)
+        try:  # an unreachable webhook must not stop the other days
+            report_blocked_day(context, platform, out.day, reject_rate_check.key, out.blocked)
+        except Exception as exc:  # noqa: BLE001 - logged; the alert file holds the alert
+            context.log.warning(f"{out.day}: the alert could not be sent: {_one_line(exc)}")
     if out.encryption is not None and out.encryption.published:
         yield day_materialization(context, ENCRYPTED_KEY, out.day, {
             "dagster/row_count": out.encryption.rows, "rows": out.encryption.rows,
@@ -468,13 +498,26 @@ def _day_events(context: dg.AssetExecutionContext, platform: PlatformResource,
                             "the day's encrypted layer; this run's is not published")
     if out.load is not None:
         yield from _sales_events(context, warehouse, engine, out, schema)
-    for key, numbers in out.aggregates.items():
-        yield day_materialization(context, key, out.day, numbers)
-    if REJECTS_KEY in selected:  # the day's rejects are in the table, whatever happened after
-        reasons = day_rejects(engine, out.day)
-        yield day_materialization(context, REJECTS_KEY, out.day, {
-            "dagster/row_count": sum(reasons.values()), "rows": sum(reasons.values()),
-            "rejected_by_reason": counts_table(reasons), "table": rejects_table.name})
+
+
+def _after_the_loads(context: dg.AssetExecutionContext, engine, passes: list[DayPass]):
+    """Each day's aggregates and rejects once every load of the run is done: a later day's load
+    can move an earlier day's rows to sales_rejects (a transaction id on two days)."""
+    selected = context.selected_asset_keys
+    for out in passes:
+        if _aggregates_due(selected, out):
+            try:
+                _timed(out, "aggregate", aggregate_one_day, engine, out.day, selected, out)
+            except Exception as exc:  # noqa: BLE001 - the day's failure, reported by the step
+                out.error = exc
+                context.log.error(f"{out.day} failed: " + "".join(traceback.format_exception(exc)))
+            for key, numbers in out.aggregates.items():
+                yield day_materialization(context, key, out.day, numbers)
+        if REJECTS_KEY in selected and not out.superseded:  # in the table, whatever happened
+            reasons = day_rejects(engine, out.day)
+            yield day_materialization(context, REJECTS_KEY, out.day, {
+                "dagster/row_count": sum(reasons.values()), "rows": sum(reasons.values()),
+                "rejected_by_reason": counts_table(reasons), "table": rejects_table.name})
 
 
 def _run_summary(context: dg.AssetExecutionContext, passes: list[DayPass], elapsed: float) -> None:
@@ -523,9 +566,14 @@ def sales_pipeline(context: dg.AssetExecutionContext, platform: PlatformResource
     for _, out in in_order(lambda d: pass_day(context, platform, warehouse, engine, d, known),
                            days, workers):
         passes.append(out)
-        yield from _day_events(context, platform, warehouse, engine, out, known is not None, schema)
+        try:
+            yield from _day_events(context, platform, warehouse, engine, out, known is not None,
+                                   schema)
+        except Exception as exc:  # noqa: BLE001 - reporting a day never stops the next one
+            out.error = out.error or exc
         if out.error is not None:
             context.log.error(f"{out.day} failed: " + "".join(traceback.format_exception(out.error)))
+    yield from _after_the_loads(context, engine, passes)
     _record_stage_layers(context, engine, passes)
     _run_summary(context, passes, time.monotonic() - started)
     if failed := [p for p in passes if p.error is not None]:
