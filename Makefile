@@ -37,7 +37,9 @@ test: install-dev
 
 ui: install
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/
-	$(BIN)/dagster dev -w workspace.yaml -p $(PORT)
+	# from DAGSTER_HOME: Dagster warns about a dagster.yaml in the current folder it does not use
+	cd $(DAGSTER_HOME) && SALES_PLATFORM_DATA_DIR=$${SALES_PLATFORM_DATA_DIR:-$(CURDIR)/data} \
+	  $(abspath $(BIN))/dagster dev -w $(CURDIR)/workspace.yaml -p $(PORT)
 
 lint: install-dev
 	$(BIN)/ruff check sales_platform sales_platform_tests
