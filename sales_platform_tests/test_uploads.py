@@ -135,3 +135,18 @@ def test_same_name_waiting_is_not_replaced(api, harness):
 def test_unknown_and_malformed_sha(api):
     assert requests.get(f"{api}/uploads/{'a' * 64}", timeout=30).status_code == 404
     assert requests.get(f"{api}/uploads/not-a-sha", timeout=30).status_code == 400
+
+
+def test_a_stream_longer_or_shorter_than_declared_is_refused(tmp_path):
+    """The core rule, whatever the server: only exactly the declared bytes make a drop."""
+    import io
+
+    from sales_platform.core.schema import SchemaContract
+    from sales_platform.core.uploads import UploadRefused, receive
+
+    content = csv_bytes(rows(3))
+    for declared in (len(content) - 3, len(content) + 3):
+        with pytest.raises(UploadRefused) as refused:
+            receive(io.BytesIO(content), tmp_path, "x.csv", SchemaContract(), declared_size=declared)
+        assert refused.value.status == 400 and "declared" in refused.value.message
+    assert list(tmp_path.iterdir()) == []

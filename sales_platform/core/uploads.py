@@ -6,8 +6,10 @@ name with a link, which fails rather than replace a file of that name still wait
 From there it is an ordinary drop: the intake takes it with the folder's rules.
 
 Checks before it becomes a drop, each answered with a reason that names the file and the rule,
-never a data cell: a plain ``*.csv`` name; at most ``max_bytes``; UTF-8 text without NUL bytes;
-a header the schema contract maps (the required columns, comma-separated).
+never a data cell: a plain ``*.csv`` name; at most ``max_bytes``; exactly the declared length
+(a body cut short, by a client that disconnected or a chunked body without its end, is a
+truncated file: loading it would load wrong numbers); UTF-8 text without NUL bytes; a header the
+schema contract maps (the required columns, comma-separated).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def receive(stream: BinaryIO, incoming: Path, name: str, contract: SchemaContrac
     incoming.mkdir(parents=True, exist_ok=True)
     temp = incoming / f".upload-{uuid.uuid4().hex}.partial"
     try:
-        sha, size = _stream_checked(stream, temp, name, max_bytes)
+        sha, size = _stream_checked(stream, temp, name, max_bytes, declared_size)
         _check_header(temp, name, contract)
         target = incoming / name
         try:
@@ -95,11 +97,26 @@ def too_large(name: str, max_bytes: int) -> str:
            "(SALES_PLATFORM_UPLOAD_MAX_BYTES); drop larger files into the drop zone directly"
 
 
-def _stream_checked(stream: BinaryIO, temp: Path, name: str, max_bytes: int) -> tuple[str, int]:
+def _read(stream: BinaryIO, name: str, size: int) -> bytes:
+    try:
+        return stream.read(BLOCK)
+    except UploadRefused:
+        raise
+    except Exception:  # whatever the server raises (a disconnect, a broken chunk, a timeout)
+        raise UploadRefused(400, f"{name}: the body ended after {size} bytes, before its end "
+                                 "(client disconnected, timed out or sent a broken chunked body); "
+                                 "nothing was kept, upload the file again") from None
+
+
+def _stream_checked(stream: BinaryIO, temp: Path, name: str, max_bytes: int,
+                    declared: int | None = None) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     decoder = codecs.getincrementaldecoder("utf-8")()
     with open(temp, "xb") as out:
-        while block := stream.read(BLOCK):
+        while block := _read(stream, name, size):
+            if declared is not None and size + len(block) > declared:
+                raise UploadRefused(400, f"{name}: the body is longer than its declared "
+                                         f"Content-Length of {declared} bytes")
             if size + len(block) > max_bytes:
                 raise UploadRefused(413, too_large(name, max_bytes))
             nul = block.find(NUL)
@@ -118,6 +135,10 @@ def _stream_checked(stream: BinaryIO, temp: Path, name: str, max_bytes: int) -> 
             decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:
             raise UploadRefused(400, f"{name}: not UTF-8 text ({exc.reason} at the end)") from None
+        if declared is not None and size != declared:
+            raise UploadRefused(400, f"{name}: the body ended after {size} of its declared "
+                                     f"{declared} bytes (Content-Length); a truncated file is not "
+                                     "taken, upload it again")
         out.flush()
         os.fsync(out.fileno())
     if size == 0:

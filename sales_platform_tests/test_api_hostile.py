@@ -1,0 +1,94 @@
+"""Hostile clients against the API as deployed (gunicorn in its own process, raw sockets): a body
+cut before its end, slow clients, huge validation payloads, reads without the token."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from sales_platform.core import settings
+from sales_platform_tests.api_server import gunicorn_api
+from sales_platform_tests.oracle import csv_bytes
+
+TOKEN = "hostile-token-91be2c"
+LIMIT = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """(base URL, data dir): the API with the uploads configured like the platform."""
+    root = tmp_path_factory.mktemp("hostile")
+    data = root / "data"
+    (data / "incoming").mkdir(parents=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(settings.DATA_DIR, str(data))
+        mp.setenv(settings.DB_URL, f"sqlite:///{root / 'w.db'}")
+        mp.setenv(settings.UPLOAD_MAX_BYTES, str(LIMIT))
+        with gunicorn_api(root / "products.sqlite", TOKEN) as base_url:
+            yield base_url, data
+
+
+def drop_zone(data: Path) -> list[str]:
+    return sorted(p.name for p in (data / "incoming").iterdir())
+
+
+def exchange(base_url: str, *parts: bytes, timeout: float = 20.0) -> bytes:
+    """Send the parts on one connection, close our side, return all the server answered."""
+    where = urlsplit(base_url)
+    with socket.create_connection((where.hostname, where.port), timeout=timeout) as sock:
+        for part in parts:
+            sock.sendall(part)
+        sock.shutdown(socket.SHUT_WR)  # the client is gone: no more bytes will come
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else 0
+
+
+def upload_head(name: str, extra: str) -> bytes:
+    return (f"POST /uploads?name={name} HTTP/1.1\r\nHost: x\r\nX-API-Token: {TOKEN}\r\n"
+            f"Content-Type: text/csv\r\n{extra}\r\n").encode()
+
+
+FILE = csv_bytes([[f"T{i}", "C1", "P1", "125", "2024-03-01T10:00:00"] for i in range(20)])
+
+
+# --- 1. a body shorter than declared, or a chunked body without its end ------------------------
+
+def test_a_body_cut_before_its_declared_length_is_refused_and_leaves_nothing(served):
+    base_url, data = served
+    answer = exchange(base_url, upload_head("cut.csv", f"Content-Length: {len(FILE)}\r\n"),
+                      FILE[:-3])  # "...,125\n" arrives as "...,1"
+    assert status_of(answer) == 400, answer
+    assert b"declared" in answer and b"cut.csv" in answer
+    assert drop_zone(data) == []
+
+
+def test_a_chunked_body_cut_before_its_last_chunk_is_refused_and_leaves_nothing(served):
+    base_url, data = served
+    chunk = FILE[:-3]
+    answer = exchange(base_url, upload_head("chunked.csv", "Transfer-Encoding: chunked\r\n"),
+                      f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")  # no terminating 0 chunk
+    assert status_of(answer) == 400, answer
+    assert b"before its end" in answer
+    assert drop_zone(data) == []
+
+
+def test_a_whole_upload_is_still_taken(served):
+    base_url, data = served
+    whole = exchange(base_url, upload_head("whole.csv", f"Content-Length: {len(FILE)}\r\n"), FILE)
+    assert status_of(whole) == 201, whole
+    chunked = exchange(base_url, upload_head("whole2.csv", "Transfer-Encoding: chunked\r\n"),
+                       f"{len(FILE):x}\r\n".encode() + FILE + b"\r\n0\r\n\r\n")
+    assert status_of(chunked) == 201, chunked
+    assert (data / "incoming" / "whole.csv").read_bytes() == FILE
+    for name in drop_zone(data):
+        (data / "incoming" / name).unlink()
