@@ -3,6 +3,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 PORT ?= 3000
+# Azurite (Azure Storage emulator) for the Azure tests, pinned like .ci/run (test_github.py checks it)
+AZURITE := azurite@3.35.0
+AZURITE_BLOB := .tools/node_modules/.bin/azurite-blob
 
 .PHONY: install install-dev run check test ui lint clean
 
@@ -22,7 +25,20 @@ $(VENV)/.installed-dev: pyproject.toml
 
 install: $(VENV)/.installed-runtime
 
-install-dev: $(VENV)/.installed-dev
+# The Azure tests fail without Azurite (not skip): the dev setup installs it into .tools/ as CI does.
+# No npm: install Node.js, or set SALES_PLATFORM_TEST_SKIP_AZURITE=1 to skip those tests knowingly.
+$(AZURITE_BLOB):
+	@case "$$(echo "$$SALES_PLATFORM_TEST_SKIP_AZURITE" | tr A-Z a-z)" in 1|true|yes|on) skip=1;; *) skip=;; esac; \
+	if [ -n "$$skip" ]; then \
+	  echo "SALES_PLATFORM_TEST_SKIP_AZURITE is set: Azurite not installed, the Azure tests will skip"; \
+	elif ! command -v npm >/dev/null 2>&1; then \
+	  echo "npm not found: the Azure tests need Azurite (npm install --prefix .tools $(AZURITE));" \
+	    "install Node.js, or set SALES_PLATFORM_TEST_SKIP_AZURITE=1 to skip those tests" >&2; exit 1; \
+	else \
+	  npm install --prefix .tools --no-audit --no-fund $(AZURITE); \
+	fi
+
+install-dev: $(VENV)/.installed-dev $(AZURITE_BLOB)
 
 # The main job on the embedded default (SQLite + local folders): mock data, then every asset.
 run: install

@@ -3,8 +3,10 @@
     pytest_plugins = ["sales_platform_tests.azurite"]
 
 Tests get ``azurite`` (an ``AzuriteServer``): connection details, and ``stop()``/``start()`` to simulate
-an outage on the same port and data folder. Without Azurite installed the tests are skipped on a
-laptop and fail in CI (``conftest.skip_or_fail``): CI must run them.
+an outage on the same port and data folder. Without Azurite installed the tests fail, on a laptop as
+in CI (``make install-dev`` installs it into .tools/): a skip would hide that the Azure layer was never
+tested. ``SALES_PLATFORM_TEST_SKIP_AZURITE=1`` is the explicit opt-out: then they skip on a laptop,
+and still fail in CI (``conftest.skip_or_fail``).
 """
 
 from __future__ import annotations
@@ -15,18 +17,19 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from sales_platform_tests.conftest import skip_or_fail
+from sales_platform_tests.conftest import TRUTHY, skip_or_fail
 from sales_platform_tests.eventually import eventually
 from sales_platform_tests.ports import PortInUse, PortReservation
 
 REPO = Path(__file__).resolve().parents[1]
-NOT_INSTALLED = "Azurite not installed: npm install azurite (see .ci/run)"
+NOT_INSTALLED = "Azurite not installed: make install-dev (npm install --prefix .tools azurite, as .ci/run)"
+SKIP_VARIABLE = "SALES_PLATFORM_TEST_SKIP_AZURITE"  # the explicit opt-out of the Azure tests
 START_TIMEOUT_S = 60.0
 START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 10.0
@@ -186,11 +189,24 @@ class AzuriteServer:
             return "(no log)"
 
 
+def skip_opted_out(environ: Mapping[str, str] = os.environ) -> bool:
+    """The opt-out is a truthy setting (1, true, yes, on); an empty or "0" one is not."""
+    return environ.get(SKIP_VARIABLE, "").strip().lower() in TRUTHY
+
+
+def require_azurite_installed() -> None:
+    """Missing Azurite fails the tests that need it, unless the opt-out is set (then skip_or_fail:
+    a skip on a laptop, still a failure in CI)."""
+    if skip_opted_out():
+        skip_or_fail(f"{NOT_INSTALLED}; skipped because {SKIP_VARIABLE} is set")
+    pytest.fail(f"{NOT_INSTALLED}, or set {SKIP_VARIABLE}=1 to skip the Azure tests", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
     executable = find_azurite_blob()
     if executable is None:
-        skip_or_fail(NOT_INSTALLED)
+        require_azurite_installed()
     root = tmp_path_factory.mktemp("azurite")
     server = AzuriteServer(executable, root / "data", root / "azurite.log")
     server.start()

@@ -24,7 +24,7 @@ from azure.storage.blob import (
 import sales_platform.resources.azure_blob as azure_blob
 from sales_platform.resources.azure_blob import AzureBlobStorage, BlobNotFoundError, BlobStorageError
 from sales_platform.resources.blob import BlobStorageResource
-from sales_platform_tests.azurite import AzuriteServer
+from sales_platform_tests.azurite import SKIP_VARIABLE, AzuriteServer, require_azurite_installed
 from sales_platform_tests.eventually import call_within
 
 MIB = 1024 * 1024
@@ -271,3 +271,20 @@ def test_works_as_dagster_resource_with_env_secret(azurite: AzuriteServer, conta
     assert result.output_for_node("exported").endswith(f"/{container}/exported.csv")
     check = AzureBlobStorage(container=container, connection_string=azurite.connection_string)
     assert check.get_bytes("exported.csv") == b"id,total\n1,9.5\n"
+
+
+@pytest.mark.parametrize("opt_out", ["", "0"])
+def test_missing_azurite_fails_the_azure_tests_without_the_opt_out(opt_out, monkeypatch):
+    monkeypatch.setenv(SKIP_VARIABLE, opt_out)
+    with pytest.raises(pytest.fail.Exception, match=f"make install-dev.*{SKIP_VARIABLE}=1"):
+        require_azurite_installed()
+
+
+def test_missing_azurite_skips_with_the_opt_out_outside_ci(monkeypatch):
+    monkeypatch.setenv(SKIP_VARIABLE, "1")
+    monkeypatch.setattr("sales_platform_tests.conftest.IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match=f"{SKIP_VARIABLE} is set"):
+        require_azurite_installed()
+    monkeypatch.setattr("sales_platform_tests.conftest.IN_CI", True)  # in CI the opt-out is no excuse
+    with pytest.raises(pytest.fail.Exception, match="required in CI"):
+        require_azurite_installed()

@@ -70,6 +70,8 @@ def test_the_workflow_runs_the_same_steps_as_ci_run():
     assert _ci_run_packages() <= installed, _ci_run_packages() - installed
     azurite = re.findall(r"azurite@[\d.]+", CI_RUN.read_text())
     assert azurite and azurite[0] in script, (azurite, script)
+    # make install-dev installs the same Azurite for the dev setup
+    assert re.findall(r"azurite@[\d.]+", (ROOT / "Makefile").read_text()) == azurite[:1]
     assert "odbcinst -i -d -f /usr/share/tdsodbc/odbcinst.ini" in script
     assert script.strip().splitlines()[-1] == "make test"
     assert test["env"]["CI"] == "true"
