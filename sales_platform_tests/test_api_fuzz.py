@@ -49,7 +49,7 @@ def api(tmp_path_factory) -> Iterator[str]:
 
 
 def stored(base_url: str) -> list[dict[str, Any]]:
-    return list(ProductsApiResource(base_url=base_url).iter_products())
+    return list(ProductsApiResource(base_url=base_url, token=TOKEN).iter_products())
 
 
 def put(base_url: str, data: bytes, content_type: str = "application/json") -> requests.Response:
@@ -117,7 +117,7 @@ def test_malformed_bodies_are_4xx_never_500(api: str, data: bytes, content_type:
     "page_size=-5", "page_size=abc", "page_size=0", "page_size=1001", "page_size=99999999999999999999",
 ])
 def test_paging_abuse_is_400(api: str, query: str) -> None:
-    response = requests.get(f"{api}/products?{query}", timeout=10)
+    response = requests.get(f"{api}/products?{query}", headers={"X-API-Token": TOKEN}, timeout=10)
     assert response.status_code == 400, response.text
     assert "must be an integer" in response.json()["error"]
 
@@ -146,7 +146,8 @@ def test_a_bad_upload_is_rolled_back(tmp_path: Path) -> None:
         # valid JSON, wrong data: every price multiplied by 100 and a product that should not exist
         bad = [{**p, "unit_price": p["unit_price"] * 100} for p in GOOD[:2]] + [item()]
         assert client.put_products(bad)["updated"] == 2
-        versions = requests.get(f"{base_url}/products/versions", timeout=10).json()
+        versions = requests.get(f"{base_url}/products/versions", headers={"X-API-Token": TOKEN},
+                                timeout=10).json()
         assert [(v["version"], v["inserted"], v["updated"], v["status"]) for v in versions] == [
             (2, 1, 2, "active"), (1, 5, 0, "active")]
         older = requests.post(f"{base_url}/products/versions/1/rollback", timeout=10,
@@ -178,7 +179,7 @@ def _dimension(db_url: str, key: str) -> dict[str, tuple[str, Decimal]]:
 def test_dim_products_loads_after_the_fuzzing(api: str, data_dir: Path, key: str, tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'w.db'}"
     resources = {**resources_for(data_dir, db_url, key),
-                 "products_api": ProductsApiResource(base_url=api)}
+                 "products_api": ProductsApiResource(base_url=api, token=TOKEN)}
     assert materialize(resources, ["dim_products"]).success
     assert _dimension(db_url, key) == {
         p["product_id"]: (p["name"], Decimal(str(p["unit_price"]))) for p in GOOD}
@@ -200,7 +201,7 @@ def test_rows_the_api_would_refuse_never_block_dim_products(data_dir: Path, key:
                                  ("BAD-TIME", "Time", "toys", 1.0, "not a time")])
         db_url = f"sqlite:///{tmp_path / 'w.db'}"
         resources = {**resources_for(data_dir, db_url, key),
-                     "products_api": ProductsApiResource(base_url=base_url)}
+                     "products_api": ProductsApiResource(base_url=base_url, token=TOKEN)}
         result = materialize(resources, ["dim_products"])
     metadata = result.asset_materializations_for_node("dim_products")[0].metadata
     assert metadata["rejected"].value == 4 and metadata["products"].value == len(GOOD)

@@ -9,7 +9,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
+from sales_platform.api import products as products_api
 from sales_platform.core import settings
 from sales_platform_tests.api_server import gunicorn_api
 from sales_platform_tests.oracle import csv_bytes
@@ -92,3 +94,50 @@ def test_a_whole_upload_is_still_taken(served):
     assert (data / "incoming" / "whole.csv").read_bytes() == FILE
     for name in drop_zone(data):
         (data / "incoming" / name).unlink()
+
+
+# --- 3. reads that reveal plaintext ids need the token; no token, no start ----------------------
+
+def test_reads_of_the_catalogue_need_the_token(served):
+    base_url, _ = served
+    auth = {"X-API-Token": TOKEN}
+    item = {"product_id": "P-SECRET-1", "name": "Lamp", "category": "home", "unit_price": 9.5,
+            "updated_at": "2024-03-01T12:00:00"}
+    assert requests.put(f"{base_url}/products", json=[item], headers=auth, timeout=10).ok
+    for path in ("/products", "/products/P-SECRET-1", "/products/versions",
+                 f"/uploads/{'a' * 64}"):
+        refused = requests.get(f"{base_url}{path}", timeout=10)
+        assert refused.status_code == 401, (path, refused.text)
+        assert "P-SECRET-1" not in refused.text
+    assert requests.get(f"{base_url}/products", headers=auth, timeout=10).json()["total"] == 1
+    assert requests.get(f"{base_url}/health", timeout=10).status_code == 200  # a count, no ids
+
+
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """serve() up to the point where gunicorn would start; records that it would have."""
+    from gunicorn.app.base import BaseApplication
+
+    started: list[str] = []
+    monkeypatch.setattr(BaseApplication, "run", lambda self: started.append("run"))
+    monkeypatch.delenv(settings.API_DEV_NO_TOKEN, raising=False)
+    return started
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_the_api_does_not_start_without_a_token(no_server, tmp_path, host):
+    with pytest.raises(settings.SettingError, match=settings.API_TOKEN):
+        products_api.serve(host, 0, tmp_path / "s.sqlite", None)
+    assert no_server == []
+
+
+def test_the_development_flag_starts_it_on_loopback_only_and_says_so(no_server, tmp_path,
+                                                                     monkeypatch, caplog):
+    monkeypatch.setenv(settings.API_DEV_NO_TOKEN, "1")
+    with pytest.raises(settings.SettingError, match="127.0.0.1"):
+        products_api.serve("0.0.0.0", 0, tmp_path / "s.sqlite", None)
+    assert no_server == []
+    with caplog.at_level("WARNING"):
+        products_api.serve("127.0.0.1", 0, tmp_path / "s.sqlite", None)
+    assert no_server == ["run"]
+    assert "DEVELOPMENT MODE" in caplog.text and settings.API_DEV_NO_TOKEN in caplog.text

@@ -255,7 +255,7 @@ def test_resource_error_names_method_path_status_and_problem(api: str) -> None:
 
 # --- token ---------------------------------------------------------------------------------------
 
-def test_writes_need_the_token_and_reads_do_not(secured: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_writes_and_reads_need_the_token(secured: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     texts: list[str] = []
     good = json.dumps([product(1)]).encode()
@@ -283,12 +283,14 @@ def test_writes_need_the_token_and_reads_do_not(secured: str, caplog: pytest.Log
         client.put_products([product(2, unit_price=True)])
     texts.append(str(invalid.value))
 
-    # Reads are open.
-    for path in ("/health", "/products", "/products/P00001", SALES):
-        response = requests.get(f"{secured}{path}", timeout=5)
+    # Reads reveal plaintext ids: they need the token too; /health alone is open.
+    assert requests.get(f"{secured}/health", timeout=5).status_code == 200
+    for path in ("/products", "/products/P00001", "/products/versions", SALES):
+        assert requests.get(f"{secured}{path}", timeout=5).status_code == 401
+        response = requests.get(f"{secured}{path}", timeout=5, headers={"X-API-Token": TOKEN})
         assert response.status_code == 200
         texts.append(response.text)
-    assert list(ProductsApiResource(base_url=secured).iter_products()) == [product(1)]
+    assert list(ProductsApiResource(base_url=secured, token=TOKEN).iter_products()) == [product(1)]
 
     assert all(TOKEN not in text for text in texts)
     assert TOKEN not in caplog.text

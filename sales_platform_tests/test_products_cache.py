@@ -57,15 +57,19 @@ def test_http_get_answers_304_for_the_current_tag_and_200_after_a_change(tmp_pat
     with serving(app) as base_url:
         api = ProductsApiResource(base_url=base_url, token=TOKEN)
         api.put_products(items)
-        first = requests.get(f"{base_url}/products", params={"page_size": 3}, timeout=10)
+        auth = {"X-API-Token": TOKEN}
+        first = requests.get(f"{base_url}/products", params={"page_size": 3}, headers=auth, timeout=10)
         tag = first.headers["ETag"]
         assert first.status_code == 200 and tag == f'"{catalogue_hash(items)}"'
-        page_two = requests.get(f"{base_url}/products", params={"page": 2, "page_size": 3}, timeout=10)
+        page_two = requests.get(f"{base_url}/products", params={"page": 2, "page_size": 3},
+                                headers=auth, timeout=10)
         assert page_two.headers["ETag"] == tag  # every page carries the catalogue's tag
-        again = requests.get(f"{base_url}/products", headers={"If-None-Match": tag}, timeout=10)
+        again = requests.get(f"{base_url}/products", headers={"If-None-Match": tag, **auth},
+                             timeout=10)
         assert (again.status_code, again.content, again.headers["ETag"]) == (304, b"", tag)
         api.put_products([product(2, unit_price=99.5)])
-        changed = requests.get(f"{base_url}/products", headers={"If-None-Match": tag}, timeout=10)
+        changed = requests.get(f"{base_url}/products", headers={"If-None-Match": tag, **auth},
+                             timeout=10)
         assert changed.status_code == 200 and changed.headers["ETag"] != tag
         fetched = api.fetch_products(etag=tag, page_size=3)
         assert fetched.status == 200 and len(fetched.items) == 7

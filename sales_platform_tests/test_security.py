@@ -424,8 +424,9 @@ def test_products_api_refuses_unauthenticated_oversized_and_malformed_writes(tmp
                                 headers={"Content-Type": "application/json", **(headers or {})}).status_code
 
         def stored() -> tuple[int, list]:
-            listing = requests.get(f"{url}/products", timeout=10).json()
-            years = requests.get(f"{url}/aggregates/sales-by-year", timeout=10).json()
+            auth = {"X-API-Token": token}
+            listing = requests.get(f"{url}/products", headers=auth, timeout=10).json()
+            years = requests.get(f"{url}/aggregates/sales-by-year", headers=auth, timeout=10).json()
             return listing["total"], [*listing["items"], *years]
 
         auth = {TOKEN_HEADER: token}

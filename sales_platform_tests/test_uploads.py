@@ -17,6 +17,7 @@ from sales_platform_tests.test_products_api import serving
 
 TOKEN = "upload-test-token"
 LIMIT = 4096
+AUTH = {TOKEN_HEADER: TOKEN}
 
 
 @pytest.fixture
@@ -60,18 +61,18 @@ def test_upload_lands_and_its_ledger_entry_follows(api, harness):
     assert drop_zone(harness) == ["shop 1.csv"]  # no temporary left behind
     harness.drops.append(Drop("shop 1.csv", content))
 
-    before = requests.get(f"{api}{body['ledger']}", timeout=30)
+    before = requests.get(f"{api}{body['ledger']}", headers=AUTH, timeout=30)
     assert before.status_code == 200 and before.json()["status"] == "received"
 
     harness.land()  # the intake (landed_files) takes it like any drop
-    landed = requests.get(f"{api}{body['ledger']}", timeout=30).json()
+    landed = requests.get(f"{api}{body['ledger']}", headers=AUTH, timeout=30).json()
     assert landed["status"] == "landed"
     assert [(v["file_name"], v["rows_read"]) for v in landed["versions"]] == [("shop 1.csv", 13)]
     assert drop_zone(harness) == []
 
     harness.load_requested()
     assert_matches_oracle(harness)
-    assert requests.get(f"{api}{body['ledger']}", timeout=30).json()["status"] == "loaded"
+    assert requests.get(f"{api}{body['ledger']}", headers=AUTH, timeout=30).json()["status"] == "loaded"
 
 
 def test_writes_need_the_token(api, harness):
@@ -133,8 +134,8 @@ def test_same_name_waiting_is_not_replaced(api, harness):
 
 
 def test_unknown_and_malformed_sha(api):
-    assert requests.get(f"{api}/uploads/{'a' * 64}", timeout=30).status_code == 404
-    assert requests.get(f"{api}/uploads/not-a-sha", timeout=30).status_code == 400
+    assert requests.get(f"{api}/uploads/{'a' * 64}", headers=AUTH, timeout=30).status_code == 404
+    assert requests.get(f"{api}/uploads/not-a-sha", headers=AUTH, timeout=30).status_code == 400
 
 
 def test_a_stream_longer_or_shorter_than_declared_is_refused(tmp_path):

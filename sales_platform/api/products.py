@@ -29,6 +29,7 @@ from sales_platform.api.schemas import (
     parse_products,
     parse_sales_years,
 )
+from sales_platform.core import settings
 from sales_platform.uploads.api import uploads_blueprint
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ MAX_PAGE_SIZE = 1000
 MAX_PAGE = 10_000_000  # (page - 1) x page_size stays far inside SQLite's 64-bit OFFSET
 MAX_QUERY_INT_DIGITS = 12
 MAX_ERROR_DETAILS = 100  # enough to fix a payload; bounds the size of an error response
+OPEN_PATHS = frozenset({"/health"})  # the only path answered without the token (reveals a count)
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS products (
@@ -298,7 +301,9 @@ def _error(status: int, message: str, details: list[Problem] | None = None) -> t
 
 def create_app(store_path: str | Path, token: str | None = None,
                max_payload_bytes: int = 5_000_000) -> Flask:
-    """The API over the SQLite file at ``store_path``; writes need ``X-API-Token`` when ``token`` is set."""
+    """The API over the SQLite file at ``store_path``. With ``token``, every request but
+    ``/health`` needs it in ``X-API-Token``; without, the app is open (in-process use, or a
+    development server ``serve`` allowed on loopback only)."""
     store = Store(store_path)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_payload_bytes
@@ -323,7 +328,9 @@ def create_app(store_path: str | Path, token: str | None = None,
 
     @app.before_request
     def require_token() -> None:
-        if token is None or request.method in ("GET", "HEAD", "OPTIONS"):
+        # reads too: the catalogue and its versions hold plaintext product ids, which would
+        # reverse dim_products' tokens (join on name, category and price)
+        if token is None or request.path in OPEN_PATHS:
             return
         given = request.headers.get(TOKEN_HEADER, "")
         # compare_digest: the time taken must not reveal how much of the token was right.
@@ -400,6 +407,19 @@ def create_app(store_path: str | Path, token: str | None = None,
     return app
 
 
+def _allow_without_token(host: str, local: bool, dev_flag: bool) -> None:
+    """Start without a token only on loopback and when asked explicitly, and say so loudly."""
+    if not (dev_flag and local):
+        raise settings.SettingError(
+            f"{settings.API_TOKEN} is not set: the products API does not start without a token "
+            "(every request but /health needs it). Set it; for development on this machine only, "
+            f"{settings.API_DEV_NO_TOKEN}=1 with --host 127.0.0.1"
+            + (f" (not {host})" if not local else ""))
+    log.warning("DEVELOPMENT MODE (%s=1): products API on %s without a token; any process on this "
+                "host can read the plaintext catalogue, upload files, write and roll back",
+                settings.API_DEV_NO_TOKEN, host)
+
+
 def serve(host: str, port: int, store_path: str | Path, token: str | None,
           certfile: str | None = None, keyfile: str | None = None, workers: int = 2) -> None:
     """Run the API under gunicorn (HTTPS when a certificate is given) until SIGINT/SIGTERM."""
@@ -408,9 +428,9 @@ def serve(host: str, port: int, store_path: str | Path, token: str | None,
     if bool(certfile) != bool(keyfile):
         raise ValueError("give both --certfile and --keyfile, or neither")
     scheme = "https" if certfile else "http"
-    local = host in ("127.0.0.1", "localhost", "::1")
-    if token is None and not local:
-        log.warning("products API listens on %s without a token: anyone who reaches it can write", host)
+    local = host in LOOPBACK
+    if token is None:
+        _allow_without_token(host, local, settings.flag(settings.API_DEV_NO_TOKEN))
     if scheme == "http" and not local:
         log.warning("products API listens on %s over plain HTTP: the token and the catalogue "
                     "cross the network in clear; give --certfile/--keyfile", host)
@@ -418,8 +438,8 @@ def serve(host: str, port: int, store_path: str | Path, token: str | None,
 
     def when_ready(server: Any) -> None:
         bound = [listener.sock.getsockname()[1] for listener in server.LISTENERS]
-        log.info("products API on %s://%s:%s (store %s, writes %s)", scheme, host, bound[0],
-                 store_path, "need a token" if token else "open")
+        log.info("products API on %s://%s:%s (store %s, %s)", scheme, host, bound[0],
+                 store_path, "requests need the token" if token else "DEVELOPMENT MODE, open")
 
     options = {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread",
                "threads": 4, "timeout": 60, "graceful_timeout": 10, "when_ready": when_ready,
