@@ -104,7 +104,7 @@ def run_pipeline(first: str, last: str) -> bool:
     """Products, then the daily assets for [first, last] in one run, then rollups and exports."""
     import dagster as dg
 
-    from sales_platform.definitions import defs
+    from sales_platform.cli_runs import run_job
     from sales_platform.partitions import partition_range_tags
 
     _ensure_dagster_home()
@@ -118,14 +118,13 @@ def run_pipeline(first: str, last: str) -> bool:
         for number, (job_name, tags) in enumerate(jobs, start=1):
             print(f"[{number}/{len(jobs)}] {job_name} ...", flush=True)
             started = datetime.now(UTC)
-            result = defs.resolve_job_def(job_name).execute_in_process(
-                instance=instance, tags=tags, raise_on_error=False, run_config=QUIET)
+            run_id, success = run_job(instance, job_name, tags, QUIET)
             took = (datetime.now(UTC) - started).total_seconds()
-            print(f"[{number}/{len(jobs)}] {job_name}: {'succeeded' if result.success else 'FAILED'} "
-                  f"in {took:.1f}s (run {result.run_id})", flush=True)
-            if not result.success:
-                _alert_failed_run(instance, result.run_id)
-            ok = ok and result.success
+            print(f"[{number}/{len(jobs)}] {job_name}: {'succeeded' if success else 'FAILED'} "
+                  f"in {took:.1f}s (run {run_id})", flush=True)
+            if not success:
+                _alert_failed_run(instance, run_id)
+            ok = ok and success
     return ok
 
 

@@ -161,6 +161,12 @@ def test_sales_report_charts_show_on_the_asset_page(products_loaded: DagsterStac
     dismiss_community_dialog(page)
     # the latest materialization links to this run; the charts sit behind the metadata's markdown
     expect(page.locator(f'a[href*="/runs/{run["runId"]}"]').first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    # the bar tables show on the page itself, the full charts behind the metadata's button
+    day = page.get_by_role("row").filter(has=page.get_by_role("cell", name="revenue_by_day", exact=True))
+    expect(day.get_by_role("cell", name=REPORT_DAY, exact=True)).to_be_visible()
+    expect(day).to_contain_text("█")
+    expect(day.get_by_text("Show Markdown")).to_have_count(0)
+    page.screenshot(path=str(shots / "sales_report_page.png"), animations="disabled")
     row = page.get_by_role("row").filter(has=page.get_by_role("cell", name="charts", exact=True))
     row.get_by_text("Show Markdown").click()
     images = stack.wait_until("the report charts decoded in the page", lambda: rendered_images(page),
@@ -169,3 +175,44 @@ def test_sales_report_charts_show_on_the_asset_page(products_loaded: DagsterStac
     page.screenshot(path=str(shots / "sales_report_charts.png"), animations="disabled")
     print(f"screenshot: {shots / 'sales_report_charts.png'}; images: {images}")
     assert all(i["width"] > 100 and i["height"] > 100 for i in images), images
+
+
+TIMELINE_DAY = REPORT_DAY  # a generated day; a second drop of it is a harmless duplicate
+RUN_ORIGIN = """
+query RunOrigin($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename ... on Run { pipelineName repositoryOrigin { repositoryLocationName repositoryName } }
+  }
+}"""
+
+
+@pytest.mark.slow
+def test_cli_runs_show_on_the_timeline(products_loaded: DagsterStack, sensors_stopped: DagsterStack,
+                                       page: Any, tmp_path: Path):
+    """`sales-platform run` on the UI's instance: each of its runs carries the workspace's code
+    location, so Overview -> Timeline lists them beside the UI's own runs."""
+    import subprocess
+
+    from playwright.sync_api import expect
+
+    from sales_platform_tests.e2e import LOCATION, REPO, REPOSITORY, executable
+
+    stack = products_loaded
+    stack.drop(generated_file(TIMELINE_DAY))
+    done = subprocess.run([executable("sales-platform"), "run", "--first", TIMELINE_DAY, "--last",
+                           TIMELINE_DAY], env=stack.env, cwd=REPO, capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_ids = re.findall(r"\(run ([0-9a-f-]{36})\)", done.stdout)
+    assert len(run_ids) == 4, done.stdout  # products, landing, daily, rollups
+    for run_id in run_ids:
+        run = stack.gql(RUN_ORIGIN, runId=run_id)["runOrError"]
+        assert run["repositoryOrigin"] == {"repositoryLocationName": LOCATION,
+                                           "repositoryName": REPOSITORY}, run
+
+    page.goto(f"{stack.url}/overview/activity/timeline")
+    dismiss_community_dialog(page)
+    for job in ("products_job", "land_files_job", "daily_sales_job", "rollups_job"):
+        expect(page.get_by_text(job, exact=True).first).to_be_visible()
+    page.screenshot(path=str(tmp_path / "timeline.png"))
+    print(f"screenshot: {tmp_path / 'timeline.png'}")
