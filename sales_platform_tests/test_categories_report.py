@@ -9,6 +9,7 @@ import base64
 import csv
 import hashlib
 import importlib
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -21,6 +22,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import delete, select
 
+from sales_platform.core import report
 from sales_platform.core.categories import parse_bins, sales_category
 from sales_platform.core.codeversion import code_version, source_closure
 from sales_platform.core.crypto import Keyring, Tokenizer
@@ -274,7 +276,6 @@ def test_ledger_appends_objects_and_notes_each_stage_version_once(tmp_path):
 
 def test_every_reject_reason_has_its_own_colour_on_the_report():
     """Every reason the documentation lists (docs/pipeline.md, "Reasons.") gets its own colour."""
-    import re
     from pathlib import Path
 
     from sales_platform.core.report import reason_colour
@@ -292,3 +293,39 @@ def test_sales_report_on_an_empty_warehouse_succeeds_with_nothing_drawn(data_dir
     meta = result.asset_materializations_for_node("sales_report")[0].metadata
     assert (meta["transactions"].value, meta["period"].value) == (0, "no sales loaded yet")
     assert not (data_dir / "blob" / "reports").exists()
+
+
+# ---- bar tables: the report's figures on the asset page itself --------------------------------------
+
+def _january(days: int, reasons: dict[str, int]) -> report.ReportData:
+    data = report.ReportData(date(2024, 1, 1), date(2024, 1, 31))
+    for i in range(days):
+        data.daily[date(2024, 1, 1 + i)] = (10 + i, Decimal(1000 + 10 * i))
+    data.rejects = {date(2024, 1, 31): dict(reasons)}
+    data.by_category = {(2024, 1): {"High": Decimal("750.50"), "Low": Decimal("250.25")}}
+    return data
+
+
+def test_bar_tables_stay_under_the_uis_inline_limit_and_keep_the_last_days():
+    """The UI shows a markdown value inline only under 1000 characters: a month of days keeps the
+    newest days that fit (the month's last day among them) and says how many it shows."""
+    table = report.revenue_by_day_table(_january(31, {}))
+    assert len(table) < 1000
+    shown = re.findall(r"^\| (2024-01-\d\d) \|", table, flags=re.M)
+    assert shown[-1] == "2024-01-31" and shown == sorted(shown)
+    assert table.startswith(f"_last {len(shown)} of 31 days_")
+    assert "| 2024-01-31 | 1,300.00 (40 tx) |" in table  # day 31: 10+30 tx, 1000+300
+
+
+def test_bar_tables_show_every_row_when_they_fit_with_bars_in_proportion():
+    data = _january(3, {"unknown_product": 4, "duplicate_identical": 20, "invalid_timestamp": 1})
+    days = report.revenue_by_day_table(data)
+    assert "_last" not in days and days.count("| 2024-01-0") == 3
+    reasons = report.rejects_by_reason_table(data).splitlines()[2:]
+    assert [line.split("|")[1].strip() for line in reasons] == [
+        "`duplicate_identical`", "`unknown_product`", "`invalid_timestamp`"]  # largest first
+    bars = [line.split("|")[3].strip() for line in reasons]
+    assert [len(b) for b in bars] == [report.BAR_WIDTH, round(report.BAR_WIDTH * 4 / 20), 1]
+    categories = report.revenue_by_category_table(data)
+    assert "| High | 750.50 |" in categories and "| Low | 250.25 |" in categories
+    assert report.rejects_by_reason_table(_january(1, {})) == "_none_"

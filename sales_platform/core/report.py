@@ -1,7 +1,10 @@
-"""The sales report: its numbers read from the warehouse, and its charts as PNG bytes.
+"""The sales report: its numbers read from the warehouse, its charts as PNG bytes, and the same
+figures as short bar tables.
 
-matplotlib with the Agg backend (no display; safe in step processes and Celery workers). Charts are
-small (about 20-40 KB) because the UI shows them inline, as base64 images in the run's metadata.
+matplotlib with the Agg backend (no display; safe in step processes and Celery workers). The UI
+shows a markdown value on the asset page itself only when it is shorter than 1000 characters, and
+behind a "Show Markdown" button otherwise: the PNG charts (base64 images) sit behind the button, the
+bar tables (text, kept under that limit) show at a glance.
 """
 
 from __future__ import annotations
@@ -194,6 +197,52 @@ def render_charts(data: ReportData) -> dict[str, bytes]:
     return {"daily_revenue": daily_revenue_chart(data),
             "revenue_by_category": revenue_by_category_chart(data),
             "reject_reasons": reject_reasons_chart(data)}
+
+
+INLINE_CHARS = 999  # the UI's limit for showing a markdown value inline
+BAR_WIDTH = 20
+
+
+def _bar(value: float, largest: float) -> str:
+    return "█" * max(1, round(BAR_WIDTH * value / largest)) if value > 0 and largest > 0 else ""
+
+
+def bar_table(header: tuple[str, str], rows: list[tuple[str, float, str]], noun: str) -> str:
+    """A markdown table ``label | figure | bar`` that fits the UI's inline limit: when all rows do
+    not fit, the last ones that do, under a line saying how many are shown."""
+    if not rows:
+        return "_none_"
+    largest = max(value for _, value, _ in rows)
+    lines = [f"| {label} | {shown} | {_bar(value, largest)} |" for label, value, shown in rows]
+    head = [f"| {header[0]} | {header[1]} | |", "|---|--:|---|"]
+    for keep in range(len(lines), 0, -1):
+        note = [] if keep == len(lines) else [f"_last {keep} of {len(lines)} {noun}_", ""]
+        text = "\n".join(note + head + lines[-keep:])
+        if len(text) <= INLINE_CHARS:
+            return text
+    return f"_{len(lines)} {noun}: see the charts_"
+
+
+def revenue_by_day_table(data: ReportData) -> str:
+    rows = [(day.isoformat(), float(revenue), f"{revenue:,.2f} ({n} tx)")
+            for day, (n, revenue) in sorted(data.daily.items())]
+    return bar_table(("day", "revenue"), rows, "days")
+
+
+def revenue_by_category_table(data: ReportData) -> str:
+    rows = [(category, float(total), f"{total:,.2f}")
+            for category, total in sorted(category_totals(data).items(), key=lambda kv: -kv[1])]
+    return bar_table(("category", "revenue"), rows, "categories")
+
+
+def rejects_by_reason_table(data: ReportData) -> str:
+    totals: dict[str, int] = defaultdict(int)
+    for per in data.rejects.values():
+        for reason, n in per.items():
+            totals[reason] += n
+    rows = [(f"`{reason}`", float(n), f"{n:,}") for reason, n in
+            sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return bar_table(("reason", "rows"), rows, "reasons")
 
 
 def category_totals(data: ReportData) -> dict[str, Decimal]:
