@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from tqdm import tqdm
 
 from sales_platform.core import settings
-from sales_platform.core.crypto import UNKNOWN_KEY, Keyring
+from sales_platform.core.crypto import UNBOUND, UNKNOWN_KEY, Keyring
 from sales_platform.core.keyset import LEGACY, Keyset, save_keyset
 from sales_platform.core.rotation import (
     NOT_A_TOKEN,
@@ -79,7 +79,7 @@ def _key_label(keyring: Keyring, key_id: str) -> str:
         return f"{key_id} (active)"
     if key_id in keyring.others:
         return f"{key_id} (retired)"
-    if key_id in (NOT_A_TOKEN, UNKNOWN_KEY):
+    if key_id in (NOT_A_TOKEN, UNKNOWN_KEY, UNBOUND):
         return key_id
     return f"{key_id} (NOT IN THE KEYRING: cannot decrypt)"
 
@@ -195,7 +195,7 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
     try:
         report = rotate_keys(context.engine, context.keyring, context.areas, batch_size=args.batch_size,
                              progress=progress, archive_sink=context.archive_sink,
-                             sensitive=context.sensitive)
+                             sensitive=context.sensitive, accept_unbound=not keyset.files_bound)
     except RotationError as exc:
         progress.close()
         print(f"rotation stopped: {exc}\nwhat was committed stays rotated; fix the cause and rerun",
@@ -209,5 +209,6 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
     for entry in keyset.retiring:
         keyset.retire(entry.key_id)
         print(f"key {entry.key_id} retired (disabled in the keyset)")
+    keyset.files_bound = True  # every sealed file is bound now: none sealed without its name is opened
     context.save(keyset)
     return 0

@@ -17,7 +17,7 @@ from sales_platform.core.crypto import (
     Tokenizer,
     generate_key,
     key_id_of_token,
-    open_sealed_bytes,
+    open_platform_bytes,
     parse_master_key,
 )
 from sales_platform.core.rotation import rotate_keys, sealed_key_id
@@ -77,6 +77,6 @@ def test_previous_format_is_migrated_row_by_row(tmp_path):
     assert {t: (tokenizer.decrypt(c, "customer_id"), tokenizer.decrypt(p, "product_id"))
             for t, (c, p) in rows.items()} == plain
     assert {key_id_of_token(v) for pair in rows.values() for v in pair} == {ring.active.key_id}
-    assert open_sealed_bytes(only_new, archived.read_bytes()) == content
+    assert open_platform_bytes(only_new, archived.read_bytes(), "archive/drop.csv.sealed") == content
     assert not archived.read_bytes().startswith(legacy.SEAL_MAGIC)
     assert report.values["sales.customer_id"] == 50 and report.sealed_files["archive"] == 1

@@ -220,7 +220,7 @@ def test_decrypt_writes_only_whole_plaintext_to_an_explicit_target(env, tmp_path
     no_out = cli(["decrypt", "--file", str(sealed)], env, cwd=tmp_path)
     assert no_out.returncode == 2 and "--file needs --out" in no_out.stderr
 
-    truncated = tmp_path / "truncated.sealed"
+    truncated = tmp_path / sealed.name  # its own name: the name is part of what was sealed
     truncated.write_bytes(sealed.read_bytes()[:-7])
     wrong_key = {**env, "SALES_PLATFORM_ENCRYPTION_KEY": generate_key()}
     for source, environment in ((truncated, env), (sealed, wrong_key)):

@@ -38,11 +38,13 @@ from sales_platform.core.crypto import (
     CryptoError,
     Keyring,
     Tokenizer,
+    file_binding,
     generate_key,
     is_token,
     key_id_of_token,
-    open_sealed_bytes,
+    open_platform_bytes,
     parse_master_key,
+    sealed_identity,
     token_prefixes,
 )
 from sales_platform.core.generator import GeneratorSettings, generate
@@ -116,6 +118,11 @@ class Interrupted(Exception):
 def token_ids(text_: str) -> list[str]:
     """Key ids of the tokens in a text (Tink format: base64url of 0x01 || key id || ciphertext)."""
     return [k for k in map(key_id_of_token, TOKEN.findall(text_)) if k != NOT_A_TOKEN]
+
+
+def bound(path: Path) -> bytes:
+    """The associated data a platform file is sealed under (its name)."""
+    return file_binding(sealed_identity(path))
 
 
 def is_sealed(content: bytes) -> bool:
@@ -200,8 +207,8 @@ def decoded(path: Path, keyring: Keyring) -> tuple[str | None, str]:
     content = path.read_bytes()
     seal = None
     if is_sealed(content):
-        seal = crypto.sealed_key_id(keyring, io.BytesIO(content))
-        content = open_sealed_bytes(keyring, content)
+        seal = crypto.sealed_key_id(keyring, io.BytesIO(content), bound(path))
+        content = open_platform_bytes(keyring, content, sealed_identity(path))
     if content[:4] == b"PAR1":
         return seal, "\n".join(v for values in parquet_strings(content).values() for v in values)
     return seal, content.decode("latin-1")
@@ -306,7 +313,7 @@ def assert_plaintext_from_inputs(engine, url: str, data_dir: Path, key: str, inp
     for path in every_file(data_dir):
         content = path.read_bytes()
         if is_sealed(content):
-            content = open_sealed_bytes(keyring, content)
+            content = open_platform_bytes(keyring, content, sealed_identity(path))
             if path.name.endswith(".csv.sealed"):  # an archived drop (or its blob copy): the dropped bytes
                 assert hashlib.sha256(content).hexdigest() == path.name.split(".")[0]
                 archived[str(path.parent.relative_to(data_dir))].add(content)
@@ -352,7 +359,8 @@ def _decrypted_files(data_dir: Path, keyring: Keyring) -> dict[str, object]:
     tokenizer = Tokenizer(keyring)
     out: dict[str, object] = {}
     for path in sorted(data_dir.rglob("*.sealed")):
-        out[str(path.relative_to(data_dir))] = open_sealed_bytes(keyring, path.read_bytes())
+        out[str(path.relative_to(data_dir))] = open_platform_bytes(keyring, path.read_bytes(),
+                                                                   sealed_identity(path))
     for path in staged_token_files(DataAreas(data_dir)):
         table = pq.read_table(path)
         columns = [c for c in table.column_names if c in (*STAGED_TOKEN_COLUMNS, *DEFAULT_SENSITIVE)
@@ -489,7 +497,7 @@ def table_dump(engine) -> dict[str, list[tuple]]:
 def file_dump(data_dir: Path, keyring: Keyring) -> dict[str, object]:
     # (the key that opens it, the content): the header is random (salt, nonce prefix), the key is not
     sealed = {str(p.relative_to(data_dir)):
-              (sealed_key_id(p, keyring), open_sealed_bytes(keyring, p.read_bytes()))
+              (sealed_key_id(p, keyring), open_platform_bytes(keyring, p.read_bytes(), sealed_identity(p)))
               for p in sorted(data_dir.rglob("*.sealed"))}
     staged = {str(p.relative_to(data_dir)): pq.read_table(p).to_pylist()
               for p in staged_token_files(DataAreas(data_dir))}

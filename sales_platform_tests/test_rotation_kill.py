@@ -37,7 +37,7 @@ daead.register()
 streaming_aead.register()
 
 ROWS, CUSTOMERS, PRODUCTS, BATCH = 1200, 300, 20, 50
-SEAL_AD = b"sales_platform sealed file"  # the documented associated data of sealed files
+SEAL_AD = b"sales_platform sealed file"  # the documented associated data of sealed files (before the name)
 
 # Runs the real CLI; PAUSE_AT=token:N stops inside the batch that re-encrypts the N-th distinct token,
 # PAUSE_AT=seal:N after the header and first segment of the N-th re-sealed file. Then it waits to be killed.
@@ -153,10 +153,10 @@ def under(values: list[str], key_id: str) -> int:
     return sum(v.startswith(token_prefixes(key_id)) for v in values)
 
 
-def tink_open(keyset_json: str, data: bytes) -> bytes:
+def tink_open(keyset_json: str, data: bytes, ad: bytes) -> bytes:
     primitive = tink.json_proto_keyset_format.parse(keyset_json, secret_key_access.TOKEN) \
         .primitive(streaming_aead.StreamingAead)
-    with primitive.new_decrypting_stream(io.BytesIO(data), SEAL_AD) as stream:
+    with primitive.new_decrypting_stream(io.BytesIO(data), ad) as stream:
         return stream.read()
 
 
@@ -225,7 +225,9 @@ def test_rotate_keys_killed_mid_batch_and_mid_file_then_rerun_loses_nothing(back
     assert [plain(t, "customer_id") for t in staged["customer_id"].to_pylist()] == \
         [customer(i) for i in range(40)]
     streaming = final.tink_json("streaming")
-    assert {p: tink_open(streaming, (data_dir / p).read_bytes()) for p in plain_files} == plain_files
+    # sealed before the name binding (SEAL_AD alone), re-sealed bound: SEAL_AD, a zero byte, the name
+    assert {p: tink_open(streaming, (data_dir / p).read_bytes(), SEAL_AD + b"\x00" + p.encode())
+            for p in plain_files} == plain_files
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -13,6 +13,10 @@ reference, used as the oracle in sales_platform_tests/test_tink_interop.py):
   associated data); segment nonce = prefix || segment number (4 bytes) || last-segment byte;
   ciphertext segments of 1 MiB, the first shorter by the header. Tink's streaming ciphertexts carry
   no key id, so the keyring tries its keys on the first segment (primary first).
+- Platform files are sealed under associated data naming the file (``file_binding``): its logical
+  path under the data dir (``archive/<sha256>.csv.sealed``, ``staging/<layer>/<day>/<fragment>``).
+  A file's bytes put in another file's place do not decrypt there. Files sealed before the binding
+  (and SPSEAL1 files) are opened only by the rotation, which re-seals them bound.
 
 Tokens and sealed files of the previous format (``<key_id>~<b64>``, SPSEAL1) are read by
 ``sales_platform.core.legacy`` for the migration only; nothing writes them any more.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,8 +53,11 @@ NONCE_PREFIX_SIZE = 7
 HEADER_SIZE = 1 + STREAM_KEY_SIZE + NONCE_PREFIX_SIZE
 FIRST_PLAIN_SEGMENT = SEGMENT_SIZE - HEADER_SIZE - TAG_SIZE
 PLAIN_SEGMENT = SEGMENT_SIZE - TAG_SIZE
-# Associated data of the platform's sealed files: binds them to their purpose.
+# Associated data of sealed files: binds them to their purpose. Platform files add their identity
+# (file_binding); files sealed with this alone predate the binding and only the rotation opens them.
 SEAL_AD = b"sales_platform sealed file"
+UNBOUND = "(sealed before the name binding)"
+ARCHIVE_NAME = re.compile(r"[0-9a-f]{64}\.csv\.sealed")
 NOT_A_TOKEN = "(not a token)"
 UNKNOWN_KEY = "(no key in the keyring)"
 # The associated data of token columns that hold another column's ids.
@@ -319,34 +327,42 @@ def _header(source: BinaryIO) -> tuple[bytes, bytes]:
 
 
 def _find_key(keyring: Keyring, salt: bytes, prefix: bytes, first: bytes, last: bool,
-              associated_data: bytes) -> tuple[DataKey, AESGCM, bytes]:
-    """The key that opens the first segment (Tink's streaming ciphertexts carry no key id)."""
-    for key in keyring.keys():
-        if key.legacy:
-            continue
-        gcm = _segment_key(key.stream_key, salt, associated_data)
-        try:
-            return key, gcm, gcm.decrypt(_nonce(prefix, 0, last), first, None)
-        except InvalidTag:
-            continue
+              associated_data: Sequence[bytes]) -> tuple[DataKey, AESGCM, bytes]:
+    """The key that opens the first segment (Tink's streaming ciphertexts carry no key id), under
+    the first of ``associated_data`` that fits."""
+    for ad in associated_data:
+        for key in keyring.keys():
+            if key.legacy:
+                continue
+            gcm = _segment_key(key.stream_key, salt, ad)
+            try:
+                return key, gcm, gcm.decrypt(_nonce(prefix, 0, last), first, None)
+            except InvalidTag:
+                continue
     raise CryptoError("sealed file does not decrypt with any key in the keyring "
                       "(wrong key or associated data, or the file is truncated or corrupt)")
 
 
-def open_sealed(keyring: Keyring, source: BinaryIO, associated_data: bytes = SEAL_AD) -> Iterator[bytes]:
+def open_sealed(keyring: Keyring, source: BinaryIO, associated_data: bytes = SEAL_AD,
+                also_accept: Sequence[bytes] = (), allow_legacy: bool = True) -> Iterator[bytes]:
     """Decrypt a sealed stream segment by segment; raises CryptoError on tampering or truncation.
-    Files of the previous format (SPSEAL1) are read by the legacy reader."""
+    ``also_accept``: other associated data tried after ``associated_data`` (the rotation's upgrade
+    of unbound files). Files of the previous format (SPSEAL1, no associated data) are read by the
+    legacy reader unless ``allow_legacy`` is False."""
     from sales_platform.core import legacy
 
     start = _read_exact(source, len(legacy.SEAL_MAGIC))
     if start == legacy.SEAL_MAGIC:
+        if not allow_legacy:
+            raise CryptoError("sealed in the previous format (SPSEAL1)")
         yield from legacy.open_sealed(keyring, source)
         return
     source = _Prepended(start, source)
     salt, prefix = _header(source)
     segment = _read_exact(source, SEGMENT_SIZE - HEADER_SIZE)
     following = _read_exact(source, SEGMENT_SIZE)
-    _, gcm, plain = _find_key(keyring, salt, prefix, segment, not following, associated_data)
+    _, gcm, plain = _find_key(keyring, salt, prefix, segment, not following,
+                              (associated_data, *also_accept))
     yield plain
     counter = 1
     while following:
@@ -383,7 +399,7 @@ def sealed_key_id(keyring: Keyring, source: BinaryIO, associated_data: bytes = S
         salt, prefix = _header(source)
         segment = _read_exact(source, SEGMENT_SIZE - HEADER_SIZE)
         last = not source.read(1)
-        return _find_key(keyring, salt, prefix, segment, last, associated_data)[0].key_id
+        return _find_key(keyring, salt, prefix, segment, last, (associated_data,))[0].key_id
     except CryptoError:
         return UNKNOWN_KEY
 
@@ -398,17 +414,83 @@ def open_sealed_bytes(keyring: Keyring, data: bytes, associated_data: bytes = SE
     return b"".join(open_sealed(keyring, io.BytesIO(data), associated_data))
 
 
-def seal_file(key: DataKey, source: Path, target: Path) -> None:
-    """Seal ``source`` into ``target`` atomically (written beside, then renamed)."""
+# --- the platform's files: bound to their identity -------------------------------------------------
+
+def file_binding(identity: str) -> bytes:
+    """Associated data of the platform file ``identity`` (its logical path under the data dir)."""
+    return SEAL_AD + b"\x00" + identity.encode("utf-8")
+
+
+def archive_identity(name: str) -> str:
+    return f"archive/{name}"
+
+
+def fragment_identity(layer: str, day: str, name: str) -> str:
+    """A fragment's identity is where it is published, also while it is written in a work folder."""
+    return f"staging/{layer}/{day}/{name}"
+
+
+def sealed_identity(path: Path) -> str:
+    """The identity of a sealed file from where it lies: ``archive/<name>`` (or a content-addressed
+    archive name anywhere, e.g. the blob copy), ``staging/<layer>/<day>/<name>``."""
+    path = Path(path)
+    if ARCHIVE_NAME.fullmatch(path.name) or path.parent.name == "archive":
+        return archive_identity(path.name)
+    if len(path.parts) >= 4 and path.parts[-4] == "staging":
+        return "/".join(path.parts[-4:])
+    raise CryptoError(f"{path}: not a place the platform keeps sealed files (archive/<sha256>.csv.sealed "
+                      "or staging/<layer>/<day>/<fragment>), so it cannot be opened as one of them")
+
+
+def _binding_error(keyring: Keyring, head: bytes, identity: str) -> CryptoError:
+    """Why a platform file does not open as ``identity``; an unbound file is named, never read."""
+    from sales_platform.core import legacy
+
+    upgrade = ("it predates the name binding: run `sales-platform rotate-keys` once to re-seal such "
+               "files (docs/runbook.md#rotate-keys)")
+    if head.startswith(legacy.SEAL_MAGIC):
+        return CryptoError(f"{identity} is sealed in the previous format (SPSEAL1); {upgrade}")
+    if sealed_key_id(keyring, io.BytesIO(head), SEAL_AD) != UNKNOWN_KEY:
+        return CryptoError(f"{identity} is sealed without its name; {upgrade}")
+    return CryptoError(f"{identity} does not decrypt as itself: wrong key, another file's bytes put "
+                       "in its place, or a truncated or corrupt file")
+
+
+def _open_bound(keyring: Keyring, source: BinaryIO, identity: str) -> Iterator[bytes]:
+    """``source`` (seekable) opened as ``identity``; a first segment that does not open is diagnosed."""
+    chunks = open_sealed(keyring, source, file_binding(identity), allow_legacy=False)
+    try:
+        first = next(chunks)
+    except CryptoError:
+        source.seek(0)
+        raise _binding_error(keyring, _read_exact(source, SEGMENT_SIZE + 1), identity) from None
+    yield first
+    yield from chunks
+
+
+def open_platform_bytes(keyring: Keyring, data: bytes, identity: str) -> bytes:
+    """A platform file's plaintext, if ``data`` was sealed as ``identity`` (else CryptoError)."""
+    return b"".join(_open_bound(keyring, io.BytesIO(data), identity))
+
+
+def open_platform_file(keyring: Keyring, path: Path, identity: str | None = None) -> Iterator[bytes]:
+    """A platform file's plaintext, streamed; ``identity`` defaults to the one its place gives."""
+    identity = identity or sealed_identity(path)
+    with open(path, "rb") as source:
+        yield from _open_bound(keyring, source, identity)
+
+
+def seal_file(key: DataKey, source: Path, target: Path, identity: str) -> None:
+    """Seal ``source`` into ``target`` as ``identity``, atomically (written beside, then renamed)."""
     tmp = target.with_name(target.name + ".partial")
     with open(source, "rb") as src, open(tmp, "wb") as out:
-        seal_stream(key, iter(lambda: src.read(SEGMENT_SIZE), b""), out)
+        seal_stream(key, iter(lambda: src.read(SEGMENT_SIZE), b""), out, file_binding(identity))
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, target)
 
 
-def unseal_file(keyring: Keyring, source: Path, target: Path) -> None:
-    with open(source, "rb") as src, open(target, "wb") as out:
-        for chunk in open_sealed(keyring, src):
+def unseal_file(keyring: Keyring, source: Path, target: Path, identity: str | None = None) -> None:
+    with open(target, "wb") as out:
+        for chunk in open_platform_file(keyring, source, identity):
             out.write(chunk)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from sales_platform.core.crypto import Keyring, seal_file
+from sales_platform.core.crypto import Keyring, archive_identity, seal_file
 from sales_platform.core.landing import MAX_COLUMNS, FileRejected, Lander, name_id
 from sales_platform.core.quality import QualityRules
 from sales_platform.core.schema import SchemaContract
@@ -325,7 +325,7 @@ class Intake:
         # content-addressed: the same content dropped under two names is archived once
         target = self.areas.archive / f"{sha}.csv.sealed"
         if not target.exists():
-            seal_file(self.keyring.active, copy, target)
+            seal_file(self.keyring.active, copy, target, archive_identity(target.name))
             if self.archive_sink is not None:
                 self.archive_sink(f"archive/{target.name}", target)
         return target

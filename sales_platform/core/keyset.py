@@ -92,6 +92,9 @@ class KeyEntry:
 class Keyset:
     primary: int
     keys: list[KeyEntry] = field(default_factory=list)
+    # Every sealed file is bound to its name (crypto.file_binding): set by a keyset created for an
+    # empty data dir, or by the rotation that re-sealed older files. Then nothing unbound is opened.
+    files_bound: bool = False
 
     @classmethod
     def new(cls) -> Keyset:
@@ -157,14 +160,16 @@ class Keyset:
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "primary": key_id_text(self.primary),
-                           "keys": [e.as_json() for e in self.keys]}, sort_keys=True)
+                           "keys": [e.as_json() for e in self.keys], "files_bound": self.files_bound},
+                          sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Keyset:
         data = json.loads(text)
         if data.get("format") != FORMAT:
             raise CryptoError(f"not a keyset document ({FORMAT!r} expected)")
-        return cls(int(data["primary"], 16), [KeyEntry.from_json(k) for k in data["keys"]])
+        return cls(int(data["primary"], 16), [KeyEntry.from_json(k) for k in data["keys"]],
+                   files_bound=bool(data.get("files_bound", False)))
 
     def tink_json(self, kind: str) -> str:
         """The Tink keys as a Tink JSON keyset: ``daead`` (tokens) or ``streaming`` (sealed files).
@@ -229,13 +234,16 @@ def save_keyset(path: Path, keyset: Keyset, master: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_or_create(path: Path, master: bytes, legacy_secrets: tuple[bytes, ...] = ()) -> Keyset:
+def load_or_create(path: Path, master: bytes, legacy_secrets: tuple[bytes, ...] = (),
+                   files_bound: bool = False) -> Keyset:
     """The keyset at ``path``; created with one new key when absent, holding the previous format's
-    keys for ``legacy_secrets`` (decrypt only) so ``rotate-keys`` can migrate older data. Creation
-    is race-free: the new file is linked into place only if no other process was first."""
+    keys for ``legacy_secrets`` (decrypt only) so ``rotate-keys`` can migrate older data, and
+    ``files_bound`` (no sealed file predates it). Creation is race-free: the new file is linked
+    into place only if no other process was first."""
     if path.exists():
         return load_keyset(path, master)
     keyset = Keyset.initial(master)
+    keyset.files_bound = files_bound
     for secret in legacy_secrets:
         keyset.import_legacy(secret)
     path.parent.mkdir(parents=True, exist_ok=True)

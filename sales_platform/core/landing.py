@@ -303,7 +303,8 @@ class Lander:
             day = str(np.datetime64(day_value, "D"))
             table = frame_table(rows)
             relative = f"{LANDED}/{day}/{key}-{number:05d}{SEALED_SUFFIX}"
-            write_sealed_table(work / relative, table, self.keyring.active)
+            write_sealed_table(work / relative, table, self.keyring.active,
+                               f"{self.areas.staging.name}/{relative}")
             result.rows_by_day[day] += len(rows)
             result.fragment_rows[relative] = len(rows)
         bad = frame[~ok].assign(reason=reasons[~ok])

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sales_platform.core.crypto import Keyring, Tokenizer
+from sales_platform.core.crypto import Keyring, Tokenizer, fragment_identity
 from sales_platform.core.dedupe import DuplicateScan
 from sales_platform.core.frames import arrow_frame, frame_table
 from sales_platform.core.landing import LANDED
@@ -67,7 +67,7 @@ def _between_chunks() -> None:
 def _landed_frames(areas: DataAreas, keyring: Keyring, day: str) -> Iterator[pd.DataFrame]:
     for path in areas.fragments(LANDED, day):
         _between_chunks()
-        yield arrow_frame(read_sealed_table(path, keyring))
+        yield arrow_frame(read_sealed_table(path, keyring, fragment_identity(LANDED, day, path.name)))
 
 
 def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
@@ -96,7 +96,8 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
             cleaned = clean_rows(frame, rules, known_products)
             scan.add(cleaned.rows)
             path = clean_tmp / f"part-{part:05d}{SEALED_SUFFIX}"
-            write_sealed_table(path, frame_table(cleaned.rows), keyring.active)
+            write_sealed_table(path, frame_table(cleaned.rows), keyring.active,
+                               fragment_identity(CLEANED, day, path.name))
             candidates.append((path, ordinal))
             counts.append(len(cleaned.rows))
             result.rows_in_file[path.name] = len(cleaned.rows)
@@ -111,13 +112,14 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
             result.rows_clean += count
             continue
         _between_chunks()
-        table = read_sealed_table(path, keyring)
+        identity = fragment_identity(CLEANED, day, path.name)
+        table = read_sealed_table(path, keyring, identity)
         keep = pd.isna(reasons)
         dup = table.filter(pa.array(~keep)).to_pandas()
         duplicates = dup.assign(reason=reasons[~keep], quantity=dup["quantity"].astype(str))
         _write_rejects(rejects_tmp / f"dup-{part:05d}.parquet", duplicates, tokenizer, sensitive,
                        result)
-        write_sealed_table(path, table.filter(pa.array(keep)), keyring.active)
+        write_sealed_table(path, table.filter(pa.array(keep)), keyring.active, identity)
         result.rows_clean += int(keep.sum())
         result.rows_in_file[path.name] = int(keep.sum())
     for folder in (clean_tmp, rejects_tmp):
@@ -173,7 +175,7 @@ def encrypt_day(areas: DataAreas, keyring: Keyring, day: str,
     with areas.reading_layer(CLEANED, day):
         for part, path in enumerate(areas.fragments(CLEANED, day)):
             _between_chunks()
-            table = read_sealed_table(path, keyring)
+            table = read_sealed_table(path, keyring, fragment_identity(CLEANED, day, path.name))
             customers.update(_distinct(table, "customer_id"))
             products.update(_distinct(table, "product_id"))
             protected = protect_table(table, tokenizer, sensitive)

@@ -19,7 +19,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sales_platform.core.crypto import DataKey, Keyring, open_sealed_bytes, seal_bytes
+from sales_platform.core.crypto import (
+    DataKey,
+    Keyring,
+    file_binding,
+    open_platform_bytes,
+    seal_bytes,
+    sealed_identity,
+)
 
 SEALED_SUFFIX = ".parquet.sealed"
 PLAIN_SUFFIX = ".parquet"
@@ -66,12 +73,15 @@ def _table_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def write_sealed_table(path: Path, table: pa.Table, key: DataKey) -> None:
-    atomic_write_bytes(path, seal_bytes(key, _table_bytes(table)))
+def write_sealed_table(path: Path, table: pa.Table, key: DataKey, identity: str) -> None:
+    """Sealed as ``identity`` (crypto.fragment_identity: where it is published), so it opens only there."""
+    atomic_write_bytes(path, seal_bytes(key, _table_bytes(table), file_binding(identity)))
 
 
-def read_sealed_table(path: Path, keyring: Keyring) -> pa.Table:
-    return pq.read_table(pa.BufferReader(open_sealed_bytes(keyring, path.read_bytes())))
+def read_sealed_table(path: Path, keyring: Keyring, identity: str | None = None) -> pa.Table:
+    """``identity`` defaults to the one the file's place gives (a published fragment)."""
+    plain = open_platform_bytes(keyring, path.read_bytes(), identity or sealed_identity(path))
+    return pq.read_table(pa.BufferReader(plain))
 
 
 def write_plain_table(path: Path, table: pa.Table) -> None:

@@ -16,6 +16,7 @@ from sales_platform.core import settings
 from sales_platform.core.crypto import Keyring, generate_key, parse_master_key
 from sales_platform.core.keyset import KEYSET_FILE, Keyset, load_keyset, load_or_create
 from sales_platform.core.quality import QualityRules
+from sales_platform.core.rotation.files import sealed_files
 from sales_platform.core.schema import SchemaContract
 from sales_platform.core.store import DataAreas
 
@@ -88,7 +89,9 @@ class PlatformResource(dg.ConfigurableResource):
         self.areas.ensure()
         master = self._master_key(create=True)
         retired = [parse_master_key(k) for k in (self.retired_keys or "").split(",") if k.strip()]
-        load_or_create(self.keyset_path, master, (master, *retired))
+        # a new keyset is bound from the start when no sealed file predates it
+        fresh = not self.keyset_path.exists() and not sealed_files(self.areas)
+        load_or_create(self.keyset_path, master, (master, *retired), files_bound=fresh)
 
     @property
     def areas(self) -> DataAreas:

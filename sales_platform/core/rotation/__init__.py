@@ -9,8 +9,9 @@ then ``rotate_keys``. It rewrites, in order:
   by schema evolution whose name the contract marks sensitive hold tokens too, as do sensitive keys
   inside the ``extras`` JSON columns;
 - the plain Parquet files under staging/ that hold tokens (encrypted layer, rejects), atomically;
-- the sealed files under staging/ and archive/ whose header names another key, atomically (written
-  beside, then renamed), plus the off-machine archive copy when an ``archive_sink`` is given.
+- the sealed files under staging/ and archive/ under another key or not yet bound to their name,
+  atomically (written beside, then renamed), plus the off-machine archive copy when an
+  ``archive_sink`` is given.
 
 Tokens are deterministic (AES-SIV), so one plaintext maps to exactly one token per key: rotated
 tables still group and join, and a rerun of the pipeline with the new key changes nothing.
@@ -71,7 +72,8 @@ def rotate_keys(engine: Engine, keyring: Keyring, areas: DataAreas | None, batch
                 progress: Progress | None = None,
                 archive_sink: Callable[[str, Path], str] | None = None,
                 now: datetime | None = None,
-                sensitive: Sequence[str] = DEFAULT_SENSITIVE) -> RotationReport:
+                sensitive: Sequence[str] = DEFAULT_SENSITIVE,
+                accept_unbound: bool = True) -> RotationReport:
     """Re-encrypt every token and sealed file not under ``keyring.active`` (see the module doc).
 
     ``progress`` is called after each committed batch; if it raises, the rotation stops there and a
@@ -79,7 +81,9 @@ def rotate_keys(engine: Engine, keyring: Keyring, areas: DataAreas | None, batch
     resource's ``put_file``) receives each re-sealed archive file under ``archive/<name>``, like
     the raw_sales asset's archive copy. Rotated aggregate rows get ``refreshed_at = now``, so the
     next agg_exports run re-exports their years with the new tokens. ``sensitive`` is the schema
-    contract's list of sensitive column names (their values are tokens too).
+    contract's list of sensitive column names (their values are tokens too). ``accept_unbound``:
+    sealed files that predate the name binding are re-sealed bound (the one-time upgrade); False
+    once the keyset records that every file was bound (then such a file stops the rotation).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -92,5 +96,5 @@ def rotate_keys(engine: Engine, keyring: Keyring, areas: DataAreas | None, batch
         # Exclusive locks: no landing or cleaning reads a file while it is being replaced.
         with areas.lock("intake"), areas.lock("landing"):
             files.rotate_token_files(areas, tokenizer, report, progress, tuple(sensitive))
-            files.reseal_files(areas, keyring, report, progress, archive_sink)
+            files.reseal_files(areas, keyring, report, progress, archive_sink, accept_unbound)
     return report

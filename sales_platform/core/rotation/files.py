@@ -1,5 +1,9 @@
 """Rotating the files: plain Parquet under staging/ whose token columns are rewritten, and sealed
-files (fragments, archived drops) re-sealed under the active key, each atomically."""
+files (fragments, archived drops) re-sealed under the active key, each atomically.
+
+Re-sealing also binds files to their identity (crypto.file_binding): a file sealed before the
+binding (or in the previous format) counts as not under the active key, and this is the only place
+that opens it."""
 
 from __future__ import annotations
 
@@ -13,12 +17,17 @@ import pyarrow.parquet as pq
 
 from sales_platform.core import crypto
 from sales_platform.core.crypto import (
+    SEAL_AD,
+    UNBOUND,
+    UNKNOWN_KEY,
     CryptoError,
     Keyring,
     Tokenizer,
+    file_binding,
     key_id_of_token,
     open_sealed,
     seal_stream,
+    sealed_identity,
 )
 from sales_platform.core.rotation.tokens import (
     BatchDone,
@@ -64,10 +73,16 @@ def staged_token_files(areas: DataAreas) -> list[Path]:
 
 
 def sealed_key_id(path: Path, keyring: Keyring) -> str:
-    """The key of ``keyring`` that opens a sealed file (Tink's streaming format names no key: its first
-    segment is tried with each key), or the key id in a legacy SPSEAL1 header."""
+    """The key of ``keyring`` that opens a sealed file as itself (Tink's streaming format names no
+    key: its first segment is tried with each key), the key id in a legacy SPSEAL1 header, or
+    UNBOUND for a file sealed before the name binding (to re-seal, whatever its key)."""
+    binding = file_binding(sealed_identity(path))
     with open(path, "rb") as handle:
-        return crypto.sealed_key_id(keyring, handle)
+        found = crypto.sealed_key_id(keyring, handle, binding)
+        if found != UNKNOWN_KEY:
+            return found
+        handle.seek(0)
+        return UNBOUND if crypto.sealed_key_id(keyring, handle, SEAL_AD) != UNKNOWN_KEY else found
 
 
 def sealed_counts_by_key(areas: DataAreas, keyring: Keyring) -> dict[str, dict[str, int]]:
@@ -136,32 +151,41 @@ def _clear_interrupted(areas: DataAreas) -> None:
 
 
 def reseal_files(areas: DataAreas, keyring: Keyring, report: RotationReport, progress: Progress | None,
-                  archive_sink: Callable[[str, Path], str] | None) -> None:
+                  archive_sink: Callable[[str, Path], str] | None, accept_unbound: bool = True) -> None:
     _clear_interrupted(areas)
     for path in sealed_files(areas):
         if sealed_key_id(path, keyring) == keyring.active.key_id:
             continue
         in_archive = path.parent == areas.archive
         reseal_file(keyring, path, (lambda tmp, p=path: archive_sink(f"archive/{p.name}", tmp))
-                    if in_archive and archive_sink is not None else None)
+                    if in_archive and archive_sink is not None else None, accept_unbound)
         report.sealed_files[_label(areas, path)] += 1
         if progress is not None:
             progress(BatchDone("sealed files", 1, 1))
 
 
-def reseal_file(keyring: Keyring, path: Path, before_replace: Callable[[Path], object] | None = None) -> None:
-    """Decrypt ``path`` with the keyring and seal it again under the active key, atomically.
+def reseal_file(keyring: Keyring, path: Path, before_replace: Callable[[Path], object] | None = None,
+                accept_unbound: bool = True) -> None:
+    """Decrypt ``path`` with the keyring and seal it again under the active key, bound to its
+    identity, atomically. With ``accept_unbound`` a file sealed before the binding (or SPSEAL1) is
+    accepted: the one-time upgrade; once a deployment's files are all bound, one is refused.
 
     Streams segment by segment (archived drops can be large). ``before_replace`` gets the new file
     first (e.g. to upload the off-machine copy): if it fails, the old file stays and a rerun retries.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}{ROTATING_SUFFIX}")
     try:
+        binding = file_binding(sealed_identity(path))
         with open(path, "rb") as source, open(tmp, "wb") as out:
+            older = (SEAL_AD,) if accept_unbound else ()
             try:
-                seal_stream(keyring.active, open_sealed(keyring, source), out)
+                seal_stream(keyring.active, open_sealed(keyring, source, binding, older,
+                                                        allow_legacy=accept_unbound), out, binding)
             except CryptoError as exc:
-                raise RotationError(f"{path}: {exc}") from None
+                hint = "" if accept_unbound else (
+                    "; every file of this deployment was already bound to its name, so one sealed "
+                    "without it was put there: remove it or restore the file from a backup")
+                raise RotationError(f"{path}: {exc}{hint}") from None
             out.flush()
             os.fsync(out.fileno())
         if before_replace is not None:
