@@ -23,11 +23,14 @@ START_TIMEOUT_S = 60.0  # a Python start-up importing Flask and pandas, on a loa
 
 @contextmanager
 def gunicorn_api(store: Path, token: str | None = None, certfile: Path | None = None,
-                 keyfile: Path | None = None) -> Iterator[str]:
-    """Yields the base URL (https://… when a certificate is given); stops the server after."""
+                 keyfile: Path | None = None, pids: list[int] | None = None) -> Iterator[str]:
+    """Yields the base URL (https://… when a certificate is given); stops the server after.
+    ``pids`` gets the gunicorn master's process id (its worker is its child)."""
     args = [str(store), token or "", str(certfile or ""), str(keyfile or "")]
     process = subprocess.Popen([sys.executable, "-c", SERVE, *args],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if pids is not None:
+        pids.append(process.pid)
     output: list[bytes] = []
     reader = threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, b"")),
                               daemon=True)

@@ -20,6 +20,9 @@ TOKEN = "hostile-token-91be2c"
 LIMIT = 1 << 20
 
 
+MASTER: list[int] = []  # the served gunicorn's master process
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(base URL, data dir): the API with the uploads configured like the platform."""
@@ -30,7 +33,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         mp.setenv(settings.DATA_DIR, str(data))
         mp.setenv(settings.DB_URL, f"sqlite:///{root / 'w.db'}")
         mp.setenv(settings.UPLOAD_MAX_BYTES, str(LIMIT))
-        with gunicorn_api(root / "products.sqlite", TOKEN) as base_url:
+        MASTER.clear()
+        with gunicorn_api(root / "products.sqlite", TOKEN, pids=MASTER) as base_url:
             yield base_url, data
 
 
@@ -141,3 +145,33 @@ def test_the_development_flag_starts_it_on_loopback_only_and_says_so(no_server, 
         products_api.serve("127.0.0.1", 0, tmp_path / "s.sqlite", None)
     assert no_server == ["run"]
     assert "DEVELOPMENT MODE" in caplog.text and settings.API_DEV_NO_TOKEN in caplog.text
+
+
+# --- 2. validation memory bounded by the body limit -----------------------------------------------
+
+def worker_peak_rss_kb() -> int:
+    """The peak resident size of the served API's worker (Linux /proc), in KiB."""
+    master = MASTER[0]
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    assert len(children) == 1, children  # one worker (api_server starts workers=1)
+    status = Path(f"/proc/{children[0]}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+
+HOSTILE_LISTS = {"empty objects": b"[" + b",".join([b"{}"] * 1_600_000) + b"]",
+                 "numbers": b"[" + b",".join([b"1"] * 2_400_000) + b"]"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("body", HOSTILE_LISTS.values(), ids=HOSTILE_LISTS.keys())
+def test_a_huge_hostile_list_is_refused_with_bounded_memory(served, body):
+    base_url, _ = served
+    assert 4_500_000 < len(body) < 5_000_000  # under the 5 MB body limit: it is parsed
+    before = worker_peak_rss_kb()
+    answer = requests.put(f"{base_url}/products", data=body, timeout=30,
+                          headers={"Content-Type": "application/json", "X-API-Token": TOKEN})
+    assert answer.status_code == 400, answer.text[:300]
+    assert "validation stops at the first 100" in answer.json()["error"]
+    assert len(answer.json()["details"]) == 100
+    growth_mb = (worker_peak_rss_kb() - before) / 1024
+    assert growth_mb < 100, f"the worker's peak RSS grew by {growth_mb:.0f} MB"

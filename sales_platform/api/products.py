@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sales_platform.api.schemas import (
+    MAX_PROBLEMS,
     MAX_PRODUCT_ID_LENGTH,
     TOKEN_HEADER,
     id_key,
@@ -246,25 +248,62 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def read_json_body() -> Any:
-    """The request body as JSON, or an ApiError (nothing has been stored yet)."""
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_NOT_A_LIST = {"{": "an object", '"': "a string", "t": "a boolean", "f": "a boolean", "n": "null"}
+
+
+def read_json_body() -> Iterator[Any]:
+    """The request body's JSON list, one item at a time, or an ApiError (nothing stored yet).
+
+    Items are decoded one by one (not the whole body at once): a 5 MB ``[{},{},...]`` would be
+    1.6 million dicts in memory before the first one is looked at; the caller stops early.
+    """
     if not request.is_json:
         raise ApiError(415, "Content-Type must be application/json")
     raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
     try:
-        # NaN/Infinity are Python extensions to JSON; refuse them like any malformed body.
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ApiError(400, "malformed JSON body: nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ApiError(400, f"malformed JSON body: {exc}") from None
-    if not isinstance(body, list):
-        raise ApiError(400, f"body must be a JSON list, got {type(body).__name__}")
-    return body
+    start = _JSON_SPACE.match(text).end()
+    if not text.startswith("[", start):
+        first = text[start:start + 1]
+        kind = _NOT_A_LIST.get(first, "a number" if first and first in "-0123456789" else "no list")
+        raise ApiError(400, f"body must be a JSON list, got {kind}")
+    return _list_items(text, start + 1)
+
+
+def _list_items(text: str, at: int) -> Iterator[Any]:
+    decoder = json.JSONDecoder(parse_constant=_reject_constant)  # NaN/Infinity: not JSON
+    at = _JSON_SPACE.match(text, at).end()
+    if text.startswith("]", at):
+        at += 1
+    else:
+        while True:
+            try:
+                item, at = decoder.raw_decode(text, at)
+            except RecursionError:
+                raise ApiError(400, "malformed JSON body: nested too deeply") from None
+            except ValueError as exc:
+                raise ApiError(400, f"malformed JSON body: {exc}") from None
+            yield item
+            at = _JSON_SPACE.match(text, at).end()
+            if text.startswith(",", at):
+                at = _JSON_SPACE.match(text, at + 1).end()
+            elif text.startswith("]", at):
+                at += 1
+                break
+            else:
+                raise ApiError(400, f"malformed JSON body: expected ',' or ']' at char {at}")
+    if _JSON_SPACE.match(text, at).end() != len(text):
+        raise ApiError(400, f"malformed JSON body: extra data after the list at char {at}")
 
 
 def refuse(status: int, problems: list[Problem]) -> ApiError:
     shown = problems[:MAX_ERROR_DETAILS]
+    if len(problems) >= MAX_PROBLEMS:
+        return ApiError(status, f"{len(problems)} validation problems or more; nothing was stored "
+                                f"(validation stops at the first {MAX_PROBLEMS})", shown)
     more = f" (first {len(shown)} shown)" if len(problems) > len(shown) else ""
     return ApiError(status, f"{len(problems)} validation problem(s); nothing was stored{more}", shown)
 

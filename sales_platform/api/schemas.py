@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
 TOKEN_HEADER = "X-API-Token"  # the header carrying the API token (server and clients)
@@ -24,6 +25,8 @@ MAX_PRICE = 9_999_999_999.99  # dim_products.unit_price is NUMERIC(12, 2)
 MAX_TIMESTAMP_LENGTH = 40
 MAX_SQLITE_INT = 2**63 - 1
 PRICE_PROBLEM = "must be a number greater than 0"
+MAX_ITEMS = 50_000  # a 5 MB body holds about 40,000 real products
+MAX_PROBLEMS = 100  # validation stops there: enough to fix a payload, bounded memory and time
 
 # Unicode categories refused: controls (NUL included), and in ids also format characters
 # (bidi overrides, zero-width joiners) that make two different ids look the same.
@@ -134,57 +137,66 @@ def id_key(product_id: str) -> str:
     return product_id.strip().upper()
 
 
-def _problems(exc: ValidationError) -> list[Problem]:
+def _problems(exc: ValidationError, index: int) -> list[Problem]:
     out = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
         loc = error["loc"]
-        index = loc[0] if loc and isinstance(loc[0], int) else None
-        field = str(loc[1]) if len(loc) > 1 else None
-        out.append({"index": index, "field": field,
+        out.append({"index": index, "field": str(loc[0]) if loc else None,
                     "problem": _WORDING.get(error["type"], error["msg"])})
     return out
 
 
-def _duplicates(items: list[Any], key: str, fold: bool) -> list[Problem]:
-    problems, first_seen = [], {}
-    for index, item in enumerate(items):
-        value = item.get(key) if isinstance(item, dict) else None
+class _Duplicates:
+    """Items whose key (folded like the warehouse folds ids) an earlier item of the body has."""
+
+    def __init__(self, key: str, fold: bool) -> None:
+        self.key, self.fold, self.first_seen = key, fold, {}
+
+    def check(self, index: int, item: Any) -> list[Problem]:
+        value = item.get(self.key) if isinstance(item, dict) else None
         if not isinstance(value, str | int) or isinstance(value, bool):
-            continue
-        identity = id_key(value) if fold and isinstance(value, str) else value
-        if identity in first_seen:
-            first = first_seen[identity]
-            same = items[first][key] == value
-            problems.append({"index": index, "field": key, "problem": f"duplicate of index {first}"
-                             + ("" if same else " (the ids differ only in case or spacing)")})
+            return []
+        identity = id_key(value) if self.fold and isinstance(value, str) else value
+        first = self.first_seen.setdefault(identity, (index, value))
+        if first[0] == index:
+            return []
+        same = first[1] == value
+        return [{"index": index, "field": self.key, "problem": f"duplicate of index {first[0]}"
+                 + ("" if same else " (the ids differ only in case or spacing)")}]
+
+
+def parse_products(body: Iterable[Any]) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """Normalized products, or the problems of the body's items (the first MAX_PROBLEMS)."""
+    return _parse(ProductIn, body, "product_id", fold=True)
+
+
+def parse_sales_years(body: Iterable[Any]) -> tuple[list[dict[str, Any]], list[Problem]]:
+    return _parse(SalesYearIn, body, "year", fold=False)
+
+
+def _parse(model: type[BaseModel], body: Iterable[Any], key: str,
+           fold: bool) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """Item by item, stopping at MAX_PROBLEMS problems or past MAX_ITEMS items: a hostile list
+    (``[{},{},...]``, millions of items) costs what its first problems cost, never a problem
+    object per item."""
+    items: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    duplicates = _Duplicates(key, fold)
+    for index, item in enumerate(body):
+        if index >= MAX_ITEMS:
+            problems.append({"index": index, "field": None,
+                             "problem": f"more than {MAX_ITEMS} items in one request; "
+                                        "send smaller batches"})
+            break
+        try:
+            validated = model.model_validate(item)
+        except ValidationError as exc:
+            problems += _problems(exc, index)
         else:
-            first_seen[identity] = index
-    return problems
-
-
-_PRODUCTS = TypeAdapter(list[ProductIn])
-_SALES = TypeAdapter(list[SalesYearIn])
-
-
-def parse_products(body: Any) -> tuple[list[dict[str, Any]], list[Problem]]:
-    """Normalized products, or every problem in every item (a caller fixes a payload in one go)."""
-    return _parse(_PRODUCTS, body, "product_id", fold=True)
-
-
-def parse_sales_years(body: Any) -> tuple[list[dict[str, Any]], list[Problem]]:
-    return _parse(_SALES, body, "year", fold=False)
-
-
-def _parse(adapter: TypeAdapter, body: Any, key: str, fold: bool) -> tuple[list[dict[str, Any]],
-                                                                            list[Problem]]:
-    try:
-        items = adapter.validate_python(body)
-    except ValidationError as exc:
-        problems = _problems(exc)
-    else:
-        problems = []
-    if isinstance(body, list):
-        problems += _duplicates(body, key, fold)
-    if problems:
-        return [], sorted(problems, key=lambda p: (p["index"] is not None, p["index"] or 0))
-    return [item.model_dump() for item in items], []
+            if not problems:  # once refused, the valid items are not kept
+                items.append(validated.model_dump())
+        problems += duplicates.check(index, item)
+        if len(problems) >= MAX_PROBLEMS:
+            del problems[MAX_PROBLEMS:]
+            break
+    return ([], problems) if problems else (items, [])
