@@ -202,6 +202,15 @@ class _TimestampText:
 
 
 def _parse_trimmed(text: _TimestampText, source_timezone: str) -> pd.Series:
+    return _whole_seconds(_parse_exact(text, source_timezone), text.index)
+
+
+def _whole_seconds(exact: np.ndarray, index: pd.Index) -> pd.Series:
+    return pd.Series(pd.DatetimeIndex(exact).floor("s"), index=index)
+
+
+def _parse_exact(text: _TimestampText, source_timezone: str) -> np.ndarray:
+    """Naive UTC instants as written (fractions kept, NaT where not a timestamp)."""
     zoned_np = pc.fill_null(pc.match_substring_regex(text.trimmed, ZONE_SUFFIX), False).to_numpy(
         zero_copy_only=False) & text.shaped
     naive_np = text.shaped & ~zoned_np
@@ -221,7 +230,7 @@ def _parse_trimmed(text: _TimestampText, source_timezone: str) -> pd.Series:
             parsed = (parsed.tz_localize(source_timezone, ambiguous="NaT", nonexistent="NaT")
                       .tz_convert("UTC").tz_localize(None))
         out[naive_np] = parsed.to_numpy()
-    return pd.Series(pd.DatetimeIndex(out).floor("s"), index=text.index)
+    return out
 
 
 def utc_naive(moment: datetime) -> pd.Timestamp:
@@ -238,7 +247,8 @@ def route_timestamps(
     Comparisons are in UTC: ``now`` is converted, whatever the server's time zone.
     """
     text = _TimestampText(raw)
-    parsed = _parse_trimmed(text, rules.source_timezone)
+    exact = _parse_exact(text, rules.source_timezone)
+    parsed = _whole_seconds(exact, raw.index)
     limit = utc_naive(now) + rules.future_tolerance
     start = pd.Timestamp(rules.start_date)
     unparsed = parsed.isna().to_numpy()
@@ -249,7 +259,8 @@ def route_timestamps(
             (FUTURE_TIMESTAMP, far_future),
             (BEFORE_START_DATE, far_past),
             (INVALID_TIMESTAMP, unparsed),
-            (FUTURE_TIMESTAMP, (parsed > limit).to_numpy()),
+            # the instant as written, not its stored second: 0.5 s over the tolerance is over it
+            (FUTURE_TIMESTAMP, exact > limit.to_datetime64()),
             (BEFORE_START_DATE, (parsed < start).to_numpy()),
         ],
         raw.index,
