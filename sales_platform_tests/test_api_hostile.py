@@ -4,6 +4,8 @@ cut before its end, slow clients, huge validation payloads, reads without the to
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +20,7 @@ from sales_platform_tests.oracle import csv_bytes
 
 TOKEN = "hostile-token-91be2c"
 LIMIT = 1 << 20
+HEAD_TIMEOUT_S, BODY_TIMEOUT_S, PER_CLIENT = 3, 2, 24
 
 
 MASTER: list[int] = []  # the served gunicorn's master process
@@ -33,6 +36,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         mp.setenv(settings.DATA_DIR, str(data))
         mp.setenv(settings.DB_URL, f"sqlite:///{root / 'w.db'}")
         mp.setenv(settings.UPLOAD_MAX_BYTES, str(LIMIT))
+        mp.setenv(settings.API_HEADER_TIMEOUT_S, str(HEAD_TIMEOUT_S))
+        mp.setenv(settings.API_BODY_TIMEOUT_S, str(BODY_TIMEOUT_S))
+        mp.setenv(settings.API_MAX_CONNECTIONS_PER_CLIENT, str(PER_CLIENT))
         MASTER.clear()
         with gunicorn_api(root / "products.sqlite", TOKEN, pids=MASTER) as base_url:
             yield base_url, data
@@ -175,3 +181,69 @@ def test_a_huge_hostile_list_is_refused_with_bounded_memory(served, body):
     assert len(answer.json()["details"]) == 100
     growth_mb = (worker_peak_rss_kb() - before) / 1024
     assert growth_mb < 100, f"the worker's peak RSS grew by {growth_mb:.0f} MB"
+
+
+# --- 2. slow clients: heads read without a thread, timeouts, connections per client -------------
+
+def connect(base_url: str) -> socket.socket:
+    where = urlsplit(base_url)
+    return socket.create_connection((where.hostname, where.port), timeout=10)
+
+
+def test_ten_clients_trickling_headers_do_not_stop_the_api(served):
+    base_url, _ = served
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    sockets = [connect(base_url) for _ in range(10)]
+    stop = threading.Event()
+
+    def trickle() -> None:  # one byte per socket every 0.2 s, never the end of the head
+        for position in range(len(head)):
+            for sock in sockets:
+                try:
+                    sock.send(head[position:position + 1])
+                except OSError:
+                    pass
+            if stop.wait(0.2):
+                return
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    try:
+        time.sleep(1.0)  # every slow socket has sent bytes: gthread would have given each a thread
+        for _ in range(3):
+            health = requests.get(f"{base_url}/health", timeout=3)  # availability bound
+            assert health.status_code == 200
+        # a head not complete in time is answered 408 and closed
+        sockets[0].settimeout(HEAD_TIMEOUT_S + 5)
+        answer = sockets[0].recv(1024)
+        assert answer == b"" or status_of(answer) == 408, answer
+    finally:
+        stop.set()
+        sender.join(timeout=5)
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_stalled_upload_body_is_refused_after_the_body_timeout(served):
+    base_url, data = served
+    with connect(base_url) as sock:
+        sock.sendall(upload_head("stall.csv", f"Content-Length: {len(FILE)}\r\n") + FILE[:50])
+        sock.settimeout(BODY_TIMEOUT_S + 10)
+        answer = sock.recv(65536)  # no more bytes sent: the server gives up, not the client
+    assert status_of(answer) == 400, answer
+    assert drop_zone(data) == []
+
+
+def test_connections_per_client_are_bounded(served):
+    base_url, _ = served
+    held = [connect(base_url) for _ in range(PER_CLIENT)]
+    try:
+        time.sleep(0.5)
+        with connect(base_url) as extra:
+            answer = extra.recv(1024)
+        assert status_of(answer) == 429, answer
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.5)  # the server sees them close
+    assert requests.get(f"{base_url}/health", timeout=5).status_code == 200

@@ -260,7 +260,10 @@ def read_json_body() -> Iterator[Any]:
     """
     if not request.is_json:
         raise ApiError(415, "Content-Type must be application/json")
-    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    except OSError:  # the client stalled past the body timeout, or disconnected
+        raise ApiError(408, "the request body did not arrive in time; nothing was stored") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -446,6 +449,21 @@ def create_app(store_path: str | Path, token: str | None = None,
     return app
 
 
+def guarded_worker() -> type:
+    """The threaded worker with the limits of this environment (see api/server.py)."""
+    from sales_platform.api.server import GuardedThreadWorker
+
+    limits = {
+        "header_timeout_s": settings.env_number(settings.API_HEADER_TIMEOUT_S,
+                                                GuardedThreadWorker.header_timeout_s, 0.5, 300),
+        "body_timeout_s": settings.env_number(settings.API_BODY_TIMEOUT_S,
+                                              GuardedThreadWorker.body_timeout_s, 0.5, 3600),
+        "max_per_client": settings.env_number(settings.API_MAX_CONNECTIONS_PER_CLIENT,
+                                              GuardedThreadWorker.max_per_client, 1, 100_000,
+                                              integer=True)}
+    return type("ConfiguredWorker", (GuardedThreadWorker,), limits)
+
+
 def _allow_without_token(host: str, local: bool, dev_flag: bool) -> None:
     """Start without a token only on loopback and when asked explicitly, and say so loudly."""
     if not (dev_flag and local):
@@ -480,7 +498,7 @@ def serve(host: str, port: int, store_path: str | Path, token: str | None,
         log.info("products API on %s://%s:%s (store %s, %s)", scheme, host, bound[0],
                  store_path, "requests need the token" if token else "DEVELOPMENT MODE, open")
 
-    options = {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread",
+    options = {"bind": f"{host}:{port}", "workers": workers, "worker_class": guarded_worker(),
                "threads": 4, "timeout": 60, "graceful_timeout": 10, "when_ready": when_ready,
                "accesslog": None, "loglevel": "warning",
                # request line and header bounds: gunicorn answers 4xx past them
