@@ -55,10 +55,13 @@ def _positive_int(text: str) -> int:
 
 
 def _preflight(connect: bool = True) -> None:
-    """Every setting checked before anything is written (raises ConfigurationError)."""
-    from sales_platform.core.preflight import require_valid
+    """Every setting checked before anything is written (raises ConfigurationError); settings
+    that work but protect less are printed as warnings."""
+    from sales_platform.core.preflight import require_valid, warnings
 
     require_valid(connect=connect)
+    for warning in warnings():
+        print(f"{PROG}: warning: {warning.line()}", file=sys.stderr)
 
 
 def _ensure_dagster_home() -> Path:
@@ -194,12 +197,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from sales_platform.core.preflight import ConfigurationError, problems, summary
+    from sales_platform.core.preflight import ConfigurationError, problems, summary, warnings
 
     found = problems(connect=not args.offline)
     if found:
         raise ConfigurationError(found)
-    print("configuration OK")
+    warned = warnings()
+    print(f"configuration OK, with {len(warned)} warning(s)" if warned else "configuration OK")
+    for warning in warned:
+        print(f"  warning: {warning.line()}")
     for line in summary():
         print(f"  {line}")
     return 0

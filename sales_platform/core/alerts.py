@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sales_platform.core import settings
 from sales_platform.core.journal import append_once, recorded_ids
 from sales_platform.core.redact import redact_text
+from sales_platform.core.urls import require_secure
 
 
 @dataclass
@@ -44,7 +46,10 @@ def append_alert(path: Path, alert: RunFailureAlert) -> bool:
 
 
 def post_alert(url: str, alert: RunFailureAlert, timeout_s: float = 5.0) -> int:
+    """POST to the webhook, if the URL policy takes it (https, or http to this machine); no
+    redirects: one could lead the alert to plain http elsewhere."""
     import requests
 
-    reply = requests.post(url, json=asdict(alert), timeout=timeout_s)
+    url = require_secure(url, settings.ALERT_WEBHOOK).url
+    reply = requests.post(url, json=asdict(alert), timeout=timeout_s, allow_redirects=False)
     return reply.status_code

@@ -78,6 +78,10 @@ def post_commit(url: str, commit: LoadCommit, timeout_s: float = 5.0) -> int:
     """POST the summary; a non-2xx reply raises so the caller can retry the same commit later."""
     import requests
 
-    reply = requests.post(url, json=commit.as_dict(), timeout=timeout_s)
+    from sales_platform.core import settings
+    from sales_platform.core.urls import require_secure
+
+    url = require_secure(url, settings.ALERT_WEBHOOK).url  # no redirects: see alerts.post_alert
+    reply = requests.post(url, json=commit.as_dict(), timeout=timeout_s, allow_redirects=False)
     reply.raise_for_status()
     return reply.status_code

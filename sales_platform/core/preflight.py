@@ -194,7 +194,34 @@ def parse_db_url(raw: str) -> tuple[URL | None, list[Problem]]:
         return url, _sqlite_path_problems(url)
     if backend == "postgresql" and not url.database:
         return None, [Problem(var, "no database name in the URL (…/<database> at the end)")]
+    if backend == "postgresql" and pg_tls(url) == "clear":
+        return None, [Problem(var, f"{_pg_host(url)} is not this machine and the URL asks for no "
+                                   "verified TLS: add ?sslmode=verify-full (with sslrootcert=<CA file> "
+                                   "unless the system store signs the server), or sslmode=require "
+                                   "to encrypt without checking the server (warned)")]
     return url, []
+
+
+STRONG_SSLMODES = ("verify-full",)
+WEAK_SSLMODES = ("require", "verify-ca")  # encrypted, but the server's name is not checked
+
+
+def _pg_host(url: URL) -> str:
+    host = url.host or url.query.get("host") or ""
+    return host if isinstance(host, str) else ",".join(host)
+
+
+def pg_tls(url: URL) -> str:
+    """How a PostgreSQL URL protects its traffic: ``local`` (loopback or a Unix socket), ``verified``
+    (sslmode=verify-full), ``unverified`` (require, verify-ca) or ``clear`` (anything else)."""
+    from sales_platform.core.urls import is_loopback
+
+    hosts = [h.strip("[]") for h in _pg_host(url).split(",") if h]
+    if all(h.startswith("/") or is_loopback(h.lower()) for h in hosts):  # no host: the local socket
+        return "local"
+    mode = url.query.get("sslmode")
+    mode = mode if isinstance(mode, str) else ""
+    return "verified" if mode in STRONG_SSLMODES else "unverified" if mode in WEAK_SSLMODES else "clear"
 
 
 def _driver_problem(url: URL) -> Problem | None:
@@ -290,12 +317,11 @@ def check_database(connect: bool = True) -> list[Problem]:
 # --- blob, API, webhook ----------------------------------------------------------------------------
 
 def _http_url_problem(variable: str, raw: str) -> Problem | None:
-    from urllib.parse import urlsplit
+    """The platform's one URL policy (core/urls.py): https, or http to this machine only."""
+    from sales_platform.core.urls import problem
 
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return Problem(variable, f"{redact_text(raw)!r} is not an http(s) URL")
-    return None
+    why = problem(raw, variable)
+    return Problem(variable, why) if why else None
 
 
 def check_api(connect: bool = True, get: Callable[..., object] | None = None) -> list[Problem]:
@@ -328,6 +354,30 @@ def check_webhook() -> list[Problem]:
     raw = settings.value(settings.ALERT_WEBHOOK)
     problem = _http_url_problem(settings.ALERT_WEBHOOK, raw) if raw else None
     return [problem] if problem else []
+
+
+def check_openlineage() -> list[Problem]:
+    raw = settings.value(settings.OPENLINEAGE_URL)
+    problem = _http_url_problem(settings.OPENLINEAGE_URL, raw) if raw else None
+    return [problem] if problem else []
+
+
+def check_blob_endpoints() -> list[Problem]:
+    """The Azure endpoints under the same URL policy (Azurite on this machine may be http)."""
+    from sales_platform.core.urls import connection_string_endpoint
+
+    if not settings.value(settings.BLOB_CONTAINER):
+        return []
+    found = []
+    connection = settings.value(settings.BLOB_CONNECTION_STRING)
+    if connection:
+        problem = _http_url_problem(settings.BLOB_CONNECTION_STRING,
+                                    connection_string_endpoint(connection))
+        if problem:
+            found.append(Problem(problem.variable, f"its blob endpoint {problem.message}"))
+    account_url = settings.value(settings.BLOB_ACCOUNT_URL)
+    problem = _http_url_problem(settings.BLOB_ACCOUNT_URL, account_url) if account_url else None
+    return found + ([problem] if problem else [])
 
 
 def check_blob(connect: bool = True) -> list[Problem]:
@@ -364,7 +414,8 @@ def check_blob(connect: bool = True) -> list[Problem]:
 
 CHECKS: tuple[Callable[..., list[Problem]], ...] = (
     check_numbers, check_timezone, check_start_date, check_data_dir, check_schema_settings,
-    check_category_bins, check_executor, check_keys, check_webhook)
+    check_category_bins, check_executor, check_keys, check_webhook, check_openlineage,
+    check_blob_endpoints)
 CONNECTING_CHECKS: tuple[Callable[..., list[Problem]], ...] = (check_database, check_api, check_blob)
 
 
@@ -375,6 +426,27 @@ def problems(connect: bool = True) -> list[Problem]:
         found.extend(check())
     for check in CONNECTING_CHECKS:
         found.extend(check(connect=connect))
+    return found
+
+
+def database_warnings() -> list[Problem]:
+    raw = settings.value(settings.DB_URL)
+    url = parse_db_url(raw)[0] if raw else None
+    if url is not None and url.get_backend_name() == "postgresql" and pg_tls(url) == "unverified":
+        return [Problem(settings.DB_URL, f"sslmode={url.query.get('sslmode')} encrypts but does not "
+                                         f"check that {_pg_host(url)} is the server: use "
+                                         "sslmode=verify-full")]
+    return []
+
+
+WARNINGS: tuple[Callable[[], list[Problem]], ...] = (database_warnings,)
+
+
+def warnings() -> list[Problem]:
+    """Settings that work but protect less than they should (printed by check, run and demo)."""
+    found: list[Problem] = []
+    for check in WARNINGS:
+        found.extend(check())
     return found
 
 

@@ -23,7 +23,9 @@ from azure.storage.blob import (
 )
 from pydantic import Field, PrivateAttr
 
+from sales_platform.core import settings
 from sales_platform.core.blob_dropzone import BlobChangedError, BlobInfo
+from sales_platform.core.urls import connection_string_endpoint, require_secure
 from sales_platform.resources.blob import BlobStorageResource
 
 T = TypeVar("T")
@@ -88,28 +90,10 @@ def _block_id(upload_id: str, index: int) -> str:
     return f"{upload_id}-{index:08d}"
 
 
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def _connection_string_endpoint(connection_string: str) -> str:
-    """The blob endpoint a connection string points at (BlobEndpoint, else its protocol)."""
-    parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
-    if parts.get("UseDevelopmentStorage", "").lower() == "true":
-        return "http://127.0.0.1:10000"
-    if parts.get("BlobEndpoint"):
-        return parts["BlobEndpoint"]
-    return f"{parts.get('DefaultEndpointsProtocol', 'https')}://blob.core.windows.net"
-
-
-def _require_https(url: str) -> None:
+def _require_https(url: str, setting: str) -> None:
     """Blob traffic (sealed files, exports, keys in headers) only over TLS; plain HTTP is for
-    the local emulator (Azurite) alone."""
-    parts = urlsplit(url.strip())
-    if parts.scheme.lower() == "https" or (parts.scheme.lower() == "http" and parts.hostname in LOCAL_HOSTS):
-        return
-    raise ValueError(f"AzureBlobStorage: the blob endpoint must be https:// (http:// only to "
-                     f"localhost for Azurite), got {parts.scheme or 'no scheme'}:// for host "
-                     f"{parts.hostname!r}")
+    the local emulator (Azurite) alone: the platform's one URL policy (core/urls.py)."""
+    require_secure(url, setting)
 
 
 class AzureBlobStorage(BlobStorageResource):
@@ -149,7 +133,8 @@ class AzureBlobStorage(BlobStorageResource):
             if self.account_url or account_modes:
                 raise ValueError("AzureBlobStorage: connection_string excludes account_url, account_key, "
                                  "sas_token and use_default_credential")
-            _require_https(_connection_string_endpoint(self.connection_string))
+            _require_https(connection_string_endpoint(self.connection_string),
+                           f"{settings.BLOB_CONNECTION_STRING} (its blob endpoint)")
             return "connection string"
         if not self.account_url:
             raise ValueError("AzureBlobStorage: set connection_string, or account_url with one of "
@@ -159,7 +144,7 @@ class AzureBlobStorage(BlobStorageResource):
                              f"use_default_credential (got {len(account_modes)})")
         if account_modes[0] == "default credential" and not self.account_url.lower().startswith("https://"):
             raise ValueError("AzureBlobStorage: use_default_credential needs an https:// account_url")
-        _require_https(self.account_url)
+        _require_https(self.account_url, settings.BLOB_ACCOUNT_URL)
         return account_modes[0]
 
     def _credential(self, mode: str) -> Any:

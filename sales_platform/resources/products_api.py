@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import dagster as dg
 from pydantic import Field
 
 from sales_platform.api.schemas import TOKEN_HEADER
+from sales_platform.core import settings
 from sales_platform.core.redact import redact_text
+from sales_platform.core.urls import UrlPolicyError, require_secure
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -29,17 +30,13 @@ class ProductsApiError(RuntimeError):
     pass
 
 
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
 def require_https(base_url: str) -> str:
-    """The URL, if it is https:// (or http:// to this machine): the token and the catalogue's
-    plaintext product ids must not cross a network in clear."""
-    parts = urlsplit(base_url)
-    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
-        return base_url
-    raise ProductsApiError(f"products API URL must be https:// (http:// only to localhost), "
-                           f"got scheme {parts.scheme!r} for host {parts.hostname!r}")
+    """The URL, if it is https:// (or http:// to this machine), read as requests reads it: the
+    token and the catalogue's plaintext product ids must not cross a network in clear."""
+    try:
+        return require_secure(base_url, f"products API URL ({settings.API_URL})").url
+    except UrlPolicyError as exc:
+        raise ProductsApiError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sales_platform.core import settings
+from sales_platform.core.urls import require_secure
 from sales_platform.defs.governance.lineage import PLATFORM, Dataset, LineageNode, process_io
 
 if TYPE_CHECKING:
@@ -135,6 +137,7 @@ def client_for(data_dir: Path, url: str | None = None) -> OpenLineageClient:
     from openlineage.client.transport.http import HttpConfig, HttpTransport
 
     if url:
+        url = require_secure(url, settings.OPENLINEAGE_URL).url  # the platform's one URL policy
         return OpenLineageClient(transport=HttpTransport(HttpConfig(url=url, timeout=10.0)))
     path = Path(data_dir) / EVENTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
