@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, Integer, Table, and_, cast, delete, extract, func, insert, or_, select
 
+from sales_platform.core.csvsafe import safe_row
 from sales_platform.core.warehouse.tables import (
     agg_sales_by_customer,
     agg_sales_by_product,
@@ -73,7 +74,7 @@ def _write_csv(engine: Engine, table: Table, year: int, path: Path) -> int:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in conn.execution_options(yield_per=50_000).execute(query):
-            writer.writerow(row)
+            writer.writerow(safe_row(row))  # product names are anyone's text: no formulas
             rows += 1
     return rows
 

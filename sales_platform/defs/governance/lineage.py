@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sales_platform.core.csvsafe import safe_cell
 from sales_platform.core.ownership import owner_of
 
 READS = "lineage/reads"
@@ -337,7 +338,9 @@ def _names(qualified_names: Iterable[str], names: Mapping[str, str]) -> str:
 def table_files(tables: LineageTables) -> dict[str, bytes]:
     """File name -> content for the three CSVs and the Markdown summary."""
     def csv(frame: pd.DataFrame) -> bytes:
-        return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
+        text = frame.select_dtypes(include=["object", "string"]).columns  # numbers stay numbers
+        inert = frame.assign(**{c: frame[c].map(safe_cell) for c in text})
+        return inert.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
     return {DATASETS_FILE: csv(tables.datasets), PROCESSES_FILE: csv(tables.processes),
             EDGES_FILE: csv(tables.edges), SUMMARY_FILE: summary_markdown(tables).encode("utf-8")}
