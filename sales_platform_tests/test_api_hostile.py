@@ -247,3 +247,18 @@ def test_connections_per_client_are_bounded(served):
             sock.close()
     time.sleep(0.5)  # the server sees them close
     assert requests.get(f"{base_url}/health", timeout=5).status_code == 200
+
+
+# --- 4. names: control and format characters, names too long in bytes --------------------------
+
+@pytest.mark.parametrize("name", ["shop\nERROR forged.csv", "\x1b[31mred.csv", "x\u202ecsv.csv",
+                                  "zero\u200bwidth.csv", "line\u2028sep.csv", "\u5b57" * 96 + ".csv"])
+def test_hostile_upload_names_are_400_and_leave_nothing(served, name):
+    base_url, data = served
+    answer = requests.post(f"{base_url}/uploads", params={"name": name}, data=FILE, timeout=10,
+                           headers={"X-API-Token": TOKEN, "Content-Type": "text/csv"})
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["error"]
+    assert not any(ch in message for ch in "\n\x1b\u202e\u200b\u2028")
+    assert "control/format characters" in message or "bytes" in message
+    assert drop_zone(data) == []

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from sales_platform.core.intake import WAITING, FileOutcome, Intake, name_kind
+from sales_platform.core.intake import WAITING, FileOutcome, Intake, name_kind, printable_name
 from sales_platform.core.landing import name_id
 from sales_platform.core.warehouse.ledger import (
     DUPLICATE,
@@ -111,12 +111,14 @@ def scan_blobs(container: DropContainer, incoming_prefix: str, settle_s: float,
     now = now or datetime.now(UTC)
     drops = []
     for info in container.list_blobs(prefix):
-        name = info.name[len(prefix):]
-        if "/" in name:
-            drops.append(BlobDrop(info, name, "skip", f"{info.name}: in a sub-folder of the drop "
-                                  f"zone {prefix or '(container root)'}; only direct names are taken"))
+        raw = info.name[len(prefix):]
+        name = printable_name(raw)  # what the ledger, logs and run tags show
+        if "/" in raw:
+            drops.append(BlobDrop(info, name, "skip", f"{printable_name(info.name)}: in a sub-folder "
+                                  f"of the drop zone {prefix or '(container root)'}; only direct "
+                                  "names are taken"))
             continue
-        kind, reason = name_kind(name)
+        kind, reason = name_kind(raw)
         if kind in ("temp", "hidden"):
             drops.append(BlobDrop(info, name, "skip", reason))
             continue

@@ -22,6 +22,7 @@ import os
 import shutil
 import stat
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -144,19 +145,57 @@ def classify(path: Path) -> DropEntry:
         return DropEntry(path, "gone")
     if name.endswith(TEMP_SUFFIXES) or name.startswith("."):
         return DropEntry(path, *name_kind(name))
+    name = printable_name(name)  # from here on the name is only shown
     if stat.S_ISLNK(st.st_mode):
         return DropEntry(path, "unsafe", f"{name}: symbolic link, not followed (drop the file itself)")
     if not stat.S_ISREG(st.st_mode):
         kind = "directory" if stat.S_ISDIR(st.st_mode) else "FIFO" if stat.S_ISFIFO(st.st_mode) \
             else "special file"
         return DropEntry(path, "unsafe", f"{name}: a {kind}, not a regular file")
-    return DropEntry(path, *name_kind(name))
+    return DropEntry(path, *name_kind(path.name))
+
+
+# Control and format characters: a newline forges a log line or a reason file's line, ESC drives
+# the terminal, U+202E reverses what follows; a name carrying one is quarantined and shown escaped.
+UNSHOWN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+MAX_NAME_BYTES = 255  # NAME_MAX of the usual file systems (ext4, XFS, NTFS in UTF-16 units too)
 
 
 def printable_name(name: str) -> str:
-    """``name`` as text every store takes (ledger, reason file, Dagster metadata): the bytes of a
-    name that is not UTF-8 (read by Python as surrogate escapes) shown as ``\\xNN``."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """``name`` as text every store and reader takes (ledger, reason file, logs, terminal, Dagster
+    metadata): the bytes of a name that is not UTF-8 (read by Python as surrogate escapes) shown as
+    ``\\xNN``, control and format characters as ``\\xNN`` / ``\\uNNNN``."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(_escaped(ch) if unicodedata.category(ch) in UNSHOWN_CATEGORIES else ch
+                   for ch in text)
+
+
+def _not_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes of undecodable bytes
+        return True
+    return False
+
+
+def _escaped(ch: str) -> str:
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def name_problem(name: str) -> str | None:
+    """Why a file name cannot be a drop's name as it is, or None. One rule for every way in: folder
+    and blob drops, HTTP uploads."""
+    shown = printable_name(name)
+    if shown != name:
+        what = "is not valid UTF-8 (its other bytes" if _not_utf8(name) else \
+            "has control/format characters (they are"
+        return f"{shown}: the file name {what} shown as \\xNN or \\uNNNN); rename the file and " \
+               "drop it again"
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        return (f"{name[:60]}…: the file name is {size} bytes in UTF-8, over the "
+                f"{MAX_NAME_BYTES} a file system allows; use a shorter name")
+    return None
 
 
 def name_kind(name: str) -> tuple[str, str | None]:
@@ -167,9 +206,9 @@ def name_kind(name: str) -> tuple[str, str | None]:
     shown = printable_name(name)
     if name.startswith("."):
         return "hidden", f"{shown}: hidden file left alone"
-    if shown != name:
-        return "unsafe", (f"{shown}: the file name is not valid UTF-8 (its other bytes shown as "
-                          "\\xNN); rename the file and drop it again")
+    problem = name_problem(name)
+    if problem:
+        return "unsafe", problem
     if not name.lower().endswith(CSV_SUFFIXES):
         return "unsafe", f"{name}: not a .csv file (the drop zone takes *.csv only)"
     return "csv", None
