@@ -18,6 +18,10 @@ Rules, in the order they apply (first failing rule wins for a record):
 6. Row rules (cleaning): missing ids, ``invalid_identifier``, quantity rules, ``unknown_product``.
 7. Duplicates by normalized transaction id across all current files and days: ``duplicate_across_days``,
    ``duplicate_conflicting``, ``duplicate_identical`` (the earliest-landed copy, lowest row, is kept).
+
+A reject keeps the customer and product ids it was rejected with (stored as tokens): a row rule's
+reject (landing or cleaning) the cells as written, untrimmed; a duplicate the normalized ids, since it
+is a copy of a normalized transaction; a malformed record none (its whole text is one token).
 """
 
 from __future__ import annotations
@@ -85,6 +89,10 @@ class ExpectedReject:
     sale_date: date | None
     transaction_id: str | None
     stage: str
+    # what its customer_id / product_id tokens decrypt to (not part of equality: older tests
+    # compare rejects without them)
+    customer_id: str | None = field(default=None, compare=False)
+    product_id: str | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -328,10 +336,11 @@ def _check_record(version: _Version, columns: dict[str, int], source_row: int, r
     """Rules 4-6 for one record: the row that passed, or its reject."""
     def reject(reason: str, day: date | None = None, tid: str | None = None) -> ExpectedReject:
         stage = LANDING if day is None else CLEANING
-        return ExpectedReject(version.name, source_row, reason, day, tid, stage)
+        return ExpectedReject(version.name, source_row, reason, day, tid, stage,
+                              record[columns["customer_id"]], record[columns["product_id"]])
 
     if len(record) != len(version.header):
-        return reject("malformed_row")
+        return ExpectedReject(version.name, source_row, "malformed_row", None, None, LANDING)
     moment = check_timestamp(record[columns["timestamp"]], now=now, source_timezone=source_timezone,
                              start_date=start_date)
     if isinstance(moment, str):
@@ -398,7 +407,8 @@ def expected_state(drops: Sequence[Drop], *, now: datetime, known_products: set[
             rows, reason = rest, "duplicate_identical"
         for row in rows:
             rejects.append(
-                ExpectedReject(row.source_file, row.source_row, reason, row.sale_date, tid, CLEANING)
+                ExpectedReject(row.source_file, row.source_row, reason, row.sale_date, tid, CLEANING,
+                               row.customer_id, row.product_id)
             )
 
     order = {version.name: version.position for version in versions}
