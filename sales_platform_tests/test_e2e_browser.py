@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,8 @@ def test_sales_report_charts_show_on_the_asset_page(products_loaded: DagsterStac
     expect(page.locator(f'a[href*="/runs/{run["runId"]}"]').first).to_be_visible(timeout=UI_TIMEOUT_MS)
     # the bar tables show on the page itself, the full charts behind the metadata's button
     day = page.get_by_role("row").filter(has=page.get_by_role("cell", name="revenue_by_day", exact=True))
-    expect(day.get_by_role("cell", name=REPORT_DAY, exact=True)).to_be_visible()
+    shown_day = date.fromisoformat(REPORT_DAY).strftime("%d\u00a0%b")
+    expect(day.get_by_role("cell", name=shown_day, exact=True)).to_be_visible()
     expect(day).to_contain_text("█")
     expect(day.get_by_text("Show Markdown")).to_have_count(0)
     page.screenshot(path=str(shots / "sales_report_page.png"), animations="disabled")

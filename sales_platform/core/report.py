@@ -200,7 +200,7 @@ def render_charts(data: ReportData) -> dict[str, bytes]:
 
 
 INLINE_CHARS = 999  # the UI's limit for showing a markdown value inline
-BAR_WIDTH = 20
+BAR_WIDTH = 10
 
 
 def _bar(value: float, largest: float) -> str:
@@ -223,10 +223,16 @@ def bar_table(header: tuple[str, str], rows: list[tuple[str, float, str]], noun:
     return f"_{len(lines)} {noun}: see the charts_"
 
 
+def _day_label(day: date, one_year: bool) -> str:
+    # non-breaking spaces: the UI's narrow column must not wrap a date over two lines
+    return day.strftime("%d\u00a0%b" if one_year else "%d\u00a0%b\u00a0%Y")
+
+
 def revenue_by_day_table(data: ReportData) -> str:
-    rows = [(day.isoformat(), float(revenue), f"{revenue:,.2f} ({n} tx)")
-            for day, (n, revenue) in sorted(data.daily.items())]
-    return bar_table(("day", "revenue"), rows, "days")
+    one_year = data.first.year == data.last.year
+    rows = [(_day_label(day, one_year), float(revenue), f"{revenue:,.2f}")
+            for day, (_, revenue) in sorted(data.daily.items())]
+    return bar_table((f"day ({data.last.year})" if one_year else "day", "revenue"), rows, "days")
 
 
 def revenue_by_category_table(data: ReportData) -> str:
