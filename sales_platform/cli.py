@@ -190,6 +190,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     partition_range(args.start, None, args.days)
+    # `demo` is explicit demo mode: without a key, a demo key under the data dir (warned)
+    os.environ[settings.DEMO] = "1"
     _preflight()
     cmd_generate(args)
     args.first = args.last = None

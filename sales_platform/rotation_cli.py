@@ -211,4 +211,17 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
         print(f"key {entry.key_id} retired (disabled in the keyset)")
     keyset.files_bound = True  # every sealed file is bound now: none sealed without its name is opened
     context.save(keyset)
+    _warn_derived(keyset, context.master)
     return 0
+
+
+def _warn_derived(keyset: Keyset, master: bytes) -> None:
+    """A keyset made in demo mode (or before first keys were random) holds a key derived from the
+    master key: retired, but Dagster's run history keeps tokens under it (previews)."""
+    from sales_platform.core.keyset import derived_entries
+
+    for entry in derived_entries(keyset, master):
+        print(f"warning: key {entry.key_id} is derived from the master key: tokens under it kept in "
+              "Dagster's run history (metadata previews) stay readable with the master key alone. "
+              "Delete the runs from before this rotation, or accept it (docs/security.md, "
+              "'Where each key lives')", file=sys.stderr)

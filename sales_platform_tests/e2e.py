@@ -517,6 +517,7 @@ def stack_env(home: Path, data_dir: Path, db_url: str) -> dict[str, str]:
         "DAGSTER_HOME": str(home),
         settings.DATA_DIR: str(data_dir),
         settings.ENCRYPTION_KEY: generate_key(),
+        settings.DEMO: "1",  # the tests read tokens with the master key alone (derived first key)
         settings.DB_URL: db_url,
         "SALES_PLATFORM_SENSOR_INTERVAL_S": "2",
         "SALES_PLATFORM_SETTLE_S": "0.5",

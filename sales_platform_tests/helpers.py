@@ -26,7 +26,7 @@ def all_assets() -> list:
 def resources_for(data_dir: Path, db_url: str, key: str, **platform) -> dict:
     return {
         "platform": PlatformResource(data_dir=str(data_dir), encryption_key=key,
-                                     **{"settle_s": 0.0, **platform}),
+                                     **{"settle_s": 0.0, "demo": True, **platform}),
         "warehouse": SqlUrlWarehouse(database_url=db_url),
         "blob": LocalBlobStorage(root=str(data_dir / "blob")),
         "products_api": ProductsApiResource(store_path=str(data_dir / "products_api.sqlite")),

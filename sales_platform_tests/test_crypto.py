@@ -66,11 +66,16 @@ def test_rotation_keeps_old_tokens_readable(key):
     assert during.reencrypt(rotated, "customer_id") == rotated
 
 
-def test_the_platform_keyset_starts_with_the_key_from_secrets(tmp_path, key):
-    """A new deployment's keyset and Keyring.from_secrets agree (tools holding the master key)."""
+def test_a_demo_keyset_starts_with_the_key_from_secrets_a_production_one_does_not(tmp_path, key):
+    """In demo mode a new keyset and Keyring.from_secrets agree (tools holding the master key); in
+    production the first key is random: the master key alone decrypts nothing."""
     from sales_platform.core.crypto import parse_master_key
 
-    ring = load_or_create(tmp_path / "keyset.json", parse_master_key(key)).keyring()
+    production = load_or_create(tmp_path / "prod.json", parse_master_key(key)).keyring()
+    assert production.active.key_id != Keyring.from_secrets(key).active.key_id
+    with pytest.raises(CryptoError):
+        Tokenizer(Keyring.from_secrets(key)).decrypt(Tokenizer(production).encrypt("C1", "customer_id"))
+    ring = load_or_create(tmp_path / "keyset.json", parse_master_key(key), derive_first=True).keyring()
     assert ring.active.key_id == Keyring.from_secrets(key).active.key_id
     token = Tokenizer(ring).encrypt("C1", "customer_id")
     assert Tokenizer(Keyring.from_secrets(key)).decrypt(token, "customer_id") == "C1"

@@ -34,7 +34,8 @@ def lines(text: str) -> list[str]:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {"SALES_PLATFORM_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
+    return {"SALES_PLATFORM_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home"),
+            "SALES_PLATFORM_DEMO": "1"}
 
 
 # --- pre-flight: one line per wrong setting, naming the variable, exit 2 --------------------------

@@ -299,7 +299,7 @@ def test_plaintext_customer_ids_stay_in_the_users_drop_file(audit: Audit):
 
 def test_passwords_and_keys_are_redacted_from_displayed_urls_and_error_messages():
     password = f"pw-{uuid.uuid4().hex}"
-    url = f"postgresql+psycopg://loader:{password}@db.example:5432/sales"
+    url = f"postgresql+psycopg://loader:{password}@db.example:5432/sales?sslmode=verify-full"
     for warehouse in (SqlUrlWarehouse(database_url=url),
                       PostgresWarehouse(user="loader", password=password, host="db.example")):
         shown = warehouse.display_url()

@@ -104,9 +104,10 @@ class Keyset:
 
     @classmethod
     def initial(cls, master: bytes) -> Keyset:
-        """A new deployment's keyset: its first key is derived (HKDF-SHA256) from the master key, so
-        tooling holding only the master key (CLI, tests, ``Keyring.from_secrets``) reads a fresh
-        deployment. Keys added by ``rotate-keys`` are random: rotate once to have only random keys."""
+        """A demo deployment's keyset: its first key is derived (HKDF-SHA256) from the master key, so
+        tooling holding only the master key (tests, ``Keyring.from_secrets``) reads it. Outside demo
+        mode the first key is random (``Keyset.new``): the master key alone decrypts nothing, not
+        even tokens kept in Dagster's run history."""
         def derive(purpose: bytes, length: int) -> bytes:
             return HKDF(algorithm=hashes.SHA256(), length=length, salt=None,
                         info=b"sales_platform initial key " + purpose).derive(master)
@@ -235,14 +236,15 @@ def save_keyset(path: Path, keyset: Keyset, master: bytes) -> None:
 
 
 def load_or_create(path: Path, master: bytes, legacy_secrets: tuple[bytes, ...] = (),
-                   files_bound: bool = False) -> Keyset:
-    """The keyset at ``path``; created with one new key when absent, holding the previous format's
-    keys for ``legacy_secrets`` (decrypt only) so ``rotate-keys`` can migrate older data, and
+                   files_bound: bool = False, derive_first: bool = False) -> Keyset:
+    """The keyset at ``path``; created with one new key when absent (random; derived from the master
+    key with ``derive_first``, demo mode only), holding the previous format's keys for
+    ``legacy_secrets`` (decrypt only) so ``rotate-keys`` can migrate older data, and
     ``files_bound`` (no sealed file predates it). Creation is race-free: the new file is linked
     into place only if no other process was first."""
     if path.exists():
         return load_keyset(path, master)
-    keyset = Keyset.initial(master)
+    keyset = Keyset.initial(master) if derive_first else Keyset.new()
     keyset.files_bound = files_bound
     for secret in legacy_secrets:
         keyset.import_legacy(secret)
@@ -265,3 +267,60 @@ def keyring_for(data_dir: Path, master_key: str, legacy_keys: tuple[str, ...] = 
     master = parse_master_key(master_key)
     legacy_secrets = (master, *(parse_master_key(k) for k in legacy_keys))
     return load_or_create(Path(data_dir) / KEYSET_FILE, master, legacy_secrets).keyring()
+
+
+def derived_entries(keyset: Keyset, master: bytes) -> list[KeyEntry]:
+    """Keys of ``keyset`` derived from ``master`` (a demo keyset's, or one made before first keys were
+    random): whatever is under them, also in Dagster's run history, the master key alone decrypts."""
+    derived = Keyset.initial(master).keys[0]
+    return [e for e in keyset.keys if e.kind == TINK and e.siv == derived.siv]
+
+
+# --- the demo key (demo mode only) ---------------------------------------------------------------
+
+def _demo_key_problem(path: Path, info: os.stat_result) -> str | None:
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file (a link or something else put there): remove it"
+    if info.st_uid != os.geteuid():
+        return (f"{path} belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()}): another "
+                "account made it and knows the key; remove it (a new demo key is made)")
+    if info.st_mode & 0o077:
+        return (f"{path} has mode {stat.S_IMODE(info.st_mode):04o}: other accounts may have read the key; "
+                "remove it (a new demo key is made), or chmod 600 it if nobody else can have read it")
+    return None
+
+
+def demo_key_problem(path: Path) -> str | None:
+    """Why the demo key file cannot be trusted (not ours, readable by others, a link), or None."""
+    try:
+        return _demo_key_problem(path, os.lstat(path))
+    except FileNotFoundError:
+        return None
+
+
+def read_demo_key(path: Path, create: bool = True) -> str:
+    """The demo key at ``path`` (created 0600 when absent with ``create``); refused when another account
+    owns it, could read it, or it is not a plain file (settings.SettingError naming the file and fix)."""
+    from sales_platform.core.crypto import generate_key
+
+    if create:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(generate_key())
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no demo key yet (PlatformResource.prepare creates it)") from None
+    except OSError:  # ELOOP: a symbolic link
+        raise settings.SettingError(f"{settings.ENCRYPTION_KEY} is not set and the demo key "
+                                    f"{path} is a symbolic link: remove it") from None
+    with os.fdopen(fd) as handle:
+        problem = _demo_key_problem(path, os.fstat(handle.fileno()))  # the file actually opened
+        if problem:
+            raise settings.SettingError(f"{settings.ENCRYPTION_KEY} is not set and the demo key {problem}")
+        return handle.read().strip()

@@ -163,7 +163,42 @@ def check_keys() -> list[Problem]:
                 problems.append(Problem(name, f"cannot be used as a key ({_first_line(exc, (value,))}); "
                                               "make one with: python -c 'from sales_platform.core.crypto "
                                               "import generate_key; print(generate_key())'"))
-    return problems
+    return problems + _key_source_problems(active)
+
+
+def _key_source_problems(active: str) -> list[Problem]:
+    """Where the master key comes from: the variable, a readable key file, or (demo mode only) a
+    demo key file that this account alone owns and reads."""
+    from sales_platform.core.keyset import demo_key_problem
+
+    key_file = settings.value(settings.ENCRYPTION_KEY_FILE)
+    if active:
+        return []
+    if key_file:
+        path = Path(key_file).expanduser()
+        if not path.is_file() or not os.access(path, os.R_OK):
+            return [Problem(settings.ENCRYPTION_KEY_FILE, f"{path} does not exist or is not readable "
+                                                          "(a file holding the base64 master key)")]
+        return []
+    if not settings.demo_mode():
+        return [Problem(settings.ENCRYPTION_KEY,
+                        "not set: production needs the master key here (or a file holding it in "
+                        f"{settings.ENCRYPTION_KEY_FILE}); make one with: python -c 'from "
+                        "sales_platform.core.crypto import generate_key; print(generate_key())'. For a "
+                        f"demo, {settings.DEMO}=1 keeps a demo key under the data dir")]
+    problem = demo_key_problem(settings.data_dir() / settings.DEMO_KEY_FILE)
+    return [Problem(settings.DEMO, f"the demo key {problem}")] if problem else []
+
+
+def demo_warnings() -> list[Problem]:
+    if not settings.demo_mode():
+        return []
+    where = ("the master key set" if settings.value(settings.ENCRYPTION_KEY)
+             or settings.value(settings.ENCRYPTION_KEY_FILE)
+             else f"the demo key {settings.data_dir() / settings.DEMO_KEY_FILE}, beside the data it protects")
+    return [Problem(settings.DEMO, f"demo mode: {where}; a new keyset's first key is derived from the "
+                                   "master key. Not for production: unset it and set "
+                                   f"{settings.ENCRYPTION_KEY}")]
 
 
 # --- database --------------------------------------------------------------------------------------
@@ -439,7 +474,7 @@ def database_warnings() -> list[Problem]:
     return []
 
 
-WARNINGS: tuple[Callable[[], list[Problem]], ...] = (database_warnings,)
+WARNINGS: tuple[Callable[[], list[Problem]], ...] = (demo_warnings, database_warnings)
 
 
 def warnings() -> list[Problem]:
@@ -457,13 +492,21 @@ def require_valid(connect: bool = True) -> None:
         raise ConfigurationError(found)
 
 
+def _key_source() -> str:
+    if settings.value(settings.ENCRYPTION_KEY):
+        return "set"
+    if settings.value(settings.ENCRYPTION_KEY_FILE):
+        return f"from {settings.value(settings.ENCRYPTION_KEY_FILE)}"
+    return f"demo key {settings.data_dir() / settings.DEMO_KEY_FILE}"
+
+
 def summary() -> list[str]:
     """What is configured, secrets redacted (printed by `sales-platform check` when all is well)."""
     db = settings.value(settings.DB_URL)
     return [
         f"data dir: {settings.data_dir()}",
         f"warehouse: {redact_url(db) if db else settings.warehouse_kind() + ' (embedded default)'}",
-        f"key: {'set' if settings.value(settings.ENCRYPTION_KEY) else 'demo key under the data dir'}",
+        f"key: {_key_source()}",
         f"blob: {settings.value(settings.BLOB_CONTAINER, 'local folder')}",
         f"products API: {redact_text(settings.value(settings.API_URL)) or 'in-process'}",
     ]

@@ -13,6 +13,8 @@ ENCRYPTION_KEY = "SALES_PLATFORM_ENCRYPTION_KEY"
 RETIRED_KEYS = "SALES_PLATFORM_RETIRED_KEYS"  # previous-format keys, read for the migration only
 ENCRYPTION_KEY_FILE = "SALES_PLATFORM_ENCRYPTION_KEY_FILE"  # a file holding the master key instead
 KEYSET_FILE = "SALES_PLATFORM_KEYSET_FILE"  # the wrapped keyset (default <data dir>/keys/keyset.json)
+DEMO = "SALES_PLATFORM_DEMO"  # 1: a demo or test deployment (demo key under the data dir, derived first key)
+DEMO_KEY_FILE = "keys/demo.key"  # under the data dir, demo mode only
 START_DATE = "SALES_PLATFORM_START_DATE"
 API_URL = "SALES_PLATFORM_API_URL"
 ALERT_WEBHOOK = "SALES_PLATFORM_ALERT_WEBHOOK"
@@ -74,6 +76,11 @@ def value(name: str, default: str = "") -> str:
 def flag(name: str) -> bool:
     """A yes/no setting: 1, true or yes (any case) is yes."""
     return value(name).lower() in ("1", "true", "yes")
+
+
+def demo_mode() -> bool:
+    """Explicit demo mode (``make run``, ``make ui``, ``sales-platform demo``, the tests)."""
+    return flag(DEMO)
 
 
 class SettingError(ValueError):

@@ -28,6 +28,7 @@ def platform_resource() -> PlatformResource:
         retired_keys=_env_or(settings.RETIRED_KEYS, None),
         encryption_key_file=_env_or(settings.ENCRYPTION_KEY_FILE, None),
         keyset_file=_env_or(settings.KEYSET_FILE, None),
+        demo=settings.demo_mode(),
         start_date=_env_or(settings.START_DATE, settings.DEFAULT_START_DATE),
         schema_contract=_env_or(settings.SCHEMA_CONTRACT, None),
         schema_policy=_env_or(settings.SCHEMA_POLICY, None),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import stat
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -13,35 +11,34 @@ import dagster as dg
 from pydantic import Field
 
 from sales_platform.core import settings
-from sales_platform.core.crypto import Keyring, generate_key, parse_master_key
-from sales_platform.core.keyset import KEYSET_FILE, Keyset, load_keyset, load_or_create
+from sales_platform.core.crypto import Keyring, parse_master_key
+from sales_platform.core.keyset import KEYSET_FILE, Keyset, load_keyset, load_or_create, read_demo_key
 from sales_platform.core.quality import QualityRules
 from sales_platform.core.rotation.files import sealed_files
 from sales_platform.core.schema import SchemaContract
 from sales_platform.core.store import DataAreas
 
 log = logging.getLogger(__name__)
-DEMO_KEY_FILE = "keys/demo.key"
+DEMO_KEY_FILE = settings.DEMO_KEY_FILE
 _warned_demo_keys: set[Path] = set()
 
 
 def demo_key(data_dir: Path, create: bool = True) -> str:
-    """The demo key under the data dir; with ``create`` made once with 0600 permissions."""
+    """The demo key under the data dir (demo mode only): made once, 0600, refused if another account
+    owns it or could read it."""
     path = data_dir / DEMO_KEY_FILE
-    if create and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(generate_key())
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no demo key yet (PlatformResource.prepare creates it)")
+    key = read_demo_key(path, create=create)
     if path not in _warned_demo_keys:  # once per process, not once per step or resource use
         _warned_demo_keys.add(path)
-        log.warning(
-            "%s is not set: using the demo key in %s. Production must set %s.",
-            settings.ENCRYPTION_KEY, path, settings.ENCRYPTION_KEY,
-        )
-    return path.read_text().strip()
+        log.warning("%s=1 and %s is not set: using the demo key in %s. Production must set %s.",
+                    settings.DEMO, settings.ENCRYPTION_KEY, path, settings.ENCRYPTION_KEY)
+    return key
+
+
+def missing_key_message() -> str:
+    return (f"{settings.ENCRYPTION_KEY} is not set: set it (or {settings.ENCRYPTION_KEY_FILE}) to the "
+            "master key (make one with: python -c 'from sales_platform.core.crypto import generate_key; "
+            f"print(generate_key())'), or {settings.DEMO}=1 for a demo with a key kept under the data dir")
 
 
 class PlatformResource(dg.ConfigurableResource):
@@ -62,6 +59,9 @@ class PlatformResource(dg.ConfigurableResource):
         default=None, description="The wrapped keyset (default <data_dir>/keys/keyset.json).")
     retired_keys: str | None = Field(
         default=None, description="Comma-separated keys of the previous format (read for the migration).")
+    demo: bool = Field(
+        default=False, description="Demo mode (SALES_PLATFORM_DEMO): without a key, a demo key under "
+        "the data dir; a new keyset's first key derived from the master key. Never in production.")
     start_date: str = settings.DEFAULT_START_DATE
     max_quantity: int = 1000
     max_reject_rate: float = Field(
@@ -91,7 +91,8 @@ class PlatformResource(dg.ConfigurableResource):
         retired = [parse_master_key(k) for k in (self.retired_keys or "").split(",") if k.strip()]
         # a new keyset is bound from the start when no sealed file predates it
         fresh = not self.keyset_path.exists() and not sealed_files(self.areas)
-        load_or_create(self.keyset_path, master, (master, *retired), files_bound=fresh)
+        load_or_create(self.keyset_path, master, (master, *retired), files_bound=fresh,
+                       derive_first=self.demo)
 
     @property
     def areas(self) -> DataAreas:
@@ -106,6 +107,8 @@ class PlatformResource(dg.ConfigurableResource):
             return parse_master_key(self.encryption_key)
         if self.encryption_key_file:
             return parse_master_key(Path(self.encryption_key_file).expanduser().read_text())
+        if not self.demo:
+            raise settings.SettingError(missing_key_message())
         return parse_master_key(demo_key(self.areas.root, create=create))
 
     @property
