@@ -96,6 +96,18 @@ class Harness:
                                        sales_rejects.c.reason, sales_rejects.c.sale_date)).all()
         return sorted((f, r, reason, d) for f, r, reason, d in rows)
 
+    def reject_ids(self) -> list[tuple]:
+        """(file, row, reason, sale date, customer, product) of every reject, its ids decrypted."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(sales_rejects.c.source_file, sales_rejects.c.source_row,
+                                       sales_rejects.c.reason, sales_rejects.c.sale_date,
+                                       sales_rejects.c.customer_id, sales_rejects.c.product_id)).all()
+        return sorted(((f, r, reason, d, self._plain(c, "customer_id"), self._plain(p, "product_id"))
+                       for f, r, reason, d, c, p in rows), key=_reject_order)
+
+    def _plain(self, token: str | None, column: str) -> str | None:
+        return None if token is None else self.tokenizer.decrypt(token, column)
+
     def ledger(self) -> dict[tuple[str, str], dict]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(file_ledger)).mappings().all()
@@ -116,6 +128,15 @@ def expected_rejects(expected: Expected) -> list[tuple]:
     return sorted((r.source_file, r.source_row, r.reason, r.sale_date) for r in expected.rejects)
 
 
+def expected_reject_ids(expected: Expected) -> list[tuple]:
+    return sorted(((r.source_file, r.source_row, r.reason, r.sale_date, r.customer_id, r.product_id)
+                   for r in expected.rejects), key=_reject_order)
+
+
+def _reject_order(reject: tuple) -> tuple:
+    return reject[0], reject[1] or 0, reject[2]
+
+
 def assert_matches_oracle(harness: Harness, **rules) -> Expected:
     """The warehouse holds exactly what the oracle computes from the files dropped."""
     expected = harness.expected(**rules)
@@ -124,6 +145,8 @@ def assert_matches_oracle(harness: Harness, **rules) -> Expected:
     extra = {k: v for k, v in actual_sales.items() if want_sales.get(k) != v}
     assert not missing and not extra, f"sales differ: expected {missing}, found {extra}"
     assert harness.reject_rows() == expected_rejects(expected)
+    # ... and each reject holds the ids it was rejected with, as tokens
+    assert harness.reject_ids() == expected_reject_ids(expected)
     return expected
 
 

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, insert, select
 
 from sales_platform.core import quality as q
 from sales_platform.core import settings
-from sales_platform.core.crypto import Keyring, Tokenizer
+from sales_platform.core.crypto import Keyring, Tokenizer, generate_key
 from sales_platform.core.csvread import MAX_ROW_CHARS
 from sales_platform.core.intake import Intake
 from sales_platform.core.landing import MAX_COLUMNS
@@ -271,8 +271,6 @@ RATE_DAYS = {
 def rate_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, int]]:
     """One range run over the four days, at the default limit: each file's ledger state and its
     day's rows in sales."""
-    from sales_platform.core.crypto import generate_key
-
     root = tmp_path_factory.mktemp("rate")
     data_dir = root / "data"
     for name, spec in RATE_DAYS.items():
@@ -417,8 +415,6 @@ class Rollups:
 def rollups(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rollups]:
     """SALES written into `sales`, each day's aggregates refreshed as the day step does, then one
     run of the rollups and exports."""
-    from sales_platform.core.crypto import generate_key
-
     root = tmp_path_factory.mktemp(f"rollups_{request.param}")
     key = generate_key()
     with module_backend(request.param, root) as url, pytest.MonkeyPatch.context() as mp:
