@@ -55,7 +55,7 @@ ui: install
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/
 	# from DAGSTER_HOME: Dagster warns about a dagster.yaml in the current folder it does not use
 	# explicit demo mode (the demo key under data/, as `make run`); SALES_PLATFORM_DEMO=0 to leave it
-	cd $(DAGSTER_HOME) && SALES_PLATFORM_DATA_DIR=$${SALES_PLATFORM_DATA_DIR:-$(CURDIR)/data} \
+	cd $(DAGSTER_HOME) && umask 077 && SALES_PLATFORM_DATA_DIR=$${SALES_PLATFORM_DATA_DIR:-$(CURDIR)/data} \
 	  SALES_PLATFORM_DEMO=$${SALES_PLATFORM_DEMO-1} \
 	  $(abspath $(BIN))/dagster dev -w $(CURDIR)/workspace.yaml -p $(PORT)
 

@@ -497,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     from sales_platform.core.preflight import ConfigurationError
 
     try:
+        from sales_platform.core.private_files import secure_start
+
+        secure_start()  # umask 077, data folders 0700, a linked data folder refused
         return args.func(args)
     except ConfigurationError as exc:
         if args.debug:

@@ -6,6 +6,11 @@ from pathlib import Path
 import dagster as dg
 
 from sales_platform.console import console
+from sales_platform.core.private_files import secure_start
+
+# Every process that loads the definitions (webserver, daemon, run and step workers) writes private
+# files only: umask 077, the data dir's folders 0700, a symbolically linked data folder refused.
+secure_start()
 
 # The platform uses a few features Dagster marks beta/preview (single-run backfill policy, partitioned
 # check specs) on purpose: say so once here instead of ~20 warnings on every command. Deprecations

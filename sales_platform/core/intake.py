@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 
 from sales_platform.core.crypto import Keyring, archive_identity, seal_file
 from sales_platform.core.landing import MAX_COLUMNS, FileRejected, Lander, name_id
+from sales_platform.core.private_files import create_private, private_folder
 from sales_platform.core.quality import QualityRules
 from sales_platform.core.schema import SchemaContract
 from sales_platform.core.store import DataAreas, safe_name
@@ -229,6 +230,14 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
 
+def clear_spool(spool: Path) -> None:
+    """Plaintext copies left by a process that died (kill -9 mid-read) go at the next start; a link
+    planted in the spool's place is removed, never followed."""
+    if spool.is_symlink():
+        spool.unlink()
+    shutil.rmtree(spool, ignore_errors=True)
+
+
 class Intake:
     def __init__(self, areas: DataAreas, engine: Engine, keyring: Keyring,
                  contract: SchemaContract, rules: QualityRules, code_version: str,
@@ -251,11 +260,12 @@ class Intake:
     def spool(self) -> Path:
         return self.areas.staging / "spool"
 
+
     def run(self, only: set[str] | None = None) -> list[FileOutcome]:
         """Take what is ready in the drop zone (or only the names given); one outcome per entry."""
         outcomes = []
         with self.areas.lock("intake"):
-            shutil.rmtree(self.spool, ignore_errors=True)  # left by a process that died
+            clear_spool(self.spool)
             for entry in drop_zone_entries(self.areas.incoming):
                 if only is not None and printable_name(entry.path.name) not in only:
                     continue  # names travel in run config as printable text
@@ -281,7 +291,7 @@ class Intake:
             return self._quarantine(path, "", before.st_size,
                                     f"{name}: {before.st_size} bytes, over the limit of "
                                     f"{self.max_file_bytes} (SALES_PLATFORM_MAX_FILE_BYTES)")
-        self.spool.mkdir(parents=True, exist_ok=True)
+        private_folder(self.spool)
         copy = self.spool / f"{now_ns()}-{name_id(name)}.csv"
         try:
             sha, size = self._read_once(path, before, copy)
@@ -305,7 +315,7 @@ class Intake:
             opened = os.fstat(fd)
             if (opened.st_ino, opened.st_dev) != (before.st_ino, before.st_dev):
                 raise FileChanged(f"{path.name}: replaced while being opened; taken next time")
-            with open(fd, "rb", closefd=False) as source, open(copy, "wb") as target:
+            with open(fd, "rb", closefd=False) as source, os.fdopen(create_private(copy), "wb") as target:
                 for block in iter(lambda: source.read(1 << 20), b""):
                     digest.update(block)
                     target.write(block)
@@ -382,7 +392,7 @@ class Intake:
         return FileOutcome(path.name, sha, DUPLICATE, error=message)
 
     def _quarantine_target(self, name: str) -> Path:
-        self.areas.quarantine.mkdir(parents=True, exist_ok=True)
+        private_folder(self.areas.quarantine)
         return self.areas.quarantine / quarantine_name(name, time.time_ns())
 
     def _quarantine(self, path: Path, sha: str, size: int, reason: str) -> FileOutcome:
@@ -390,8 +400,8 @@ class Intake:
         name = printable_name(path.name)
         target = self._quarantine_target(name)
         os.replace(path, target)  # a rename: moves a link or FIFO itself, never its target
-        target.with_name(target.name + REASON_SUFFIX).write_text(
-            f"file: {name}\nreason: {reason}\n")
+        with os.fdopen(create_private(target.with_name(target.name + REASON_SUFFIX)), "w") as note:
+            note.write(f"file: {name}\nreason: {reason}\n")
         record_not_landed(self.engine, name, sha, size, QUARANTINED, reason,
                           str(target.relative_to(self.areas.root)), self.code_version, self.now)
         return FileOutcome(name, sha, QUARANTINED, error=reason)

@@ -104,7 +104,9 @@ def check_data_dir() -> list[Problem]:
         return [Problem(settings.DATA_DIR, f"{root}: {existing} is not a folder")]
     if not os.access(existing, os.W_OK | os.X_OK):
         return [Problem(settings.DATA_DIR, f"{root}: {existing} is not writable by this user")]
-    return []
+    from sales_platform.core.private_files import link_message, linked_folders
+
+    return [Problem(settings.DATA_DIR, link_message(folder)) for folder in linked_folders(root)]
 
 
 def check_schema_settings() -> list[Problem]:

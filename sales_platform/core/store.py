@@ -27,6 +27,7 @@ from sales_platform.core.crypto import (
     seal_bytes,
     sealed_identity,
 )
+from sales_platform.core.private_files import create_private, private_folder
 
 SEALED_SUFFIX = ".parquet.sealed"
 PLAIN_SUFFIX = ".parquet"
@@ -51,7 +52,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{_writer_id()}.partial")
     try:
-        with open(tmp, "wb") as handle:
+        with os.fdopen(create_private(tmp), "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -121,7 +122,7 @@ class DataAreas:
 
     def ensure(self) -> None:
         for folder in (self.incoming, self.archive, self.quarantine, self.staging):
-            folder.mkdir(parents=True, exist_ok=True)
+            private_folder(folder)
 
     def fragments(self, layer: str, day: str) -> list[Path]:
         return fragment_files(self.layer_dir(layer, day))
