@@ -70,7 +70,7 @@ def _ensure_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = PROJECT_ROOT / "dagster.yaml"
     if config.exists() and not (home / "dagster.yaml").exists():
-        shutil.copy(config, home / "dagster.yaml")
+        shutil.copyfile(config, home / "dagster.yaml")  # not its mode: private like the rest
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     return home
 
