@@ -77,6 +77,18 @@ def statuses(blob_intake: BlobIntake) -> list[tuple[str, str, str]]:
     return [(r["file_name"], r["sha256"], r["status"]) for r in ledger_rows(blob_intake.intake.engine)]
 
 
+def test_a_duplicate_blob_is_moved_to_the_archive_prefix_like_a_landed_one(blob_intake, raw, storage):
+    """A blob recorded as skipped_duplicate leaves the drop zone (moved to the archive prefix under
+    its content and name), so the next tick does not download it again."""
+    content = csv_bytes(rows("D", 5))
+    storage.list_names()  # creates the container
+    upload(raw, "a.csv", content)
+    upload(raw, "b.csv", content)  # the same bytes under another name: a duplicate
+    assert sorted(o.status for o in blob_intake.run()) == ["landed", "skipped_duplicate"]
+    archived = f"sales/incoming-archive/{sha256_hex(content)}/"
+    assert names(raw) == [f"{archived}a.csv", f"{archived}b.csv"]
+    assert blob_intake.run() == []
+
 def test_same_content_again_is_a_duplicate_new_content_a_new_version(blob_intake, raw, storage):
     first = csv_bytes(rows("T", 20))
     storage.list_names()  # creates the container

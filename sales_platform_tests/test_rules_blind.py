@@ -1,0 +1,211 @@
+"""Rules that a blind mutation run (tools/blind_mutations.py, report in
+tools/blind_mutation_report.md) found untested: one test per rule, named after it, each expectation
+written from the inputs and the documentation, never from the platform's own counts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+from datetime import date, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import insert, select
+
+from sales_platform.core import preflight, settings
+from sales_platform.core.crypto import CryptoError, parse_master_key
+from sales_platform.core.intake import Intake
+from sales_platform.core.products import products_from_items
+from sales_platform.core.quality import QualityRules
+from sales_platform.core.schema import SchemaContract
+from sales_platform.core.store import DataAreas
+from sales_platform.core.uploads import UploadRefused, receive
+from sales_platform.core.warehouse.engine import make_engine
+from sales_platform.core.warehouse.loading import SalesLoader
+from sales_platform.core.warehouse.tables import file_ledger, sales, sales_rejects
+
+NOW = datetime(2024, 6, 1)
+HEADER = "transaction_id,customer_id,product_id,quantity,timestamp"
+
+
+@pytest.fixture
+def intake(data_dir: Path, keyring, tmp_path: Path) -> Intake:
+    areas = DataAreas(data_dir)
+    areas.ensure()
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    return Intake(areas, engine, keyring, SchemaContract(), QualityRules(start_date=date(2024, 1, 1)),
+                  code_version="test", now=NOW, settle_s=0)
+
+
+# docs/operations.md: "*.tmp, *.partial, *.part, *.crdownload) are in progress and left alone"
+@pytest.mark.parametrize("suffix", [".tmp", ".partial", ".part", ".crdownload"])
+def test_drop_zone_leaves_files_in_progress_alone(intake: Intake, data_dir: Path, suffix: str) -> None:
+    incoming = data_dir / "incoming"
+    partial = incoming / f"sales.csv{suffix}"
+    partial.write_text(f"{HEADER}\nT1,C1,P1,1,2024-03-01T10:00:00\n")
+    assert intake.run() == []
+    assert partial.exists()
+    assert [p for p in (data_dir / "quarantine").iterdir()] == []
+
+
+def _landing_rejects(intake: Intake) -> list[tuple[int, str]]:
+    with intake.engine.connect() as conn:
+        return sorted(conn.execute(select(sales_rejects.c.source_row, sales_rejects.c.reason)).all())
+
+
+# docs/pipeline.md: source_row is the 1-based number of the data record after the header, blank
+# lines not counted. A record of empty fields (",,,,") is a record, not a blank line, on both the
+# fast path and the exact path (a blank line before the header sends the file to the exact path).
+@pytest.mark.parametrize("lead", ["", "\n"], ids=["fast_path", "exact_path"])
+def test_a_record_of_empty_fields_is_a_numbered_row_not_a_blank_line(
+        intake: Intake, data_dir: Path, lead: str) -> None:
+    (data_dir / "incoming" / "empty_fields.csv").write_text(
+        f"{lead}{HEADER}\n"
+        "T1,C1,P1,1,2024-03-01T10:00:00\n"
+        ",,,,\n"
+        "\n"
+        "T3,C1,P1,1,not a date\n")
+    (outcome,) = intake.run()
+    assert outcome.status == "landed"
+    # record 2 (",,,,") has no timestamp; the blank line is skipped; record 3 has a bad one
+    assert _landing_rejects(intake) == [(2, "missing_timestamp"), (3, "invalid_timestamp")]
+
+
+# A file written again after it was read is a new version: it stays in the drop zone and lands
+# next time. Rewritten in place (same inode) with the same size, only its mtime tells.
+def test_a_file_rewritten_in_place_with_the_same_size_while_landing_stays_as_a_new_version(
+        intake: Intake, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = data_dir / "incoming" / "sales.csv"
+    first = f"{HEADER}\nT1,C1,P1,1,2024-03-01T10:00:00\n".encode()
+    second = first.replace(b"T1,C1,P1,1", b"T1,C1,P1,2")
+    assert len(first) == len(second)
+    path.write_bytes(first)
+    land = intake.lander.land
+
+    def land_then_rewrite(*args, **kwargs):
+        result = land(*args, **kwargs)
+        with open(path, "r+b") as handle:  # same inode, same size, new content
+            handle.write(second)
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        return result
+
+    monkeypatch.setattr(intake.lander, "land", land_then_rewrite)
+    (outcome,) = intake.run()
+    assert outcome.status == "landed" and outcome.sha256 == hashlib.sha256(first).hexdigest()
+    assert path.read_bytes() == second  # not removed: its new content has not landed
+    monkeypatch.setattr(intake.lander, "land", land)
+    (again,) = intake.run()
+    assert again.status == "landed" and again.sha256 == hashlib.sha256(second).hexdigest()
+    assert not path.exists()
+
+
+def _upload_content() -> bytes:
+    return f"{HEADER}\nT1,C1,P1,1,2024-03-01T10:00:00\nT2,C1,P1,1,2024-03-01T11:00:00\n".encode()
+
+
+# SALES_PLATFORM_UPLOAD_MAX_BYTES is the most an upload may have: exactly that many is taken.
+def test_upload_max_bytes_takes_an_upload_of_exactly_the_limit(tmp_path: Path) -> None:
+    content = _upload_content()
+    received = receive(io.BytesIO(content), tmp_path, "x.csv", SchemaContract(),
+                       max_bytes=len(content), declared_size=len(content))
+    assert received.size_bytes == len(content)
+    assert (tmp_path / "x.csv").read_bytes() == content
+
+
+# One byte over the limit is refused, also when it arrives in the first block read (no declared
+# length: a chunked body), and nothing is left in the drop zone.
+def test_upload_max_bytes_refuses_one_byte_over_the_limit_without_a_declared_length(
+        tmp_path: Path) -> None:
+    content = _upload_content()
+    with pytest.raises(UploadRefused) as refused:
+        receive(io.BytesIO(content), tmp_path, "x.csv", SchemaContract(), max_bytes=len(content) - 1)
+    assert refused.value.status == 413
+    assert list(tmp_path.iterdir()) == []
+
+
+# docs/configuration.md: SALES_PLATFORM_ENCRYPTION_KEY is a base64 master key of at least 16 bytes.
+@pytest.mark.parametrize(("length", "accepted"), [(15, False), (16, True), (32, True)])
+def test_encryption_key_of_at_least_16_bytes_is_accepted(length: int, accepted: bool) -> None:
+    raw = bytes(range(1, length + 1))
+    text = base64.b64encode(raw).decode("ascii")
+    if accepted:
+        assert parse_master_key(text) == raw
+    else:
+        with pytest.raises(CryptoError, match="at least 16 bytes"):
+            parse_master_key(text)
+
+
+# docs/configuration.md: SALES_PLATFORM_MAX_REJECT_RATE is a share between 0 and 1 (0.2 by
+# default), so the preflight of check/run takes a fraction and refuses only what is outside.
+@pytest.mark.parametrize(("raw", "accepted"), [("0", True), ("0.5", True), ("1", True), ("1.5", False)])
+def test_max_reject_rate_preflight_takes_a_fraction_between_0_and_1(
+        raw: str, accepted: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, *_ in preflight.NUMBER_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(settings.MAX_REJECT_RATE, raw)
+    problems = [p.variable for p in preflight.check_numbers()]
+    assert problems == ([] if accepted else [settings.MAX_REJECT_RATE])
+
+
+# SALES_PLATFORM_START_DATE after today leaves no partition; today itself is the first partition.
+@pytest.mark.parametrize(("start", "accepted"), [("2024-06-01", True), ("2024-06-02", False)])
+def test_start_date_preflight_refuses_only_a_day_after_today(
+        start: str, accepted: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(settings.START_DATE, start)
+    problems = [p.variable for p in preflight.check_start_date(today=date(2024, 6, 1))]
+    assert problems == ([] if accepted else [settings.START_DATE])
+
+
+# Product ids are trimmed and upper-cased in the warehouse, so API items whose ids differ only in
+# case or surrounding spaces are one product: the first is kept, the later ones left out by position.
+def test_api_items_whose_ids_differ_only_in_case_are_one_product() -> None:
+    def item(pid: str, name: str) -> dict:
+        return {"product_id": pid, "name": name, "category": "Tools", "unit_price": 2.5,
+                "updated_at": "2024-03-01T00:00:00Z"}
+
+    frame, reasons = products_from_items([item("p1", "first"), item(" P1 ", "second"),
+                                          item("P2", "other")])
+    assert list(frame["product_id"]) == ["P1", "P2"]
+    assert list(frame["name"]) == ["first", "other"]
+    assert len(reasons) == 1 and reasons[0].startswith("item 1: ")
+
+
+# A file whose every row is rejected at landing (no valid day) is a landed file with rejects,
+# not a "header only" file: only a file without data rows is quarantined for that.
+def test_a_file_whose_rows_all_fail_landing_lands_with_its_rejects(intake: Intake, data_dir: Path) -> None:
+    (data_dir / "incoming" / "all_bad.csv").write_text(
+        f"{HEADER}\nT1,C1,P1,1,not a date\nT2,C1,P1,1,\n")
+    (outcome,) = intake.run()
+    assert outcome.status == "landed"
+    assert list((data_dir / "quarantine").iterdir()) == []
+    assert _landing_rejects(intake) == [(1, "invalid_timestamp"), (2, "missing_timestamp")]
+
+
+def _day_frame(day: date, ids: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "transaction_id": ids, "customer_id": ["C1"] * len(ids), "product_id": ["P1"] * len(ids),
+        "quantity": [1] * len(ids),
+        "sale_ts": pd.to_datetime([f"{day} 10:00:0{i}" for i in range(len(ids))]),
+        "source_file": ["day.csv"] * len(ids), "source_sha256": ["a" * 64] * len(ids),
+        "source_row": list(range(1, len(ids) + 1)),
+    })
+
+
+# A reload replaces the day: a row no longer in the day's input leaves sales, even a single one.
+@pytest.mark.parametrize("kept", [["T1", "T2"], ["T1"], []], ids=["one_gone", "two_gone", "all_gone"])
+def test_a_reload_deletes_every_row_that_vanished_from_the_day(tmp_path: Path, kept: list[str]) -> None:
+    day = date(2024, 3, 5)
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    with engine.begin() as conn:  # the day's file is a live version
+        conn.execute(insert(file_ledger).values(file_name="day.csv", sha256="a" * 64, size_bytes=1,
+                                                status="loaded", received_at=datetime(2024, 3, 6)))
+    loader = SalesLoader(engine)
+    loader.load_day(day, lambda: iter([_day_frame(day, ["T1", "T2", "T3"])]), datetime(2024, 3, 6))
+    loader.load_day(day, lambda: iter([_day_frame(day, kept)]), datetime(2024, 3, 7))
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(sales.c.transaction_id)).scalars()) == kept
+    engine.dispose()
