@@ -7,21 +7,40 @@ PORT ?= 3000
 AZURITE := azurite@3.35.0
 AZURITE_BLOB := .tools/node_modules/.bin/azurite-blob
 
-.PHONY: install install-dev run check test ui lint clean
+.PHONY: install install-dev run check test ui lint clean lock audit
 
-# Runtime dependencies only (what `make run` and `make ui` need); the dev extra (pytest, Playwright,
-# Celery, the Azure SDK, Tink) only for tests and lint.
-$(VENV)/.installed-runtime: pyproject.toml
+# Dependencies from hashed lock files (requirements/*.lock, made by `make lock`): the exact versions
+# the tests ran with, each checked against its hash; the project itself on top, without resolving.
+# Runtime only for `make run` and `make ui`; the dev extra (pytest, Playwright, Celery, the Azure SDK,
+# Tink) for tests and lint.
+$(VENV)/.installed-runtime: pyproject.toml requirements/runtime.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/runtime.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml
+$(VENV)/.installed-dev: pyproject.toml requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@ $(VENV)/.installed-runtime
+
+# After a change of pyproject.toml's dependencies: new locks (uv, in a throwaway tool venv), the
+# versions already locked kept where they still fit.
+lock:
+	$(PYTHON) -m venv .tools/lock-venv && .tools/lock-venv/bin/pip install --quiet --no-deps \
+	  --require-hashes -r requirements/tools.lock
+	for kind in runtime dev; do \
+	  .tools/lock-venv/bin/uv pip compile pyproject.toml requirements/build.in \
+	    $$( [ $$kind = dev ] && echo --extra dev ) -c requirements/$$kind.lock --generate-hashes \
+	    --universal --python-version 3.11 --no-header --no-annotate -q -o requirements/$$kind.lock; \
+	done
+
+# Known vulnerabilities in the locked versions (pip-audit against the locks, no resolving).
+audit:
+	$(PYTHON) -m venv .tools/lock-venv && .tools/lock-venv/bin/pip install --quiet --no-deps \
+	  --require-hashes -r requirements/tools.lock
+	.tools/lock-venv/bin/python tools/audit.py requirements/dev.lock
 
 install: $(VENV)/.installed-runtime
 
