@@ -420,3 +420,58 @@ def expected_state(drops: Sequence[Drop], *, now: datetime, known_products: set[
         skipped=skipped,
         current_order=[version.name for version in versions],
     )
+
+
+# ---- rollups and exports: every aggregate table from the expected sales rows -----------------------
+
+Totals = tuple[int, int, Decimal]  # transactions, total quantity, total revenue
+CENT = Decimal("0.01")
+CATEGORY_LABELS = ("Low", "Medium", "High")
+
+
+def _sum(lines: list[tuple[int, Decimal | None]], unknown_is_none: bool = False) -> Totals:
+    priced = [r for _, r in lines if r is not None]
+    revenue = sum(priced, Decimal(0)) if priced or not unknown_is_none else None
+    return len(lines), sum(q for q, _ in lines), revenue  # type: ignore[return-value]
+
+
+def _category(revenue: Decimal | None, bins: tuple[Decimal, Decimal]) -> str:
+    if revenue is None:
+        return "Unpriced"
+    return "Low" if revenue <= bins[0] else "Medium" if revenue <= bins[1] else "High"
+
+
+def expected_rollups(sales: Sequence[ExpectedSale], prices: dict[str, Decimal],
+                     bins: tuple[Decimal, Decimal] = (Decimal(100), Decimal(500))) -> dict[str, dict]:
+    """The aggregate tables the platform must hold for ``sales`` (revenue = quantity x the product's
+    price; a product without a price adds no revenue, and NULL per product). Keys per table:
+    ``daily`` day, ``by_product`` (day, product id), ``by_customer`` (day, customer id), ``monthly``
+    (year, month), ``yearly`` year -> Totals; ``by_category`` (year, month, category) ->
+    (transactions, total revenue, mean revenue): every month with a sale has Low, Medium and High
+    (zeros when empty, mean None), and Unpriced only when it has an unpriced sale (revenue None)."""
+    groups: dict[str, dict] = {name: {} for name in ("daily", "by_product", "by_customer", "monthly",
+                                                     "yearly")}
+    cells: dict[tuple[int, int, str], list[Decimal | None]] = {}
+    for sale in sales:
+        price = prices.get(sale.product_id)
+        revenue = None if price is None else (sale.quantity * price).quantize(CENT)
+        day = sale.sale_date
+        for name, key in (("daily", day), ("by_product", (day, sale.product_id)),
+                          ("by_customer", (day, sale.customer_id)), ("monthly", (day.year, day.month)),
+                          ("yearly", day.year)):
+            groups[name].setdefault(key, []).append((sale.quantity, revenue))
+        cells.setdefault((day.year, day.month, _category(revenue, bins)), []).append(revenue)
+    tables = {name: {k: _sum(v, unknown_is_none=name == "by_product") for k, v in per.items()}
+              for name, per in groups.items()}
+    tables["by_category"] = {}
+    for year, month in {(y, m) for y, m, _ in cells}:
+        for label in (*CATEGORY_LABELS, "Unpriced"):
+            found = cells.get((year, month, label), [])
+            if label == "Unpriced":
+                if found:
+                    tables["by_category"][(year, month, label)] = (len(found), None, None)
+                continue
+            total = sum((r for r in found if r is not None), Decimal(0)).quantize(CENT)
+            mean = (total / len(found)).quantize(CENT, "ROUND_HALF_UP") if found else None
+            tables["by_category"][(year, month, label)] = (len(found), total, mean)
+    return tables

@@ -57,6 +57,11 @@ TABLE_OWNERS: dict[str, TableOwner] = {
     "agg_sales_monthly": TableOwner("agg_sales_monthly", AGGREGATES),
     "agg_sales_yearly": TableOwner("agg_sales_yearly", AGGREGATES),
     "agg_sales_by_category_monthly": TableOwner("agg_sales_by_category_monthly", AGGREGATES),
+    "agg_changes": TableOwner(
+        "agg_sales_daily", AGGREGATES,
+        also=("agg_sales_by_product", "agg_sales_by_customer", "agg_sales_monthly", "agg_sales_yearly",
+              "agg_sales_by_category_monthly", "agg_exports"),
+        why="each daily aggregate logs the days it rewrote; each rollup and export deletes what it applied"),
     # not data: the platform's own machinery, written by no asset of the graph
     "data_objects": TableOwner("artifact ledger", "sales_platform/core/warehouse/artifacts.py",
                                why="every stage appends the artifacts it made"),

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, MetaData, insert, select, text
 
+from sales_platform.core.warehouse.aggregates import log_everything
 from sales_platform.core.warehouse.loading import add_column_ddl, existing_columns
 from sales_platform.core.warehouse.tables import (
     dim_products,
@@ -91,6 +92,14 @@ def _dim_products_by_token(conn: Connection) -> list[str]:
     return ["dim_products keyed by product_token; plaintext product_id column removed"]
 
 
+def _change_log(conn: Connection) -> list[str]:
+    """agg_changes, seeded with every period already aggregated or exported: rollups refreshed
+    by the older max(refreshed_at) rule may be stale, so the next rollups_job rebuilds them all."""
+    made = _base_tables(conn)
+    logged = log_everything(conn, datetime.now())
+    return made + ([f"logged {logged} sale day(s) for the rollups and exports to rebuild"] if logged else [])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base tables", _base_tables),
     Migration(2, "extras JSON columns for the rescue schema policy",
@@ -103,6 +112,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               _dim_products_by_token),
     Migration(5, "data-object and data-model ledgers, aggregate by sales category and month",
               _base_tables),
+    Migration(6, "change log of sale days for the rollups and exports (agg_changes)", _change_log),
 )
 
 

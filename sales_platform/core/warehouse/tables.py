@@ -237,6 +237,19 @@ export_log = Table(
     Column("exported_at", DateTime, nullable=False),
 )
 
+# Sale days whose aggregates changed, one row per (consumer, day, change): written with every rewrite
+# of a day's aggregates (also when the day lost all its rows), read and deleted by each rollup and
+# export that follows them. The only answer to "which periods need a refresh".
+agg_changes = Table(
+    "agg_changes",
+    metadata,
+    Column("change_id", Integer, primary_key=True, autoincrement=True),
+    Column("consumer", String(64), nullable=False),
+    Column("sale_date", Date, nullable=False),
+    Column("logged_at", DateTime, nullable=False),
+    Index("ix_agg_changes_consumer", "consumer"),
+)
+
 
 def create_all(engine: Engine) -> None:
     metadata.create_all(engine, checkfirst=True)

@@ -1,4 +1,5 @@
-"""Aggregates over the sales table, recomputed only for the days, months and years that changed."""
+"""Aggregates over the sales table. The daily ones are rewritten with their day and log it in
+agg_changes; the rollups recompute exactly the months and years of the days logged for them."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ class DailyAggregate:
             partitions_def=daily_partitions, skippable=True,
             code_version=stage_code_version(self.refresh, covers),
             metadata={"lineage/reads": ["table:sales", "table:dim_products"],
-                      "lineage/writes": [f"table:{self.table.name}"]},
+                      "lineage/writes": [f"table:{self.table.name}", f"table:{tables.agg_changes.name}"]},
             description=self.description)
 
     def refresh_day(self, engine: Engine, day: str, now: datetime) -> dict:
@@ -75,54 +76,55 @@ DAILY_AGGREGATES = (
 )
 
 
+CHANGES = f"table:{tables.agg_changes.name}"
+
+
 @versioned_asset(
     **COMMON,
     deps=["agg_sales_daily"],
-    metadata={"lineage/reads": ["table:agg_sales_daily"],
+    metadata={"lineage/reads": ["table:agg_sales_daily", CHANGES],
               "lineage/writes": ["table:agg_sales_monthly"]},
-    description="Per month, from agg_sales_daily; only months whose days were refreshed since.",
+    description="Per month, from agg_sales_daily: the months of the days logged in agg_changes since "
+    "(a month left without days is removed).",
 )
 def agg_sales_monthly(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    engine = warehouse.engine()
-    months = agg.changed_months(engine)
-    written = agg.refresh_monthly(engine, months, datetime.now()) if months else 0
+    months = agg.apply_monthly(warehouse.engine(), datetime.now())
     return dg.MaterializeResult(metadata={
         "months_recomputed": dg.MetadataValue.json([f"{y}-{m:02d}" for y, m in months]),
-        "rows_written": written, **_table_metadata(tables.agg_sales_monthly)})
+        **_table_metadata(tables.agg_sales_monthly)})
 
 
 @versioned_asset(
     **COMMON,
     deps=["agg_sales_daily"],
-    metadata={"lineage/reads": ["table:agg_sales_daily"],
+    metadata={"lineage/reads": ["table:agg_sales_daily", CHANGES],
               "lineage/writes": ["table:agg_sales_yearly"]},
-    description="Per year, from agg_sales_daily; only years whose days were refreshed since.",
+    description="Per year, from agg_sales_daily: the years of the days logged in agg_changes since "
+    "(a year left without days is removed).",
 )
 def agg_sales_yearly(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    engine = warehouse.engine()
-    years = agg.changed_years(engine)
-    written = agg.refresh_yearly(engine, years, datetime.now()) if years else 0
+    years = agg.apply_yearly(warehouse.engine(), datetime.now())
     return dg.MaterializeResult(metadata={
-        "years_recomputed": dg.MetadataValue.json(years), "rows_written": written,
+        "years_recomputed": dg.MetadataValue.json(years),
         **_table_metadata(tables.agg_sales_yearly)})
 
 
 @versioned_asset(
     **COMMON,
     deps=["agg_sales_daily", "sales", "dim_products"],
-    metadata={"lineage/reads": ["table:sales", "table:dim_products", "table:agg_sales_daily"],
+    metadata={"lineage/reads": ["table:sales", "table:dim_products", "table:agg_sales_daily", CHANGES],
               "lineage/writes": ["table:agg_sales_by_category_monthly"]},
     description="Per month and sales_category (Low/Medium/High by a sale's revenue, bins from "
     "SALES_PLATFORM_CATEGORY_BINS, default 100,500): transactions, total and mean revenue. Empty "
-    "categories are filled with zeros; sales without a price are counted as Unpriced, never given "
-    "revenue 0 (fill rules in core/categories.py). Only months whose days changed, or all months "
-    "when the bins changed.",
+    "categories of a month with sales are filled with zeros; sales without a price are counted as "
+    "Unpriced, never given revenue 0 (fill rules in core/categories.py). The months of the days "
+    "logged in agg_changes since (a month left without sales is removed), or every month cut with "
+    "other bins.",
 )
 def agg_sales_by_category_monthly(context: dg.AssetExecutionContext,
                                   warehouse: WarehouseResource) -> dg.MaterializeResult:
     engine, bins = warehouse.engine(), category_bins()
-    months = agg.changed_category_months(engine, bins)
-    written = agg.refresh_by_category_monthly(engine, months, bins, datetime.now()) if months else 0
+    months, written = agg.apply_by_category_monthly(engine, bins, datetime.now())
     table = tables.agg_sales_by_category_monthly
     if written:
         record_artifact(engine, context.asset_key.to_user_string(), "table", f"table:{table.name}",
