@@ -31,6 +31,7 @@ import hashlib
 import io
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ _TS_RE = re.compile(
     r"(?P<z>Z|(?P<sign>[+-])(?P<oh>[0-9]{2})(?::?(?P<om>[0-9]{2}))?)?"
 )
 _QTY_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_REFUSED = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}  # Unicode categories an id may not hold
 
 
 @dataclass(frozen=True)
@@ -271,8 +272,14 @@ def check_timestamp(value: str, *, now: datetime, source_timezone: str = "UTC",
 
 
 def normalize_id(value: str) -> str:
-    """Identifier normalization: strip, then upper-case."""
-    return value.strip().upper()
+    """Identifier normalization (docs/pipeline.md): strip, NFC, upper-case, NFC again."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value.strip()).upper())
+
+
+def invalid_id(ident: str) -> bool:
+    """Over 64 characters once normalized, or a character of a refused category (controls, format
+    characters such as U+200B, surrogates, private use, line/paragraph separators)."""
+    return len(ident) > MAX_ID_LENGTH or any(unicodedata.category(ch) in _REFUSED for ch in ident)
 
 
 def catalogue_prices(content: bytes) -> dict[str, Decimal]:
@@ -356,7 +363,7 @@ def _check_record(version: _Version, columns: dict[str, int], source_row: int, r
         return reject("missing_customer_id", day, tid)
     if not pid:
         return reject("missing_product_id", day, tid)
-    if any(len(ident) > MAX_ID_LENGTH or _CONTROL_RE.search(ident) for ident in (tid, cid, pid)):
+    if any(invalid_id(ident) for ident in (tid, cid, pid)):
         return reject("invalid_identifier", day, tid)
     quantity = check_quantity(record[columns["quantity"]], max_quantity)
     if isinstance(quantity, str):

@@ -209,11 +209,13 @@ def test_quantities_parse_as_pandas_to_numeric_parses_each_trimmed_text(arrow_ba
 
 
 def test_control_characters_make_an_identifier_invalid_in_any_script():
-    """Hand-written verdicts: a control character (C0 or DEL) anywhere, in ASCII or not."""
+    """Hand-written verdicts: a control character (C0 or DEL) anywhere, in ASCII or not, and the
+    invisible characters the products API refuses (format, private use, line separators)."""
     from sales_platform.core.frames import text_series
 
-    cases = {"C1": False, "": False, "é-42": False, "中文": False, "a b": False, "x\u200by": False,
-             "C\x001": True, "\tC": True, "é\x7f": True, "中\x1f文": True, "~": False}
+    cases = {"C1": False, "": False, "é-42": False, "中文": False, "a b": False, "x\u200by": True,
+             "C\x001": True, "\tC": True, "é\x7f": True, "中\x1f文": True, "~": False,
+             "\u202eRLO": True, "a\ue000": True, "a\u2028b": True, "\ufeffX": True, "x\x85": True}
     for series in (pd.Series(list(cases), dtype=object), text_series(list(cases))):
         assert q._invalid_identifier(series).tolist() == list(cases.values())
 

@@ -17,6 +17,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
+from sales_platform.core.identifiers import normalize_id
+
 TOKEN_HEADER = "X-API-Token"  # the header carrying the API token (server and clients)
 MAX_PRODUCT_ID_LENGTH = 64  # sales.product_id before tokenization (core/quality.py)
 MAX_NAME_LENGTH = 255  # dim_products.name
@@ -133,8 +135,8 @@ _WORDING = {"missing": "is required", "extra_forbidden": "unknown field",
 
 
 def id_key(product_id: str) -> str:
-    """The identity of a product id as the warehouse sees it: trimmed, Python's full upper case."""
-    return product_id.strip().upper()
+    """The identity of a product id as the warehouse sees it (trimmed, NFC, full upper case)."""
+    return normalize_id(product_id) or ""
 
 
 def _problems(exc: ValidationError, index: int) -> list[Problem]:

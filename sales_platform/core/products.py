@@ -9,7 +9,12 @@ from pathlib import Path
 import pandas as pd
 
 from sales_platform.core.crypto import Tokenizer
-from sales_platform.core.quality import MAX_IDENTIFIER_LENGTH, normalize_identifiers
+from sales_platform.core.identifiers import (
+    MAX_IDENTIFIER_LENGTH,
+    normalize_id,
+    normalize_identifiers,
+    refused_character,
+)
 
 CATALOGUE_COLUMNS = ("product_id", "name", "category", "unit_price", "updated_at")
 
@@ -75,8 +80,9 @@ def _item_problem(item: object) -> str | None:
     pid = item["product_id"]
     if not isinstance(pid, str) or not pid.strip():
         return "product_id is not a non-empty string"
-    if len(pid.strip()) > MAX_IDENTIFIER_LENGTH or any(ord(ch) < 32 or ord(ch) == 127 for ch in pid):
-        return f"product_id longer than {MAX_IDENTIFIER_LENGTH} characters or with control characters"
+    if len(pid.strip()) > MAX_IDENTIFIER_LENGTH or refused_character(pid):
+        return (f"product_id longer than {MAX_IDENTIFIER_LENGTH} characters or with control or "
+                "invisible format characters")
     for field, limit in _TEXT_LIMITS.items():
         value = item[field]
         if not isinstance(value, str) or not value.strip() or len(value) > limit:
@@ -98,16 +104,16 @@ def products_from_items(items: list) -> tuple[pd.DataFrame, list[str]]:
     """API items as a catalogue frame, and a reason for each item left out.
 
     One bad item never stops the dimension: it is left out with a reason naming its position
-    (not its id: reasons go to the event log). Ids equal after trimming and upper-casing are one
-    product in the warehouse; the later ones are left out.
+    (not its id: reasons go to the event log). Ids equal once normalized (core/identifiers.py)
+    are one product in the warehouse; the later ones are left out.
     """
     good, reasons, seen = [], [], {}
     for index, item in enumerate(items):
         problem = _item_problem(item)
         if problem is None:
-            folded = item["product_id"].strip().upper()
+            folded = normalize_id(item["product_id"])
             if folded in seen:
-                problem = f"same id as item {seen[folded]} once trimmed and upper-cased"
+                problem = f"same id as item {seen[folded]} once normalized (trim, NFC, upper case)"
             else:
                 seen[folded] = index
         if problem:

@@ -17,7 +17,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sales_platform.core.frames import text_series
+from sales_platform.core.identifiers import (  # noqa: F401  (re-exported)
+    MAX_IDENTIFIER_LENGTH,
+    invalid_identifiers,
+    normalize_identifiers,
+)
 from sales_platform.core.schema import (
     CUSTOMER_ID,
     PRODUCT_ID,
@@ -47,7 +51,6 @@ DUPLICATE_ACROSS_DAYS = "duplicate_across_days"
 
 # Identical duplicates are collapsed into the loaded row: recorded, but not a quality failure.
 COLLAPSED_REASONS = frozenset({DUPLICATE_IDENTICAL})
-MAX_IDENTIFIER_LENGTH = 64
 ROUTED_COLUMNS = frozenset({TRANSACTION_ID, CUSTOMER_ID, PRODUCT_ID, QUANTITY, TIMESTAMP, "sale_ts",
                             "source_file", "source_row", "source_sha256", "reason"})
 
@@ -80,23 +83,6 @@ def _trimmed(values: pd.Series) -> pa.Array:
 def _empty(trimmed: pa.Array) -> np.ndarray:
     """Missing, or nothing left once trimmed."""
     return pc.fill_null(pc.equal(pc.utf8_length(trimmed), 0), True).to_numpy(zero_copy_only=False)
-
-
-def normalize_identifiers(values: pd.Series) -> pd.Series:
-    """Stray whitespace and case differences removed; empty becomes missing (Arrow kernels: fast).
-
-    Upper case is Python's full case mapping (``ß`` -> ``SS``, ``ﬁ`` -> ``FI``): Arrow's kernel
-    maps one character to one, so the few non-ASCII values are upper-cased in Python.
-    """
-    trimmed = _trimmed(values)
-    cleaned = pc.utf8_upper(trimmed)
-    cleaned = pc.if_else(pc.equal(pc.utf8_length(cleaned), 0), pa.scalar(None, pa.string()), cleaned)
-    wide = ~pc.fill_null(pc.string_is_ascii(trimmed), True).to_numpy(zero_copy_only=False)
-    if wide.any():
-        fixed = cleaned.to_numpy(zero_copy_only=False)
-        fixed[wide] = [v.upper() or None for v in pc.filter(trimmed, pa.array(wide)).to_pylist()]
-        cleaned = pa.array(fixed, type=pa.string())
-    return text_series(cleaned, values.index)
 
 
 PLAIN_INTEGER = r"^-?[0-9]{1,15}$"  # below MAX_QUANTITY_LIMIT, exact as float64: Arrow's cast
@@ -137,24 +123,8 @@ def _not_whole(arr: pa.Array, parsed: pd.Series) -> np.ndarray:
     return out
 
 
-CONTROL_CHARACTER = r"[\x00-\x1f\x7f]"
-
-
 def _invalid_identifier(values: pd.Series) -> np.ndarray:
-    arr = _arrow(values)
-    too_long = pc.fill_null(pc.greater(pc.utf8_length(arr), MAX_IDENTIFIER_LENGTH), False)
-    return too_long.to_numpy(zero_copy_only=False) | _has_control_character(arr)
-
-
-def _has_control_character(arr: pa.Array) -> np.ndarray:
-    """An all-printable ASCII value holds no control character (a byte test, 15x faster than the
-    regex); only the other values (non-ASCII or holding one) go through the regex."""
-    out = ~pc.fill_null(pc.ascii_is_printable(arr), True).to_numpy(zero_copy_only=False)
-    if out.any():
-        out[out] = pc.fill_null(pc.match_substring_regex(pc.filter(arr, pa.array(out)),
-                                                         CONTROL_CHARACTER), False).to_numpy(
-            zero_copy_only=False)
-    return out
+    return invalid_identifiers(values)  # the one rule for ids (core/identifiers.py)
 
 
 def _first_reason(rules: Iterable[tuple[str, pd.Series | np.ndarray]], index: pd.Index) -> pd.Series:
