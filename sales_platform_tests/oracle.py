@@ -11,8 +11,10 @@ Rules, in the order they apply (first failing rule wins for a record):
 2. A drop whose sha256 equals the sha256 of any *current* version is skipped as ``duplicate``.
 3. A drop that cannot be read at all is skipped as ``quarantined`` and replaces nothing. Otherwise it becomes
    the current version of its exact name, replacing the previous version entirely.
-4. Records of current versions: blank records are ignored; the others are numbered 1.. (``source_row``);
-   a wrong field count is a landing ``malformed_row``.
+4. Records of current versions: a first ``sep=,`` line is skipped; blank records and header rows
+   (a later record naming the five columns: its section is read in its own column order) are
+   ignored; the others are numbered 1.. (``source_row``); a wrong field count, or a value in an
+   empty-named trailing column, is a landing ``malformed_row``.
 5. Timestamp (landing): ``missing_timestamp``, ``invalid_timestamp``, ``future_timestamp``,
    ``before_start_date``.
 6. Row rules (cleaning): missing ids, ``invalid_identifier``, quantity rules, ``unknown_product``.
@@ -134,7 +136,7 @@ class _Version:
     sha256: str
     position: int  # index of the drop that landed it
     header: list[str]
-    records: list[list[str]]  # non-blank data records; source_row = index + 1
+    records: list[tuple[list[str], list[str]]]  # (data record, its section's header); row = index + 1
 
 
 @dataclass(frozen=True)
@@ -175,9 +177,21 @@ def is_taken(name: str) -> bool:
 
 def read_table(content: bytes) -> tuple[list[str], list[list[str]]] | None:
     """Rule 3/4: (header, non-blank data records), or ``None`` if the file cannot be read at all.
+    Header rows inside the file are not data records (see ``read_sections``)."""
+    sections = read_sections(content)
+    if sections is None:
+        return None
+    return sections[0][0], [record for _, records in sections for record in records]
 
-    The header is the first non-blank record. ``csv.Error`` (e.g. a field over the csv module's
-    size limit) also counts as unreadable.
+
+def read_sections(content: bytes) -> list[tuple[list[str], list[list[str]]]] | None:
+    """Rule 3/4: the file's sections, each (its header's cells, its data records), or ``None`` if
+    the file cannot be read at all.
+
+    A first line ``sep=,`` (Excel) is skipped, any other ``sep=`` refuses the file. The header is
+    the first non-blank record. A later record naming all five columns is another header: with
+    the same columns it starts a section read in its own order, with others the file is refused.
+    ``csv.Error`` (e.g. a field over the csv module's size limit) also counts as unreadable.
     """
     if b"\x00" in content:
         return None
@@ -193,20 +207,52 @@ def read_table(content: bytes) -> tuple[list[str], list[list[str]]] | None:
         records = [record for record in csv.reader(io.StringIO(text, newline="")) if record]
     except csv.Error:
         return None
+    first_line = next(line for line in text.splitlines() if line.strip())
+    if first_line.strip().lower().startswith("sep="):
+        if first_line.strip().lower() != "sep=,":
+            return None
+        records = records[1:]
     if len(records) < 2:
         return None
-    header, data = records[0], records[1:]
-    names = {cell.strip().lower() for cell in header}
-    if not set(HEADER) <= names:
+    names = column_names(records[0])
+    if not set(HEADER) <= set(names):
         return None
-    return header, data
+    sections: list[tuple[list[str], list[list[str]]]] = [(records[0], [])]
+    for record in records[1:]:
+        if set(HEADER) <= set(column_names(record)):
+            if sorted(column_names(record)) != sorted(names):
+                return None
+            sections.append((record, []))
+        else:
+            sections[-1][1].append(record)
+    if not any(records for _, records in sections):
+        return None
+    return sections
+
+
+def column_names(header: list[str]) -> list[str]:
+    """A header's column names: trimmed and lower-cased, a leading BOM dropped, and blank cells at
+    its end (a delimiter ending every line) not columns."""
+    names = [cell.strip().lower() for cell in header]
+    if names:
+        names[0] = names[0].lstrip("\ufeff").strip()
+    while names and not names[-1]:
+        names.pop()
+    return names
+
+
+def fits(header: list[str], record: list[str]) -> bool:
+    """A record has one field per named column, or also the blank trailing ones."""
+    named = len(column_names(header))
+    return len(record) == named or (len(record) == len(header) and not any(
+        field.strip() for field in record[named:]))
 
 
 def _column_index(header: list[str]) -> dict[str, int]:
     """Canonical column name -> index (first occurrence wins)."""
     index: dict[str, int] = {}
-    for position, cell in enumerate(header):
-        index.setdefault(cell.strip().lower(), position)
+    for position, name in enumerate(column_names(header)):
+        index.setdefault(name, position)
     return index
 
 
@@ -328,25 +374,27 @@ def _land(drops: Sequence[Drop]) -> tuple[dict[str, _Version], list[tuple[str, s
         if any(version.sha256 == digest for version in current.values()):
             skipped.append((drop.name, digest, "duplicate"))
             continue
-        table = read_table(drop.content)
-        if table is None:
+        sections = read_sections(drop.content)
+        if sections is None:
             skipped.append((drop.name, digest, "quarantined"))
             continue
-        header, records = table
-        current[drop.name] = _Version(drop.name, digest, position, header, records)
+        records = [(record, header) for header, rows in sections for record in rows]
+        current[drop.name] = _Version(drop.name, digest, position, sections[0][0], records)
     return current, skipped
 
 
-def _check_record(version: _Version, columns: dict[str, int], source_row: int, record: list[str], *,
+def _check_record(version: _Version, header: list[str], source_row: int, record: list[str], *,
                   now: datetime, known_products: set[str] | None, source_timezone: str, max_quantity: int,
                   start_date: date) -> _Row | ExpectedReject:
     """Rules 4-6 for one record: the row that passed, or its reject."""
+    columns = _column_index(header)
+
     def reject(reason: str, day: date | None = None, tid: str | None = None) -> ExpectedReject:
         stage = LANDING if day is None else CLEANING
         return ExpectedReject(version.name, source_row, reason, day, tid, stage,
                               record[columns["customer_id"]], record[columns["product_id"]])
 
-    if len(record) != len(version.header):
+    if not fits(header, record):
         return ExpectedReject(version.name, source_row, "malformed_row", None, None, LANDING)
     moment = check_timestamp(record[columns["timestamp"]], now=now, source_timezone=source_timezone,
                              start_date=start_date)
@@ -385,9 +433,8 @@ def expected_state(drops: Sequence[Drop], *, now: datetime, known_products: set[
     passed: list[_Row] = []
 
     for version in versions:
-        columns = _column_index(version.header)
-        for source_row, record in enumerate(version.records, start=1):
-            outcome = _check_record(version, columns, source_row, record, now=now,
+        for source_row, (record, header) in enumerate(version.records, start=1):
+            outcome = _check_record(version, header, source_row, record, now=now,
                                     known_products=known_products, source_timezone=source_timezone,
                                     max_quantity=max_quantity, start_date=start_date)
             if isinstance(outcome, ExpectedReject):

@@ -108,8 +108,14 @@ def test_schema_contract_maps_variants_and_names_missing_columns():
     with pytest.raises(SchemaError, match="f.csv: missing required column.*quantity"):
         contract.map_header(["transaction_id", "customer_id", "product_id", "timestamp"], "f.csv")
     with pytest.raises(SchemaError, match="both map to 'quantity'"):
-        contract.map_header(["qty", "quantity", "transaction_id", "customer_id", "product_id",
+        contract.map_header(["qty", "units", "transaction_id", "customer_id", "product_id",
                              "timestamp"], "f.csv")
+    # an alias beside the column's own name is the file's own column, with a note
+    mapping, notes = contract.resolve_header(["qty", "quantity", "transaction_id", "customer_id",
+                                              "product_id", "timestamp"], "f.csv")
+    assert (mapping["quantity"], mapping["qty"]) == ("quantity", "qty")
+    assert notes == ["column 'qty' is an alias of quantity, but the header also has quantity "
+                     "itself: quantity is read from that one and 'qty' is kept as its own column 'qty'"]
 
 
 def test_whitespace_only_values_count_as_missing():

@@ -6,6 +6,12 @@ malformed record sat among the good ones, nor read a record larger than its bloc
 either, the file is read again by the exact path (Python's ``csv`` module, record by record), so
 every record keeps its ordinal: ``source_row`` is the 1-based number of the data record after the
 header, blank lines not counted, malformed records counted.
+
+Both paths read the same layout (``Columns``): the file's columns by their contract names, then any
+empty-named trailing columns (a delimiter at the end of every line), whose values must be blank.
+A record that is another header row (an export appended to another, ``HeaderRows``) starts a
+section read with its own column order; it is not a data record. The fast path only notices one
+(and any value in a trailing column) and hands the file to the exact path, which reads sections.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 import pyarrow as pa
@@ -23,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from sales_platform.core.frames import arrow_frame, text_series
+from sales_platform.core.schema import TIMESTAMP
 
 # Arrow's streaming reader reads blocks ahead of the consumer on its I/O threads, a number of
 # blocks, so the block size sets how much input it holds: with 16 MiB blocks, 276 MB of Arrow
@@ -53,14 +61,57 @@ class ReadState:
     malformed: list[Malformed] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Columns:
+    """A section's layout: its columns' contract names in file order, then ``trailing`` columns
+    with an empty name, whose values must be blank (a record may also leave them out)."""
+
+    names: list[str]
+    trailing: int = 0
+
+    @property
+    def width(self) -> int:
+        return len(self.names) + self.trailing
+
+    def misfit(self, fields: list[str]) -> str | None:
+        """Why a record does not fit this layout, or None."""
+        if len(fields) == len(self.names):
+            return None
+        if len(fields) == self.width and not any(f.strip() for f in fields[len(self.names):]):
+            return None
+        if len(fields) == self.width:
+            return f"a value in an unnamed column (after column {len(self.names)})"
+        return f"expected {len(self.names)} columns, got {len(fields)}"
+
+
+class HeaderRows(Protocol):
+    """Which records are header rows, and the layout each starts (core/landing.py)."""
+
+    def is_header(self, fields: list[str]) -> bool: ...
+
+    def section(self, fields: list[str], line: int) -> Columns: ...
+
+
+def _maybe_header(fields: list[str], columns: Columns) -> bool:
+    """Cheap pre-test: a header row's timestamp cell is a column name, never a digit first (the
+    full test runs only on such records and on records of another width)."""
+    if len(fields) not in (len(columns.names), columns.width):
+        return True
+    cell = fields[columns.names.index(TIMESTAMP)]
+    return not (cell[:1].isdigit() or cell.lstrip()[:1].isdigit())
+
+
 def _frame(columns: dict[str, list[str]], rows: list[int]) -> pd.DataFrame:
     frame = pd.DataFrame({k: text_series(v) for k, v in columns.items()})
     frame.insert(0, "source_row", rows)
     return frame
 
 
-def fast_batches(path: Path, header: list[str], state: ReadState) -> Iterator[pd.DataFrame]:
-    """Arrow's reader; raises NeedsExactRead at the first malformed or oversized record."""
+def fast_batches(path: Path, header: list[str], state: ReadState, columns: Columns,
+                 headers: HeaderRows, skip_lines: int = 0) -> Iterator[pd.DataFrame]:
+    """Arrow's reader; raises NeedsExactRead at the first malformed or oversized record, header
+    row inside the file or value in an unnamed trailing column. ``header`` is the header row as
+    written; ``skip_lines`` physical lines before it (an Excel ``sep=,`` line) are skipped."""
 
     seen_invalid: list[int] = []
 
@@ -70,15 +121,18 @@ def fast_batches(path: Path, header: list[str], state: ReadState) -> Iterator[pd
 
     reader = pacsv.open_csv(
         path,
-        read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE, use_threads=True, encoding="utf8"),
+        read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE, use_threads=True, encoding="utf8",
+                                       skip_rows=skip_lines),
         parse_options=pacsv.ParseOptions(invalid_row_handler=invalid, newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(column_types={h: pa.string() for h in header},
                                              strings_can_be_null=False),
     )
     try:
         for batches in _chunks(reader, seen_invalid):
-            frame = arrow_frame(pa.Table.from_batches(batches))
-            frame.columns = header
+            table = pa.Table.from_batches(batches)
+            _check_layout(table, columns, headers)
+            frame = arrow_frame(table.select(range(len(columns.names))))
+            frame.columns = columns.names
             frame.insert(0, "source_row", range(state.rows_read + 1, state.rows_read + len(frame) + 1))
             state.rows_read += len(frame)
             yield frame
@@ -86,6 +140,22 @@ def fast_batches(path: Path, header: list[str], state: ReadState) -> Iterator[pd
         if "straddling" in str(exc) or "exceeds" in str(exc) or "block" in str(exc).lower():
             raise NeedsExactRead(str(exc)) from exc
         raise
+
+
+def _check_layout(table: pa.Table, columns: Columns, headers: HeaderRows) -> None:
+    """NeedsExactRead when a trailing column holds a value or a record is another header row."""
+    for column in table.columns[len(columns.names):]:
+        if pc.any(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)).as_py():
+            raise NeedsExactRead("a value in an unnamed trailing column")
+    stamp = table.column(columns.names.index(TIMESTAMP))
+    suspects = pc.invert(pc.fill_null(pc.utf8_is_digit(pc.utf8_slice_codeunits(stamp, 0, 1)), False))
+    if not pc.any(suspects).as_py():
+        return
+    rows = table.filter(suspects)
+    cells = [column.to_pylist() for column in rows.columns]  # by position: names may repeat
+    for i in range(rows.num_rows):
+        if headers.is_header([values[i] for values in cells]):
+            raise NeedsExactRead("a header row inside the file")
 
 
 def _chunks(reader: pacsv.CSVStreamingReader, seen_invalid: list[int]) -> Iterator[list[pa.RecordBatch]]:
@@ -126,40 +196,47 @@ def _record_text(fields: list[str]) -> str:
     return out.getvalue()
 
 
-def exact_batches(path: Path, header: list[str], state: ReadState,
+def exact_batches(path: Path, header: list[str], state: ReadState, columns: Columns,
+                  headers: HeaderRows, preamble: int = 0,
                   max_row_chars: int | None = None) -> Iterator[pd.DataFrame]:
     """Python's csv module, record by record: malformed and oversized records become rows of
-    ``state.malformed`` with their own source_row; good records are yielded in chunks."""
+    ``state.malformed`` with their own source_row; good records are yielded in chunks. A header
+    row inside the file switches the layout for the records after it. ``preamble`` non-blank
+    records before the header (an Excel ``sep=,`` line) are skipped."""
     max_row_chars = MAX_ROW_CHARS if max_row_chars is None else max_row_chars
     limit = csv.field_size_limit()
     csv.field_size_limit(sys.maxsize)  # size is judged per record below, not per field
+    layout = columns
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle)
-            next((r for r in reader if r), None)  # the header: the first non-blank record
-            columns: dict[str, list[str]] = {h: [] for h in header}
+            for _ in range(preamble + 1):  # the header: the first non-blank record after those
+                next((r for r in reader if r), None)
+            values: dict[str, list[str]] = {h: [] for h in columns.names}
             rows: list[int] = []
             for fields in reader:
+                if fields and _maybe_header(fields, layout) and headers.is_header(fields):
+                    layout = headers.section(fields, reader.line_num)
+                    continue  # another export's header row: not a data record
                 if not fields:
                     continue  # blank line
                 state.rows_read += 1
                 size = sum(len(f) for f in fields)
+                misfit = layout.misfit(fields)
                 if size > max_row_chars:
                     state.malformed.append(Malformed(
                         state.rows_read, f"record of {size} characters is over the limit of "
                         f"{max_row_chars}", _record_text(fields)[:200], "row_too_large"))
-                elif len(fields) != len(header):
-                    state.malformed.append(Malformed(
-                        state.rows_read, f"expected {len(header)} columns, got {len(fields)}",
-                        _record_text(fields)))
+                elif misfit:
+                    state.malformed.append(Malformed(state.rows_read, misfit, _record_text(fields)))
                 else:
-                    for name, value in zip(header, fields, strict=True):
-                        columns[name].append(value)
+                    for name, value in zip(layout.names, fields, strict=False):
+                        values[name].append(value)
                     rows.append(state.rows_read)
                 if len(rows) >= EXACT_CHUNK_ROWS:
-                    yield _frame(columns, rows)
-                    columns, rows = {h: [] for h in header}, []
+                    yield _frame(values, rows)
+                    values, rows = {h: [] for h in columns.names}, []
             if rows:
-                yield _frame(columns, rows)
+                yield _frame(values, rows)
     finally:
         csv.field_size_limit(limit)

@@ -353,14 +353,16 @@ class Intake:
             rows_rejected=result.rows_rejected, rows_by_day=dict(result.rows_by_day),
             archive_path=str(archive.relative_to(self.areas.root)), code_version=self.code_version,
             rejects=result.rejects, columns=result.columns,
-            artifacts=result.artifacts(self.stage, self.code_version, self.run_id))
+            artifacts=result.artifacts(self.stage, self.code_version, self.run_id),
+            notes=result.notes)
         requested = record_landed(self.engine, version, self.now)
         new_layout = record_source_schema(self.engine, name, sha, result.columns, self.now)
         self._remove_if_unchanged(path, before)
         log.info("landed %s: %d rows read, %d landed for %d day(s), %d rejected", name,
                  result.rows_read, result.rows_landed, len(result.days), result.rows_rejected)
         return FileOutcome(name, sha, LANDED, result.rows_read, result.rows_landed,
-                           result.rows_rejected, dict(result.rows_by_day), columns=result.columns,
+                           result.rows_rejected, dict(result.rows_by_day),
+                           error="; ".join(result.notes) or None, columns=result.columns,
                            new_layout=new_layout, days_requested=requested)
 
     def _remove_if_unchanged(self, path: Path, before: os.stat_result) -> None:

@@ -8,6 +8,7 @@ that cannot be read at all raises FileRejected and leaves nothing behind. Fragme
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -24,6 +25,7 @@ import pyarrow as pa
 
 from sales_platform.core.crypto import Keyring, Tokenizer
 from sales_platform.core.csvread import (
+    Columns,
     Malformed,
     NeedsExactRead,
     ReadState,
@@ -93,6 +95,7 @@ class LandingResult:
     columns: list[str] = field(default_factory=list)
     fragment_rows: dict[str, int] = field(default_factory=dict)  # path under the work dir -> rows
     fragments: list[WrittenFile] = field(default_factory=list)  # as published, hashed
+    notes: list[str] = field(default_factory=list)  # read, but worth telling the sender
 
     @property
     def rows_landed(self) -> int:
@@ -119,51 +122,148 @@ class LandingResult:
         return [f.artifact(stage, "fragment", code_version, run_id) for f in self.fragments]
 
 
-def _full_header(path: Path, name: str) -> list[str]:
-    """The first record, however long (a very wide header goes past the probe)."""
+def _full_header(path: Path, name: str, preamble: int = 0) -> list[str]:
+    """The first record after ``preamble`` non-blank ones, however long (a very wide header goes
+    past the probe); blank lines before it skipped."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             limit = csv.field_size_limit()
             csv.field_size_limit(MAX_HEADER_CHARS)
             try:
-                return next((r for r in csv.reader(handle) if r), [])  # blank lines before it skipped
+                records = (r for r in csv.reader(handle) if r)
+                for _ in range(preamble):
+                    next(records, None)
+                return next(records, [])
             finally:
                 csv.field_size_limit(limit)
-    except UnicodeDecodeError as exc:
-        raise FileRejected(f"{name}: not UTF-8 text in the header ({exc.reason})") from exc
+    except UnicodeDecodeError:
+        raise FileRejected(utf8_problem(path, name)) from None
     except csv.Error as exc:
-        raise FileRejected(f"{name}: unreadable header: {exc}") from exc
+        raise FileRejected(f"{name}: unreadable header: {exc}") from None
 
 
-def _starts_with_blank_line(path: Path) -> bool:
+def _header_on_its_line(path: Path, preamble: int) -> bool:
+    """Whether the header is on the first line (the second after a ``sep=`` line): Arrow's
+    reader skips lines, not blank ones, and would take a blank line for the header."""
     with open(path, "rb") as handle:
-        head = handle.read(8).removeprefix(b"\xef\xbb\xbf")
-    return head[:1] in (b"\n", b"\r")
+        head = handle.read(_HEADER_PROBE_BYTES).removeprefix(b"\xef\xbb\xbf")
+    for _ in range(preamble):
+        head = head.split(b"\n", 1)[1] if b"\n" in head else b""
+    return head[:1] not in (b"\n", b"\r", b"")
 
 
-def read_header(path: Path, name: str) -> list[str]:
-    """The header row, with clear errors for empty, binary and wrongly delimited files."""
+def utf8_problem(path: Path, name: str) -> str:
+    """Where the file stops being UTF-8: the byte, its line and offset, and what it looks like.
+
+    Read again from the start in blocks (a reader's error does not say where in the file it was);
+    the message names positions and one byte, never the text around it."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = lines = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                # the decoder may hold up to 3 bytes of an earlier block: the error is in this one
+                at = max(exc.start - (len(exc.object) - len(block)), 0)
+                line = lines + block.count(b"\n", 0, at) + 1
+                return _not_utf8(name, block[at], line, offset + at, _line_bytes(block, at))
+            offset += len(block)
+            lines += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return f"{name}: not UTF-8 text: the file ends inside a character (line {lines + 1}); " \
+                   "save it as UTF-8"
+    return f"{name}: not UTF-8 text; save it as UTF-8"
+
+
+def _line_bytes(block: bytes, at: int) -> bytes:
+    start = block.rfind(b"\n", 0, at) + 1
+    end = block.find(b"\n", at)
+    return block[start:end if end >= 0 else len(block)]
+
+
+def _not_utf8(name: str, byte: int, line: int, offset: int, line_bytes: bytes) -> str:
+    try:
+        line_bytes.decode("cp1252")
+        looks = "it reads as Windows-1252 (Latin-1), Excel's plain 'CSV' on Windows"
+    except UnicodeDecodeError:
+        looks = "its encoding is not recognised"
+    return (f"{name}: not UTF-8 text: byte 0x{byte:02X} on line {line:,} (byte offset {offset:,}) "
+            f"is not UTF-8; {looks}: save the file as UTF-8 (Excel: 'CSV UTF-8')")
+
+
+def _utf16_problem(name: str, probe: bytes) -> str | None:
+    """UTF-16 or UTF-32 text (Excel's 'Unicode Text', some database tools), by its byte-order mark
+    or, without one, by NUL bytes at every other position of ASCII text."""
+    boms = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+            (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+    found = next(((kind, "its byte-order mark") for bom, kind in boms if probe.startswith(bom)), None)
+    even, odd = probe[0::2], probe[1::2]
+    if found is None and len(probe) >= 4:
+        for zeros, other in ((odd, even), (even, odd)):
+            if zeros.count(0) >= 0.9 * len(zeros) and other.count(0) <= 0.1 * len(other):
+                found = ("UTF-16", "NUL bytes between its characters")
+    if found is None:
+        return None
+    kind, how = found
+    return (f"{name}: the file is {kind} text ({how}), not UTF-8: save it as UTF-8 (Excel: "
+            "'CSV UTF-8')")
+
+
+def _sep_line(text: str) -> str | None:
+    """The delimiter an Excel ``sep=`` first line declares, or None when there is none."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    match = re.fullmatch(r"\s*sep=(.?)\s*", first, re.IGNORECASE)
+    return match.group(1) if match else None
+
+
+def _probe(path: Path, name: str) -> str:
+    """The first 64 KiB as text, with clear errors for empty, UTF-16, binary and non-UTF-8 files."""
     with open(path, "rb") as handle:
         probe = handle.read(_HEADER_PROBE_BYTES)
     if not probe.strip():
         raise FileRejected(f"{name}: file is empty")
+    problem = _utf16_problem(name, probe)
+    if problem:
+        raise FileRejected(problem)
     if b"\x00" in probe:
         raise FileRejected(f"{name}: file is binary (NUL bytes), not a CSV text file")
     try:
-        text = probe.decode("utf-8-sig")
+        return probe.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         if len(probe) < _HEADER_PROBE_BYTES or exc.start < len(probe) - 4:
-            raise FileRejected(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-        text = probe[: exc.start].decode("utf-8-sig")
+            raise FileRejected(utf8_problem(path, name)) from None
+        return probe[: exc.start].decode("utf-8-sig")
+
+
+def read_layout(path: Path, name: str) -> tuple[list[str], int]:
+    """The header row and how many records come before it (1 after an Excel ``sep=,`` line)."""
+    text = _probe(path, name)
+    preamble = 0
+    declared = _sep_line(text)
+    if declared is not None:
+        if declared != ",":
+            shown = {";": "semicolons", "\t": "tabs", "|": "pipes"}.get(declared, repr(declared))
+            raise FileRejected(f"{name}: wrong delimiter: its first line (Excel's sep=) declares "
+                               f"{shown} (expected comma-separated)")
+        preamble = 1
+        text = text.split("\n", 1)[1] if "\n" in text else ""
     first_line = next((line for line in text.splitlines() if line.strip()), "")
-    header = _full_header(path, name)
+    header = _full_header(path, name, preamble)
     if len(header) == 1 and any(d in first_line for d in ";\t|"):
         # Counts, never the line itself: in a file without a header it is a data row.
         found = ", ".join(f"{first_line.count(d)} {label}" for d, label in _OTHER_DELIMITERS
                           if d in first_line)
         raise FileRejected(f"{name}: wrong delimiter: the first line has no commas but {found} "
                            "(expected comma-separated)")
-    return header
+    return header, preamble
+
+
+def read_header(path: Path, name: str) -> list[str]:
+    """The header row, with clear errors for empty, binary and wrongly delimited files."""
+    return read_layout(path, name)[0]
 
 
 _OTHER_DELIMITERS = ((";", "semicolon(s)"), ("\t", "tab(s)"), ("|", "pipe(s)"))
@@ -205,6 +305,44 @@ def _parse_error(exc: BaseException) -> str:
     return message[:cut.end()] if cut else message.split(":", 1)[0]
 
 
+def _named(cells: list[str]) -> list[str]:
+    """A header row's cells without a byte-order mark (a second export's, mid-file) and without
+    the empty-named columns at its end (a delimiter ending every line)."""
+    cells = [cells[0].lstrip("\ufeff"), *cells[1:]] if cells else []
+    while cells and not cells[-1].strip():
+        cells.pop()
+    return cells
+
+
+class FileHeaders:
+    """The header rows of one file: the first, and any later record that maps onto the contract's
+    columns (exports concatenated with ``cat``), read with its own column order."""
+
+    def __init__(self, name: str, contract: SchemaContract, first: Columns) -> None:
+        self.name, self.contract, self.first = name, contract, first
+        self.required = set(contract.required)
+
+    def is_header(self, fields: list[str]) -> bool:
+        """A record naming every required column (by name or alias) is a header, not data."""
+        return self.required <= {self.contract.canonical_name(c) for c in _named(fields)}
+
+    def section(self, fields: list[str], line: int) -> Columns:
+        """The layout a header row starts; a header with other columns than the first cannot be
+        read as the same file: refused, naming its line."""
+        cells = _named(fields)
+        try:
+            mapping, _ = self.contract.resolve_header(cells, self.name)
+            names = [mapping[c] for c in cells]
+        except SchemaError:
+            names = []
+        if sorted(names) != sorted(self.first.names):
+            raise FileRejected(
+                f"{self.name}: line {line:,} is another header row with other columns than the "
+                f"first header ({len(cells)} named columns, the first header has "
+                f"{len(self.first.names)}): split the file there and drop each part")
+        return Columns(names, len(fields) - len(cells))
+
+
 class Lander:
     """Lands file versions into the staging area; one instance per run."""
 
@@ -237,51 +375,53 @@ class Lander:
         return result
 
     def _split(self, path: Path, name: str, key: str, work: Path, result: LandingResult) -> None:
-        header = read_header(path, name)
+        header, preamble = read_layout(path, name)
         if len(header) > self.max_columns:
             raise FileRejected(f"{name}: {len(header)} columns, more than the limit of "
                                f"{self.max_columns} (SALES_PLATFORM_MAX_COLUMNS)")
+        named = _named(header)  # a delimiter ending every line is no column
         try:
-            mapping = self.contract.map_header(header, name)
+            mapping, result.notes = self.contract.resolve_header(named, name)
         except SchemaError:
             # from None: the contract's own message quotes the header cells
-            raise FileRejected(header_problem(name, header, self.contract)) from None
-        result.columns = [mapping[h] for h in header]
+            raise FileRejected(header_problem(name, named, self.contract)) from None
+        result.columns = [mapping[h] for h in named]
         extras = self.contract.extra_columns(result.columns)
         if extras and self.contract.policy == FREEZE:
             raise FileRejected(f"{name}: {len(extras)} column(s) outside the contract (schema "
                                "policy 'freeze' accepts only the contract's columns); "
-                               + header_problem(name, header, self.contract).split("; ", 1)[1])
+                               + header_problem(name, named, self.contract).split("; ", 1)[1])
+        columns = Columns(result.columns, len(header) - len(named))
+        headers = FileHeaders(name, self.contract, columns)
         try:
-            if _starts_with_blank_line(path):  # Arrow would take the blank line for the header
+            if not _header_on_its_line(path, preamble):
                 raise NeedsExactRead("blank lines before the header")
-            rejects = self._route_all(fast_batches, path, header, mapping, extras, name, key, work,
-                                      result)
+            rejects = self._route_all(fast_batches, path, header, columns, headers, preamble,
+                                      extras, name, key, work, result)
         except NeedsExactRead:
             shutil.rmtree(work, ignore_errors=True)
             result.reset()
-            rejects = self._route_all(exact_batches, path, header, mapping, extras, name, key, work,
-                                      result)
-        except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error) as exc:
-            raise FileRejected(f"{name}: cannot parse as CSV: {_parse_error(exc)}") from None
+            rejects = self._route_all(exact_batches, path, header, columns, headers, preamble,
+                                      extras, name, key, work, result)
         if result.rows_read == 0:
             raise FileRejected(f"{name}: header only, no data rows")
         result.rejects = pd.concat([r for r in rejects if len(r)] or [pd.DataFrame()])
 
-    def _route_all(self, reader, path: Path, header: list[str], mapping: dict[str, str],
-                   extras: list[str], name: str, key: str, work: Path,
-                   result: LandingResult) -> list[pd.DataFrame]:
+    def _route_all(self, reader, path: Path, header: list[str], columns: Columns,
+                   headers: FileHeaders, preamble: int, extras: list[str], name: str, key: str,
+                   work: Path, result: LandingResult) -> list[pd.DataFrame]:
         state = ReadState()
         rejects: list[pd.DataFrame] = []
         try:
-            for number, frame in enumerate(reader(path, header, state)):
-                frame = frame.rename(columns=mapping)
+            for number, frame in enumerate(reader(path, header, state, columns, headers, preamble)):
                 if extras and self.contract.policy == RESCUE:
                     frame = rescue_extras(frame, extras)
                 rejects.append(self._route(frame, name, result.sha256, key, number, work, result))
-        except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error) as exc:
-            if isinstance(exc, pa.ArrowInvalid) and reader is exact_batches:
-                raise
+        except UnicodeDecodeError:
+            raise FileRejected(utf8_problem(path, name)) from None
+        except (pa.ArrowInvalid, csv.Error) as exc:
+            if "utf8" in str(exc).lower().replace("-", ""):  # Arrow: "invalid UTF8 data"
+                raise FileRejected(utf8_problem(path, name)) from None
             raise FileRejected(f"{name}: cannot parse as CSV: {_parse_error(exc)}") from None
         result.rows_read = state.rows_read
         if state.malformed:

@@ -109,10 +109,23 @@ class SchemaContract:
 
     def map_header(self, headers: Sequence[str], source: str) -> dict[str, str]:
         """Map each source header to its canonical name; raises SchemaError naming the problem."""
+        return self.resolve_header(headers, source)[0]
+
+    def resolve_header(self, headers: Sequence[str], source: str) -> tuple[dict[str, str], list[str]]:
+        """``map_header``, and a note for each alias set aside: an alias of a column the header
+        also names exactly (``product`` beside ``product_id``) is that file's own column, kept
+        under its own name (``product``: often the product's name), not a second product_id."""
+        exact = {normalize_header(h) for h in headers} & set(self.required)
         mapping: dict[str, str] = {}
         seen: dict[str, str] = {}
+        notes: list[str] = []
         for header in headers:
             canonical = self.canonical_name(header)
+            if canonical in exact and normalize_header(header) != canonical:
+                alias, canonical = canonical, safe_column_name(header)
+                notes.append(f"column {header.strip()!r} is an alias of {alias}, but the header "
+                             f"also has {alias} itself: {alias} is read from that one and "
+                             f"{header.strip()!r} is kept as its own column {canonical!r}")
             if not canonical:
                 raise SchemaError(f"{source}: empty column name in header")
             if canonical in seen:
@@ -126,4 +139,4 @@ class SchemaContract:
             raise SchemaError(
                 f"{source}: missing required column(s) {', '.join(missing)}; header was {list(headers)}"
             )
-        return mapping
+        return mapping, notes

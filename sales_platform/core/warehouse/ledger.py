@@ -67,6 +67,7 @@ class LandedVersion:
     rejects: pd.DataFrame | None = None  # landing rejects (no valid day, malformed records)
     columns: list[str] = field(default_factory=list)
     artifacts: list[Artifact] = field(default_factory=list)  # its landed fragments (data_objects)
+    notes: list[str] = field(default_factory=list)  # read, but worth telling (an alias set aside)
 
     @property
     def rows_landed(self) -> int:
@@ -168,7 +169,8 @@ def record_landed(engine: Engine, version: LandedVersion, now: datetime) -> list
         write_artifacts(conn, version.artifacts, now)  # the fragments, with their ledger row
         _event(conn, version.file_name, version.sha256, LANDED,
                f"{version.rows_read} rows read, {version.rows_landed} landed on {len(own_days)} "
-               f"day(s), {version.rows_rejected} rejected at landing", now)
+               f"day(s), {version.rows_rejected} rejected at landing"
+               + "".join(f"; note: {n}" for n in version.notes), now)
         if affected:
             request_days(conn, affected, f"file {version.file_name} landed")
         else:  # every row rejected at landing, no day to load: all of them are counted already
