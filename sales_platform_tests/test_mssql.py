@@ -288,43 +288,43 @@ def test_display_url_repr_and_error_text_never_show_the_password():
 # --- Compiled T-SQL (snapshots) ----------------------------------------------------------------
 
 STAGING_DDL = (
-    "CREATE TABLE [#stg_sales] ( transaction_id VARCHAR(64) NOT NULL, customer_id VARCHAR(128) NOT NULL, "
-    "product_id VARCHAR(128) NOT NULL, quantity INTEGER NOT NULL, sale_date DATE NOT NULL, "
-    "sale_ts DATETIME NOT NULL, source_file VARCHAR(255) NOT NULL, source_sha256 VARCHAR(64) NULL, "
-    "source_row INTEGER NULL, PRIMARY KEY (transaction_id) )")
+    "CREATE TABLE [#stg_sales] ( transaction_id NVARCHAR(128) NOT NULL, customer_id VARCHAR(370) NOT NULL, "
+    "product_id VARCHAR(370) NOT NULL, quantity BIGINT NOT NULL, sale_date DATE NOT NULL, "
+    "sale_ts DATETIME NOT NULL, source_file NVARCHAR(255) NOT NULL, source_sha256 VARCHAR(64) NULL, "
+    "source_row BIGINT NULL, PRIMARY KEY (transaction_id) )")
 TABLE_DDL = {
     "sales": (
-        "CREATE TABLE sales ( transaction_id VARCHAR(64) NOT NULL, customer_id VARCHAR(128) NOT NULL, "
-        "product_id VARCHAR(128) NOT NULL, quantity INTEGER NOT NULL, sale_date DATE NOT NULL, "
-        "sale_ts DATETIME NOT NULL, source_file VARCHAR(255) NOT NULL, loaded_at DATETIME NOT NULL, "
-        "extras NVARCHAR(max) NULL, source_sha256 VARCHAR(64) NULL, source_row INTEGER NULL, "
+        "CREATE TABLE sales ( transaction_id NVARCHAR(128) NOT NULL, customer_id VARCHAR(370) NOT NULL, "
+        "product_id VARCHAR(370) NOT NULL, quantity BIGINT NOT NULL, sale_date DATE NOT NULL, "
+        "sale_ts DATETIME NOT NULL, source_file NVARCHAR(255) NOT NULL, loaded_at DATETIME NOT NULL, "
+        "extras NVARCHAR(max) NULL, source_sha256 VARCHAR(64) NULL, source_row BIGINT NULL, "
         "PRIMARY KEY (transaction_id) )",
         ["CREATE INDEX ix_sales_sale_date ON sales (sale_date)"]),
     "sales_rejects": (
-        "CREATE TABLE sales_rejects ( reject_id INTEGER NOT NULL IDENTITY, stage VARCHAR(16) NOT NULL, "
-        "sale_date DATE NULL, source_file VARCHAR(255) NOT NULL, source_sha256 VARCHAR(64) NULL, "
-        "source_row INTEGER NULL, reason VARCHAR(40) NOT NULL, detail VARCHAR(max) NULL, "
-        "transaction_id VARCHAR(max) NULL, customer_id VARCHAR(max) NULL, product_id VARCHAR(max) NULL, "
-        "quantity VARCHAR(max) NULL, timestamp VARCHAR(max) NULL, raw_text VARCHAR(max) NULL, "
+        "CREATE TABLE sales_rejects ( reject_id BIGINT NOT NULL IDENTITY, stage VARCHAR(16) NOT NULL, "
+        "sale_date DATE NULL, source_file NVARCHAR(255) NOT NULL, source_sha256 VARCHAR(64) NULL, "
+        "source_row BIGINT NULL, reason VARCHAR(40) NOT NULL, detail NVARCHAR(max) NULL, "
+        "transaction_id NVARCHAR(max) NULL, customer_id VARCHAR(max) NULL, product_id VARCHAR(max) NULL, "
+        "quantity NVARCHAR(max) NULL, timestamp NVARCHAR(max) NULL, raw_text VARCHAR(max) NULL, "
         "extras NVARCHAR(max) NULL, rejected_at DATETIME NOT NULL, PRIMARY KEY (reject_id) )",
         ["CREATE INDEX ix_sales_rejects_file ON sales_rejects (source_sha256)",
          "CREATE INDEX ix_sales_rejects_sale_date ON sales_rejects (sale_date)"]),
     "file_ledger": (
-        "CREATE TABLE file_ledger ( file_id INTEGER NOT NULL IDENTITY, file_name VARCHAR(255) NOT NULL, "
-        "sha256 VARCHAR(64) NOT NULL, size_bytes INTEGER NOT NULL, status VARCHAR(24) NOT NULL, "
-        "rows_read INTEGER NULL, rows_landed INTEGER NULL, rows_rejected INTEGER NULL, "
-        "days_touched VARCHAR(max) NULL, error VARCHAR(max) NULL, archive_path VARCHAR(max) NULL, "
+        "CREATE TABLE file_ledger ( file_id BIGINT NOT NULL IDENTITY, file_name NVARCHAR(818) NOT NULL, "
+        "sha256 VARCHAR(64) NOT NULL, size_bytes BIGINT NOT NULL, status VARCHAR(24) NOT NULL, "
+        "rows_read BIGINT NULL, rows_landed BIGINT NULL, rows_rejected BIGINT NULL, "
+        "days_touched VARCHAR(max) NULL, error NVARCHAR(max) NULL, archive_path NVARCHAR(max) NULL, "
         "code_version VARCHAR(64) NULL, received_at DATETIME NOT NULL, processed_at DATETIME NULL, "
         "days_affected VARCHAR(max) NULL, PRIMARY KEY (file_id), "
         "CONSTRAINT uq_file_ledger_name_sha UNIQUE (file_name, sha256) )",
         ["CREATE INDEX ix_file_ledger_sha ON file_ledger (sha256)"]),
     "dim_products": (
-        "CREATE TABLE dim_products ( product_token VARCHAR(128) NOT NULL, "
-        "name VARCHAR(255) NOT NULL, category VARCHAR(100) NOT NULL, unit_price NUMERIC(12, 2) NOT NULL, "
+        "CREATE TABLE dim_products ( product_token VARCHAR(370) NOT NULL, "
+        "name NVARCHAR(510) NOT NULL, category NVARCHAR(200) NOT NULL, unit_price NUMERIC(12, 2) NOT NULL, "
         "updated_at DATETIME NOT NULL, PRIMARY KEY (product_token) )", []),
     "agg_sales_daily": (
-        "CREATE TABLE agg_sales_daily ( sale_date DATE NOT NULL, transactions INTEGER NOT NULL, "
-        "total_quantity INTEGER NOT NULL, total_revenue NUMERIC(18, 2) NOT NULL, "
+        "CREATE TABLE agg_sales_daily ( sale_date DATE NOT NULL, transactions BIGINT NOT NULL, "
+        "total_quantity BIGINT NOT NULL, total_revenue NUMERIC(38, 2) NOT NULL, "
         "refreshed_at DATETIME NOT NULL, PRIMARY KEY (sale_date) )", []),
 }
 MERGE_SQL = (

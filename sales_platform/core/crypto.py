@@ -49,6 +49,7 @@ SIV_KEY_SIZE = 64
 STREAM_KEY_SIZE = 32
 SEGMENT_SIZE = 1 << 20  # Tink's ciphertext segment size for AES256_GCM_HKDF_1MB
 TAG_SIZE = 16
+SIV_TAG_SIZE = 16  # AES-SIV's synthetic IV, before the ciphertext (as long as the plaintext)
 NONCE_PREFIX_SIZE = 7
 HEADER_SIZE = 1 + STREAM_KEY_SIZE + NONCE_PREFIX_SIZE
 FIRST_PLAIN_SEGMENT = SEGMENT_SIZE - HEADER_SIZE - TAG_SIZE
@@ -76,6 +77,12 @@ def b64e(data: bytes) -> str:
 
 def b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def token_length(plaintext_bytes: int) -> int:
+    """Characters of the token of a ``plaintext_bytes``-byte value: base64url without padding of
+    the Tink prefix, the SIV and the ciphertext (warehouse token columns are sized from it)."""
+    return -(-(TINK_PREFIX_SIZE + SIV_TAG_SIZE + plaintext_bytes) * 4 // 3)
 
 
 def generate_key() -> str:

@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 
 from sales_platform.core.crypto import Keyring, archive_identity, seal_file
 from sales_platform.core.landing import MAX_COLUMNS, FileRejected, Lander, name_id
+from sales_platform.core.limits import MAX_NAME_BYTES
 from sales_platform.core.private_files import create_private, private_folder
 from sales_platform.core.quality import QualityRules
 from sales_platform.core.schema import SchemaContract
@@ -159,7 +160,6 @@ def classify(path: Path) -> DropEntry:
 # Control and format characters: a newline forges a log line or a reason file's line, ESC drives
 # the terminal, U+202E reverses what follows; a name carrying one is quarantined and shown escaped.
 UNSHOWN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
-MAX_NAME_BYTES = 255  # NAME_MAX of the usual file systems (ext4, XFS, NTFS in UTF-16 units too)
 
 
 def printable_name(name: str) -> str:

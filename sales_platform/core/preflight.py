@@ -77,6 +77,49 @@ def check_numbers() -> list[Problem]:
     return problems
 
 
+# Settings whose values the warehouse stores: (setting, default, table, column, factor): the
+# setting times ``factor`` must fit the column (a sale's revenue: quantity x the largest
+# dim_products.unit_price).
+STORED_LIMITS: tuple[tuple[str, int, str, str, str | None], ...] = (
+    (settings.MAX_QUANTITY, 1000, "sales", "quantity", None),
+    (settings.MAX_QUANTITY, 1000, "agg_sales_daily", "total_quantity", None),
+    (settings.MAX_QUANTITY, 1000, "agg_sales_daily", "total_revenue", "unit_price"),
+    (settings.MAX_FILE_BYTES, 20 << 30, "file_ledger", "size_bytes", None),
+)
+DIALECTS = {"postgres": "postgresql", "sqlserver": "mssql", "azuresql": "mssql"}
+
+
+def check_stored_limits() -> list[Problem]:
+    """A limit the configured backend's column cannot store is refused before anything runs (a
+    value under the limit would otherwise fail at the insert and stop the day)."""
+    from sales_platform.core.limits import integer_capacity
+    from sales_platform.core.warehouse.tables import metadata
+
+    dialect = DIALECTS.get(settings.warehouse_kind(), settings.warehouse_kind())
+    problems = []
+    for name, default, table, column, factor in STORED_LIMITS:
+        try:
+            value = settings.env_number(name, default, 1, integer=True)
+        except settings.SettingError:
+            continue  # check_numbers names it
+        target = metadata.tables[table].c[column]
+        capacity = integer_capacity(target.type, dialect)
+        times = integer_capacity(metadata.tables["dim_products"].c[factor].type, dialect) \
+            if factor else 1
+        if capacity is not None and times is not None and value * times > capacity:
+            what = f"{value} x the largest {factor} ({times})" if factor else str(value)
+            problems.append(Problem(name, f"{what} is more than {dialect}'s {table}.{column} "
+                                          f"({target.type.compile(_dialect(dialect))}) stores "
+                                          f"({capacity}): lower it"))
+    return problems
+
+
+def _dialect(name: str):
+    from sqlalchemy.dialects import mssql, postgresql, sqlite
+
+    return {"postgresql": postgresql, "mssql": mssql}.get(name, sqlite).dialect()
+
+
 def check_timezone() -> list[Problem]:
     try:
         settings.source_timezone()
@@ -450,8 +493,8 @@ def check_blob(connect: bool = True) -> list[Problem]:
 # --- all together ----------------------------------------------------------------------------------
 
 CHECKS: tuple[Callable[..., list[Problem]], ...] = (
-    check_numbers, check_timezone, check_start_date, check_data_dir, check_schema_settings,
-    check_category_bins, check_executor, check_keys, check_webhook, check_openlineage,
+    check_numbers, check_stored_limits, check_timezone, check_start_date, check_data_dir,
+    check_schema_settings, check_category_bins, check_executor, check_keys, check_webhook, check_openlineage,
     check_blob_endpoints)
 CONNECTING_CHECKS: tuple[Callable[..., list[Problem]], ...] = (check_database, check_api, check_blob)
 

@@ -22,6 +22,7 @@ from datetime import date, datetime
 import pandas as pd
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
+from sales_platform.core.limits import stored_name
 from sales_platform.core.warehouse.artifacts import Artifact, write_artifacts
 from sales_platform.core.warehouse.conflicts import purge_superseded_rows
 from sales_platform.core.warehouse.loading import SALES_LOAD_LOCK
@@ -184,6 +185,7 @@ def record_not_landed(engine: Engine, name: str, sha: str, size: int, status: st
                       archive_path: str | None, code_version: str, now: datetime) -> None:
     """A drop that did not land (duplicate, quarantined): appended; a live entry is never
     overwritten (re-dropping a loaded file leaves its counts and state as they are)."""
+    name = stored_name(name)  # a quarantined drop's shown name may be longer than any landed one
     with engine.begin() as conn:
         take_lock(conn, LEDGER_LOCK)
         row = conn.execute(select(file_ledger.c.file_id, file_ledger.c.status)

@@ -34,13 +34,10 @@ import pyarrow.csv as pacsv
 from sqlalchemy import (
     Column,
     Connection,
-    Date,
     DateTime,
     Dialect,
     Engine,
-    Integer,
     MetaData,
-    String,
     Table,
     UnicodeText,
     and_,
@@ -57,6 +54,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
+from sales_platform.core.limits import NUL_REPLACEMENT, storable_text
 from sales_platform.core.warehouse.conflicts import CrossDayConflicts
 from sales_platform.core.warehouse.locks import claim_snapshot, newest_snapshot, take_lock
 from sales_platform.core.warehouse.sqlite_scratch import SqliteScratch
@@ -120,15 +118,9 @@ def _staging_table(dialect_name: str, extras: tuple[str, ...]) -> Table:
     return Table(
         name,
         MetaData(),
-        Column("transaction_id", String(64), primary_key=True),
-        Column("customer_id", String(128), nullable=False),
-        Column("product_id", String(128), nullable=False),
-        Column("quantity", Integer, nullable=False),
-        Column("sale_date", Date, nullable=False),
-        Column("sale_ts", DateTime, nullable=False),
-        Column("source_file", String(255), nullable=False),
-        Column("source_sha256", String(64), nullable=True),
-        Column("source_row", Integer, nullable=True),
+        # the same types as sales (sized from the limits, core/limits.py)
+        *(Column(c, sales.c[c].type, primary_key=sales.c[c].primary_key,
+                 nullable=sales.c[c].nullable) for c in BASE_STAGE_COLUMNS),
         *(Column(name, UnicodeText, nullable=True) for name in extras),
         prefixes=prefixes,
     )
@@ -210,7 +202,8 @@ def rows_for_driver(frame: pd.DataFrame, dialect_name: str, extras: Sequence[str
     columns = [frame["transaction_id"].tolist(), frame["customer_id"].tolist(),
                frame["product_id"].tolist(), frame["quantity"].astype("int64").tolist(), dates, stamps,
                frame["source_file"].tolist(), _column_values(frame, "source_sha256"),
-               _source_rows(frame), *(_column_values(frame, name) for name in extras)]
+               _source_rows(frame),
+               *([storable_text(v) for v in _column_values(frame, name)] for name in extras)]
     if loaded_at is not None:
         columns.append([loaded_at] * len(frame))
     return list(zip(*columns, strict=True))
@@ -227,6 +220,12 @@ def _arrow_column(table: pa.Table, name: str, type_: pa.DataType) -> pa.ChunkedA
     return table.column(name).cast(type_)
 
 
+def _storable(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """A source column's text as every backend stores it: NUL (which PostgreSQL text refuses)
+    replaced the same way everywhere (core/limits.py). Ids, tokens and names never hold one."""
+    return pc.replace_substring(column, "\x00", NUL_REPLACEMENT)
+
+
 def copy_table(frame: pd.DataFrame | pa.Table, extras: Sequence[str] = (),
                loaded_at: datetime | None = None) -> pa.Table:
     """The rows in the staging table's columns and text formats (dates as text); with
@@ -238,7 +237,8 @@ def copy_table(frame: pd.DataFrame | pa.Table, extras: Sequence[str] = (),
     # the staging table's own column order (the COPY names the same list)
     columns = {name: derived[name] if name in derived else _arrow_column(
                    table, name, pa.int64() if name in INTEGER_STAGE_COLUMNS else pa.string())
-               for name in (*BASE_STAGE_COLUMNS, *extras)}
+               for name in BASE_STAGE_COLUMNS}
+    columns.update({name: _storable(_arrow_column(table, name, pa.string())) for name in extras})
     if loaded_at is not None:
         columns["loaded_at"] = pa.repeat(pa.scalar(loaded_at.isoformat(sep=" ")), table.num_rows)
     return pa.table(columns)

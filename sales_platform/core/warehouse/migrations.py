@@ -21,6 +21,7 @@ from sales_platform.core.warehouse.tables import (
     schema_history,
     schema_migrations,
 )
+from sales_platform.core.warehouse.widen import widen_to_limits
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "data-object and data-model ledgers, aggregate by sales category and month",
               _base_tables),
     Migration(6, "change log of sale days for the rollups and exports (agg_changes)", _change_log),
+    Migration(7, "columns sized from the documented limits (64-bit counts and quantities, "
+                 "tokens of the longest id, names as shown, Unicode text)", widen_to_limits),
 )
 
 

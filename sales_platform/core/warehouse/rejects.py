@@ -13,14 +13,13 @@ from datetime import date, datetime
 import pandas as pd
 from sqlalchemy import Connection, Engine, delete, insert, select
 
+from sales_platform.core.limits import storable_text
 from sales_platform.core.warehouse.locks import claim_snapshot, take_lock
 from sales_platform.core.warehouse.tables import sales_rejects
 
 REJECT_TEXT_COLUMNS = ("transaction_id", "customer_id", "product_id", "quantity", "timestamp",
                        "detail", "raw_text")
 
-
-NUL_REPLACEMENT = "\ufffd"
 ROUTING_COLUMNS = frozenset({"source_file", "source_row", "reason", "sale_ts", "source_sha256"})
 CLEANING_STAGE = "cleaning"
 CONFLICT_STAGE = "conflict"  # decided by the load: a transaction id on two days
@@ -36,9 +35,8 @@ def _value(value: object) -> object:
 
 
 def _text(value: object) -> object:
-    value = _value(value)
-    # PostgreSQL text cannot hold NUL (0x00): the reject is kept, its reason says why
-    return value.replace("\x00", NUL_REPLACEMENT) if isinstance(value, str) else value
+    # PostgreSQL text cannot hold NUL (0x00): replaced the same way on every backend
+    return storable_text(_value(value))
 
 
 def _reject_records(frame: pd.DataFrame, stage: str, sale_date: date | None, sha: str | None,
