@@ -9,7 +9,9 @@ oracle (sales_platform_tests/oracle.py) computed from the dropped files and the 
    a day while its other day (2025-02-10) is not re-run, December and 2024 gain;
 3. a new version of c.csv moves 2025-02-10's sale to 2024-11-20: year 2025 loses all its rows;
 4. the runbook: rollups and exports left as the old max(refreshed_at) rule left them (2025 still
-   there, nothing logged), the checks fail, "Rebuild aggregates" is followed, all is right again.
+   there, nothing logged), the checks fail, "Rebuild aggregates" is followed, all is right again;
+5. d.csv repeats 2024-12-30's transaction id on 2025-03-05 and only 2025-03-05 runs: the load moves
+   2024-12-30's row to the rejects, and that day's aggregates, December and 2024 follow.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ A1 = [_sale("T1", "C1", "P1", 1, "2025-01-01T00:00:00"), _sale("T2", "C2", "P2",
 A2 = [[*row[:4], "2024-12-31T" + row[4][11:]] for row in A1]  # the same three sales, a day earlier
 C1 = [_sale("T5", "C3", "P1", 8, "2025-02-10T09:30:00")]
 C2 = [_sale("T5", "C3", "P1", 8, "2024-11-20T09:30:00")]
+D = [_sale("T4", "C3", "P1", 2, "2025-03-05T10:00:00")]  # 2024-12-30's transaction id again
 
 
 @dataclass
@@ -230,6 +233,9 @@ def story(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         assert range_run(s.resources, "2024-12-30", "2025-02-10", selection=DAILY,
                          instance=s.instance).success
         states["rebuilt"] = s.state(s.rollups())
+        s.drop("d.csv", D)
+        s.run_days("2025-03-05", "2025-03-05")  # 2024-12-30, whose row this moves, is not re-run
+        states["evicted"] = s.state(s.rollups())
         yield states
 
 
@@ -292,3 +298,10 @@ def test_every_check_catches_rollups_and_exports_left_stale(story):
 
 def test_the_runbooks_rebuild_really_rebuilds(story):
     assert_matches_oracle(story["rebuilt"])
+
+
+def test_a_load_that_moves_another_days_row_refreshes_that_days_aggregates(story):
+    state = story["evicted"]
+    assert_matches_oracle(state)
+    assert date(2024, 12, 30) not in state.expected["daily"]  # both copies rejected
+    assert date(2024, 12, 30) not in state.tables["daily"]

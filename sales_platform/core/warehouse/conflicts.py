@@ -52,6 +52,7 @@ class CrossDayConflicts:
         self.known_before = set(conflicts_before)  # as the day's cleaning saw them
         self.before: set[str] = set()  # ids in conflict on this day before this load
         self.after: set[str] = set()
+        self.evicted_days: list[str] = []  # other days whose rows this load moved to rejects
 
     def _copies_elsewhere(self, tid_column, in_sales: bool = True):
         """An id has a copy on another day: in sales, or as a duplicate reject (every copy that
@@ -114,6 +115,9 @@ class CrossDayConflicts:
         rejected = self._reject(conn, s, s.c.transaction_id.in_(ids), literal(self.day, Date),
                                 f"also on another day than {self.day}", now)
         others = and_(t.c.transaction_id.in_(ids), t.c.sale_date != self.day, _live(t))
+        # their daily aggregates change too, whether or not their day is in this run
+        self.evicted_days = sorted({str(d)[:10] for d in conn.execute(
+            select(t.c.sale_date).distinct().where(others)).scalars()})
         evicted = self._reject(conn, t, others, t.c.sale_date, f"also on {self.day}", now)
         conn.execute(delete(t).where(others))
         conn.execute(delete(s).where(s.c.transaction_id.in_(ids)))

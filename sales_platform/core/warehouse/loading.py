@@ -93,6 +93,7 @@ class LoadStats:
     conflicts_evicted: int = 0  # rows of other days moved out of sales for the same reason
     columns_added: list[str] = field(default_factory=list)
     days_to_reload: list[str] = field(default_factory=list)
+    days_evicted_from: list[str] = field(default_factory=list)  # other days this load changed
     stale: bool = False  # not applied: built from older landed rows than the day already has
 
     def as_dict(self) -> dict[str, int]:
@@ -409,6 +410,7 @@ class SalesLoader:
             return stats
         conflicts = CrossDayConflicts(self.stage, self.target, day, conflicts_before)
         stats.conflicts_rejected, stats.conflicts_evicted = conflicts.settle(conn, loaded_at)
+        stats.days_evicted_from = conflicts.evicted_days
         if self.dialect == "postgresql":  # one join decides and counts; only changed rows written
             present, updated, relinked, on_day, day_rows, written = conn.execute(
                 self.merge_counting_statement(day, loaded_at)).one()

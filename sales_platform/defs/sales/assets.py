@@ -514,10 +514,35 @@ def _after_the_loads(context: dg.AssetExecutionContext, engine, passes: list[Day
             for key, numbers in out.aggregates.items():
                 yield day_materialization(context, key, out.day, numbers)
         if REJECTS_KEY in selected and not out.superseded:  # in the table, whatever happened
-            reasons = day_rejects(engine, out.day)
-            yield day_materialization(context, REJECTS_KEY, out.day, {
-                "dagster/row_count": sum(reasons.values()), "rows": sum(reasons.values()),
-                "rejected_by_reason": counts_table(reasons), "table": rejects_table.name})
+            yield _rejects_materialization(context, engine, out.day)
+    yield from _days_the_loads_reached(context, engine, passes)
+
+
+def _rejects_materialization(context: dg.AssetExecutionContext, engine, day: str):
+    reasons = day_rejects(engine, day)
+    return day_materialization(context, REJECTS_KEY, day, {
+        "dagster/row_count": sum(reasons.values()), "rows": sum(reasons.values()),
+        "rejected_by_reason": counts_table(reasons), "table": rejects_table.name})
+
+
+def _days_the_loads_reached(context: dg.AssetExecutionContext, engine, passes: list[DayPass]):
+    """Days outside the run whose rows a load moved to sales_rejects (their transaction id turned
+    up on a day of this run): their daily aggregates and rejects change too, so they are refreshed
+    and reported like the run's own days."""
+    in_run = {p.day for p in passes}
+    reached = sorted({d for p in passes if p.load is not None and p.error is None
+                      for d in p.load.days_evicted_from} - in_run)
+    selected = context.selected_asset_keys
+    for day in reached:
+        out = DayPass(day)
+        aggregate_one_day(engine, day, selected, out)
+        for key, numbers in out.aggregates.items():
+            yield day_materialization(context, key, day, numbers)
+        if REJECTS_KEY in selected:
+            yield _rejects_materialization(context, engine, day)
+    if reached:
+        context.log.info(f"refreshed the daily aggregates of {len(reached)} day(s) outside the run "
+                         f"whose rows its loads moved to sales_rejects: {', '.join(reached)}")
 
 
 def _run_summary(context: dg.AssetExecutionContext, passes: list[DayPass], elapsed: float) -> None:
