@@ -207,3 +207,34 @@ def test_a_link_in_the_drop_zone_is_never_opened_and_is_moved_aside(env, tmp_pat
     assert rows == {"link.csv": "quarantined"}  # real.csv is its own run
     (load_request,) = [r for r in tick(incoming_files_sensor, instance, resources)[0]]
     assert load_request.run_key == by_kind["land"].run_key
+
+
+def test_a_drop_of_hundreds_of_files_lands_in_bounded_batches_as_the_oracle_says(
+        data_dir, key, backend, monkeypatch):
+    """200 one-row files (a duplicate id and rejects among them) are landed by three runs of at
+    most 80 files, each requested once, and sales and sales_rejects hold what the oracle says."""
+    from sales_platform.defs.ingestion import sensors
+    from sales_platform_tests.integrity import Harness, aged, assert_matches_oracle
+    from sales_platform_tests.oracle import csv_bytes
+
+    monkeypatch.setattr(sensors, "BATCH_FILES", 80)
+    harness = Harness(data_dir, backend.url, key)
+    for i in range(200):
+        quantity = "0" if i % 50 == 7 else "2"  # quantity_not_positive
+        tid = "T5" if i == 199 else f"T{i}"  # the last repeats T5 on another day: across days
+        harness.drop(f"shop_{i:03d}.csv", csv_bytes(
+            [[tid, f"C{i % 7}", "P1", quantity, f"2024-03-0{1 + i % 3}T10:{i % 60:02d}:00"]]))
+    for path in harness.incoming.iterdir():
+        aged(path)
+    requests, cursor, _ = tick(incoming_files_sensor, harness.instance, harness.resources)
+    assert sorted(len(r.run_config["ops"]["landed_files"]["config"]["files"]) for r in requests) \
+        == [40, 80, 80]
+    again, cursor, _ = tick(incoming_files_sensor, harness.instance, harness.resources, cursor)
+    assert sorted(r.run_key for r in again) == sorted(r.run_key for r in requests)
+    for request in requests:
+        assert land(request, harness.resources, harness.instance).success
+    assert tick(incoming_files_sensor, harness.instance, harness.resources, cursor)[0] == []
+    assert {row["status"] for row in harness.ledger().values()} == {"landed"}
+    assert len(harness.ledger()) == 200
+    harness.load_requested()
+    assert_matches_oracle(harness)

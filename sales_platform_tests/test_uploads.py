@@ -46,7 +46,9 @@ def rows(n: int, day: str = "2024-03-01") -> list[list[str]]:
 
 
 def drop_zone(harness: Harness) -> list[str]:
-    return sorted(p.name for p in harness.incoming.iterdir()) if harness.incoming.exists() else []
+    """What waits in the uploads folder (the upload service's own drop folder) and the drop zone."""
+    folders = (harness.data_dir / "uploads", harness.incoming)
+    return sorted(p.name for f in folders if f.exists() for p in f.iterdir())
 
 
 def test_upload_lands_and_its_ledger_entry_follows(api, harness):
@@ -57,7 +59,7 @@ def test_upload_lands_and_its_ledger_entry_follows(api, harness):
     sha = sha256_hex(content)
     assert (body["sha256"], body["size_bytes"], body["file_name"]) == (sha, len(content), "shop 1.csv")
     assert body["ledger"] == f"/uploads/{sha}" and answer.headers["Location"].endswith(body["ledger"])
-    assert (harness.incoming / "shop 1.csv").read_bytes() == content
+    assert (harness.data_dir / "uploads" / "shop 1.csv").read_bytes() == content
     assert drop_zone(harness) == ["shop 1.csv"]  # no temporary left behind
     harness.drops.append(Drop("shop 1.csv", content))
 
@@ -128,7 +130,7 @@ def test_same_name_waiting_is_not_replaced(api, harness):
     assert post(api, "s.csv", first).status_code == 201
     answer = post(api, "s.csv", second)
     assert answer.status_code == 409 and "waiting" in answer.json()["error"]
-    assert (harness.incoming / "s.csv").read_bytes() == first
+    assert (harness.data_dir / "uploads" / "s.csv").read_bytes() == first
     harness.land()
     assert post(api, "s.csv", second).status_code == 201  # landed: a new version may come
 
@@ -151,3 +153,51 @@ def test_a_stream_longer_or_shorter_than_declared_is_refused(tmp_path):
             receive(io.BytesIO(content), tmp_path, "x.csv", SchemaContract(), declared_size=declared)
         assert refused.value.status == 400 and "declared" in refused.value.message
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def any_harness(data_dir: Path, key: str, backend) -> Harness:
+    return Harness(data_dir, backend.url, key)
+
+
+@pytest.fixture
+def any_api(any_harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    monkeypatch.setenv(settings.DATA_DIR, str(any_harness.data_dir))
+    monkeypatch.setenv(settings.DB_URL, any_harness.db_url)
+    with serving(create_app(tmp_path / "products.sqlite", TOKEN)) as url:
+        yield url
+
+
+def test_a_folder_sender_cannot_replace_an_upload(any_api, any_harness):
+    """An upload, then a folder sender renames an older copy of the same name into the drop zone
+    before the intake runs: both versions land, in the order they arrived (the sender's last)."""
+    harness = any_harness
+    uploaded = csv_bytes(rows(4) + [["U9", "C1", "P1", "0", "2024-03-01T11:00:00"]])
+    older = csv_bytes(rows(2, day="2024-03-02"))
+    assert post(any_api, "shop.csv", uploaded).status_code == 201
+    harness.drops.append(Drop("shop.csv", uploaded))
+    harness.drop("shop.csv", older)  # temp name + rename, as senders do: over the same name
+    waiting = requests.get(f"{any_api}/uploads/{sha256_hex(uploaded)}", headers=AUTH, timeout=30)
+    assert waiting.json()["status"] == "received"
+
+    harness.land()
+    ledger = harness.ledger()
+    assert {(name, sha): row["status"] for (name, sha), row in ledger.items()} == {
+        ("shop.csv", sha256_hex(uploaded)): "superseded", ("shop.csv", sha256_hex(older)): "landed"}
+    answer = requests.get(f"{any_api}/uploads/{sha256_hex(uploaded)}", headers=AUTH, timeout=30)
+    assert answer.json()["status"] == "superseded"
+    assert drop_zone(harness) == []
+    harness.load_requested()
+    assert_matches_oracle(harness)
+
+
+def test_an_upload_gone_before_the_intake_is_lost_not_received_forever(api, harness):
+    content = csv_bytes(rows(3))
+    body = post(api, "gone.csv", content).json()
+    (harness.data_dir / "uploads" / "gone.csv").unlink()  # removed before the intake took it
+    answer = requests.get(f"{api}{body['ledger']}", headers=AUTH, timeout=30)
+    assert answer.status_code == 200 and answer.json()["status"] == "lost"
+    assert "upload it again" in answer.json()["detail"]
+    assert post(api, "gone.csv", content).status_code == 201  # uploaded again: waiting
+    assert requests.get(f"{api}{body['ledger']}", headers=AUTH, timeout=30).json()["status"] \
+        == "received"

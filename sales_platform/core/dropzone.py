@@ -7,11 +7,13 @@ settle time. Fingerprints are cached by (size, mtime) so an unchanged file is ha
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from sales_platform.core.intake import DropEntry, drop_zone_entries
+from sales_platform.core.intake import DropEntry, drop_entries
 from sales_platform.core.landing import fingerprint, name_id
 
 
@@ -21,25 +23,37 @@ class SeenFile:
     size: int
     mtime_ns: int
     sha256: str
+    folder: str = ""  # "" for the drop zone, else the other drop folder's name (uploads)
 
     @property
     def run_key(self) -> str:
         """Content + name + mtime: the same drop is one run, even after a cursor reset."""
         return f"land:{self.sha256}:{name_id(self.name)}:{self.mtime_ns}"
 
+    @property
+    def key(self) -> str:
+        """The cursor's key: a drop and an upload of one name are two files."""
+        return f"{self.folder}/{self.name}" if self.folder else self.name
 
-def scan(incoming: Path, cache: dict[str, dict], settle_s: float = 2.0,
+
+_SEEN_FIELDS = tuple(f.name for f in fields(SeenFile))
+
+
+def scan(folders: Path | Sequence[Path], cache: dict[str, dict], settle_s: float = 2.0,
          now: float | None = None) -> tuple[list[SeenFile], list[str], list[DropEntry]]:
     """Ready CSV files (fingerprinted), names still being written, and entries that are not
-    regular CSV files (links, FIFOs, other names: never opened here)."""
+    regular CSV files (links, FIFOs, other names: never opened here). ``folders``: the drop zone
+    first, then the other drop folders (uploads)."""
+    folders = [folders] if isinstance(folders, Path) else list(folders)
     now = time.time() if now is None else now
     ready, unsettled = [], []
-    entries = drop_zone_entries(incoming)
+    entries = drop_entries(folders)
     unsafe = [e for e in entries if e.kind == "unsafe"]
     for entry in entries:
         if entry.kind != "csv":
             continue
         path = entry.path
+        folder = "" if path.parent == folders[0] else path.parent.name
         try:
             before = path.lstat()
         except FileNotFoundError:
@@ -47,9 +61,10 @@ def scan(incoming: Path, cache: dict[str, dict], settle_s: float = 2.0,
         if 0 <= now - before.st_mtime < settle_s:  # future mtime (clock skew): never "settles"
             unsettled.append(path.name)
             continue
-        cached = cache.get(path.name)
+        key = SeenFile(path.name, 0, 0, "", folder).key
+        cached = cache.get(key)
         if cached and (cached["size"], cached["mtime_ns"]) == (before.st_size, before.st_mtime_ns):
-            ready.append(SeenFile(**cached))
+            ready.append(SeenFile(**{k: cached[k] for k in _SEEN_FIELDS if k in cached}))
             continue
         try:
             sha, _ = fingerprint(path)
@@ -59,13 +74,43 @@ def scan(incoming: Path, cache: dict[str, dict], settle_s: float = 2.0,
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
             unsettled.append(path.name)
             continue
-        seen = SeenFile(path.name, after.st_size, after.st_mtime_ns, sha)
-        cache[path.name] = asdict(seen)
+        seen = SeenFile(path.name, after.st_size, after.st_mtime_ns, sha, folder)
+        cache[key] = asdict(seen)
         ready.append(seen)
-    for name in list(cache):
-        if name not in {f.name for f in ready}:
-            del cache[name]
+    keys = {f.key for f in ready}
+    for key in list(cache):
+        if key not in keys:
+            del cache[key]
     return ready, unsettled, unsafe
+
+
+def batch_run_key(batch: Sequence[SeenFile]) -> str:
+    """One file: its own run key; several: from every file's identity (content, name, mtime)."""
+    if len(batch) == 1:
+        return batch[0].run_key
+    digest = hashlib.sha256("\n".join(f.run_key for f in batch).encode()).hexdigest()[:24]
+    return f"land:batch:{len(batch)}:{digest}"
+
+
+def landing_batches(ready: Sequence[SeenFile], cache: dict[str, dict],
+                    size: int) -> list[tuple[str, list[SeenFile]]]:
+    """Ready files in batches of at most ``size`` (one landing run each), as (run key, files).
+
+    A file keeps the batch an earlier tick put it in (its run key is in the cursor) while it
+    waits, so a drop still landing is never put in a second run; new files make new batches."""
+    kept: dict[str, list[SeenFile]] = {}
+    fresh: list[SeenFile] = []
+    for seen in ready:
+        batch = cache.get(seen.key, {}).get("batch")
+        (kept.setdefault(batch, []) if batch else fresh).append(seen)
+    batches = list(kept.items())
+    for start in range(0, len(fresh), size):
+        files = fresh[start:start + size]
+        key = batch_run_key(files)
+        batches.append((key, files))
+        for seen in files:
+            cache[seen.key]["batch"] = key
+    return batches
 
 
 def contiguous_ranges(days: list[str]) -> list[tuple[str, str]]:

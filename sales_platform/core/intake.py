@@ -23,7 +23,7 @@ import shutil
 import stat
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -221,6 +221,20 @@ def drop_zone_entries(incoming: Path) -> list[DropEntry]:
     return [e for e in (classify(p) for p in sorted(incoming.iterdir())) if e.kind != "gone"]
 
 
+def _arrival(entry: DropEntry) -> tuple[str, int]:
+    try:  # a rename or link into a folder changes the file's ctime: when it arrived there
+        return entry.path.name, os.lstat(entry.path).st_ctime_ns
+    except FileNotFoundError:
+        return entry.path.name, 0
+
+
+def drop_entries(folders: Sequence[Path]) -> list[DropEntry]:
+    """The entries of every drop folder (the drop zone, the uploads folder) by name, and two files
+    of one name (a folder drop and an upload) in the order they arrived: both land, the later as
+    the newer version."""
+    return sorted((e for folder in folders for e in drop_zone_entries(folder)), key=_arrival)
+
+
 def pending_files(incoming: Path) -> list[Path]:
     """CSV files in the drop zone (settled or not)."""
     return [e.path for e in drop_zone_entries(incoming) if e.kind == "csv"]
@@ -266,7 +280,7 @@ class Intake:
         outcomes = []
         with self.areas.lock("intake"):
             clear_spool(self.spool)
-            for entry in drop_zone_entries(self.areas.incoming):
+            for entry in drop_entries(self.areas.drop_folders):
                 if only is not None and printable_name(entry.path.name) not in only:
                     continue  # names travel in run config as printable text
                 if entry.kind == "hidden":

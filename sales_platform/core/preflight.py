@@ -60,6 +60,7 @@ NUMBER_SETTINGS: tuple[tuple[str, float, float, float | None, bool], ...] = (
     (settings.MAX_QUANTITY, 1000, 1, settings.MAX_QUANTITY_LIMIT, True),
     (settings.SETTLE_S, 2.0, 0.0, None, False),
     (settings.SENSOR_INTERVAL_S, 30, 1, None, True),
+    (settings.LANDING_BATCH_FILES, settings.DEFAULT_LANDING_BATCH_FILES, 1, 100_000, True),
     (settings.MAX_COLUMNS, 200, 5, None, True),
     (settings.MAX_FILE_BYTES, 20 << 30, 1, None, True),
     (settings.MSSQL_PORT, 1433, 1, 65535, True),

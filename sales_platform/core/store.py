@@ -1,6 +1,7 @@
 """The platform's own file areas under the data dir, and atomic, sealed Parquet files in them.
 
     <data_dir>/incoming/     drop zone (the user's files)
+    <data_dir>/uploads/      files received over HTTP (written only by the upload service)
     <data_dir>/archive/      originals after landing, sealed (encrypted at rest)
     <data_dir>/quarantine/   files that could not be read, each with a .reason.txt beside it
     <data_dir>/staging/      per-day fragments of the pipeline layers
@@ -106,6 +107,17 @@ class DataAreas:
         return self.root / "incoming"
 
     @property
+    def uploads(self) -> Path:
+        """Where the upload service publishes: no folder sender writes here, so an upload cannot be
+        replaced by a sender's file of the same name before the intake takes it."""
+        return self.root / "uploads"
+
+    @property
+    def drop_folders(self) -> tuple[Path, Path]:
+        """Every folder the intake takes files from."""
+        return self.incoming, self.uploads
+
+    @property
     def archive(self) -> Path:
         return self.root / "archive"
 
@@ -121,7 +133,7 @@ class DataAreas:
         return self.staging / layer / day
 
     def ensure(self) -> None:
-        for folder in (self.incoming, self.archive, self.quarantine, self.staging):
+        for folder in (self.incoming, self.uploads, self.archive, self.quarantine, self.staging):
             private_folder(folder)
 
     def fragments(self, layer: str, day: str) -> list[Path]:

@@ -1,9 +1,12 @@
 """The upload stage (flask-data-pipes' first stage): a file received over HTTP becomes a drop.
 
-The body is streamed to a hidden temporary name in the drop zone (``.upload-<id>.partial``: the
-intake leaves hidden and temp names alone), hashed and checked on the way, then given its real
-name with a link, which fails rather than replace a file of that name still waiting to land.
-From there it is an ordinary drop: the intake takes it with the folder's rules.
+The body is streamed to a hidden temporary name in the uploads folder (``<DATA_DIR>/uploads``,
+written only by this service, never by folder senders; ``.upload-<id>.partial``: the intake leaves
+hidden and temp names alone), hashed and checked on the way, then given its real name with a link,
+which fails rather than replace an upload of that name still waiting to land. The intake takes the
+uploads folder with the drop zone and the folder's rules; the file keeps its own name as the
+ledger's file name, so a sender's file of the same name in ``incoming/`` is another version of
+that name, never a replacement of the upload's bytes.
 
 Checks before it becomes a drop, each answered with a reason that names the file and the rule,
 never a data cell: a plain ``*.csv`` name; at most ``max_bytes``; exactly the declared length
@@ -69,7 +72,8 @@ def check_name(name: str) -> str:
 def receive(stream: BinaryIO, incoming: Path, name: str, contract: SchemaContract,
             max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, declared_size: int | None = None,
             record_dir: Path | None = None) -> Received:
-    """Stream an upload into the drop zone as ``name``; UploadRefused (nothing left) if refused."""
+    """Stream an upload into ``incoming`` (the uploads folder) as ``name``; UploadRefused (nothing
+    left) if refused."""
     check_name(name)
     if declared_size is not None and declared_size > max_bytes:
         raise UploadRefused(413, too_large(name, max_bytes))
@@ -82,13 +86,14 @@ def receive(stream: BinaryIO, incoming: Path, name: str, contract: SchemaContrac
         try:
             os.link(temp, target)  # never replaces a drop of the same name that has not landed
         except FileExistsError:
-            raise UploadRefused(409, f"{name}: a file of this name is waiting in the drop zone; "
-                                     "upload again once it has landed") from None
+            raise UploadRefused(409, f"{name}: an upload of this name is waiting in the drop "
+                                     "zone; upload again once it has landed") from None
+        published = os.lstat(target)
     finally:
         temp.unlink(missing_ok=True)
     received = Received(name, sha, size, datetime.now(UTC).isoformat(timespec="seconds"))
     if record_dir is not None:
-        _remember(record_dir, received)
+        _remember(record_dir, received, (published.st_ino, published.st_dev))
     return received
 
 
@@ -158,12 +163,13 @@ def _check_header(path: Path, name: str, contract: SchemaContract) -> None:
         raise UploadRefused(400, header_problem(name, header, contract)) from None
 
 
-def _remember(record_dir: Path, received: Received) -> None:
-    """What was received, by sha256, until the ledger knows it (a GET in between says so)."""
+def _remember(record_dir: Path, received: Received, published: tuple[int, int]) -> None:
+    """What was received, by sha256, until the ledger knows it (a GET in between says so), with
+    the published file's identity (inode, device): whether it is still the one waiting."""
     record_dir.mkdir(parents=True, exist_ok=True)
     target = record_dir / f"{received.sha256}.json"
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
-    temp.write_text(json.dumps(asdict(received)))
+    temp.write_text(json.dumps({**asdict(received), "file": list(published)}))
     os.replace(temp, target)
 
 
@@ -172,3 +178,13 @@ def received_record(record_dir: Path, sha256: str) -> dict | None:
         return json.loads((record_dir / f"{sha256}.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def still_waiting(record: dict, uploads: Path) -> bool:
+    """Whether the upload a record describes is still the file waiting under its name (not taken,
+    not removed, not replaced)."""
+    try:
+        found = os.lstat(uploads / record["file_name"])
+    except (OSError, KeyError, TypeError):
+        return False
+    return [found.st_ino, found.st_dev] == record.get("file")

@@ -1,4 +1,5 @@
-"""Event-driven ingestion: a drop sensor lands each new file once; a load sensor loads its days.
+"""Event-driven ingestion: a drop sensor lands new files once, in bounded batches (one run per
+batch); a load sensor loads their days.
 
 State lives in the ledger (warehouse) and in run keys, not in the cursor: the cursor only caches
 fingerprints, so losing it, or restarting the daemon, never processes a file twice.
@@ -9,18 +10,20 @@ import json
 import os
 
 import dagster as dg
+from sqlalchemy import select
 
 from sales_platform.core import settings
 from sales_platform.core.blob_dropzone import scan_blobs
-from sales_platform.core.dropzone import contiguous_ranges, scan
+from sales_platform.core.dropzone import contiguous_ranges, landing_batches, scan
 from sales_platform.core.intake import printable_name
 from sales_platform.core.landing import name_id
 from sales_platform.core.store import DataAreas
 from sales_platform.core.warehouse.ledger import (
-    current_version_with_content,
+    LIVE,
     pending_requests,
     versions_awaiting_load,
 )
+from sales_platform.core.warehouse.tables import file_ledger
 from sales_platform.defs import jobs  # the module, not its jobs: the defs loader collects each job once
 from sales_platform.defs.ingestion.assets import landing_lease
 from sales_platform.partitions import partition_range_tags
@@ -29,18 +32,22 @@ from sales_platform.resources.platform import PlatformResource
 from sales_platform.resources.warehouse import WarehouseResource
 
 INTERVAL_S = int(settings.env_number(settings.SENSOR_INTERVAL_S, 30, 1, integer=True))
+BATCH_FILES = int(settings.env_number(settings.LANDING_BATCH_FILES,
+                                      settings.DEFAULT_LANDING_BATCH_FILES, 1, integer=True))
 
 
 @dg.sensor(
     job=jobs.land_files_job,
     minimum_interval_seconds=INTERVAL_S,
-    description="Watches <DATA_DIR>/incoming: each new, fully written file (by content sha256, "
-    "name and mtime) gets one landing run. Temp files (*.tmp, *.partial) are ignored until renamed.",
+    description="Watches <DATA_DIR>/incoming and <DATA_DIR>/uploads: new, fully written files (by "
+    "content sha256, name and mtime) are landed in batches of at most "
+    "SALES_PLATFORM_LANDING_BATCH_FILES files, one landing run per batch. Temp files (*.tmp, "
+    "*.partial) are ignored until renamed.",
 )
 def incoming_files_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource,
                           warehouse: WarehouseResource):
     cache = json.loads(context.cursor) if context.cursor else {}
-    ready, unsettled, unsafe = scan(platform.areas.incoming, cache, settle_s=platform.settle_s)
+    ready, unsettled, unsafe = scan(platform.areas.drop_folders, cache, settle_s=platform.settle_s)
     requests = []
     for entry in unsafe:  # a landing run moves it to quarantine/ and records why
         context.log.warning(entry.reason)
@@ -53,16 +60,22 @@ def incoming_files_sensor(context: dg.SensorEvaluationContext, platform: Platfor
             run_key=f"unsafe:{name_id(entry.path.name)}:{mtime}",
             run_config=dg.RunConfig(ops={"landed_files": {"config": {"files": [name]}}}),
             tags={"sales_platform/file": name[:200]}))
+    duplicates = live_contents(warehouse.engine(), [seen.sha256 for seen in ready])
     for seen in ready:
-        earlier = current_version_with_content(warehouse.engine(), seen.sha256)
-        if earlier is not None:
-            context.log.info(f"{seen.name}: same content as already landed {earlier['file_name']}; "
-                             "it will be archived as a duplicate, nothing reloaded")
+        if seen.sha256 in duplicates:
+            context.log.info(f"{seen.name}: same content as already landed "
+                             f"{duplicates[seen.sha256]}; it will be archived as a duplicate, "
+                             "nothing reloaded")
+    for key, batch in landing_batches(ready, cache, BATCH_FILES):
+        names = sorted({seen.name for seen in batch})
+        tags = {"sales_platform/files": str(len(batch))}
+        if len(batch) == 1:  # lets an operator find the landing of a file by its name
+            tags |= {"sales_platform/file": batch[0].name[:200],
+                     "sales_platform/sha256": batch[0].sha256}
         requests.append(dg.RunRequest(
-            run_key=retry_key(context.instance, seen.run_key, platform.areas),
-            run_config=dg.RunConfig(ops={"landed_files": {"config": {"files": [seen.name]}}}),
-            tags={"sales_platform/file": seen.name[:200], "sales_platform/sha256": seen.sha256},
-        ))
+            run_key=retry_key(context.instance, key, platform.areas),
+            run_config=dg.RunConfig(ops={"landed_files": {"config": {"files": names}}}),
+            tags=tags))
     skip = None if requests else dg.SkipReason(
         f"no new files ready ({len(unsettled)} still being written)" if unsettled else "no new files")
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cache), skip_reason=skip)
@@ -96,6 +109,20 @@ def blob_dropzone_sensor(context: dg.SensorEvaluationContext, platform: Platform
     skip = None if requests else dg.SkipReason(
         f"no new blobs ready ({unsettled} still being written)" if unsettled else "no new blobs")
     return dg.SensorResult(run_requests=requests, skip_reason=skip)
+
+
+def live_contents(engine, shas: list[str]) -> dict[str, str]:
+    """sha256 -> the name of a live version with that content, for the given shas (few queries,
+    not one per file: a drop of thousands of files is listed every tick)."""
+    found: dict[str, str] = {}
+    unique = sorted(set(shas))
+    with engine.connect() as conn:
+        for start in range(0, len(unique), 500):
+            rows = conn.execute(select(file_ledger.c.sha256, file_ledger.c.file_name).where(
+                file_ledger.c.sha256.in_(unique[start:start + 500]),
+                file_ledger.c.status.in_(LIVE)).order_by(file_ledger.c.file_id.desc())).all()
+            found |= {sha: name for sha, name in rows}  # the oldest last: it wins
+    return found
 
 
 DEAD_RUN_STATUSES = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
