@@ -379,6 +379,18 @@ def _replay_outcome(target: Path) -> str:
             "have since changed: fix the file first")
 
 
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    from sales_platform.cli_archive import cmd_reprocess as reprocess
+
+    return reprocess(sys.modules[__name__], args)
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from sales_platform.cli_archive import cmd_rebuild as rebuild
+
+    return rebuild(sys.modules[__name__], args)
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     from sales_platform.api.products import serve
 
@@ -464,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "original names (their .reason.txt is removed)", cmd_replay)
     replay.add_argument("files", nargs="+", help="quarantined files (names in <DATA_DIR>/quarantine/ "
                         "or paths)")
+    from sales_platform.cli_archive import add_commands  # reprocess, rebuild
+
+    add_commands(sub, _sub, _iso_date, cmd_reprocess, cmd_rebuild)
     api = _sub(sub, "api", "serve the products API (token from SALES_PLATFORM_API_TOKEN)", cmd_api)
     api.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     api.add_argument("--port", type=int, default=5050, help="TCP port")

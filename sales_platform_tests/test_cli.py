@@ -51,7 +51,7 @@ def test_demo_runs_the_main_job_and_decrypt_returns_plaintext(tmp_path):
         token = conn.execute(select(sales.c.customer_id).limit(1)).scalar_one()
     decrypted = cli(["decrypt", token], env)
     assert decrypted.returncode == 0 and decrypted.stdout.strip().split("\t")[1].startswith("C")
-    archived = next((tmp_path / "data" / "archive").iterdir())
+    archived = next((tmp_path / "data" / "archive").glob("*.csv.sealed"))
     out = tmp_path / "restored.csv"
     assert cli(["decrypt", "--file", str(archived), "--out", str(out)], env).returncode == 0
     assert out.read_text().replace('"', "").startswith("transaction_id,customer_id")

@@ -91,7 +91,7 @@ def test_same_content_under_new_name_is_skipped_and_archived(intake, data_dir):
     (outcome,) = intake.run()
     assert outcome.status == "skipped_duplicate" and "a.csv" in outcome.error
     assert landed_rows_for_day(intake, "2024-03-01") == 1
-    assert len(list((data_dir / "archive").iterdir())) == 1  # same content, one sealed copy
+    assert len(list((data_dir / "archive").glob("*.csv.sealed"))) == 1  # same content, one copy
 
 
 def test_new_version_of_a_file_replaces_the_old_one(intake, data_dir):

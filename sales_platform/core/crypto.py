@@ -441,12 +441,15 @@ def sealed_identity(path: Path) -> str:
     """The identity of a sealed file from where it lies: ``archive/<name>`` (or a content-addressed
     archive name anywhere, e.g. the blob copy), ``staging/<layer>/<day>/<name>``."""
     path = Path(path)
+    if path.parent.name == "manifests" and path.parent.parent.name == "archive":
+        return f"archive/manifests/{path.name}"  # an arrival's manifest (core/archive_manifest.py)
     if ARCHIVE_NAME.fullmatch(path.name) or path.parent.name == "archive":
         return archive_identity(path.name)
     if len(path.parts) >= 4 and path.parts[-4] == "staging":
         return "/".join(path.parts[-4:])
-    raise CryptoError(f"{path}: not a place the platform keeps sealed files (archive/<sha256>.csv.sealed "
-                      "or staging/<layer>/<day>/<fragment>), so it cannot be opened as one of them")
+    raise CryptoError(f"{path}: not a place the platform keeps sealed files (archive/<sha256>.csv.sealed, "
+                      "archive/manifests/<manifest> or staging/<layer>/<day>/<fragment>), so it cannot "
+                      "be opened as one of them")
 
 
 def _binding_error(keyring: Keyring, head: bytes, identity: str) -> CryptoError:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from sales_platform.core.archive_manifest import Manifest, landing_settings, write_manifest
 from sales_platform.core.crypto import Keyring, archive_identity, seal_file
 from sales_platform.core.landing import MAX_COLUMNS, FileRejected, Lander, name_id
 from sales_platform.core.limits import MAX_NAME_BYTES
@@ -357,11 +358,13 @@ class Intake:
         earlier = current_version_with_content(self.engine, sha)
         if earlier is not None:
             return self._skip_duplicate(path, copy, before, sha, size, earlier["file_name"])
+        landed_ns = now_ns()
         try:
-            result = self.lander.land(copy, name, sha, size, now_ns())
+            result = self.lander.land(copy, name, sha, size, landed_ns)
         except FileRejected as exc:
             return self._quarantine(path, sha, size, str(exc))
         archive = self._archive(copy, sha)
+        self.remember(Manifest(name, sha, size, LANDED, landed_ns, self.now.isoformat()))
         version = LandedVersion(
             file_name=name, sha256=sha, size_bytes=size, rows_read=result.rows_read,
             rows_rejected=result.rows_rejected, rows_by_day=dict(result.rows_by_day),
@@ -379,6 +382,25 @@ class Intake:
                            error="; ".join(result.notes) or None, columns=result.columns,
                            new_layout=new_layout, days_requested=requested)
 
+    def land_again(self, copy: Path, name: str, sha: str, landed_ns: int, when: datetime,
+                   reprocessed: str | None = None) -> list[str]:
+        """Land an archived version's bytes (``copy``, in the spool) as ``_land`` does, at its
+        place ``landed_ns`` in landing order; ``reprocessed`` says why a live version lands again.
+        Returns the days to (re)load; FileRejected when today's settings refuse the file."""
+        size = copy.stat().st_size
+        result = self.lander.land(copy, name, sha, size, landed_ns)
+        archive = self.areas.archive / f"{sha}.csv.sealed"
+        version = LandedVersion(
+            file_name=name, sha256=sha, size_bytes=size, rows_read=result.rows_read,
+            rows_rejected=result.rows_rejected, rows_by_day=dict(result.rows_by_day),
+            archive_path=str(archive.relative_to(self.areas.root)), code_version=self.code_version,
+            rejects=result.rejects, columns=result.columns,
+            artifacts=result.artifacts(self.stage, self.code_version, self.run_id),
+            notes=result.notes, reprocessed=reprocessed)
+        requested = record_landed(self.engine, version, when)
+        record_source_schema(self.engine, name, sha, result.columns, when)
+        return requested
+
     def _remove_if_unchanged(self, path: Path, before: os.stat_result) -> None:
         if self._unchanged(path, before):
             path.unlink()
@@ -395,6 +417,17 @@ class Intake:
                 self.archive_sink(f"archive/{target.name}", target)
         return target
 
+    @property
+    def landing_settings(self) -> dict:
+        return landing_settings(self.lander.rules, self.lander.contract, self.lander.max_columns)
+
+    def remember(self, manifest: Manifest, recorded_ns: int | None = None) -> None:
+        """The arrival's manifest in the archive (name, order, outcome, settings): what a rebuild
+        of a lost warehouse replays."""
+        manifest.settings = manifest.settings or self.landing_settings
+        write_manifest(self.areas, self.keyring.active, manifest, name_id(manifest.file_name),
+                       recorded_ns or manifest.arrival_ns)
+
     def _skip_duplicate(self, path: Path, copy: Path, before: os.stat_result, sha: str, size: int,
                         first_name: str) -> FileOutcome:
         same = "the same file dropped again" if first_name == path.name else \
@@ -402,6 +435,8 @@ class Intake:
         message = f"{path.name}: {same}; nothing reloaded"
         log.info(message)
         archive = self._archive(copy, sha)
+        self.remember(Manifest(path.name, sha, size, DUPLICATE, now_ns(), self.now.isoformat(),
+                               detail=message))
         record_not_landed(self.engine, path.name, sha, size, DUPLICATE, message,
                           str(archive.relative_to(self.areas.root)), self.code_version, self.now)
         self._remove_if_unchanged(path, before)
@@ -418,6 +453,8 @@ class Intake:
         os.replace(path, target)  # a rename: moves a link or FIFO itself, never its target
         with os.fdopen(create_private(target.with_name(target.name + REASON_SUFFIX)), "w") as note:
             note.write(f"file: {name}\nreason: {reason}\n")
+        self.remember(Manifest(name, sha, size, QUARANTINED, now_ns(), self.now.isoformat(),
+                               detail=reason, quarantine_path=str(target.relative_to(self.areas.root))))
         record_not_landed(self.engine, name, sha, size, QUARANTINED, reason,
                           str(target.relative_to(self.areas.root)), self.code_version, self.now)
         return FileOutcome(name, sha, QUARANTINED, error=reason)

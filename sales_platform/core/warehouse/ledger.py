@@ -43,6 +43,7 @@ BLOCKED = "blocked"
 QUARANTINED = "quarantined"
 DUPLICATE = "skipped_duplicate"
 SUPERSEDED = "superseded"
+REPROCESSED = "reprocessed"  # an event: the live version landed again under new settings
 LIVE = (LANDED, LOADED, BLOCKED)  # the current version of a name is in one of these
 LEDGER_LOCK = "file_ledger"
 
@@ -69,6 +70,7 @@ class LandedVersion:
     columns: list[str] = field(default_factory=list)
     artifacts: list[Artifact] = field(default_factory=list)  # its landed fragments (data_objects)
     notes: list[str] = field(default_factory=list)  # read, but worth telling (an alias set aside)
+    reprocessed: str | None = None  # why the live version is landed again (sales-platform reprocess)
 
     @property
     def rows_landed(self) -> int:
@@ -141,6 +143,11 @@ def record_landed(engine: Engine, version: LandedVersion, now: datetime) -> list
             file_ledger.c.file_name == version.file_name, file_ledger.c.sha256 != version.sha256,
             file_ledger.c.status.in_(LIVE))).mappings().all()
         affected = set(own_days)
+        if version.reprocessed:  # its rows leave the days the new settings no longer give them
+            again = conn.execute(select(file_ledger.c.days_touched).where(
+                _key(version.file_name, version.sha256))).scalar()
+            affected.update(json.loads(again or "[]"))
+            _event(conn, version.file_name, version.sha256, REPROCESSED, version.reprocessed, now)
         for row in older:
             affected.update(json.loads(row["days_touched"] or "[]"))
             conn.execute(update(file_ledger).where(file_ledger.c.file_id == row["file_id"])
@@ -173,7 +180,8 @@ def record_landed(engine: Engine, version: LandedVersion, now: datetime) -> list
                f"day(s), {version.rows_rejected} rejected at landing"
                + "".join(f"; note: {n}" for n in version.notes), now)
         if affected:
-            request_days(conn, affected, f"file {version.file_name} landed")
+            request_days(conn, affected, f"file {version.file_name} "
+                         + ("reprocessed" if version.reprocessed else "landed"))
         else:  # every row rejected at landing, no day to load: all of them are counted already
             conn.execute(update(file_ledger).where(key).values(status=LOADED))
             _event(conn, version.file_name, version.sha256, LOADED,
