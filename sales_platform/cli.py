@@ -215,11 +215,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _range_counts(engine, d0: date, d1: date) -> dict:
     """What the warehouse holds for the days ``d0``..``d1``: rows, rejects by reason (with the
-    landing rejects of the range's files, which have no sale date), file versions, blocked days."""
+    landing rejects of the range's files, which have no sale date), file versions, blocked days
+    and versions blocked at landing (also those without a day: every row rejected)."""
     import json
 
     from sqlalchemy import and_, func, select
 
+    from sales_platform.core.quality import is_landing_block
     from sales_platform.core.warehouse.tables import file_ledger, pending_days, sales, sales_rejects
 
     days = {(d0 + timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)}
@@ -229,7 +231,8 @@ def _range_counts(engine, d0: date, d1: date) -> dict:
         files = [r for r in conn.execute(select(file_ledger.c.file_name, file_ledger.c.sha256,
                                                 file_ledger.c.status, file_ledger.c.days_touched,
                                                 file_ledger.c.error)).mappings()
-                 if days & set(json.loads(r["days_touched"] or "[]"))]
+                 if days & set(json.loads(r["days_touched"] or "[]"))
+                 or (r["status"] == "blocked" and r["days_touched"] in (None, "[]"))]
         rejects = dict(conn.execute(select(sales_rejects.c.reason, func.count())
                                     .where(sales_rejects.c.sale_date.between(d0, d1))
                                     .group_by(sales_rejects.c.reason)).all())
@@ -248,7 +251,8 @@ def _range_counts(engine, d0: date, d1: date) -> dict:
     for f in files:
         statuses[f["status"]] = statuses.get(f["status"], 0) + 1
     blocked = sorted({line for f in files if f["status"] == "blocked"
-                      for line in (f["error"] or "").splitlines() if line[:10] in days})
+                      for line in (f["error"] or "").splitlines()
+                      if line[:10] in days or is_landing_block(line)})
     return {"loaded": loaded, "rejects": rejects, "statuses": statuses, "blocked": blocked,
             "pending": pending, "all_time": all_time}
 

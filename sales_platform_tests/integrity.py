@@ -78,6 +78,8 @@ class Harness:
         raise AssertionError(f"the load sensor kept asking for runs after {rounds} rounds: {ran}")
 
     def expected(self, **rules) -> Expected:
+        """The oracle under the platform's reject rate (0.2 unless the harness sets it)."""
+        rules.setdefault("max_reject_rate", self.platform.get("max_reject_rate", 0.2))
         return expected_state(self.drops, now=datetime.now(UTC), **rules)
 
     def sales_rows(self) -> dict[str, tuple]:

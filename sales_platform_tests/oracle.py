@@ -20,6 +20,9 @@ Rules, in the order they apply (first failing rule wins for a record):
 6. Row rules (cleaning): missing ids, ``invalid_identifier``, quantity rules, ``unknown_product``.
 7. Duplicates by normalized transaction id across all current files and days: ``duplicate_across_days``,
    ``duplicate_conflicting``, ``duplicate_identical`` (the earliest-landed copy, lowest row, is kept).
+8. Given ``max_reject_rate``: a current version whose landing rejects (rules 4-5) are strictly more
+   than that share of its records is blocked: its landing rejects stay, its other records are in
+   neither table (not cleaned, so in no rule 6 or 7 either) until it is unblocked.
 
 A reject keeps the customer and product ids it was rejected with (stored as tokens): a row rule's
 reject (landing or cleaning) the cells as written, untrimmed; a duplicate the normalized ids, since it
@@ -107,6 +110,7 @@ class Expected:
     current_files: dict[str, str]
     skipped: list[tuple[str, str, str]]
     current_order: list[str] = field(default_factory=list)  # current names, in landing order
+    blocked: dict[str, tuple[int, int]] = field(default_factory=dict)  # rule 8: name -> (rejected, read)
 
     def rows_by_day(self) -> dict[date, int]:
         """Sales rows per UTC day."""
@@ -423,7 +427,8 @@ def _check_record(version: _Version, header: list[str], source_row: int, record:
 
 def expected_state(drops: Sequence[Drop], *, now: datetime, known_products: set[str] | None = None,
                    source_timezone: str = "UTC", max_quantity: int = 1000,
-                   start_date: date = date(2024, 1, 1)) -> Expected:
+                   start_date: date = date(2024, 1, 1),
+                   max_reject_rate: float | None = None) -> Expected:
     """Everything the platform must hold after landing ``drops`` (in order) and processing them."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -431,12 +436,21 @@ def expected_state(drops: Sequence[Drop], *, now: datetime, known_products: set[
     versions = sorted(current.values(), key=lambda version: version.position)
     rejects: list[ExpectedReject] = []
     passed: list[_Row] = []
+    blocked: dict[str, tuple[int, int]] = {}
 
     for version in versions:
-        for source_row, (record, header) in enumerate(version.records, start=1):
-            outcome = _check_record(version, header, source_row, record, now=now,
-                                    known_products=known_products, source_timezone=source_timezone,
-                                    max_quantity=max_quantity, start_date=start_date)
+        outcomes = [_check_record(version, header, source_row, record, now=now,
+                                  known_products=known_products, source_timezone=source_timezone,
+                                  max_quantity=max_quantity, start_date=start_date)
+                    for source_row, (record, header) in enumerate(version.records, start=1)]
+        at_landing = [o for o in outcomes if isinstance(o, ExpectedReject) and o.stage == LANDING]
+        # rule 8, in integers: rejected / read > rate  <=>  rejected > rate * read
+        if max_reject_rate is not None and Decimal(len(at_landing)) > \
+                Decimal(str(max_reject_rate)) * len(outcomes):
+            blocked[version.name] = (len(at_landing), len(outcomes))
+            rejects.extend(at_landing)
+            continue
+        for outcome in outcomes:
             if isinstance(outcome, ExpectedReject):
                 rejects.append(outcome)
             else:
@@ -473,6 +487,7 @@ def expected_state(drops: Sequence[Drop], *, now: datetime, known_products: set[
         current_files={version.name: version.sha256 for version in versions},
         skipped=skipped,
         current_order=[version.name for version in versions],
+        blocked=blocked,
     )
 
 

@@ -202,8 +202,9 @@ def _land(tmp: Path, name: str, content: bytes, exact: bool, monkeypatch) -> tup
     keyring = Keyring.from_secrets(KEY)
     path = tmp / name
     path.write_bytes(content)
-    result = Lander(areas, keyring, SchemaContract(), QualityRules(), datetime(2024, 7, 1)).land(
-        path, name, "0" * 64, len(content), 1)
+    lander = Lander(areas, keyring, SchemaContract(), QualityRules(), datetime(2024, 7, 1))
+    result = lander.land(path, name, "0" * 64, len(content), 1)
+    lander.publish(result, lambda: None)  # no ledger here: published as a committed landing would
     tables = [read_sealed_table(areas.staging / p, keyring) for p in sorted(result.fragment_rows)]
     landed = pa.concat_tables(tables).to_pylist() if tables else []
     rejects = [] if result.rejects is None or not len(result.rejects) else sorted(

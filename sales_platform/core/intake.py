@@ -32,10 +32,10 @@ from sqlalchemy import Engine
 
 from sales_platform.core.archive_manifest import Manifest, landing_settings, write_manifest
 from sales_platform.core.crypto import Keyring, archive_identity, seal_file
-from sales_platform.core.landing import MAX_COLUMNS, FileRejected, Lander, name_id
+from sales_platform.core.landing import MAX_COLUMNS, FileRejected, Lander, name_id, remove_orphans
 from sales_platform.core.limits import MAX_NAME_BYTES
 from sales_platform.core.private_files import create_private, private_folder
-from sales_platform.core.quality import QualityRules
+from sales_platform.core.quality import QualityRules, landing_block
 from sales_platform.core.schema import SchemaContract
 from sales_platform.core.store import DataAreas, safe_name
 from sales_platform.core.warehouse.ledger import (
@@ -44,6 +44,7 @@ from sales_platform.core.warehouse.ledger import (
     QUARANTINED,
     LandedVersion,
     current_version_with_content,
+    landed_accounts,
     now_ns,
     record_landed,
     record_not_landed,
@@ -71,6 +72,7 @@ class FileOutcome:
     columns: list[str] = field(default_factory=list)
     new_layout: bool = False
     days_requested: list[str] = field(default_factory=list)
+    blocked: str | None = None  # over the reject rate at landing: landed, its rows held back
 
 
 class FileChanged(Exception):
@@ -259,7 +261,7 @@ class Intake:
                  now: datetime | None = None,
                  archive_sink: Callable[[str, Path], str] | None = None,
                  settle_s: float = 2.0, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                 max_columns: int = MAX_COLUMNS) -> None:
+                 max_columns: int = MAX_COLUMNS, max_reject_rate: float = 0.2) -> None:
         self.areas = areas
         self.engine = engine
         self.keyring = keyring
@@ -268,6 +270,7 @@ class Intake:
         self.now = now or datetime.now()
         self.settle_s = settle_s
         self.max_file_bytes = max_file_bytes
+        self.max_reject_rate = max_reject_rate
         self.lander = Lander(areas, keyring, contract, rules, self.now, max_columns)
         self.stage, self.run_id = "raw_sales", None  # what the data-object ledger names
 
@@ -281,6 +284,7 @@ class Intake:
         outcomes = []
         with self.areas.lock("intake"):
             clear_spool(self.spool)
+            self.remove_orphans()
             for entry in drop_entries(self.areas.drop_folders):
                 if only is not None and printable_name(entry.path.name) not in only:
                     continue  # names travel in run config as printable text
@@ -371,8 +375,9 @@ class Intake:
             archive_path=str(archive.relative_to(self.areas.root)), code_version=self.code_version,
             rejects=result.rejects, columns=result.columns,
             artifacts=result.artifacts(self.stage, self.code_version, self.run_id),
-            notes=result.notes)
-        requested = record_landed(self.engine, version, self.now)
+            notes=result.notes, blocked=landing_block(name, result.rows_read,
+                                                      result.rows_rejected, self.max_reject_rate))
+        requested = self.lander.publish(result, lambda: record_landed(self.engine, version, self.now))
         new_layout = record_source_schema(self.engine, name, sha, result.columns, self.now)
         self._remove_if_unchanged(path, before)
         log.info("landed %s: %d rows read, %d landed for %d day(s), %d rejected", name,
@@ -380,7 +385,8 @@ class Intake:
         return FileOutcome(name, sha, LANDED, result.rows_read, result.rows_landed,
                            result.rows_rejected, dict(result.rows_by_day),
                            error="; ".join(result.notes) or None, columns=result.columns,
-                           new_layout=new_layout, days_requested=requested)
+                           new_layout=new_layout, days_requested=requested,
+                           blocked=version.blocked)
 
     def land_again(self, copy: Path, name: str, sha: str, landed_ns: int, when: datetime,
                    reprocessed: str | None = None) -> list[str]:
@@ -396,10 +402,20 @@ class Intake:
             archive_path=str(archive.relative_to(self.areas.root)), code_version=self.code_version,
             rejects=result.rejects, columns=result.columns,
             artifacts=result.artifacts(self.stage, self.code_version, self.run_id),
-            notes=result.notes, reprocessed=reprocessed)
-        requested = record_landed(self.engine, version, when)
+            notes=result.notes, blocked=landing_block(name, result.rows_read,
+                                                      result.rows_rejected, self.max_reject_rate),
+            reprocessed=reprocessed)
+        requested = self.lander.publish(result, lambda: record_landed(self.engine, version, when))
         record_source_schema(self.engine, name, sha, result.columns, when)
         return requested
+
+    def remove_orphans(self) -> None:
+        """Fragments no live ledger row accounts for (a landing that died between publishing and
+        committing) and dead landings' work folders: removed before anything lands."""
+        with self.areas.lock("landing"):
+            accounts = landed_accounts(self.engine, self.max_reject_rate)
+            for path in remove_orphans(self.areas, accounts):
+                log.warning("removed %s: no file version in the ledger accounts for it", path.name)
 
     def _remove_if_unchanged(self, path: Path, before: os.stat_result) -> None:
         if self._unchanged(path, before):

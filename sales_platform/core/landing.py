@@ -4,6 +4,12 @@ Every row ends in exactly one place: a sealed per-day fragment under staging/lan
 the file's landing rejects (rows whose timestamp gives no valid day, malformed records). A file
 that cannot be read at all raises FileRejected and leaves nothing behind. Fragments are named
 ``<landed ns>-<name id>-<sha256[:16]>-<chunk>``: the exact file name's hash, never a folded name.
+
+Nothing is visible before it is accounted: fragments are written in a private work folder and
+moved into place under the landing lock together with the commit of their file_ledger row
+(``Lander.publish``); readers take the same lock shared and read only fragments of versions a
+committed live row accounts for (``LandedAccounts``); what no row accounts for (a landing that
+died between the move and the commit) is removed by ``remove_orphans``.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import json
 import re
 import shutil
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -43,7 +51,12 @@ from sales_platform.core.schema import (
     SchemaContract,
     SchemaError,
 )
-from sales_platform.core.store import SEALED_SUFFIX, DataAreas, write_sealed_table
+from sales_platform.core.store import (
+    SEALED_SUFFIX,
+    DataAreas,
+    fragment_files,
+    write_sealed_table,
+)
 from sales_platform.core.warehouse.artifacts import Artifact, WrittenFile, written_file
 
 LANDED = "landed"
@@ -51,6 +64,8 @@ MALFORMED_ROW = "malformed_row"
 MAX_HEADER_CHARS = 1 << 20
 MAX_COLUMNS = 200  # wider files are quarantined before they can touch the table schema
 _HEADER_PROBE_BYTES = 64 << 10
+WORK_PREFIX = ".landing-"  # a landing's private work folder under staging/landed
+T = TypeVar("T")
 
 
 class FileRejected(ValueError):
@@ -84,6 +99,49 @@ def fragment_name_id(fragment: str) -> str | None:
     return parts[1] if len(parts) >= 4 else None
 
 
+def version_mark(name: str, sha256: str) -> tuple[str, str]:
+    """What a fragment's name says of its file version: (name id, sha256[:16])."""
+    return name_id(name), sha256[:16]
+
+
+def fragment_version(fragment: str) -> tuple[str, str] | None:
+    parts = fragment.split("-")
+    return (parts[1], parts[2]) if len(parts) >= 4 else None
+
+
+@dataclass(frozen=True)
+class LandedAccounts:
+    """The landed file versions committed ledger rows account for: ``live`` ones (their fragments
+    stay), of which ``held`` ones (blocked at landing) are not read by the cleaning."""
+
+    live: frozenset[tuple[str, str]]
+    held: frozenset[tuple[str, str]] = frozenset()
+
+    def accounted(self, fragment: str) -> bool:
+        return fragment_version(fragment) in self.live
+
+    def readable(self, fragment: str) -> bool:
+        return self.accounted(fragment) and fragment_version(fragment) not in self.held
+
+
+def remove_orphans(areas: DataAreas, accounts: LandedAccounts,
+                   days: Iterable[str] | None = None) -> list[Path]:
+    """Remove landed fragments no live ledger row accounts for, on ``days`` (all days: also the
+    work folders of landings that died). Call it holding the landing lock (shared is enough: a
+    landing moves and commits under it exclusively, so nothing unaccounted is in flight)."""
+    root = areas.staging / LANDED
+    folders = [root / d for d in days] if days is not None else \
+        sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith("."))
+    removed = [p for folder in folders for p in fragment_files(folder)
+               if not accounts.accounted(p.name)]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if days is None:
+        for work in root.glob(f"{WORK_PREFIX}*"):
+            shutil.rmtree(work, ignore_errors=True)
+    return removed
+
+
 @dataclass
 class LandingResult:
     file_name: str
@@ -96,6 +154,8 @@ class LandingResult:
     fragment_rows: dict[str, int] = field(default_factory=dict)  # path under the work dir -> rows
     fragments: list[WrittenFile] = field(default_factory=list)  # as published, hashed
     notes: list[str] = field(default_factory=list)  # read, but worth telling the sender
+    key: str = ""  # version_key: the prefix of its fragments
+    work: Path | None = None  # the private folder its fragments wait in until published
 
     @property
     def rows_landed(self) -> int:
@@ -357,22 +417,45 @@ class Lander:
         self.max_columns = max_columns
 
     def land(self, path: Path, name: str, sha256: str, size: int, landed_ns: int) -> LandingResult:
-        """Land the bytes at ``path`` as version ``sha256`` of the file ``name``.
-
-        Its fragments replace those of any older version of the same exact name, on every day.
-        """
+        """Split the bytes at ``path`` (version ``sha256`` of the file ``name``) into sealed
+        fragments in a private work folder: nothing is visible until ``publish``."""
         result = LandingResult(file_name=name, sha256=sha256, size=size)
-        key = version_key(name, sha256, landed_ns)
-        work = self.areas.staging / LANDED / f".landing-{key}"
-        shutil.rmtree(work, ignore_errors=True)
+        result.key = version_key(name, sha256, landed_ns)
+        result.work = self.areas.staging / LANDED / f"{WORK_PREFIX}{result.key}"
+        shutil.rmtree(result.work, ignore_errors=True)
         try:
-            self._split(path, name, key, work, result)
-            result.fragments = self._hash(work, result.fragment_rows)
-            with self.areas.lock("landing"):
-                self._publish(name, work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+            self._split(path, name, result.key, result.work, result)
+            result.fragments = self._hash(result.work, result.fragment_rows)
+        except BaseException:
+            self.discard(result)
+            raise
         return result
+
+    def publish(self, result: LandingResult, commit: Callable[[], T]) -> T:
+        """Move the fragments into place and ``commit`` their ledger row under the landing lock, so
+        a reader (holding it shared) sees them only with their row. A failed commit takes its
+        fragments back; once committed, the fragments of older versions of the name go."""
+        try:
+            with self.areas.lock("landing"):
+                moved = self._move(result.work) if result.work else []
+                try:
+                    committed = commit()
+                except BaseException:
+                    self.unpublish(moved)
+                    raise
+                self._retire_older(result.file_name, result.key)
+        finally:
+            self.discard(result)
+        return committed
+
+    def discard(self, result: LandingResult) -> None:
+        if result.work is not None:
+            shutil.rmtree(result.work, ignore_errors=True)
+
+    @staticmethod
+    def unpublish(moved: list[Path]) -> None:
+        for path in moved:
+            path.unlink(missing_ok=True)
 
     def _split(self, path: Path, name: str, key: str, work: Path, result: LandingResult) -> None:
         header, preamble = read_layout(path, name)
@@ -468,22 +551,28 @@ class Lander:
 
     def _hash(self, work: Path, rows: dict[str, int]) -> list[WrittenFile]:
         """Each fragment hashed before it is moved into place (a rename keeps the bytes), outside
-        the landing lock; located where ``_publish`` puts it."""
+        the landing lock; located where ``publish`` puts it."""
         return [written_file(work / relative, n, Path(relative).parent.name,
                              published_as=self.areas.staging / relative)
                 for relative, n in sorted(rows.items())]
 
-    def _publish(self, name: str, work: Path) -> None:
-        """Move the new fragments into place and drop those of older versions of this name."""
-        ident = name_id(name)
-        for old in self.areas.staging.glob(f"{LANDED}/*/*-{ident}-*"):
-            if fragment_name_id(old.name) == ident:
-                old.unlink()
+    def _move(self, work: Path) -> list[Path]:
+        """The new fragments moved into place (a rename each); returns where they are."""
+        moved = []
         for fragment in sorted(work.rglob("*")):
             if fragment.is_file():
                 target = self.areas.staging / fragment.relative_to(work)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 fragment.replace(target)
+                moved.append(target)
+        return moved
+
+    def _retire_older(self, name: str, key: str) -> None:
+        """Drop the fragments of this name's other versions (superseded by the committed row)."""
+        ident = name_id(name)
+        for old in self.areas.staging.glob(f"{LANDED}/*/*-{ident}-*"):
+            if fragment_name_id(old.name) == ident and not old.name.startswith(f"{key}-"):
+                old.unlink(missing_ok=True)
 
 
 def rescue_extras(frame: pd.DataFrame, extras: list[str]) -> pd.DataFrame:

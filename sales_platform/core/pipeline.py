@@ -6,7 +6,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from sales_platform.core.crypto import Keyring, Tokenizer, fragment_identity
 from sales_platform.core.dedupe import DuplicateScan
 from sales_platform.core.frames import arrow_frame, frame_table
-from sales_platform.core.landing import LANDED
+from sales_platform.core.landing import LANDED, LandedAccounts, remove_orphans
 from sales_platform.core.protect import protect_identifiers
 from sales_platform.core.quality import QualityRules, clean_rows
 from sales_platform.core.schema import EXTRAS_COLUMN, IDENTIFIER_COLUMNS
@@ -64,15 +64,20 @@ def _between_chunks() -> None:
     pa.default_memory_pool().release_unused()
 
 
-def _landed_frames(areas: DataAreas, keyring: Keyring, day: str) -> Iterator[pd.DataFrame]:
+def _landed_frames(areas: DataAreas, keyring: Keyring, day: str,
+                   accounts: LandedAccounts | None) -> Iterator[pd.DataFrame]:
+    """The day's landed rows a committed ledger row accounts for (all, without ``accounts``)."""
     for path in areas.fragments(LANDED, day):
+        if accounts is not None and not accounts.readable(path.name):
+            continue
         _between_chunks()
         yield arrow_frame(read_sealed_table(path, keyring, fragment_identity(LANDED, day, path.name)))
 
 
 def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
               known_products: frozenset[str] | None, sensitive: tuple[str, ...] = (),
-              conflicts_before: Sequence[str] = ()) -> DayCleaning:
+              conflicts_before: Sequence[str] = (),
+              accounts: Callable[[], LandedAccounts] | None = None) -> DayCleaning:
     """Apply every quality rule to all landed rows of ``day``; publish cleaned rows and rejects.
 
     One cleaning pass writes candidate fragments and records two hashes per row; duplicate
@@ -80,6 +85,8 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
     those fragments are read again, as Arrow tables filtered by pass one's verdict.
     ``conflicts_before`` (ids the day held in cross-day conflict before) travels in the manifest:
     the load asks for the other days again when the day lets go of one.
+    ``accounts`` (read under the landing lock, where landings publish and commit together) names
+    the versions whose fragments are read; fragments it does not account for are removed.
     """
     result = DayCleaning(day=day, product_rule_applied=known_products is not None)
     tokenizer = Tokenizer(keyring)
@@ -88,7 +95,10 @@ def clean_day(areas: DataAreas, keyring: Keyring, day: str, rules: QualityRules,
     scan, candidates, counts, ordinal = DuplicateScan(), [], [], 0
     with areas.lock("landing", shared=True):  # landings publish under the exclusive lock
         result.snapshot_ns = time.time_ns()
-        for part, frame in enumerate(_landed_frames(areas, keyring, day)):
+        accounted = accounts() if accounts is not None else None
+        if accounted is not None:
+            remove_orphans(areas, accounted, [day])
+        for part, frame in enumerate(_landed_frames(areas, keyring, day, accounted)):
             result.rows_read += len(frame)
             result.files.update(frame["source_file"].value_counts().to_dict())
             result.versions.update(

@@ -315,3 +315,26 @@ def reject_rate(rows_read: int, rejects_by_reason: dict[str, int]) -> float:
     """Share of rows rejected for a quality failure (collapsed identical duplicates excluded)."""
     failed = sum(n for reason, n in rejects_by_reason.items() if reason not in COLLAPSED_REASONS)
     return failed / rows_read if rows_read else 0.0
+
+
+def over_reject_rate(rate: float, limit: float) -> bool:
+    """The one comparison of every reject-rate block (a day's cleaning, a version's landing):
+    strictly greater, so a rate exactly at SALES_PLATFORM_MAX_REJECT_RATE passes."""
+    return rate > limit
+
+
+def is_landing_block(line: str) -> bool:
+    """Whether a ledger error line is ``landing_block``'s (a blocked day's starts with the day)."""
+    return line.startswith("file ") and " rows rejected at landing (" in line
+
+
+def landing_block(name: str, rows_read: int, rows_rejected: int, limit: float) -> str | None:
+    """Why a file version is blocked at landing, or None: the share of its records rejected at
+    landing (no valid sale day, malformed) over the same limit as a day's. The line starts with
+    ``file`` so it is never taken for a blocked day's line (those start with the day)."""
+    rate = rows_rejected / rows_read if rows_read else 0.0
+    if not over_reject_rate(rate, limit):
+        return None
+    return (f"file {name} blocked: {rows_rejected} of {rows_read} rows rejected at landing "
+            f"({rate:.0%} > {limit:.0%}); fix the file and drop a corrected version under the same "
+            "name, or raise SALES_PLATFORM_MAX_REJECT_RATE and re-run its days")

@@ -137,7 +137,7 @@ class PlatformResource(dg.ConfigurableResource):
         return Intake(self.areas, engine, self.keyring(), self.contract(), self.rules(),
                       code_version=code_version, archive_sink=archive_sink,
                       settle_s=self.settle_s, max_file_bytes=self.max_file_bytes,
-                      max_columns=self.max_columns)
+                      max_columns=self.max_columns, max_reject_rate=self.max_reject_rate)
 
     def contract(self) -> SchemaContract:
         contract = SchemaContract.from_file(self.schema_contract) if self.schema_contract \

@@ -5,7 +5,9 @@ current state; every change of state is also appended to ``file_events`` (histor
 overwritten). ``file_day_counts`` holds the rows the version landed per sale day, written once
 when it lands. ``pending_days`` lists the days whose landed rows changed since their last load.
 
-States: landed -> loaded | blocked (blocked -> loaded once the day loads); any live state ->
+States: landed -> loaded | blocked (blocked -> loaded once the day loads); a version whose share of
+records rejected at landing is over SALES_PLATFORM_MAX_REJECT_RATE is blocked when it lands (its
+rows are not cleaned while the share stays over the limit: ``landed_accounts``); any live state ->
 superseded (a newer version of the same name landed); quarantined and skipped_duplicate are
 final for that drop. "loaded" is set only when every row the version landed is counted in
 ``sales`` or ``sales_rejects``, and no row of the versions it superseded is left.
@@ -22,7 +24,9 @@ from datetime import date, datetime
 import pandas as pd
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
+from sales_platform.core.landing import LandedAccounts, version_mark
 from sales_platform.core.limits import stored_name
+from sales_platform.core.quality import is_landing_block, landing_block
 from sales_platform.core.warehouse.artifacts import Artifact, write_artifacts
 from sales_platform.core.warehouse.conflicts import purge_superseded_rows
 from sales_platform.core.warehouse.loading import SALES_LOAD_LOCK
@@ -71,6 +75,7 @@ class LandedVersion:
     artifacts: list[Artifact] = field(default_factory=list)  # its landed fragments (data_objects)
     notes: list[str] = field(default_factory=list)  # read, but worth telling (an alias set aside)
     reprocessed: str | None = None  # why the live version is landed again (sales-platform reprocess)
+    blocked: str | None = None  # quality.landing_block's line: over the reject rate at landing
 
     @property
     def rows_landed(self) -> int:
@@ -179,10 +184,14 @@ def record_landed(engine: Engine, version: LandedVersion, now: datetime) -> list
                f"{version.rows_read} rows read, {version.rows_landed} landed on {len(own_days)} "
                f"day(s), {version.rows_rejected} rejected at landing"
                + "".join(f"; note: {n}" for n in version.notes), now)
+        if version.blocked:  # its days are still requested: rows it supersedes must leave
+            conn.execute(update(file_ledger).where(key).values(status=BLOCKED,
+                                                               error=version.blocked))
+            _event(conn, version.file_name, version.sha256, BLOCKED, version.blocked, now)
         if affected:
             request_days(conn, affected, f"file {version.file_name} "
                          + ("reprocessed" if version.reprocessed else "landed"))
-        else:  # every row rejected at landing, no day to load: all of them are counted already
+        elif not version.blocked:  # every row rejected at landing, none to load: all counted
             conn.execute(update(file_ledger).where(key).values(status=LOADED))
             _event(conn, version.file_name, version.sha256, LOADED,
                    "every row rejected at landing: nothing to load", now)
@@ -207,6 +216,36 @@ def record_not_landed(engine: Engine, name: str, sha: str, size: int, status: st
             conn.execute(update(file_ledger).where(file_ledger.c.file_id == row.file_id)
                          .values(status=status, error=detail, processed_at=now))
         _event(conn, name, sha, status, detail, now)
+
+
+def landed_accounts(engine: Engine, max_reject_rate: float) -> LandedAccounts:
+    """The versions committed live rows account for, and those held back because their share of
+    landing rejects is over ``max_reject_rate`` (the setting now: raising it releases them)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(file_ledger.c.file_name, file_ledger.c.sha256,
+                                   file_ledger.c.rows_read, file_ledger.c.rows_rejected)
+                            .where(file_ledger.c.status.in_(LIVE))).all()
+    live = frozenset(version_mark(r.file_name, r.sha256) for r in rows)
+    held = frozenset(version_mark(r.file_name, r.sha256) for r in rows
+                     if landing_block(r.file_name, r.rows_read or 0, r.rows_rejected or 0,
+                                      max_reject_rate))
+    return LandedAccounts(live, held)
+
+
+def blocked_at_landing(conn: Connection) -> list[dict]:
+    """Live versions blocked at landing, oldest first: file_name, sha256, detail (the ledger's
+    landing line) and days (those it has rows on; none when every row was rejected)."""
+    rows = conn.execute(select(file_ledger.c.file_name, file_ledger.c.sha256, file_ledger.c.error,
+                               file_ledger.c.days_touched)
+                        .where(file_ledger.c.status == BLOCKED)
+                        .order_by(file_ledger.c.file_id)).mappings().all()
+    found = []
+    for row in rows:
+        line = next((x for x in (row["error"] or "").splitlines() if is_landing_block(x)), None)
+        if line:
+            found.append({"file_name": row["file_name"], "sha256": row["sha256"], "detail": line,
+                          "days": json.loads(row["days_touched"] or "[]")})
+    return found
 
 
 def _live_versions_on(conn: Connection, day: str) -> list[dict]:

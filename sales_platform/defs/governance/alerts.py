@@ -91,13 +91,24 @@ def report_blocked_day(context: dg.AssetExecutionContext, platform: PlatformReso
                        check_key: dg.AssetCheckKey, detail: str) -> Path:
     """One alert for a day a blocking check stopped (the run itself goes on with its other days).
     A later run that blocks the day again on the same numbers (a sensor's next range) adds none."""
+    return _report_blocked(context, platform, day, day, check_key, detail)
+
+
+def report_blocked_file(context: dg.AssetExecutionContext, platform: PlatformResource, name: str,
+                        check_key: dg.AssetCheckKey, detail: str) -> Path:
+    """The same alert for a file version blocked at landing (its days may be none)."""
+    return _report_blocked(context, platform, f"file/{name}", None, check_key, detail)
+
+
+def _report_blocked(context: dg.AssetExecutionContext, platform: PlatformResource, subject: str,
+                    partition: str | None, check_key: dg.AssetCheckKey, detail: str) -> Path:
     run, check = context.run, f"{check_key.asset_key.to_user_string()}: {check_key.name}"
     return write_alert(RunFailureAlert(
         run_id=run.run_id, job_name=run.job_name, status="BLOCKED",
-        failed_at=datetime.now(UTC).isoformat(timespec="seconds"), partition=day,
+        failed_at=datetime.now(UTC).isoformat(timespec="seconds"), partition=partition,
         tags={k: v for k, v in run.tags.items() if k.startswith(("dagster/backfill", "sales_platform/"))},
         failed_steps=[{"step": check, "error": detail}], message=detail,
-        alert_id=f"blocked/{day}/{check_key.name}/{sha256(detail.encode()).hexdigest()[:16]}"),
+        alert_id=f"blocked/{subject}/{check_key.name}/{sha256(detail.encode()).hexdigest()[:16]}"),
         Path(platform.data_dir).expanduser().resolve(), (platform.encryption_key,))
 
 

@@ -36,13 +36,14 @@ from sales_platform.core.pipeline import (
     layer_columns,
     read_snapshot,
 )
-from sales_platform.core.quality import reject_rate
+from sales_platform.core.quality import over_reject_rate, reject_rate
 from sales_platform.core.warehouse.artifacts import record_artifacts
 from sales_platform.core.warehouse.checks import day_row_count, duplicate_transaction_ids
 from sales_platform.core.warehouse.ledger import (
     BLOCKED,
     accounted_rows,
     clear_pending,
+    landed_accounts,
     mark_blocked,
     purge_blocked_day,
     refresh_versions,
@@ -229,7 +230,8 @@ def clean_one_day(platform: PlatformResource, engine, day: str, known, out: DayP
     keyring = platform.keyring()
     before = cross_day_ids(engine, date.fromisoformat(day))
     result = clean_day(platform.areas, keyring, day, platform.rules(), known,
-                       tuple(platform.contract().sensitive), before)
+                       tuple(platform.contract().sensitive), before,
+                       accounts=lambda: landed_accounts(engine, platform.max_reject_rate))
     if not result.published:  # its verdicts would be about rows that are no longer the day's
         out.superseded = True
         return
@@ -239,7 +241,7 @@ def clean_one_day(platform: PlatformResource, engine, day: str, known, out: DayP
             engine, date.fromisoformat(day), iter_parquet_layer(platform.areas, REJECTS, day),
             datetime.now(), layer.snapshot_ns if layer else None) is not None
     rate_ = reject_rate(result.rows_read, dict(result.rejects_by_reason))
-    if rate_ > platform.max_reject_rate:
+    if over_reject_rate(rate_, platform.max_reject_rate):
         failed = result.rows_rejected - result.rejects_by_reason.get("duplicate_identical", 0)
         detail = blocked_detail(day, failed, result.rows_read, rate_, platform.max_reject_rate)
         mark_blocked(engine, day, detail, datetime.now())
