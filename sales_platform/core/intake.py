@@ -339,8 +339,8 @@ class Intake:
                     digest.update(block)
                     target.write(block)
                     size += len(block)
-                target.flush()
-                os.fsync(target.fileno())
+                # no fsync: the spool is scratch (cleared at every start); the archive and the
+                # fragments made from it are what must survive a crash, and they are synced
         finally:
             os.close(fd)
         if not self._unchanged(path, before) or size != before.st_size:

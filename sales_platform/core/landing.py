@@ -415,6 +415,7 @@ class Lander:
         self.rules = rules
         self.now = now
         self.max_columns = max_columns
+        self._index: dict[str, list[Path]] | None = None  # see _published
 
     def land(self, path: Path, name: str, sha256: str, size: int, landed_ns: int) -> LandingResult:
         """Split the bytes at ``path`` (version ``sha256`` of the file ``name``) into sealed
@@ -532,7 +533,7 @@ class Lander:
             result.fragment_rows[relative] = len(rows)
         bad = frame[~ok].assign(reason=reasons[~ok])
         result.rejects_by_reason.update(bad["reason"].value_counts().to_dict())
-        return self.protect(bad)
+        return self.protect(bad) if len(bad) else bad  # empty: dropped, nothing to protect
 
     def protect(self, rejects: pd.DataFrame) -> pd.DataFrame:
         """Rejected rows keep their raw values, with identifiers as tokens."""
@@ -565,14 +566,33 @@ class Lander:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 fragment.replace(target)
                 moved.append(target)
+                if self._index is not None and (ident := fragment_name_id(target.name)):
+                    self._index.setdefault(ident, []).append(target)
         return moved
 
     def _retire_older(self, name: str, key: str) -> None:
         """Drop the fragments of this name's other versions (superseded by the committed row)."""
         ident = name_id(name)
-        for old in self.areas.staging.glob(f"{LANDED}/*/*-{ident}-*"):
-            if fragment_name_id(old.name) == ident and not old.name.startswith(f"{key}-"):
+        kept = []
+        for old in self._published().pop(ident, []):
+            if old.name.startswith(f"{key}-"):
+                kept.append(old)
+            else:
                 old.unlink(missing_ok=True)
+        self._published()[ident] = kept
+
+    def _published(self) -> dict[str, list[Path]]:
+        """Published fragments by name id: the landed folders listed once per lander, then kept
+        up to date by its own moves, so a drop of n files costs n, not n² (a listing per file).
+        What another process published meanwhile and this misses belongs to no live version once
+        superseded: readers skip it and the next intake removes it (``remove_orphans``)."""
+        if self._index is None:
+            self._index = {}
+            for old in sorted((self.areas.staging / LANDED).glob("*/*")):
+                ident = fragment_name_id(old.name)
+                if ident and not old.parent.name.startswith("."):
+                    self._index.setdefault(ident, []).append(old)
+        return self._index
 
 
 def rescue_extras(frame: pd.DataFrame, extras: list[str]) -> pd.DataFrame:
