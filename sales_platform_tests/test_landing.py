@@ -163,3 +163,36 @@ def test_a_fixed_quarantined_file_replays_under_its_original_name(intake, data_d
     assert [(o.file_name, o.status, o.rows_landed) for o in outcomes] == [(name, "landed", 1)]
     with pytest.raises(ReplayError, match="not a regular quarantined file"):
         replay_quarantined(intake.areas, Path("nothing-here.csv"))
+
+
+def test_drops_land_in_batches_with_each_file_judged_at_its_place(data_dir, key, backend,
+                                                                  monkeypatch):
+    """Batches of 3 (one ledger commit each): a new version of a.csv lands before b.csv, whose
+    content was a.csv's, so b.csv is no duplicate; c.csv repeats content landed earlier in its
+    batch (a duplicate); d.csv is unreadable; the rest are one-row files over several batches.
+    sales and sales_rejects hold what the oracle says, on SQLite and PostgreSQL."""
+    from sales_platform.core import settings
+    from sales_platform_tests.integrity import Harness, assert_matches_oracle
+    from sales_platform_tests.oracle import csv_bytes
+
+    monkeypatch.setenv(settings.LANDING_BATCH_FILES, "3")
+    harness = Harness(data_dir, backend.url, key, platform={"settle_s": 0})
+    first = csv_bytes([["T1", "C1", "P1", "1", "2024-03-01T10:00:00"],
+                       ["T2", "C1", "P1", "2", "2024-03-02T10:00:00"]])
+    newer = csv_bytes([["T3", "C2", "P1", "1", "2024-03-01T11:00:00"],
+                       ["T4", "C9", "P1", "5", "2024-03-01T10:00:00"]])
+    harness.drop("a.csv", first)
+    harness.land()
+    harness.drop("a.csv", newer)
+    harness.drop("b.csv", first)
+    harness.drop("c.csv", newer)
+    harness.drop("d.csv", b"\x00\x01 not a csv")
+    for i in range(7):
+        harness.drop(f"e{i}.csv", csv_bytes([[f"E{i}", "C1", "P1", str(i), "2024-03-02T09:00:00"]]))
+    assert harness.land().success
+    statuses = {name: row["status"] for (name, _), row in harness.ledger().items()
+                if row["status"] != "superseded"}
+    assert statuses == {"a.csv": "landed", "b.csv": "landed", "c.csv": "skipped_duplicate",
+                        "d.csv": "quarantined", **{f"e{i}.csv": "landed" for i in range(7)}}
+    harness.load_requested()
+    assert_matches_oracle(harness)

@@ -146,6 +146,7 @@ def test_a_failed_landing_commit_publishes_nothing_the_day_would_take(data_dir, 
         raise RuntimeError("the ledger commit failed")
 
     monkeypatch.setattr(intake_module, "record_landed", commit_fails)
+    monkeypatch.setattr(intake_module, "record_landed_many", commit_fails)  # a batch's commit
     h.drop("a.csv", v2)  # a new version of a.csv, with other transaction ids
     failed = dg.materialize(all_assets(), selection=["landed_files"], resources=h.resources,
                             instance=h.instance, raise_on_error=False)

@@ -32,7 +32,14 @@ from sqlalchemy import Engine
 
 from sales_platform.core.archive_manifest import Manifest, landing_settings, write_manifest
 from sales_platform.core.crypto import Keyring, archive_identity, seal_file
-from sales_platform.core.landing import MAX_COLUMNS, FileRejected, Lander, name_id, remove_orphans
+from sales_platform.core.landing import (
+    MAX_COLUMNS,
+    FileRejected,
+    Lander,
+    LandingResult,
+    name_id,
+    remove_orphans,
+)
 from sales_platform.core.limits import MAX_NAME_BYTES
 from sales_platform.core.private_files import create_private, private_folder
 from sales_platform.core.quality import QualityRules, landing_block
@@ -47,9 +54,10 @@ from sales_platform.core.warehouse.ledger import (
     landed_accounts,
     now_ns,
     record_landed,
+    record_landed_many,
     record_not_landed,
 )
-from sales_platform.core.warehouse.schema_log import record_source_schema
+from sales_platform.core.warehouse.schema_log import record_source_schema, record_source_schemas
 
 log = logging.getLogger(__name__)
 TEMP_SUFFIXES = (".tmp", ".partial", ".part", ".crdownload")
@@ -57,6 +65,8 @@ CSV_SUFFIXES = (".csv",)
 REASON_SUFFIX = ".reason.txt"
 WAITING = "waiting"  # not taken this time (still being written, changed while read)
 DEFAULT_MAX_FILE_BYTES = 20 << 30
+DEFAULT_BATCH_FILES = 500  # settings.DEFAULT_LANDING_BATCH_FILES
+BATCH_BYTES = 1 << 30  # a batch closes once its files hold this much
 
 
 @dataclass
@@ -255,13 +265,72 @@ def clear_spool(spool: Path) -> None:
     shutil.rmtree(spool, ignore_errors=True)
 
 
+def duplicate_message(name: str, first_name: str) -> str:
+    same = "the same file dropped again" if first_name == name else \
+        f"same content as already landed file {first_name}"
+    return f"{name}: {same}; nothing reloaded"
+
+
+class _Batch:
+    """Drops gathered for one landing batch: at most ``size`` files, distinct names (a second
+    file of a name, an upload and a folder drop, lands in the next batch, as the newer version),
+    about BATCH_BYTES of content (the spool and the work folders hold one batch)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.paths, self.names, self.bytes = size, [], set(), 0
+
+    def full(self, path: Path) -> bool:
+        return bool(self.paths) and (len(self.paths) >= self.size or path.name in self.names
+                                     or self.bytes >= BATCH_BYTES)
+
+    def add(self, path: Path) -> None:
+        self.paths.append(path)
+        self.names.add(path.name)
+        try:
+            self.bytes += os.lstat(path).st_size
+        except FileNotFoundError:
+            pass
+
+
+@dataclass
+class _Landed:
+    path: Path
+    before: os.stat_result
+    result: LandingResult
+    version: LandedVersion
+
+
+@dataclass
+class _Landing:
+    """A batch being landed: versions split and waiting for their commit, duplicates waiting to
+    be recorded after it, outcomes so far."""
+
+    landing: list[_Landed] = field(default_factory=list)
+    duplicates: list[tuple] = field(default_factory=list)
+    done: list[FileOutcome] = field(default_factory=list)
+    shas: dict[str, str] = field(default_factory=dict)  # content landed in this batch -> name
+
+    def landed(self, item: _Landed) -> None:
+        self.landing.append(item)
+        self.shas[item.result.sha256] = item.path.name
+
+    def first_with(self, sha: str, live: dict | None) -> str | None:
+        """The name a drop of content ``sha`` duplicates, at its place in the batch: a version
+        landed earlier in the batch, or a live one no earlier file of the batch supersedes."""
+        if sha in self.shas:
+            return self.shas[sha]
+        superseded = {item.path.name for item in self.landing}
+        return live["file_name"] if live and live["file_name"] not in superseded else None
+
+
 class Intake:
     def __init__(self, areas: DataAreas, engine: Engine, keyring: Keyring,
                  contract: SchemaContract, rules: QualityRules, code_version: str,
                  now: datetime | None = None,
                  archive_sink: Callable[[str, Path], str] | None = None,
                  settle_s: float = 2.0, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                 max_columns: int = MAX_COLUMNS, max_reject_rate: float = 0.2) -> None:
+                 max_columns: int = MAX_COLUMNS, max_reject_rate: float = 0.2,
+                 batch_files: int = DEFAULT_BATCH_FILES) -> None:
         self.areas = areas
         self.engine = engine
         self.keyring = keyring
@@ -271,6 +340,7 @@ class Intake:
         self.settle_s = settle_s
         self.max_file_bytes = max_file_bytes
         self.max_reject_rate = max_reject_rate
+        self.batch_files = batch_files  # drops committed together (one ledger transaction)
         self.lander = Lander(areas, keyring, contract, rules, self.now, max_columns)
         self.stage, self.run_id = "raw_sales", None  # what the data-object ledger names
 
@@ -285,6 +355,7 @@ class Intake:
         with self.areas.lock("intake"):
             clear_spool(self.spool)
             self.remove_orphans()
+            batch = _Batch(self.batch_files)
             for entry in drop_entries(self.areas.drop_folders):
                 if only is not None and printable_name(entry.path.name) not in only:
                     continue  # names travel in run config as printable text
@@ -293,10 +364,43 @@ class Intake:
                 elif entry.kind == "unsafe":
                     outcomes.append(self._quarantine_entry(entry.path, entry.reason or ""))
                 elif entry.kind == "csv":
-                    outcomes.append(self.take(entry.path))
+                    if batch.full(entry.path):
+                        outcomes += self._take_batch(batch.paths)
+                        batch = _Batch(self.batch_files)
+                    batch.add(entry.path)
+            outcomes += self._take_batch(batch.paths)
         return outcomes
 
     def take(self, path: Path) -> FileOutcome:
+        return self._take_batch([path])[0]
+
+    def _take_batch(self, paths: list[Path]) -> list[FileOutcome]:
+        """Take a batch of drops (distinct names, in arrival order) as one landing: each file is
+        read, split and archived on its own, and all that landed commit together (one ledger
+        transaction and one landing lock per batch, not per file); duplicates are recorded after."""
+        batch = _Landing()
+        try:
+            for path in paths:
+                taken = self._spool(path)
+                if isinstance(taken, FileOutcome):
+                    batch.done.append(taken)
+                    continue
+                before, copy, sha, size = taken
+                try:
+                    self._split(batch, path, before, copy, sha, size)
+                finally:
+                    copy.unlink(missing_ok=True)
+            self._commit(batch)
+        except BaseException:
+            for item in batch.landing:
+                self.lander.discard(item.result)
+            raise
+        for path, before, sha, size, first, archive in batch.duplicates:
+            batch.done.append(self._record_duplicate(path, before, sha, size, first, archive))
+        return batch.done
+
+    def _spool(self, path: Path) -> FileOutcome | tuple[os.stat_result, Path, str, int]:
+        """The drop copied to the private spool while hashed, or why it is not taken now."""
         name = path.name
         try:
             before = os.lstat(path)
@@ -320,10 +424,7 @@ class Intake:
             copy.unlink(missing_ok=True)
             return self._quarantine(path, "", before.st_size,
                                     f"{name}: cannot read: {exc.strerror or exc}")
-        try:
-            return self._land(path, copy, before, sha, size)
-        finally:
-            copy.unlink(missing_ok=True)
+        return before, copy, sha, size
 
     def _read_once(self, path: Path, before: os.stat_result, copy: Path) -> tuple[str, int]:
         """Copy the file to the spool while hashing it: the landed bytes are the hashed bytes."""
@@ -356,17 +457,25 @@ class Intake:
         except FileNotFoundError:
             return False
 
-    def _land(self, path: Path, copy: Path, before: os.stat_result, sha: str,
-              size: int) -> FileOutcome:
+    def _split(self, batch: _Landing, path: Path, before: os.stat_result, copy: Path, sha: str,
+               size: int) -> None:
+        """One drop of the batch: a duplicate (of a live version or of one landed earlier in the
+        batch) is archived and noted, a readable file split into its own fragments and archived,
+        an unreadable one quarantined."""
         name = path.name
-        earlier = current_version_with_content(self.engine, sha)
-        if earlier is not None:
-            return self._skip_duplicate(path, copy, before, sha, size, earlier["file_name"])
+        first = batch.first_with(sha, current_version_with_content(self.engine, sha))
+        if first is not None:  # its manifest now: a rebuild replays arrivals in this order
+            archive = self._archive(copy, sha)
+            self.remember(Manifest(name, sha, size, DUPLICATE, now_ns(), self.now.isoformat(),
+                                   detail=duplicate_message(name, first)))
+            batch.duplicates.append((path, before, sha, size, first, archive))
+            return
         landed_ns = now_ns()
         try:
             result = self.lander.land(copy, name, sha, size, landed_ns)
         except FileRejected as exc:
-            return self._quarantine(path, sha, size, str(exc))
+            batch.done.append(self._quarantine(path, sha, size, str(exc)))
+            return
         archive = self._archive(copy, sha)
         self.remember(Manifest(name, sha, size, LANDED, landed_ns, self.now.isoformat()))
         version = LandedVersion(
@@ -377,16 +486,32 @@ class Intake:
             artifacts=result.artifacts(self.stage, self.code_version, self.run_id),
             notes=result.notes, blocked=landing_block(name, result.rows_read,
                                                       result.rows_rejected, self.max_reject_rate))
-        requested = self.lander.publish(result, lambda: record_landed(self.engine, version, self.now))
-        new_layout = record_source_schema(self.engine, name, sha, result.columns, self.now)
-        self._remove_if_unchanged(path, before)
+        batch.landed(_Landed(path, before, result, version))
+
+    def _commit(self, batch: _Landing) -> None:
+        """Publish and record every version the batch landed, then take their drops away."""
+        if not batch.landing:
+            return
+        versions = [item.version for item in batch.landing]
+        requested = self.lander.publish_many(
+            [item.result for item in batch.landing],
+            lambda: record_landed_many(self.engine, versions, self.now))
+        layouts = record_source_schemas(
+            self.engine, [(v.file_name, v.sha256, v.columns) for v in versions], self.now)
+        for item, days, new_layout in zip(batch.landing, requested, layouts, strict=True):
+            batch.done.append(self._landed(item, days, new_layout))
+        batch.landing = []
+
+    def _landed(self, item: _Landed, requested: list[str], new_layout: bool) -> FileOutcome:
+        result, name = item.result, item.path.name
+        self._remove_if_unchanged(item.path, item.before)
         log.info("landed %s: %d rows read, %d landed for %d day(s), %d rejected", name,
                  result.rows_read, result.rows_landed, len(result.days), result.rows_rejected)
-        return FileOutcome(name, sha, LANDED, result.rows_read, result.rows_landed,
+        return FileOutcome(name, result.sha256, LANDED, result.rows_read, result.rows_landed,
                            result.rows_rejected, dict(result.rows_by_day),
                            error="; ".join(result.notes) or None, columns=result.columns,
                            new_layout=new_layout, days_requested=requested,
-                           blocked=version.blocked)
+                           blocked=item.version.blocked)
 
     def land_again(self, copy: Path, name: str, sha: str, landed_ns: int, when: datetime,
                    reprocessed: str | None = None) -> list[str]:
@@ -444,15 +569,10 @@ class Intake:
         write_manifest(self.areas, self.keyring.active, manifest, name_id(manifest.file_name),
                        recorded_ns or manifest.arrival_ns)
 
-    def _skip_duplicate(self, path: Path, copy: Path, before: os.stat_result, sha: str, size: int,
-                        first_name: str) -> FileOutcome:
-        same = "the same file dropped again" if first_name == path.name else \
-            f"same content as already landed file {first_name}"
-        message = f"{path.name}: {same}; nothing reloaded"
+    def _record_duplicate(self, path: Path, before: os.stat_result, sha: str, size: int,
+                          first_name: str, archive: Path) -> FileOutcome:
+        message = duplicate_message(path.name, first_name)
         log.info(message)
-        archive = self._archive(copy, sha)
-        self.remember(Manifest(path.name, sha, size, DUPLICATE, now_ns(), self.now.isoformat(),
-                               detail=message))
         record_not_landed(self.engine, path.name, sha, size, DUPLICATE, message,
                           str(archive.relative_to(self.areas.root)), self.code_version, self.now)
         self._remove_if_unchanged(path, before)

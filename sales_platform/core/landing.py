@@ -21,7 +21,7 @@ import json
 import re
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -436,17 +436,23 @@ class Lander:
         """Move the fragments into place and ``commit`` their ledger row under the landing lock, so
         a reader (holding it shared) sees them only with their row. A failed commit takes its
         fragments back; once committed, the fragments of older versions of the name go."""
+        return self.publish_many([result], commit)
+
+    def publish_many(self, results: Sequence[LandingResult], commit: Callable[[], T]) -> T:
+        """``publish`` for a batch of versions of distinct names, with one commit for all."""
         try:
             with self.areas.lock("landing"):
-                moved = self._move(result.work) if result.work else []
+                moved = [path for r in results if r.work for path in self._move(r.work)]
                 try:
                     committed = commit()
                 except BaseException:
                     self.unpublish(moved)
                     raise
-                self._retire_older(result.file_name, result.key)
+                for result in results:
+                    self._retire_older(result.file_name, result.key)
         finally:
-            self.discard(result)
+            for result in results:
+                self.discard(result)
         return committed
 
     def discard(self, result: LandingResult) -> None:

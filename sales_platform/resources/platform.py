@@ -137,7 +137,10 @@ class PlatformResource(dg.ConfigurableResource):
         return Intake(self.areas, engine, self.keyring(), self.contract(), self.rules(),
                       code_version=code_version, archive_sink=archive_sink,
                       settle_s=self.settle_s, max_file_bytes=self.max_file_bytes,
-                      max_columns=self.max_columns, max_reject_rate=self.max_reject_rate)
+                      max_columns=self.max_columns, max_reject_rate=self.max_reject_rate,
+                      batch_files=int(settings.env_number(
+                          settings.LANDING_BATCH_FILES, settings.DEFAULT_LANDING_BATCH_FILES, 1,
+                          integer=True)))
 
     def contract(self) -> SchemaContract:
         contract = SchemaContract.from_file(self.schema_contract) if self.schema_contract \

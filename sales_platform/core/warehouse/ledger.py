@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -101,6 +101,20 @@ def current_version_with_content(engine: Engine, sha: str) -> dict | None:
     return dict(row) if row else None
 
 
+def live_versions_with_content(engine: Engine, shas: Sequence[str]) -> dict[str, str]:
+    """sha256 -> the name of the first live version with that content, for the given shas (one
+    query per 500, not one per file)."""
+    found: dict[str, str] = {}
+    unique = sorted(set(shas))
+    with engine.connect() as conn:
+        for start in range(0, len(unique), 500):
+            rows = conn.execute(select(file_ledger.c.sha256, file_ledger.c.file_name).where(
+                file_ledger.c.sha256.in_(unique[start:start + 500]),
+                file_ledger.c.status.in_(LIVE)).order_by(file_ledger.c.file_id.desc())).all()
+            found |= {sha: name for sha, name in rows}  # the first landed last: it wins
+    return found
+
+
 def quarantined_with_content(engine: Engine, sha: str) -> dict | None:
     """The newest quarantined version whose content is ``sha`` (a replay of an unchanged file)."""
     with engine.connect() as conn:
@@ -141,60 +155,71 @@ def record_landed(engine: Engine, version: LandedVersion, now: datetime) -> list
     Earlier live versions of the same name are superseded; the days they touched are requested
     too, so their rows leave the warehouse even on days the new version no longer has.
     """
-    own_days = sorted(version.rows_by_day)
+    return record_landed_many(engine, [version], now)[0]
+
+
+def record_landed_many(engine: Engine, versions: Sequence[LandedVersion],
+                       now: datetime) -> list[list[str]]:
+    """Record landed versions (a batch of one drop, in landing order) in one transaction, as
+    ``record_landed`` does each: one commit and one lock for the batch, not one per file."""
     with engine.begin() as conn:
         take_lock(conn, LEDGER_LOCK)
-        older = conn.execute(select(file_ledger).where(
-            file_ledger.c.file_name == version.file_name, file_ledger.c.sha256 != version.sha256,
-            file_ledger.c.status.in_(LIVE))).mappings().all()
-        affected = set(own_days)
-        if version.reprocessed:  # its rows leave the days the new settings no longer give them
-            again = conn.execute(select(file_ledger.c.days_touched).where(
-                _key(version.file_name, version.sha256))).scalar()
-            affected.update(json.loads(again or "[]"))
-            _event(conn, version.file_name, version.sha256, REPROCESSED, version.reprocessed, now)
-        for row in older:
-            affected.update(json.loads(row["days_touched"] or "[]"))
-            conn.execute(update(file_ledger).where(file_ledger.c.file_id == row["file_id"])
-                         .values(status=SUPERSEDED, processed_at=now))
-            _event(conn, row["file_name"], row["sha256"], SUPERSEDED,
-                   f"superseded by version {version.sha256[:12]}", now)
-        values = dict(
-            size_bytes=version.size_bytes, status=LANDED, rows_read=version.rows_read,
-            rows_landed=version.rows_landed, rows_rejected=version.rows_rejected,
-            days_touched=json.dumps(own_days), days_affected=json.dumps(sorted(affected)),
-            error=None, archive_path=version.archive_path, code_version=version.code_version,
-            processed_at=now)
-        key = _key(version.file_name, version.sha256)
-        if conn.execute(select(file_ledger.c.file_id).where(key)).first():
-            conn.execute(update(file_ledger).where(key).values(**values))  # dropped again later
-        else:
-            conn.execute(insert(file_ledger).values(file_name=version.file_name,
-                                                    sha256=version.sha256, received_at=now, **values))
-        conn.execute(delete(file_day_counts).where(file_day_counts.c.file_name == version.file_name,
-                                                   file_day_counts.c.sha256 == version.sha256))
-        if own_days:
-            conn.execute(insert(file_day_counts), [
-                {"file_name": version.file_name, "sha256": version.sha256,
-                 "sale_date": date.fromisoformat(d), "rows_landed": n}
-                for d, n in version.rows_by_day.items()])
-        replace_file_rejects(conn, version.file_name, version.sha256, version.rejects, now)
-        write_artifacts(conn, version.artifacts, now)  # the fragments, with their ledger row
-        _event(conn, version.file_name, version.sha256, LANDED,
-               f"{version.rows_read} rows read, {version.rows_landed} landed on {len(own_days)} "
-               f"day(s), {version.rows_rejected} rejected at landing"
-               + "".join(f"; note: {n}" for n in version.notes), now)
-        if version.blocked:  # its days are still requested: rows it supersedes must leave
-            conn.execute(update(file_ledger).where(key).values(status=BLOCKED,
-                                                               error=version.blocked))
-            _event(conn, version.file_name, version.sha256, BLOCKED, version.blocked, now)
-        if affected:
-            request_days(conn, affected, f"file {version.file_name} "
-                         + ("reprocessed" if version.reprocessed else "landed"))
-        elif not version.blocked:  # every row rejected at landing, none to load: all counted
-            conn.execute(update(file_ledger).where(key).values(status=LOADED))
-            _event(conn, version.file_name, version.sha256, LOADED,
-                   "every row rejected at landing: nothing to load", now)
+        return [_record_landed(conn, version, now) for version in versions]
+
+
+def _record_landed(conn: Connection, version: LandedVersion, now: datetime) -> list[str]:
+    own_days = sorted(version.rows_by_day)
+    older = conn.execute(select(file_ledger).where(
+        file_ledger.c.file_name == version.file_name, file_ledger.c.sha256 != version.sha256,
+        file_ledger.c.status.in_(LIVE))).mappings().all()
+    affected = set(own_days)
+    if version.reprocessed:  # its rows leave the days the new settings no longer give them
+        again = conn.execute(select(file_ledger.c.days_touched).where(
+            _key(version.file_name, version.sha256))).scalar()
+        affected.update(json.loads(again or "[]"))
+        _event(conn, version.file_name, version.sha256, REPROCESSED, version.reprocessed, now)
+    for row in older:
+        affected.update(json.loads(row["days_touched"] or "[]"))
+        conn.execute(update(file_ledger).where(file_ledger.c.file_id == row["file_id"])
+                     .values(status=SUPERSEDED, processed_at=now))
+        _event(conn, row["file_name"], row["sha256"], SUPERSEDED,
+               f"superseded by version {version.sha256[:12]}", now)
+    values = dict(
+        size_bytes=version.size_bytes, status=LANDED, rows_read=version.rows_read,
+        rows_landed=version.rows_landed, rows_rejected=version.rows_rejected,
+        days_touched=json.dumps(own_days), days_affected=json.dumps(sorted(affected)),
+        error=None, archive_path=version.archive_path, code_version=version.code_version,
+        processed_at=now)
+    key = _key(version.file_name, version.sha256)
+    if conn.execute(select(file_ledger.c.file_id).where(key)).first():
+        conn.execute(update(file_ledger).where(key).values(**values))  # dropped again later
+    else:
+        conn.execute(insert(file_ledger).values(file_name=version.file_name,
+                                                sha256=version.sha256, received_at=now, **values))
+    conn.execute(delete(file_day_counts).where(file_day_counts.c.file_name == version.file_name,
+                                               file_day_counts.c.sha256 == version.sha256))
+    if own_days:
+        conn.execute(insert(file_day_counts), [
+            {"file_name": version.file_name, "sha256": version.sha256,
+             "sale_date": date.fromisoformat(d), "rows_landed": n}
+            for d, n in version.rows_by_day.items()])
+    replace_file_rejects(conn, version.file_name, version.sha256, version.rejects, now)
+    write_artifacts(conn, version.artifacts, now)  # the fragments, with their ledger row
+    _event(conn, version.file_name, version.sha256, LANDED,
+           f"{version.rows_read} rows read, {version.rows_landed} landed on {len(own_days)} "
+           f"day(s), {version.rows_rejected} rejected at landing"
+           + "".join(f"; note: {n}" for n in version.notes), now)
+    if version.blocked:  # its days are still requested: rows it supersedes must leave
+        conn.execute(update(file_ledger).where(key).values(status=BLOCKED,
+                                                           error=version.blocked))
+        _event(conn, version.file_name, version.sha256, BLOCKED, version.blocked, now)
+    if affected:
+        request_days(conn, affected, f"file {version.file_name} "
+                     + ("reprocessed" if version.reprocessed else "landed"))
+    elif not version.blocked:  # every row rejected at landing, none to load: all counted
+        conn.execute(update(file_ledger).where(key).values(status=LOADED))
+        _event(conn, version.file_name, version.sha256, LOADED,
+               "every row rejected at landing: nothing to load", now)
     return sorted(affected)
 
 

@@ -10,7 +10,6 @@ import json
 import os
 
 import dagster as dg
-from sqlalchemy import select
 
 from sales_platform.core import settings
 from sales_platform.core.blob_dropzone import scan_blobs
@@ -19,11 +18,10 @@ from sales_platform.core.intake import printable_name
 from sales_platform.core.landing import name_id
 from sales_platform.core.store import DataAreas
 from sales_platform.core.warehouse.ledger import (
-    LIVE,
+    live_versions_with_content,
     pending_requests,
     versions_awaiting_load,
 )
-from sales_platform.core.warehouse.tables import file_ledger
 from sales_platform.defs import jobs  # the module, not its jobs: the defs loader collects each job once
 from sales_platform.defs.ingestion.assets import landing_lease
 from sales_platform.partitions import partition_range_tags
@@ -60,7 +58,7 @@ def incoming_files_sensor(context: dg.SensorEvaluationContext, platform: Platfor
             run_key=f"unsafe:{name_id(entry.path.name)}:{mtime}",
             run_config=dg.RunConfig(ops={"landed_files": {"config": {"files": [name]}}}),
             tags={"sales_platform/file": name[:200]}))
-    duplicates = live_contents(warehouse.engine(), [seen.sha256 for seen in ready])
+    duplicates = live_versions_with_content(warehouse.engine(), [s.sha256 for s in ready])
     for seen in ready:
         if seen.sha256 in duplicates:
             context.log.info(f"{seen.name}: same content as already landed "
@@ -109,20 +107,6 @@ def blob_dropzone_sensor(context: dg.SensorEvaluationContext, platform: Platform
     skip = None if requests else dg.SkipReason(
         f"no new blobs ready ({unsettled} still being written)" if unsettled else "no new blobs")
     return dg.SensorResult(run_requests=requests, skip_reason=skip)
-
-
-def live_contents(engine, shas: list[str]) -> dict[str, str]:
-    """sha256 -> the name of a live version with that content, for the given shas (few queries,
-    not one per file: a drop of thousands of files is listed every tick)."""
-    found: dict[str, str] = {}
-    unique = sorted(set(shas))
-    with engine.connect() as conn:
-        for start in range(0, len(unique), 500):
-            rows = conn.execute(select(file_ledger.c.sha256, file_ledger.c.file_name).where(
-                file_ledger.c.sha256.in_(unique[start:start + 500]),
-                file_ledger.c.status.in_(LIVE)).order_by(file_ledger.c.file_id.desc())).all()
-            found |= {sha: name for sha, name in rows}  # the oldest last: it wins
-    return found
 
 
 DEAD_RUN_STATUSES = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
