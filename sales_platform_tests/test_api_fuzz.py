@@ -206,7 +206,8 @@ def test_rows_the_api_would_refuse_never_block_dim_products(data_dir: Path, key:
     metadata = result.asset_materializations_for_node("dim_products")[0].metadata
     assert metadata["rejected"].value == 4 and metadata["products"].value == len(GOOD)
     reasons = metadata["rejected_reasons"].value
-    assert "control characters" in reasons and "upper-cased" in reasons and "unit_price" in reasons
+    assert "control or invisible format characters" in reasons and "upper case" in reasons \
+        and "unit_price" in reasons
     assert "BAD\x01ID" not in reasons and "NEG-PRICE" not in reasons  # positions, not ids
     assert _dimension(db_url, key) == {
         p["product_id"]: (p["name"], Decimal(str(p["unit_price"]))) for p in GOOD}

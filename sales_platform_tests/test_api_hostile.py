@@ -101,7 +101,7 @@ def test_a_whole_upload_is_still_taken(served):
     chunked = exchange(base_url, upload_head("whole2.csv", "Transfer-Encoding: chunked\r\n"),
                        f"{len(FILE):x}\r\n".encode() + FILE + b"\r\n0\r\n\r\n")
     assert status_of(chunked) == 201, chunked
-    assert (data / "incoming" / "whole.csv").read_bytes() == FILE
+    assert (data / "uploads" / "whole.csv").read_bytes() == FILE  # the upload service's own folder
     for name in drop_zone(data):
         (data / "incoming" / name).unlink()
 

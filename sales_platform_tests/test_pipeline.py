@@ -143,7 +143,9 @@ def test_a_file_quarantined_on_the_sensor_path_warns_until_a_corrected_drop_clea
     data_dir, resources, engine = setup
     (data_dir / "incoming" / "broken.csv").write_text("id;who;what\n1;2;3\n")
     landed = materialize(resources, ["landed_files"])
-    (evaluation,) = landed.get_asset_check_evaluations()
+    evaluations = {e.check_name: e for e in landed.get_asset_check_evaluations()}
+    assert evaluations["landing_reject_rate_below_threshold"].passed  # nothing landed, nothing lost
+    evaluation = evaluations["no_quarantined_files"]
     assert (evaluation.asset_key.to_user_string(), evaluation.passed) == ("landed_files", False)
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
     assert evaluation.metadata["quarantined"].value == 1
@@ -151,7 +153,8 @@ def test_a_file_quarantined_on_the_sensor_path_warns_until_a_corrected_drop_clea
     assert "wrong delimiter" in evaluation.metadata["files"].value  # the reason, not only the name
     write_catalogue(data_dir, ["P1"])
     write_csv(data_dir / "incoming" / "broken.csv", [["T1", "C1", "P1", "2", f"{DAY}T09:00:00"]])
-    (cleared,) = materialize(resources, ["landed_files"]).get_asset_check_evaluations()
+    cleared = next(e for e in materialize(resources, ["landed_files"]).get_asset_check_evaluations()
+                   if e.check_name == "no_quarantined_files")
     assert cleared.passed and cleared.metadata["quarantined"].value == 0
 
 
@@ -261,6 +264,7 @@ def test_materialization_metadata_and_checks_are_per_partition(setup, key):
     assert meta["database"].value.split("/")[-1] in setup_url(resources)
     evaluations = result.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} == {"no_quarantined_files", "reject_rate_below_threshold",
+                                                   "landing_reject_rate_below_threshold",
                                                    "rows_conserved", "transaction_id_unique",
                                                    "schema_unchanged"}
     assert {e.partition for e in evaluations} == {DAY}
