@@ -309,18 +309,19 @@ class _Landing:
     duplicates: list[tuple] = field(default_factory=list)
     done: list[FileOutcome] = field(default_factory=list)
     shas: dict[str, str] = field(default_factory=dict)  # content landed in this batch -> name
+    names: set[str] = field(default_factory=set)  # names landed in this batch
 
     def landed(self, item: _Landed) -> None:
         self.landing.append(item)
         self.shas[item.result.sha256] = item.path.name
+        self.names.add(item.path.name)
 
     def first_with(self, sha: str, live: dict | None) -> str | None:
         """The name a drop of content ``sha`` duplicates, at its place in the batch: a version
         landed earlier in the batch, or a live one no earlier file of the batch supersedes."""
         if sha in self.shas:
             return self.shas[sha]
-        superseded = {item.path.name for item in self.landing}
-        return live["file_name"] if live and live["file_name"] not in superseded else None
+        return live["file_name"] if live and live["file_name"] not in self.names else None
 
 
 class Intake:

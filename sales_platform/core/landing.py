@@ -527,9 +527,10 @@ class Lander:
         frame["source_file"] = constant_text(name, frame.index)
         frame["source_sha256"] = constant_text(sha, frame.index)
         ok = reasons.isna().to_numpy()
-        landed = frame[ok]
+        landed = frame if ok.all() else frame[ok]
         days = landed["sale_ts"].to_numpy().astype("datetime64[D]")  # not strftime: 30x faster
-        for day_value, rows in landed.groupby(days, sort=True):
+        one_day = len(days) > 0 and days.min() == days.max()  # most chunks: no groupby needed
+        for day_value, rows in ([(days[0], landed)] if one_day else landed.groupby(days, sort=True)):
             day = str(np.datetime64(day_value, "D"))
             table = frame_table(rows)
             relative = f"{LANDED}/{day}/{key}-{number:05d}{SEALED_SUFFIX}"
@@ -537,9 +538,11 @@ class Lander:
                                f"{self.areas.staging.name}/{relative}")
             result.rows_by_day[day] += len(rows)
             result.fragment_rows[relative] = len(rows)
+        if ok.all():
+            return pd.DataFrame()  # no landing reject in this chunk (dropped with the empty ones)
         bad = frame[~ok].assign(reason=reasons[~ok])
         result.rejects_by_reason.update(bad["reason"].value_counts().to_dict())
-        return self.protect(bad) if len(bad) else bad  # empty: dropped, nothing to protect
+        return self.protect(bad)
 
     def protect(self, rejects: pd.DataFrame) -> pd.DataFrame:
         """Rejected rows keep their raw values, with identifiers as tokens."""

@@ -71,21 +71,24 @@ def _landed_frames(areas: DataAreas, keyring: Keyring, day: str,
     fragment order; small fragments of one layout are joined into chunks of up to
     FAST_CHUNK_ROWS rows (a drop of 20,000 one-row files is one chunk, not 20,000)."""
     joined: list[pa.Table] = []
+    rows = 0
     for path in areas.fragments(LANDED, day):
         if accounts is not None and not accounts.readable(path.name):
             continue
         table = read_sealed_table(path, keyring, fragment_identity(LANDED, day, path.name))
-        if joined and (table.schema != joined[0].schema
-                       or sum(t.num_rows for t in joined) + table.num_rows > FAST_CHUNK_ROWS):
+        if joined and (table.schema != joined[0].schema or rows + table.num_rows > FAST_CHUNK_ROWS):
             yield _joined_frame(joined)
-            joined = []
+            joined, rows = [], 0
         joined.append(table)
+        rows += table.num_rows
     if joined:
         yield _joined_frame(joined)
 
 
 def _joined_frame(tables: list[pa.Table]) -> pd.DataFrame:
-    frame = arrow_frame(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+    # one chunk per column: thousands of one-row chunks make every later step slow
+    frame = arrow_frame(tables[0] if len(tables) == 1 else
+                        pa.concat_tables(tables).combine_chunks())
     _between_chunks()
     return frame
 
