@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -20,12 +21,21 @@ from sales_platform.core.crypto import CryptoError, parse_master_key
 from sales_platform.core.intake import Intake
 from sales_platform.core.products import products_from_items
 from sales_platform.core.quality import QualityRules
+from sales_platform.core.report import read_report_data, report_window
 from sales_platform.core.schema import SchemaContract
 from sales_platform.core.store import DataAreas
 from sales_platform.core.uploads import UploadRefused, receive
 from sales_platform.core.warehouse.engine import make_engine
+from sales_platform.core.warehouse.ledger import mark_blocked, refresh_versions, versions_awaiting_load
 from sales_platform.core.warehouse.loading import SalesLoader
-from sales_platform.core.warehouse.tables import file_ledger, sales, sales_rejects
+from sales_platform.core.warehouse.tables import (
+    agg_sales_by_category_monthly,
+    agg_sales_daily,
+    file_day_counts,
+    file_ledger,
+    sales,
+    sales_rejects,
+)
 
 NOW = datetime(2024, 6, 1)
 HEADER = "transaction_id,customer_id,product_id,quantity,timestamp"
@@ -50,6 +60,13 @@ def test_drop_zone_leaves_files_in_progress_alone(intake: Intake, data_dir: Path
     assert partial.exists()
     assert [p for p in (data_dir / "quarantine").iterdir()] == []
 
+
+# docs/operations.md: only regular files named `*.csv` (any case) are taken.
+@pytest.mark.parametrize("name", ["SALES.CSV", "sales.Csv"])
+def test_drop_zone_csv_suffix_is_case_insensitive(intake: Intake, data_dir: Path, name: str) -> None:
+    (data_dir / "incoming" / name).write_text(f"{HEADER}\nT1,C1,P1,1,2024-03-01T10:00:00\n")
+    (outcome,) = intake.run()
+    assert (outcome.file_name, outcome.status, outcome.rows_landed) == (name, "landed", 1)
 
 def _landing_rejects(intake: Intake) -> list[tuple[int, str]]:
     with intake.engine.connect() as conn:
@@ -209,3 +226,122 @@ def test_a_reload_deletes_every_row_that_vanished_from_the_day(tmp_path: Path, k
     with engine.connect() as conn:
         assert sorted(conn.execute(select(sales.c.transaction_id)).scalars()) == kept
     engine.dispose()
+
+
+# A drop that does not land (the same file again) is appended to the ledger's events; a live
+# entry (landed, blocked, loaded) keeps its state: here the version still waits for its load.
+def test_a_duplicate_drop_never_overwrites_a_landed_ledger_entry(intake: Intake, data_dir: Path) -> None:
+    content = f"{HEADER}\nT1,C1,P1,1,2024-03-01T10:00:00\n"
+    (data_dir / "incoming" / "a.csv").write_text(content)
+    assert [o.status for o in intake.run()] == ["landed"]
+    (data_dir / "incoming" / "a.csv").write_text(content)
+    assert [o.status for o in intake.run()] == ["skipped_duplicate"]
+    with intake.engine.connect() as conn:
+        entries = conn.execute(select(file_ledger.c.file_name, file_ledger.c.status)).all()
+    assert [tuple(e) for e in entries] == [("a.csv", "landed")]
+
+
+# The reject-rate check blocks the versions with rows on the blocked day. A version that only
+# superseded rows there (its predecessor had rows on that day, it has none) is not blocked by it.
+def test_a_blocked_day_blocks_only_versions_with_rows_on_that_day(intake: Intake, data_dir: Path) -> None:
+    first = f"{HEADER}\nT1,C1,P1,1,2024-03-01T10:00:00\nT2,C1,P1,1,2024-03-02T10:00:00\n"
+    (data_dir / "incoming" / "a.csv").write_text(first)
+    (data_dir / "incoming" / "b.csv").write_text(f"{HEADER}\nT3,C1,P1,1,2024-03-01T11:00:00\n")
+    intake.run()
+    (data_dir / "incoming" / "a.csv").write_text(f"{HEADER}\nT2,C1,P1,1,2024-03-02T10:00:00\n")
+    intake.run()  # a.csv's new version has rows on 2024-03-02 only
+    blocked = mark_blocked(intake.engine, "2024-03-01", "2024-03-01 reject rate over the limit", NOW)
+    assert blocked == ["b.csv"]
+    with intake.engine.connect() as conn:
+        live = conn.execute(select(file_ledger.c.file_name, file_ledger.c.status)
+                            .where(file_ledger.c.status != "superseded")).all()
+    assert sorted(tuple(r) for r in live) == [("a.csv", "landed"), ("b.csv", "blocked")]
+
+
+def _sale(conn, sha: str, day: str, tid: str) -> None:
+    at = datetime.fromisoformat(f"{day}T10:00:00")
+    conn.execute(insert(sales).values(
+        transaction_id=tid, customer_id="tok", product_id="tok", quantity=1, sale_date=at.date(),
+        sale_ts=at, loaded_at=at, source_row=1, source_file="v.csv", source_sha256=sha))
+
+
+# A version is loaded when its own days are fully counted AND, on the days only the version it
+# superseded had, none of the old version's rows is left in sales.
+def test_a_new_version_is_loaded_only_once_the_old_versions_rows_left_its_other_days(
+        tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    old, new, now = "a" * 64, "b" * 64, datetime(2024, 6, 1)
+    with engine.begin() as conn:
+        # v.csv's first version had a row on 03-01 and 03-02; the new one only on 03-02
+        conn.execute(insert(file_ledger).values(
+            file_name="v.csv", sha256=old, size_bytes=1, status="superseded",
+            days_touched='["2024-03-01", "2024-03-02"]', days_affected='["2024-03-01", "2024-03-02"]',
+            received_at=now))
+        conn.execute(insert(file_ledger).values(
+            file_name="v.csv", sha256=new, size_bytes=1, status="landed", rows_read=1, rows_landed=1,
+            rows_rejected=0, days_touched='["2024-03-02"]',
+            days_affected='["2024-03-01", "2024-03-02"]', received_at=now))
+        conn.execute(insert(file_day_counts).values(file_name="v.csv", sha256=new,
+                                                    sale_date=date(2024, 3, 2), rows_landed=1))
+        _sale(conn, new, "2024-03-02", "T2")  # 03-02 reloaded: the new version's row
+        _sale(conn, old, "2024-03-01", "T1")  # 03-01 not reloaded yet: the old version's row
+
+    def status() -> str:
+        with engine.begin() as conn:
+            refresh_versions(conn, "2024-03-02", now)
+            return conn.execute(select(file_ledger.c.status)
+                                .where(file_ledger.c.sha256 == new)).scalar_one()
+
+    assert status() == "landed"
+    with engine.begin() as conn:  # 03-01 reloaded: the old version's row is gone
+        conn.execute(sales.delete().where(sales.c.transaction_id == "T1"))
+    assert status() == "loaded"
+    engine.dispose()
+
+
+# versions_awaiting_load: the live versions not loaded yet (landed or blocked), which the load
+# sensor names in its run tags; loaded and superseded versions are not waiting.
+def test_versions_awaiting_load_are_the_landed_and_blocked_ones(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    statuses = {"landed.csv": "landed", "blocked.csv": "blocked", "loaded.csv": "loaded",
+                "old.csv": "superseded"}
+    with engine.begin() as conn:
+        for name, status in statuses.items():
+            conn.execute(insert(file_ledger).values(
+                file_name=name, sha256="a" * 64, size_bytes=1, status=status,
+                days_touched='["2024-03-01"]', days_affected='["2024-03-01"]',
+                received_at=datetime(2024, 6, 1)))
+    assert [v["file_name"] for v in versions_awaiting_load(engine)] == ["landed.csv", "blocked.csv"]
+    engine.dispose()
+
+
+@pytest.fixture
+def report_engine(tmp_path: Path):
+    """agg_sales_daily on 2024-01-10 and 2024-03-01..2024-03-20; categories for January and March."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    at = datetime(2024, 6, 1)
+    days = [date(2024, 1, 10), *(date(2024, 3, d) for d in range(1, 21))]
+    with engine.begin() as conn:
+        conn.execute(insert(agg_sales_daily), [
+            {"sale_date": d, "transactions": 1, "total_quantity": 1, "total_revenue": 10,
+             "refreshed_at": at} for d in days])
+        conn.execute(insert(agg_sales_by_category_monthly), [
+            {"year": 2024, "month": m, "sales_category": "Low", "transactions": 1,
+             "total_revenue": total, "mean_revenue": total, "bins": "100,500", "refreshed_at": at}
+            for m, total in ((1, 11), (3, 33))])
+    yield engine
+    engine.dispose()
+
+
+# SALES_PLATFORM_REPORT_DAYS: the report covers that many days, ending at the newest sale day.
+@pytest.mark.parametrize(("days", "first"), [(1, date(2024, 3, 20)), (7, date(2024, 3, 14)),
+                                             (20, date(2024, 3, 1))])
+def test_report_window_is_report_days_long_ending_at_the_newest_day(report_engine, days: int,
+                                                                    first: date) -> None:
+    assert report_window(report_engine, days) == (first, date(2024, 3, 20))
+
+
+# Revenue by category covers the window's months only, not every month of the window's years.
+def test_report_revenue_by_category_holds_only_the_windows_months(report_engine) -> None:
+    data = read_report_data(report_engine, date(2024, 3, 14), date(2024, 3, 20))
+    assert data.by_category == {(2024, 3): {"Low": Decimal("33")}}
