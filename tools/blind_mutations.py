@@ -34,7 +34,7 @@ BLIND_MUTATIONS: list[tuple[str, str, str, str, str, str]] = [
     ),
     (
         "B03",
-        "sales_platform/core/quality.py",
+        "sales_platform/core/identifiers.py",  # moved from quality.py (7a9e149); same snippet
         "cleaned = pc.utf8_upper(trimmed)",
         "cleaned = trimmed",
         "identifiers are trimmed but no longer upper-cased on the (ASCII) fast path: 't1' and 'T1' "
@@ -43,7 +43,7 @@ BLIND_MUTATIONS: list[tuple[str, str, str, str, str, str]] = [
     ),
     (
         "B04",
-        "sales_platform/core/quality.py",
+        "sales_platform/core/identifiers.py",  # moved from quality.py (7a9e149); same snippet
         "too_long = pc.fill_null(pc.greater(pc.utf8_length(arr), MAX_IDENTIFIER_LENGTH), False)",
         "too_long = pc.fill_null(pc.greater_equal(pc.utf8_length(arr), MAX_IDENTIFIER_LENGTH), False)",
         "invalid_identifier off by one: an identifier of exactly 64 characters is rejected",
@@ -87,7 +87,9 @@ BLIND_MUTATIONS: list[tuple[str, str, str, str, str, str]] = [
     (
         "B09",
         "sales_platform/core/products.py",
-        'folded = item["product_id"].strip().upper()',
+        # 7a9e149 folds with normalize_id (trim, NFC, upper case): the same bug is a fold that
+        # only trims
+        'folded = normalize_id(item["product_id"])',
         'folded = item["product_id"].strip()',
         "API items whose ids differ only in case are no longer detected as one product: both are "
         "kept and collide once the warehouse upper-cases them",
