@@ -36,6 +36,8 @@ from sales_platform.core.warehouse.tables import (
     sales,
     sales_rejects,
 )
+from sales_platform_tests.integrity import Harness
+from sales_platform_tests.oracle import csv_bytes
 
 NOW = datetime(2024, 6, 1)
 HEADER = "transaction_id,customer_id,product_id,quantity,timestamp"
@@ -345,3 +347,40 @@ def test_report_window_is_report_days_long_ending_at_the_newest_day(report_engin
 def test_report_revenue_by_category_holds_only_the_windows_months(report_engine) -> None:
     data = read_report_data(report_engine, date(2024, 3, 14), date(2024, 3, 20))
     assert data.by_category == {(2024, 3): {"Low": Decimal("33")}}
+
+
+# A reload with a corrected quantity updates the row: quantity is part of a sale's content.
+def test_a_reload_with_a_corrected_quantity_updates_the_sale(tmp_path: Path) -> None:
+    day = date(2024, 3, 5)
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    with engine.begin() as conn:
+        conn.execute(insert(file_ledger).values(file_name="day.csv", sha256="a" * 64, size_bytes=1,
+                                                status="loaded", received_at=datetime(2024, 3, 6)))
+    loader = SalesLoader(engine)
+    first = _day_frame(day, ["T1", "T2"])
+    loader.load_day(day, lambda: iter([first]), datetime(2024, 3, 6))
+    corrected = first.assign(quantity=[1, 7])
+    loader.load_day(day, lambda: iter([corrected]), datetime(2024, 3, 7))
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(sales.c.transaction_id, sales.c.quantity)).all()) == [
+            ("T1", 1), ("T2", 7)]
+    engine.dispose()
+
+
+# docs: every copy of an id that is on two days is rejected as duplicate_across_days, the copies
+# rejected within their own day (identical or conflicting) included.
+def test_identical_copies_of_an_id_also_on_another_day_become_duplicate_across_days(
+        data_dir: Path, key: str, tmp_path: Path) -> None:
+    harness = Harness(data_dir, f"sqlite:///{tmp_path / 'wh.db'}", key,
+                      platform={"max_reject_rate": 0.9})
+    twice = ["T1", "C1", "P1", "1", "2024-06-15T09:00:00"]
+    harness.drop("monday.csv", csv_bytes([twice, twice, ["T2", "C1", "P1", "1", "2024-06-15T10:00:00"]]))
+    harness.drop("tuesday.csv", csv_bytes([["T1", "C9", "P1", "3", "2024-06-16T09:00:00"]]))
+    harness.land()
+    harness.run_day("2024-06-15")  # T1 loaded on monday, its identical copy collapsed
+    harness.run_day("2024-06-16")  # T1 on tuesday: every copy of T1 is now a cross-day reject
+    assert harness.reject_rows() == [
+        ("monday.csv", 1, "duplicate_across_days", date(2024, 6, 15)),
+        ("monday.csv", 2, "duplicate_across_days", date(2024, 6, 15)),
+        ("tuesday.csv", 1, "duplicate_across_days", date(2024, 6, 16))]
+    assert sorted(harness.sales_rows()) == ["T2"]
