@@ -9,7 +9,7 @@ from sqlalchemy import insert, update
 
 from sales_platform.core.warehouse import loading
 from sales_platform.core.warehouse.checks import duplicate_transaction_ids
-from sales_platform.core.warehouse.tables import sales, sales_rejects
+from sales_platform.core.warehouse.tables import file_ledger, sales, sales_rejects
 from sales_platform_tests.helpers import check_results
 from sales_platform_tests.integrity import Harness
 from sales_platform_tests.oracle import csv_bytes
@@ -31,10 +31,18 @@ def loaded(data_dir, backend, key):
 
 def test_transaction_id_unique_fails_when_a_loaded_id_also_has_a_conflicting_copy(loaded):
     assert duplicate_transaction_ids(loaded.engine, [DAY]) == []
+    other = "0" * 64
     with loaded.engine.begin() as conn:  # a conflicting copy on another day, rejected: T3 must not load
+        conn.execute(insert(file_ledger).values(file_name="other.csv", sha256=other, size_bytes=1,
+                                                status="superseded", received_at=datetime(2024, 6, 16)))
         conn.execute(insert(sales_rejects).values(
-            stage="conflict", sale_date=date(2024, 6, 16), source_file="other.csv", source_row=1,
-            reason="duplicate_across_days", transaction_id="T3", rejected_at=datetime(2024, 6, 16)))
+            stage="conflict", sale_date=date(2024, 6, 16), source_file="other.csv", source_sha256=other,
+            source_row=1, reason="duplicate_across_days", transaction_id="T3",
+            rejected_at=datetime(2024, 6, 16)))
+    # a superseded version's copy is no copy (its day keeps the reject until it is re-run)
+    assert duplicate_transaction_ids(loaded.engine, [DAY]) == []
+    with loaded.engine.begin() as conn:  # the same copy in a live version
+        conn.execute(update(file_ledger).where(file_ledger.c.sha256 == other).values(status="loaded"))
     assert duplicate_transaction_ids(loaded.engine, [DAY]) == [(DAY, "T3")]
 
 

@@ -384,3 +384,24 @@ def test_identical_copies_of_an_id_also_on_another_day_become_duplicate_across_d
         ("monday.csv", 2, "duplicate_across_days", date(2024, 6, 15)),
         ("tuesday.csv", 1, "duplicate_across_days", date(2024, 6, 16))]
     assert sorted(harness.sales_rows()) == ["T2"]
+
+
+# docs: only live file versions count. A corrected file that no longer holds an id ends its
+# cross-day conflict, even while the other day still holds the superseded version's reject.
+def test_a_superseded_versions_reject_no_longer_makes_a_cross_day_conflict(
+        data_dir: Path, key: str, tmp_path: Path) -> None:
+    harness = Harness(data_dir, f"sqlite:///{tmp_path / 'wh.db'}", key,
+                      platform={"max_reject_rate": 0.9})
+    harness.drop("monday.csv", csv_bytes([["T1", "C1", "P1", "1", "2024-06-15T09:00:00"],
+                                          ["T2", "C1", "P1", "1", "2024-06-15T10:00:00"]]))
+    harness.drop("tuesday.csv", csv_bytes([["T1", "C9", "P1", "3", "2024-06-16T09:00:00"]]))
+    harness.land()
+    harness.run_day("2024-06-15")
+    harness.run_day("2024-06-16")  # T1 on both days: both copies rejected
+    assert sorted(harness.sales_rows()) == ["T2"]
+    # monday.csv corrected: T1 was never a Monday sale. Only Tuesday runs again; Monday keeps the
+    # superseded version's reject of T1 until it is re-run.
+    harness.drop("monday.csv", csv_bytes([["T2", "C1", "P1", "1", "2024-06-15T10:00:00"]]))
+    harness.land()
+    harness.run_day("2024-06-16")
+    assert sorted(harness.sales_rows()) == ["T1", "T2"]  # Tuesday's T1, its only live copy

@@ -382,7 +382,7 @@ BLIND_MUTATIONS: list[tuple[str, str, str, str, str, str]] = [
     (
         "B42",
         "sales_platform/core/warehouse/conflicts.py",
-        "r.c.sale_date != self.day, _live(r))",
+        "r.c.sale_date != self.day, live_version(r))",
         "r.c.sale_date != self.day)",
         "rejects of superseded file versions still count as copies on another day, so a corrected "
         "file cannot end a cross-day conflict",

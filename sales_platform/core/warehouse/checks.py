@@ -6,6 +6,7 @@ from datetime import date
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select
 
+from sales_platform.core.warehouse.conflicts import live_version
 from sales_platform.core.warehouse.tables import sales, sales_rejects
 
 CONFLICT_REASONS = ("duplicate_across_days", "duplicate_conflicting")
@@ -24,8 +25,10 @@ def duplicate_transaction_ids(engine: Engine, days: list[str], limit: int = 50) 
     stored in a form other than its normalized one (two case variants would then be two sales).
     """
     dates = [date.fromisoformat(d) for d in days]
+    # only live versions' rejects: a superseded version's reject stays on a day not re-run yet
+    # and no longer makes a conflict (the loader counts copies the same way)
     rejected = select(sales_rejects.c.transaction_id).where(
-        sales_rejects.c.reason.in_(CONFLICT_REASONS)).scalar_subquery()
+        sales_rejects.c.reason.in_(CONFLICT_REASONS), live_version(sales_rejects)).scalar_subquery()
     not_normal = sales.c.transaction_id != func.upper(func.trim(sales.c.transaction_id))
     query = (select(sales.c.sale_date, sales.c.transaction_id)
              .where(and_(sales.c.sale_date.in_(dates),

@@ -62,11 +62,11 @@ class CrossDayConflicts:
         the rejects only (for ids already in sales: the primary key rules out a second copy)."""
         t, r = self.target, sales_rejects.alias()  # an alias: the caller may scan sales_rejects
         rejected = exists().where(r.c.transaction_id == tid_column, r.c.reason.in_(COPY_REASONS),
-                                  r.c.sale_date != self.day, _live(r))
+                                  r.c.sale_date != self.day, live_version(r))
         if not in_sales:
             return rejected
         return or_(
-            exists().where(t.c.transaction_id == tid_column, t.c.sale_date != self.day, _live(t)),
+            exists().where(t.c.transaction_id == tid_column, t.c.sale_date != self.day, live_version(t)),
             rejected)
 
     def _conflicting_ids(self, conn: Connection) -> list[str]:
@@ -114,7 +114,7 @@ class CrossDayConflicts:
         s, t, r = self.stage, self.target, sales_rejects
         rejected = self._reject(conn, s, s.c.transaction_id.in_(ids), literal(self.day, Date),
                                 f"also on another day than {self.day}", now)
-        others = and_(t.c.transaction_id.in_(ids), t.c.sale_date != self.day, _live(t))
+        others = and_(t.c.transaction_id.in_(ids), t.c.sale_date != self.day, live_version(t))
         # their daily aggregates change too, whether or not their day is in this run
         self.evicted_days = sorted({str(d)[:10] for d in conn.execute(
             select(t.c.sale_date).distinct().where(others)).scalars()})
@@ -158,7 +158,7 @@ class CrossDayConflicts:
         return lonely_conflict_days(conn, released, self.target, exclude_day=self.day)
 
 
-def _live(table):
+def live_version(table):
     """The row belongs to a current (live) file version."""
     return exists().where(file_ledger.c.file_name == table.c.source_file,
                           file_ledger.c.sha256 == table.c.source_sha256,
@@ -177,10 +177,10 @@ def lonely_conflict_days(conn: Connection, ids, target: Table = sales,
     lonely = and_(
         r.c.transaction_id.in_(ids), r.c.reason == DUPLICATE_ACROSS_DAYS,
         ~exists().where(t.c.transaction_id == r.c.transaction_id, t.c.sale_date != r.c.sale_date,
-                        _live(t)),
+                        live_version(t)),
         ~exists().where(other.c.transaction_id == r.c.transaction_id,
                         other.c.reason.in_(COPY_REASONS), other.c.sale_date != r.c.sale_date,
-                        _live(other)))
+                        live_version(other)))
     if exclude_day is not None:
         lonely = and_(lonely, r.c.sale_date != exclude_day)
     days = conn.execute(select(func.distinct(r.c.sale_date)).where(lonely)).scalars().all()
@@ -191,7 +191,7 @@ def purge_superseded_rows(conn: Connection, day: date) -> list[str]:
     """Remove the day's sales rows of versions that are no longer current (a blocked day keeps
     no superseded sale); returns the days whose cross-day conflict this lets go of."""
     t = sales
-    stale = and_(t.c.sale_date == day, ~_live(t))
+    stale = and_(t.c.sale_date == day, ~live_version(t))
     ids = conn.execute(select(t.c.transaction_id).where(stale)).scalars().all()
     if not ids:
         return []
