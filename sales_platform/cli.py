@@ -150,10 +150,11 @@ def _wait_for_settled_drops() -> None:
     import time
 
     from sales_platform.core.intake import pending_files
+    from sales_platform.core.store import DataAreas
 
     settle = float(settings.env_number(settings.SETTLE_S, 2.0, 0.0))
-    newest = max((p.stat().st_mtime for p in pending_files(settings.data_dir() / "incoming")),
-                 default=0.0)
+    newest = max((p.stat().st_mtime for folder in DataAreas(settings.data_dir()).drop_folders
+                  for p in pending_files(folder)), default=0.0)
     remaining = newest + settle - time.time()
     if 0 < remaining <= settle:
         time.sleep(remaining + 0.05)
