@@ -305,3 +305,20 @@ def test_a_load_that_moves_another_days_row_refreshes_that_days_aggregates(story
     assert_matches_oracle(state)
     assert date(2024, 12, 30) not in state.expected["daily"]  # both copies rejected
     assert date(2024, 12, 30) not in state.tables["daily"]
+
+
+def test_refreshing_a_month_leaves_the_next_months_first_day_to_that_month(tmp_path: Path):
+    """Only January changes; February's rows (a sale on its 1st) stay February's, counted once."""
+    with module_backend("sqlite", tmp_path) as url:
+        s = Story(tmp_path, url)
+        _write_catalogue(s.data)
+        materialize(s.resources, PRODUCTS, instance=s.instance)
+        s.drop("jan.csv", [_sale("T1", "C1", "P1", 1, "2025-01-31T23:00:00")])
+        s.drop("feb.csv", [_sale("T2", "C2", "P2", 2, "2025-02-01T00:00:00")])
+        s.run_days("2025-01-31", "2025-02-01")
+        s.rollups()
+        s.drop("jan.csv", [_sale("T1", "C1", "P1", 3, "2025-01-31T23:00:00")])  # corrected
+        s.run_days("2025-01-31", "2025-01-31")
+        state = s.state(s.rollups())
+        assert_matches_oracle(state)
+        assert state.tables["by_category"][(2025, 2, "Low")][0] == 1
