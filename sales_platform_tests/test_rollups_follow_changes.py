@@ -322,3 +322,21 @@ def test_refreshing_a_month_leaves_the_next_months_first_day_to_that_month(tmp_p
         state = s.state(s.rollups())
         assert_matches_oracle(state)
         assert state.tables["by_category"][(2025, 2, "Low")][0] == 1
+
+
+def test_the_export_log_holds_one_row_per_exported_file(tmp_path: Path):
+    """export_log answers "which files were exported, with how many rows": one row per (export,
+    year) file in blob storage, its row count that of the file."""
+    with module_backend("sqlite", tmp_path) as url:
+        s = Story(tmp_path, url)
+        _write_catalogue(s.data)
+        materialize(s.resources, PRODUCTS, instance=s.instance)
+        s.drop("a.csv", [_sale("T1", "C1", "P1", 1, "2024-12-31T10:00:00"),
+                         _sale("T2", "C2", "P2", 2, "2025-01-01T10:00:00")])
+        s.run_days("2024-12-31", "2025-01-01")
+        s.rollups()
+        files = {(p.parent.name, int(p.stem)): len(p.read_text().splitlines()) - 1
+                 for p in (s.data / "blob" / "exports").glob("*/*.csv")}
+        with s.engine.connect() as conn:
+            logged = {(r.export_name, int(r.year)): int(r.rows) for r in conn.execute(select(t.export_log))}
+        assert files and logged == files
