@@ -20,7 +20,7 @@ from sales_platform_tests.oracle import LANDING, Drop
 from sales_platform_tests.test_e2e_daemon import assert_files_match_oracle, ledger_statuses, rows_by_file
 
 DAY = date(2024, 4, 10)
-ROWS = 200_000  # enough for landing to take a few seconds
+ROWS = 500_000  # landing takes seconds even on a fast machine: the kill must find it under way
 # After the kill: daemon start-up, run monitoring (polls every 30 s) failing the dead run, the drop
 # sensor's new attempt, and the landing + load of 200,000 rows on a loaded 2-core machine. With the
 # wait for the landing (RUN_TIMEOUT_S) it stays under pytest-timeout (600 s).
