@@ -11,7 +11,8 @@ import functools
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,28 +136,37 @@ class Backend:
     url: str
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, tmp_path: Path):
-    """A fresh, empty warehouse: a SQLite file, or a new PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield Backend("sqlite", f"sqlite:///{tmp_path / 'warehouse.db'}")
-        return
-    require_postgres()
+@contextmanager
+def fresh_warehouse(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of a fresh, empty warehouse: a SQLite file in ``folder``, or a new PostgreSQL
+    database dropped afterwards."""
     from sqlalchemy import create_engine, text
 
     from sales_platform.core.warehouse.engine import dispose_all
 
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'warehouse.db'}"
+        dispose_all()
+        return
+    require_postgres()
     name = f"sp_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield Backend("postgresql", pg_url(name))
+        yield pg_url(name)
     finally:
         dispose_all()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path: Path):
+    """A fresh, empty warehouse for one test (see ``fresh_warehouse``)."""
+    with fresh_warehouse(request.param, tmp_path) as url:
+        yield Backend(request.param, url)
 
 
 # ---- skips: allowed ones only, in CI -------------------------------------------------------------------

@@ -479,14 +479,7 @@ class Intake:
             return
         archive = self._archive(copy, sha)
         self.remember(Manifest(name, sha, size, LANDED, landed_ns, self.now.isoformat()))
-        version = LandedVersion(
-            file_name=name, sha256=sha, size_bytes=size, rows_read=result.rows_read,
-            rows_rejected=result.rows_rejected, rows_by_day=dict(result.rows_by_day),
-            archive_path=str(archive.relative_to(self.areas.root)), code_version=self.code_version,
-            rejects=result.rejects, columns=result.columns,
-            artifacts=result.artifacts(self.stage, self.code_version, self.run_id),
-            notes=result.notes, blocked=landing_block(name, result.rows_read,
-                                                      result.rows_rejected, self.max_reject_rate))
+        version = self._version(name, sha, size, result, archive)
         batch.landed(_Landed(path, before, result, version))
 
     def _commit(self, batch: _Landing) -> None:
@@ -514,15 +507,10 @@ class Intake:
                            new_layout=new_layout, days_requested=requested,
                            blocked=item.version.blocked)
 
-    def land_again(self, copy: Path, name: str, sha: str, landed_ns: int, when: datetime,
-                   reprocessed: str | None = None) -> list[str]:
-        """Land an archived version's bytes (``copy``, in the spool) as ``_land`` does, at its
-        place ``landed_ns`` in landing order; ``reprocessed`` says why a live version lands again.
-        Returns the days to (re)load; FileRejected when today's settings refuse the file."""
-        size = copy.stat().st_size
-        result = self.lander.land(copy, name, sha, size, landed_ns)
-        archive = self.areas.archive / f"{sha}.csv.sealed"
-        version = LandedVersion(
+    def _version(self, name: str, sha: str, size: int, result, archive: Path,
+                 reprocessed: str | None = None) -> LandedVersion:
+        """The ledger's record of one landed version (first landing or a reprocess)."""
+        return LandedVersion(
             file_name=name, sha256=sha, size_bytes=size, rows_read=result.rows_read,
             rows_rejected=result.rows_rejected, rows_by_day=dict(result.rows_by_day),
             archive_path=str(archive.relative_to(self.areas.root)), code_version=self.code_version,
@@ -531,6 +519,16 @@ class Intake:
             notes=result.notes, blocked=landing_block(name, result.rows_read,
                                                       result.rows_rejected, self.max_reject_rate),
             reprocessed=reprocessed)
+
+    def land_again(self, copy: Path, name: str, sha: str, landed_ns: int, when: datetime,
+                   reprocessed: str | None = None) -> list[str]:
+        """Land an archived version's bytes (``copy``, in the spool) as ``_land`` does, at its
+        place ``landed_ns`` in landing order; ``reprocessed`` says why a live version lands again.
+        Returns the days to (re)load; FileRejected when today's settings refuse the file."""
+        size = copy.stat().st_size
+        result = self.lander.land(copy, name, sha, size, landed_ns)
+        archive = self.areas.archive / f"{sha}.csv.sealed"
+        version = self._version(name, sha, size, result, archive, reprocessed)
         requested = self.lander.publish(result, lambda: record_landed(self.engine, version, when))
         record_source_schema(self.engine, name, sha, result.columns, when)
         return requested
