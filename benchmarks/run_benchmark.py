@@ -8,6 +8,9 @@ path in a fresh subprocess with a fresh SQLite file (and a fresh PostgreSQL data
 dropped, when the server is reachable):
 
 - platform: Intake -> clean_day -> encrypt_day -> SalesLoader.load_day -> refresh_daily, per stage
+- floor: benchmarks/floor.py, the same day's rules, tokens and insert into the indexed sales table
+  in the leanest honest code (Arrow compute, ADBC ingest / COPY); its rows in sales must equal the
+  platform's (a warning is printed when they differ)
 - naive pandas: read_csv + to_datetime + to_sql (default method, chunksize None)
 - raw ceilings: sqlite3 executemany / psycopg COPY of pre-parsed rows, DuckDB read_csv
 - dlt: merge on transaction_id through the sqlalchemy destination (SQLite), if dlt is installed
@@ -49,6 +52,7 @@ WORKER = str(Path(__file__).resolve().parent / "worker.py")
 FIXED_COST_ROWS = 100
 RELOAD_STAGE = "reload, 10% of rows changed (merge path)"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+FLOOR_PATH = "floor: Arrow rules, AES-SIV, one-transaction ingest (floor.py)"
 
 
 def _importable(module: str) -> bool:
@@ -173,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     small.counter = 50
     try:
         small.run(f"platform, {FIXED_COST_ROWS}-row day (fixed cost)", "sqlite", "platform")
+        small.run(f"floor, {FIXED_COST_ROWS}-row day (fixed cost)", "sqlite", "floor")
         bench.records += small.records
         platform_sqlite = bench.run("platform (end to end)", "sqlite", "platform", keep_workdir=True)
+        bench.run(FLOOR_PATH, "sqlite", "floor")
         bench.run("naive pandas to_sql", "sqlite", "pandas")
         bench.run("raw sqlite3 executemany (CSV rows)", "sqlite", "sqlite-executemany")
         if platform_sqlite["ok"]:
@@ -201,9 +207,12 @@ def main(argv: list[str] | None = None) -> int:
             small.records.clear()
             small.run(f"platform, {FIXED_COST_ROWS}-row day (fixed cost)", "postgresql", "platform",
                       pg=True)
+            small.run(f"floor, {FIXED_COST_ROWS}-row day (fixed cost)", "postgresql", "floor",
+                      pg=True)
             bench.records += small.records
             platform_pg = bench.run("platform (end to end)", "postgresql", "platform", pg=True,
                                     keep_workdir=True)
+            bench.run(FLOOR_PATH, "postgresql", "floor", pg=True)
             bench.run("naive pandas to_sql", "postgresql", "pandas", pg=True)
             bench.run("raw psycopg COPY write_row (CSV rows)", "postgresql", "pg-copy-rows", pg=True)
             bench.run("raw psycopg COPY pyarrow CSV bytes (CSV rows)", "postgresql",
@@ -235,6 +244,10 @@ def build_report(args, facts: dict, records: list[dict], gen_s: float, notes: li
                  and r["rows"] and r["rows"] > FIXED_COST_ROWS}
     fixed = {r["backend"]: r for r in records if r["worker"] == "platform" and r["ok"]
              and r["rows"] and r["rows"] <= FIXED_COST_ROWS}
+    floors = {r["backend"]: r for r in records if r["worker"] == "floor" and r["ok"]
+              and r["rows"] and r["rows"] > FIXED_COST_ROWS}
+    floor_fixed = {r["backend"]: r for r in records if r["worker"] == "floor" and r["ok"]
+                   and r["rows"] and r["rows"] <= FIXED_COST_ROWS}
     by_worker = {(r["worker"], r["backend"]): r for r in records if r["ok"]}
     rows_table = []
     main_rows: list[dict] = []
@@ -276,11 +289,26 @@ def build_report(args, facts: dict, records: list[dict], gen_s: float, notes: li
             format_table(["path", "db", "rows", "seconds", "rows/s", "peak RSS MB",
                           "x platform rows/s"], rows_table, align="llrrrrr"),
             "",
-            "rows = input rows for end-to-end paths (platform, pandas, duckdb, dlt), rows inserted "
+            "rows = input rows for end-to-end paths (platform, floor, pandas, duckdb, dlt), rows inserted "
             "for raw ceilings (first copy per transaction_id) and staged rows for the load stage. "
             "'x platform' = rows/s divided by the platform's end-to-end rows/s on the same database "
             "(SQLite for duckdb). Peak RSS is the child process's own VmHWM (the PostgreSQL "
             "server's memory is not included; raw ceilings hold all pre-parsed rows as tuples)."]
+    row_counts = floor_row_counts(platforms, floors)
+    if row_counts:
+        text += ["", "Rows in sales, same input (the floor must do the same job as the platform):"]
+        for c in row_counts:
+            text.append(f"  {c['backend']}: platform {c['platform']:,}, floor {c['floor']:,}")
+            if not c["equal"]:
+                text.append(f"  WARNING: {c['backend']}: the floor stored {c['floor'] - c['platform']:+,} "
+                            "rows against the platform: it is not doing the same job (see floor.py's "
+                            "docstring for the rules it does not mirror)")
+    if floors:
+        text += ["", "Floor parts (floor.py, timed from reading the CSV to the commit):", format_table(
+            ["db", "part", "seconds", "share"],
+            [[b, part, fmt_float(sec), f"{sec / f['seconds'] * 100:.0f}%"]
+             for b, f in floors.items() for part, sec in f["detail"]["stage_seconds"].items()],
+            align="llrr")]
     stages = []
     for backend, p in platforms.items():
         stages += stage_records(p, backend)
@@ -300,7 +328,7 @@ def build_report(args, facts: dict, records: list[dict], gen_s: float, notes: li
             text += ["", "Load stage breakdown:",
                      format_table(["db", "part of SalesLoader.load_day", "seconds", "share"],
                                   breakdown, align="llrr")]
-    targets = evaluate_targets(platforms, by_worker, fixed)
+    targets = evaluate_targets(platforms, by_worker, fixed, floors, floor_fixed)
     if targets:
         text += ["", "Targets:", format_table(
             ["target", "measured", "goal", "met"],
@@ -317,8 +345,21 @@ def build_report(args, facts: dict, records: list[dict], gen_s: float, notes: li
     return {"rows_requested": args.rows, "seed": DEFAULT_SEED, "defect_rate": DEFAULT_DEFECT_RATE,
             "day": DEFAULT_DAY.isoformat(), "generation_seconds": gen_s, "machine": facts,
             "table": main_rows, "platform_stages": stages, "targets": targets,
+            "rows_in_sales": row_counts,
             "paths": [{k: v for k, v in r.items() if k != "workdir"} for r in records],  # temp dirs
             "notes": notes, "repeat": args.repeat, "text": "\n".join(text)}
+
+
+def floor_row_counts(platforms: dict, floors: dict) -> list[dict]:
+    """Rows each of the platform and the floor left in ``sales`` for the same input, per database."""
+    out = []
+    for backend, f in floors.items():
+        p = platforms.get(backend)
+        if p:
+            mine, theirs = f["detail"]["rows_stored"], p["detail"]["rows_stored"]
+            out.append({"backend": backend, "platform": theirs, "floor": mine,
+                        "equal": mine == theirs})
+    return out
 
 
 def _net_rows_per_s(platform: dict, fixed: dict | None) -> float:
@@ -327,10 +368,14 @@ def _net_rows_per_s(platform: dict, fixed: dict | None) -> float:
     return platform["rows"] / seconds
 
 
-def evaluate_targets(platforms: dict, by_worker: dict, fixed: dict | None = None) -> list[dict]:
-    """Issue 13's targets, from the numbers of this run."""
-    fixed = fixed or {}
+def evaluate_targets(platforms: dict, by_worker: dict, fixed: dict | None = None,
+                     floors: dict | None = None, floor_fixed: dict | None = None) -> list[dict]:
+    """Issue 13's targets and the floor's, from the numbers of this run."""
+    fixed, floors, floor_fixed = fixed or {}, floors or {}, floor_fixed or {}
     out = []
+
+    def per_row_net_s(run: dict, fixed_run: dict | None) -> float:
+        return 1 / _net_rows_per_s(run, fixed_run)
     sqlite_p = platforms.get("sqlite")
     pandas_s = by_worker.get(("pandas", "sqlite"))
     if sqlite_p and pandas_s:
@@ -348,7 +393,36 @@ def evaluate_targets(platforms: dict, by_worker: dict, fixed: dict | None = None
         load_ratio = d["stage_seconds"]["load"] / shaped["seconds"]
         out.append({"target": "  (info) SQLite load stage vs that raw executemany",
                     "measured": f"{load_ratio:.2f}x", "goal": "-", "met": True, "value": load_ratio})
+    floor_s = floors.get("sqlite")
+    if sqlite_p and floor_s:
+        ratio = per_row_net_s(sqlite_p, fixed.get("sqlite")) / per_row_net_s(
+            floor_s, floor_fixed.get("sqlite"))
+        out.append({"target": "SQLite platform per-row net time vs floor", "measured": f"{ratio:.2f}x",
+                    "goal": "<= 1.3x", "met": ratio <= 1.3, "value": ratio})
+    if floor_s and pandas_s:
+        ratio = _net_rows_per_s(floor_s, floor_fixed.get("sqlite")) / pandas_s["rows_per_s"]
+        out.append({"target": "  (info) floor vs naive pandas per row (SQLite, net rows/s)",
+                    "measured": f"{ratio:.2f}x", "goal": "-", "met": True, "value": ratio})
     pg = platforms.get("postgresql")
+    pandas_pg = by_worker.get(("pandas", "postgresql"))
+    if pg and pandas_pg:
+        ratio = pg["rows_per_s"] / pandas_pg["rows_per_s"]
+        net = _net_rows_per_s(pg, fixed.get("postgresql")) / pandas_pg["rows_per_s"]
+        out.append({"target": "PostgreSQL platform end to end vs naive pandas (rows/s)",
+                    "measured": f"{ratio:.2f}x ({net:.2f}x net)", "goal": ">= 2x",
+                    "met": ratio >= 2, "value": ratio})
+    shaped_pg = by_worker.get(("pg-sales-shaped", "postgresql"))
+    if pg and shaped_pg and pg["detail"].get("stage_seconds", {}).get("load"):
+        ratio = pg["detail"]["stage_seconds"]["load"] / shaped_pg["seconds"]
+        out.append({"target": "PostgreSQL load stage vs raw COPY of the same rows (time)",
+                    "measured": f"{ratio:.2f}x", "goal": "<= 1.3x", "met": ratio <= 1.3,
+                    "value": ratio})
+    floor_pg = floors.get("postgresql")
+    if pg and floor_pg:
+        ratio = per_row_net_s(pg, fixed.get("postgresql")) / per_row_net_s(
+            floor_pg, floor_fixed.get("postgresql"))
+        out.append({"target": "  (info) PostgreSQL platform per-row net time vs floor",
+                    "measured": f"{ratio:.2f}x", "goal": "-", "met": True, "value": ratio})
     if pg:
         d = pg["detail"]
         e2e = _net_rows_per_s(pg, fixed.get("postgresql"))
