@@ -50,8 +50,8 @@ from sales_platform.core.warehouse.ledger import (
     LANDED,
     QUARANTINED,
     LandedVersion,
-    current_version_with_content,
     landed_accounts,
+    live_versions_with_content,
     now_ns,
     record_landed,
     record_landed_many,
@@ -296,8 +296,10 @@ class _Batch:
 class _Landed:
     path: Path
     before: os.stat_result
-    result: LandingResult
-    version: LandedVersion
+    result: LandingResult  # complete once the lander's queue is flushed
+    copy: Path  # the spooled bytes, archived once routed
+    landed_ns: int
+    version: LandedVersion | None = None
 
 
 @dataclass
@@ -316,12 +318,12 @@ class _Landing:
         self.shas[item.result.sha256] = item.path.name
         self.names.add(item.path.name)
 
-    def first_with(self, sha: str, live: dict | None) -> str | None:
+    def first_with(self, sha: str, live_name: str | None) -> str | None:
         """The name a drop of content ``sha`` duplicates, at its place in the batch: a version
         landed earlier in the batch, or a live one no earlier file of the batch supersedes."""
         if sha in self.shas:
             return self.shas[sha]
-        return live["file_name"] if live and live["file_name"] not in self.names else None
+        return live_name if live_name and live_name not in self.names else None
 
 
 class Intake:
@@ -377,25 +379,32 @@ class Intake:
 
     def _take_batch(self, paths: list[Path]) -> list[FileOutcome]:
         """Take a batch of drops (distinct names, in arrival order) as one landing: each file is
-        read, split and archived on its own, and all that landed commit together (one ledger
-        transaction and one landing lock per batch, not per file); duplicates are recorded after."""
+        read on its own, their chunks routed together, each version archived on its own, and all
+        that landed commit together (one ledger transaction and one landing lock per batch, not per
+        file); duplicates are recorded after."""
         batch = _Landing()
+        spooled: list[tuple[Path, os.stat_result, Path, str, int]] = []
         try:
             for path in paths:
                 taken = self._spool(path)
                 if isinstance(taken, FileOutcome):
                     batch.done.append(taken)
-                    continue
-                before, copy, sha, size = taken
-                try:
-                    self._split(batch, path, before, copy, sha, size)
-                finally:
-                    copy.unlink(missing_ok=True)
+                else:
+                    spooled.append((path, *taken))
+            live = live_versions_with_content(self.engine, [t[3] for t in spooled])
+            for path, before, copy, sha, size in spooled:
+                self._split(batch, path, before, copy, sha, size, live.get(sha))
+            self.lander.flush()
+            for item in batch.landing:
+                self._archived(item)
             self._commit(batch)
         except BaseException:
             for item in batch.landing:
                 self.lander.discard(item.result)
             raise
+        finally:
+            for _, _, copy, _, _ in spooled:
+                copy.unlink(missing_ok=True)
         for path, before, sha, size, first, archive in batch.duplicates:
             batch.done.append(self._record_duplicate(path, before, sha, size, first, archive))
         return batch.done
@@ -459,12 +468,12 @@ class Intake:
             return False
 
     def _split(self, batch: _Landing, path: Path, before: os.stat_result, copy: Path, sha: str,
-               size: int) -> None:
+               size: int, live_name: str | None) -> None:
         """One drop of the batch: a duplicate (of a live version or of one landed earlier in the
-        batch) is archived and noted, a readable file split into its own fragments and archived,
-        an unreadable one quarantined."""
+        batch) is archived and noted, a readable file read into the lander's queue (its
+        fragments are written at the batch's flush), an unreadable one quarantined."""
         name = path.name
-        first = batch.first_with(sha, current_version_with_content(self.engine, sha))
+        first = batch.first_with(sha, live_name)
         if first is not None:  # its manifest now: a rebuild replays arrivals in this order
             archive = self._archive(copy, sha)
             self.remember(Manifest(name, sha, size, DUPLICATE, now_ns(), self.now.isoformat(),
@@ -473,14 +482,20 @@ class Intake:
             return
         landed_ns = now_ns()
         try:
-            result = self.lander.land(copy, name, sha, size, landed_ns)
+            result = self.lander.land(copy, name, sha, size, landed_ns, deferred=True)
         except FileRejected as exc:
             batch.done.append(self._quarantine(path, sha, size, str(exc)))
             return
-        archive = self._archive(copy, sha)
-        self.remember(Manifest(name, sha, size, LANDED, landed_ns, self.now.isoformat()))
-        version = self._version(name, sha, size, result, archive)
-        batch.landed(_Landed(path, before, result, version))
+        batch.landed(_Landed(path, before, result, copy, landed_ns))
+
+    def _archived(self, item: _Landed) -> None:
+        """A read version's sealed original and manifest, and its ledger record (once routed)."""
+        result = item.result
+        archive = self._archive(item.copy, result.sha256)
+        self.remember(Manifest(result.file_name, result.sha256, result.size, LANDED,
+                               item.landed_ns, self.now.isoformat()))
+        item.version = self._version(result.file_name, result.sha256, result.size, result,
+                                     archive)
 
     def _commit(self, batch: _Landing) -> None:
         """Publish and record every version the batch landed, then take their drops away."""

@@ -30,9 +30,11 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sales_platform.core.crypto import Keyring, Tokenizer
 from sales_platform.core.csvread import (
+    FAST_CHUNK_ROWS,
     Columns,
     Malformed,
     NeedsExactRead,
@@ -40,7 +42,7 @@ from sales_platform.core.csvread import (
     exact_batches,
     fast_batches,
 )
-from sales_platform.core.frames import constant_text, frame_table
+from sales_platform.core.frames import frame_table, text_series
 from sales_platform.core.protect import protect_identifiers
 from sales_platform.core.quality import QualityRules, route_timestamps
 from sales_platform.core.schema import (
@@ -156,6 +158,7 @@ class LandingResult:
     notes: list[str] = field(default_factory=list)  # read, but worth telling the sender
     key: str = ""  # version_key: the prefix of its fragments
     work: Path | None = None  # the private folder its fragments wait in until published
+    reject_parts: list[pd.DataFrame] = field(default_factory=list, repr=False)
 
     @property
     def rows_landed(self) -> int:
@@ -176,6 +179,7 @@ class LandingResult:
         self.rows_by_day.clear()
         self.rejects_by_reason.clear()
         self.fragment_rows.clear()
+        self.reject_parts.clear()
 
     def artifacts(self, stage: str, code_version: str, run_id: str | None = None) -> list[Artifact]:
         """The landed fragments as data-object ledger rows."""
@@ -403,6 +407,15 @@ class FileHeaders:
         return Columns(names, len(fields) - len(cells))
 
 
+@dataclass
+class _Queued:
+    """A chunk read from a version's file, waiting to be routed (``Lander.flush``)."""
+
+    frame: pd.DataFrame
+    result: LandingResult
+    number: int  # the chunk's place in its file: the fragment's suffix
+
+
 class Lander:
     """Lands file versions into the staging area; one instance per run."""
 
@@ -416,21 +429,47 @@ class Lander:
         self.now = now
         self.max_columns = max_columns
         self._index: dict[str, list[Path]] | None = None  # see _published
+        self._queue: list[_Queued] = []  # chunks read, waiting to be routed (see ``flush``)
+        self._queued_rows = 0
+        self._read: list[LandingResult] = []  # versions read whose chunks are all queued
 
-    def land(self, path: Path, name: str, sha256: str, size: int, landed_ns: int) -> LandingResult:
+    def land(self, path: Path, name: str, sha256: str, size: int, landed_ns: int,
+             deferred: bool = False) -> LandingResult:
         """Split the bytes at ``path`` (version ``sha256`` of the file ``name``) into sealed
-        fragments in a private work folder: nothing is visible until ``publish``."""
+        fragments in a private work folder: nothing is visible until ``publish``.
+
+        ``deferred``: the file is read (and refused here if unreadable), but its chunks wait in a
+        queue and the result is complete only after ``flush``: a batch of small files is routed
+        as one chunk instead of one per file (per-file work dominates a drop of one-row files)."""
         result = LandingResult(file_name=name, sha256=sha256, size=size)
         result.key = version_key(name, sha256, landed_ns)
         result.work = self.areas.staging / LANDED / f"{WORK_PREFIX}{result.key}"
         shutil.rmtree(result.work, ignore_errors=True)
         try:
             self._split(path, name, result.key, result.work, result)
-            result.fragments = self._hash(result.work, result.fragment_rows)
+            self._read.append(result)
+            if not deferred:
+                self.flush()
         except BaseException:
             self.discard(result)
             raise
         return result
+
+    def flush(self) -> None:
+        """Route every queued chunk (layouts apart, each layout's chunks as one frame), then
+        complete the versions read: their rejects gathered, their fragments hashed."""
+        queue, self._queue, self._queued_rows = self._queue, [], 0
+        layouts: dict[tuple[str, ...], list[_Queued]] = {}
+        for item in queue:
+            layouts.setdefault(tuple(item.frame.columns), []).append(item)
+        for items in layouts.values():
+            self._route_chunks(items)
+        read, self._read = self._read, []
+        for result in read:
+            parts = [r for r in result.reject_parts if len(r)]
+            result.rejects = pd.concat(parts) if parts else pd.DataFrame()
+            result.reject_parts = []
+            result.fragments = self._hash(result.work, result.fragment_rows)
 
     def publish(self, result: LandingResult, commit: Callable[[], T]) -> T:
         """Move the fragments into place and ``commit`` their ledger row under the landing lock, so
@@ -456,8 +495,15 @@ class Lander:
         return committed
 
     def discard(self, result: LandingResult) -> None:
+        self._unqueue(result)
         if result.work is not None:
             shutil.rmtree(result.work, ignore_errors=True)
+
+    def _unqueue(self, result: LandingResult) -> None:
+        """A version's chunks out of the queue (its read failed or starts again)."""
+        self._queue = [item for item in self._queue if item.result is not result]
+        self._queued_rows = sum(len(item.frame) for item in self._queue)
+        self._read = [r for r in self._read if r is not result]
 
     @staticmethod
     def unpublish(moved: list[Path]) -> None:
@@ -489,24 +535,26 @@ class Lander:
             rejects = self._route_all(fast_batches, path, header, columns, headers, preamble,
                                       extras, name, key, work, result)
         except NeedsExactRead:
+            self._unqueue(result)
             shutil.rmtree(work, ignore_errors=True)
             result.reset()
             rejects = self._route_all(exact_batches, path, header, columns, headers, preamble,
                                       extras, name, key, work, result)
         if result.rows_read == 0:
             raise FileRejected(f"{name}: header only, no data rows")
-        result.rejects = pd.concat([r for r in rejects if len(r)] or [pd.DataFrame()])
+        result.reject_parts.extend(rejects)
 
     def _route_all(self, reader, path: Path, header: list[str], columns: Columns,
                    headers: FileHeaders, preamble: int, extras: list[str], name: str, key: str,
                    work: Path, result: LandingResult) -> list[pd.DataFrame]:
+        """Read the file's chunks into the routing queue; returns its malformed records."""
         state = ReadState()
         rejects: list[pd.DataFrame] = []
         try:
             for number, frame in enumerate(reader(path, header, state, columns, headers, preamble)):
                 if extras and self.contract.policy == RESCUE:
                     frame = rescue_extras(frame, extras)
-                rejects.append(self._route(frame, name, result.sha256, key, number, work, result))
+                self._enqueue(_Queued(frame, result, number))
         except UnicodeDecodeError:
             raise FileRejected(utf8_problem(path, name)) from None
         except (pa.ArrowInvalid, csv.Error) as exc:
@@ -520,29 +568,66 @@ class Lander:
                 result.rejects_by_reason[m.reason] += 1
         return rejects
 
-    def _route(self, frame: pd.DataFrame, name: str, sha: str, key: str, number: int, work: Path,
-               result: LandingResult) -> pd.DataFrame:
+    def _enqueue(self, item: _Queued) -> None:
+        self._queue.append(item)
+        self._queued_rows += len(item.frame)
+        if self._queued_rows >= FAST_CHUNK_ROWS:  # a large file: routed chunk by chunk, as read
+            self.flush()
+
+    def _route_chunks(self, items: list[_Queued]) -> None:
+        """Chunks of one layout (of one or many versions) routed as one frame: each row gets its
+        sale day or a landing reject; each chunk's rows of a day become its sealed fragment."""
+        frames = [item.frame for item in items]
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        frame.index = pd.RangeIndex(len(frame))
+        lengths = np.fromiter((len(f) for f in frames), dtype=np.int64, count=len(frames))
+        owner = pa.array(np.repeat(np.arange(len(items)), lengths))
         sale_ts, reasons = route_timestamps(frame[TIMESTAMP], self.rules, self.now)
         frame["sale_ts"] = sale_ts
-        frame["source_file"] = constant_text(name, frame.index)
-        frame["source_sha256"] = constant_text(sha, frame.index)
+        frame["source_file"] = text_series(pc.take(
+            pa.array([i.result.file_name for i in items], pa.string()), owner), frame.index)
+        frame["source_sha256"] = text_series(pc.take(
+            pa.array([i.result.sha256 for i in items], pa.string()), owner), frame.index)
         ok = reasons.isna().to_numpy()
-        landed = frame if ok.all() else frame[ok]
-        days = landed["sale_ts"].to_numpy().astype("datetime64[D]")  # not strftime: 30x faster
-        one_day = len(days) > 0 and days.min() == days.max()  # most chunks: no groupby needed
-        for day_value, rows in ([(days[0], landed)] if one_day else landed.groupby(days, sort=True)):
+        days = sale_ts.to_numpy().astype("datetime64[D]")  # not strftime: 30x faster
+        table = frame_table(frame)
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        for i, item in enumerate(items):
+            start, stop = int(starts[i]), int(starts[i + 1])
+            self._write_fragments(item, table.slice(start, stop - start), ok[start:stop],
+                                  days[start:stop])
+        if not ok.all():
+            self._route_rejects(items, frame, reasons, ok, owner)
+
+    def _write_fragments(self, item: _Queued, table: pa.Table, ok: np.ndarray,
+                         days: np.ndarray) -> None:
+        """One chunk's landed rows, a sealed fragment per sale day."""
+        landed_days = days[ok]
+        if not len(landed_days):
+            return
+        if ok.all() and landed_days.min() == landed_days.max():  # most chunks: one day, no filter
+            by_day = [(landed_days[0], table)]
+        else:
+            by_day = [(d, table.filter(pa.array(ok & (days == d))))
+                      for d in np.unique(landed_days)]
+        result = item.result
+        for day_value, rows in by_day:
             day = str(np.datetime64(day_value, "D"))
-            table = frame_table(rows)
-            relative = f"{LANDED}/{day}/{key}-{number:05d}{SEALED_SUFFIX}"
-            write_sealed_table(work / relative, table, self.keyring.active,
+            relative = f"{LANDED}/{day}/{result.key}-{item.number:05d}{SEALED_SUFFIX}"
+            write_sealed_table(result.work / relative, rows, self.keyring.active,
                                f"{self.areas.staging.name}/{relative}")
-            result.rows_by_day[day] += len(rows)
-            result.fragment_rows[relative] = len(rows)
-        if ok.all():
-            return pd.DataFrame()  # no landing reject in this chunk (dropped with the empty ones)
-        bad = frame[~ok].assign(reason=reasons[~ok])
-        result.rejects_by_reason.update(bad["reason"].value_counts().to_dict())
-        return self.protect(bad)
+            result.rows_by_day[day] += rows.num_rows
+            result.fragment_rows[relative] = rows.num_rows
+
+    def _route_rejects(self, items: list[_Queued], frame: pd.DataFrame, reasons: pd.Series,
+                       ok: np.ndarray, owner: pa.Array) -> None:
+        """Rows with no valid sale day: each version's landing rejects, identifiers as tokens."""
+        bad = self.protect(frame[~ok].assign(reason=reasons[~ok]))
+        owners = owner.to_numpy()[~ok]
+        for i, rows in bad.groupby(owners, sort=True):
+            result = items[int(i)].result
+            result.rejects_by_reason.update(rows["reason"].value_counts().to_dict())
+            result.reject_parts.append(rows)
 
     def protect(self, rejects: pd.DataFrame) -> pd.DataFrame:
         """Rejected rows keep their raw values, with identifiers as tokens."""

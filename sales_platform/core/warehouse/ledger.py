@@ -164,7 +164,60 @@ def record_landed_many(engine: Engine, versions: Sequence[LandedVersion],
     ``record_landed`` does each: one commit and one lock for the batch, not one per file."""
     with engine.begin() as conn:
         take_lock(conn, LEDGER_LOCK)
-        return [_record_landed(conn, version, now) for version in versions]
+        known = _names_in_ledger(conn, [v.file_name for v in versions])
+        out: list[list[str]] = []
+        plain: list[LandedVersion] = []
+        for version in versions:
+            if _plain(version, known):  # recorded together, in order with the others
+                plain.append(version)
+                out.append(sorted(version.rows_by_day))
+                continue
+            _record_plain(conn, plain, now)
+            plain = []
+            out.append(_record_landed(conn, version, now))
+        _record_plain(conn, plain, now)
+        return out
+
+
+def _names_in_ledger(conn: Connection, names: Sequence[str]) -> set[str]:
+    """The names among ``names`` the ledger has any version of (one query per 500)."""
+    unique, found = sorted(set(names)), set()
+    for start in range(0, len(unique), 500):
+        found.update(conn.execute(select(file_ledger.c.file_name).distinct().where(
+            file_ledger.c.file_name.in_(unique[start:start + 500]))).scalars())
+    return found
+
+
+def _plain(version: LandedVersion, known: set[str]) -> bool:
+    """A first version of a new name, with rows on some day and nothing rejected or held: its
+    record is a few inserts, which a batch makes together (``_record_plain``)."""
+    return (version.file_name not in known and not version.reprocessed and not version.blocked
+            and bool(version.rows_by_day) and not version.rows_rejected
+            and (version.rejects is None or not len(version.rejects)))
+
+
+def _record_plain(conn: Connection, versions: Sequence[LandedVersion], now: datetime) -> None:
+    """What ``_record_landed`` records for plain versions, one statement per table for all."""
+    if not versions:
+        return
+    conn.execute(insert(file_ledger), [dict(
+        file_name=v.file_name, sha256=v.sha256, received_at=now, size_bytes=v.size_bytes,
+        status=LANDED, rows_read=v.rows_read, rows_landed=v.rows_landed,
+        rows_rejected=v.rows_rejected, days_touched=json.dumps(sorted(v.rows_by_day)),
+        days_affected=json.dumps(sorted(v.rows_by_day)), error=None, archive_path=v.archive_path,
+        code_version=v.code_version, processed_at=now) for v in versions])
+    conn.execute(insert(file_day_counts), [
+        {"file_name": v.file_name, "sha256": v.sha256, "sale_date": date.fromisoformat(d),
+         "rows_landed": n} for v in versions for d, n in v.rows_by_day.items()])
+    write_artifacts(conn, [a for v in versions for a in v.artifacts], now)
+    conn.execute(insert(file_events), [dict(
+        file_name=v.file_name, sha256=v.sha256, status=LANDED, recorded_at=now,
+        detail=f"{v.rows_read} rows read, {v.rows_landed} landed on {len(v.rows_by_day)} day(s), "
+        f"{v.rows_rejected} rejected at landing" + "".join(f"; note: {n}" for n in v.notes))
+        for v in versions])
+    reasons = {d: f"file {v.file_name} landed" for v in versions for d in sorted(v.rows_by_day)}
+    for reason in dict.fromkeys(reasons.values()):
+        request_days(conn, [d for d, r in reasons.items() if r == reason], reason)
 
 
 def _record_landed(conn: Connection, version: LandedVersion, now: datetime) -> list[str]:
