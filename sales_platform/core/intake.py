@@ -403,6 +403,7 @@ class Intake:
                 self.lander.discard(item.result)
             raise
         finally:
+            self.lander.end_batch()
             for _, _, copy, _, _ in spooled:
                 copy.unlink(missing_ok=True)
         for path, before, sha, size, first, archive in batch.duplicates:

@@ -18,8 +18,10 @@ import codecs
 import csv
 import hashlib
 import json
+import os
 import re
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -432,6 +434,7 @@ class Lander:
         self._queue: list[_Queued] = []  # chunks read, waiting to be routed (see ``flush``)
         self._queued_rows = 0
         self._read: list[LandingResult] = []  # versions read whose chunks are all queued
+        self._shared_work: Path | None = None  # the work folder of deferred landings
 
     def land(self, path: Path, name: str, sha256: str, size: int, landed_ns: int,
              deferred: bool = False) -> LandingResult:
@@ -443,8 +446,11 @@ class Lander:
         as one chunk instead of one per file (per-file work dominates a drop of one-row files)."""
         result = LandingResult(file_name=name, sha256=sha256, size=size)
         result.key = version_key(name, sha256, landed_ns)
-        result.work = self.areas.staging / LANDED / f"{WORK_PREFIX}{result.key}"
-        shutil.rmtree(result.work, ignore_errors=True)
+        if deferred:  # one work folder for the batch: its fragments are named after the version
+            result.work = self._batch_work()
+        else:
+            result.work = self.areas.staging / LANDED / f"{WORK_PREFIX}{result.key}"
+            shutil.rmtree(result.work, ignore_errors=True)
         try:
             self._split(path, name, result.key, result.work, result)
             self._read.append(result)
@@ -481,7 +487,7 @@ class Lander:
         """``publish`` for a batch of versions of distinct names, with one commit for all."""
         try:
             with self.areas.lock("landing"):
-                moved = [path for r in results if r.work for path in self._move(r.work)]
+                moved = [path for r in results if r.work for path in self._move(r)]
                 try:
                     committed = commit()
                 except BaseException:
@@ -494,10 +500,33 @@ class Lander:
                 self.discard(result)
         return committed
 
+    def _batch_work(self) -> Path:
+        if self._shared_work is None:
+            self._shared_work = (self.areas.staging / LANDED
+                                 / f"{WORK_PREFIX}batch-{time.time_ns()}-{os.getpid()}")
+            self._shared_work.mkdir(parents=True)
+        return self._shared_work
+
     def discard(self, result: LandingResult) -> None:
+        """A version's fragments out of its work folder (what ``publish`` did not move)."""
         self._unqueue(result)
-        if result.work is not None:
+        if result.work is None:
+            return
+        if result.work == self._shared_work:
+            self._remove_fragments(result)
+        else:
             shutil.rmtree(result.work, ignore_errors=True)
+
+    @staticmethod
+    def _remove_fragments(result: LandingResult) -> None:
+        for relative in result.fragment_rows:
+            (result.work / relative).unlink(missing_ok=True)
+
+    def end_batch(self) -> None:
+        """The batch's work folder, and whatever is left in it, removed."""
+        if self._shared_work is not None:
+            shutil.rmtree(self._shared_work, ignore_errors=True)
+            self._shared_work = None
 
     def _unqueue(self, result: LandingResult) -> None:
         """A version's chunks out of the queue (its read failed or starts again)."""
@@ -536,7 +565,7 @@ class Lander:
                                       extras, name, key, work, result)
         except NeedsExactRead:
             self._unqueue(result)
-            shutil.rmtree(work, ignore_errors=True)
+            self._remove_fragments(result)
             result.reset()
             rejects = self._route_all(exact_batches, path, header, columns, headers, preamble,
                                       extras, name, key, work, result)
@@ -651,17 +680,17 @@ class Lander:
                              published_as=self.areas.staging / relative)
                 for relative, n in sorted(rows.items())]
 
-    def _move(self, work: Path) -> list[Path]:
-        """The new fragments moved into place (a rename each); returns where they are."""
+    def _move(self, result: LandingResult) -> list[Path]:
+        """A version's fragments moved into place (a rename each); returns where they are."""
         moved = []
-        for fragment in sorted(work.rglob("*")):
-            if fragment.is_file():
-                target = self.areas.staging / fragment.relative_to(work)
+        for relative in sorted(result.fragment_rows):
+            target = self.areas.staging / relative
+            if not target.parent.is_dir():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fragment.replace(target)
-                moved.append(target)
-                if self._index is not None and (ident := fragment_name_id(target.name)):
-                    self._index.setdefault(ident, []).append(target)
+            (result.work / relative).replace(target)
+            moved.append(target)
+            if self._index is not None and (ident := fragment_name_id(target.name)):
+                self._index.setdefault(ident, []).append(target)
         return moved
 
     def _retire_older(self, name: str, key: str) -> None:
