@@ -31,7 +31,7 @@ from sales_platform.core.crypto import (
 from sales_platform.core.private_files import private_folder
 from sales_platform.core.quality import QualityRules
 from sales_platform.core.schema import SchemaContract
-from sales_platform.core.store import DataAreas, atomic_write_bytes
+from sales_platform.core.store import DataAreas, SyncBatch, atomic_write_bytes
 
 MANIFESTS = "manifests"  # under archive/
 SUFFIX = ".json.sealed"
@@ -91,14 +91,15 @@ def manifest_identity(name: str) -> str:
 
 
 def write_manifest(areas: DataAreas, key: DataKey, manifest: Manifest, name_id: str,
-                   recorded_ns: int) -> Path:
+                   recorded_ns: int, sync: SyncBatch | None = None) -> Path:
     """Sealed as ``archive/manifests/<recorded ns>-<name id>-<kind>.json.sealed`` (its own path),
     written atomically; names sort in the order the records were made."""
     folder = manifest_folder(areas)
     private_folder(folder)
     target = folder / f"{recorded_ns:020d}-{name_id}-{manifest.kind}{SUFFIX}"
     data = json.dumps(asdict(manifest), sort_keys=True).encode("ascii")  # surrogates escaped
-    atomic_write_bytes(target, seal_bytes(key, data, file_binding(manifest_identity(target.name))))
+    atomic_write_bytes(target, seal_bytes(key, data, file_binding(manifest_identity(target.name))),
+                       sync)
     return target
 
 

@@ -490,15 +490,18 @@ def open_platform_file(keyring: Keyring, path: Path, identity: str | None = None
         yield from _open_bound(keyring, source, identity)
 
 
-def seal_file(key: DataKey, source: Path, target: Path, identity: str) -> None:
-    """Seal ``source`` into ``target`` as ``identity``, atomically (written beside, then renamed)."""
+def seal_file(key: DataKey, source: Path, target: Path, identity: str,
+              durable: bool = True) -> None:
+    """Seal ``source`` into ``target`` as ``identity``, atomically (written beside, then renamed);
+    ``durable=False`` leaves the fsync to the caller (a batch synced at once)."""
     from sales_platform.core.private_files import create_private
 
     tmp = target.with_name(target.name + ".partial")
     with open(source, "rb") as src, os.fdopen(create_private(tmp), "wb") as out:
         seal_stream(key, iter(lambda: src.read(SEGMENT_SIZE), b""), out, file_binding(identity))
-        out.flush()
-        os.fsync(out.fileno())
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
     os.replace(tmp, target)
 
 

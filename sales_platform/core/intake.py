@@ -30,7 +30,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from sales_platform.core.archive_manifest import Manifest, landing_settings, write_manifest
+from sales_platform.core.archive_manifest import (
+    MANIFESTS,
+    Manifest,
+    landing_settings,
+    write_manifest,
+)
 from sales_platform.core.crypto import Keyring, archive_identity, seal_file
 from sales_platform.core.landing import (
     MAX_COLUMNS,
@@ -44,7 +49,7 @@ from sales_platform.core.limits import MAX_NAME_BYTES
 from sales_platform.core.private_files import create_private, private_folder
 from sales_platform.core.quality import QualityRules, landing_block
 from sales_platform.core.schema import SchemaContract
-from sales_platform.core.store import DataAreas, safe_name
+from sales_platform.core.store import DataAreas, SyncBatch, safe_name
 from sales_platform.core.warehouse.ledger import (
     DUPLICATE,
     LANDED,
@@ -384,6 +389,7 @@ class Intake:
         file); duplicates are recorded after."""
         batch = _Landing()
         spooled: list[tuple[Path, os.stat_result, Path, str, int]] = []
+        self.lander.sync = sync = SyncBatch()
         try:
             for path in paths:
                 taken = self._spool(path)
@@ -395,14 +401,17 @@ class Intake:
             for path, before, copy, sha, size in spooled:
                 self._split(batch, path, before, copy, sha, size, live.get(sha))
             self.lander.flush()
-            for item in batch.landing:
-                self._archived(item)
+            archived = [self._archived(item, sync) for item in batch.landing]
+            sync.commit()  # fragments, archive copies and manifests on disk before the commit
+            self._sink(archived)
             self._commit(batch)
         except BaseException:
+            sync.abandon()
             for item in batch.landing:
                 self.lander.discard(item.result)
             raise
         finally:
+            self.lander.sync = None
             self.lander.end_batch()
             for _, _, copy, _, _ in spooled:
                 copy.unlink(missing_ok=True)
@@ -489,14 +498,35 @@ class Intake:
             return
         batch.landed(_Landed(path, before, result, copy, landed_ns))
 
-    def _archived(self, item: _Landed) -> None:
-        """A read version's sealed original and manifest, and its ledger record (once routed)."""
+    def _archived(self, item: _Landed, sync: SyncBatch) -> Path | None:
+        """A read version's sealed original and manifest (synced with the batch), and its ledger
+        record (once routed). Returns the archive copy it wrote, if the content was new."""
         result = item.result
-        archive = self._archive(item.copy, result.sha256)
+        archive, written = self._archive_later(item.copy, result.sha256, sync)
         self.remember(Manifest(result.file_name, result.sha256, result.size, LANDED,
-                               item.landed_ns, self.now.isoformat()))
+                               item.landed_ns, self.now.isoformat()), sync=sync)
         item.version = self._version(result.file_name, result.sha256, result.size, result,
                                      archive)
+        return archive if written else None
+
+    def _archive_later(self, copy: Path, sha: str, sync: SyncBatch) -> tuple[Path, bool]:
+        """``_archive`` for a batch: sealed under a temp name, given its name once synced."""
+        target = self.areas.archive / f"{sha}.csv.sealed"
+        if target.exists() or sync.will_hold(target):
+            return target, False
+        pending = target.with_name(f".{target.name}.{now_ns()}.pending")
+        seal_file(self.keyring.active, copy, pending, archive_identity(target.name),
+                  durable=False)
+        sync.written(pending, final=target)
+        return target, True
+
+    def _sink(self, archived: list[Path | None]) -> None:
+        """The batch's new archive copies to the second copy's store (e.g. blob storage)."""
+        if self.archive_sink is None:
+            return
+        for target in archived:
+            if target is not None:
+                self.archive_sink(f"archive/{target.name}", target)
 
     def _commit(self, batch: _Landing) -> None:
         """Publish and record every version the batch landed, then take their drops away."""
@@ -556,6 +586,11 @@ class Intake:
             accounts = landed_accounts(self.engine, self.max_reject_rate)
             for path in remove_orphans(self.areas, accounts):
                 log.warning("removed %s: no file version in the ledger accounts for it", path.name)
+        # an intake that died before its batch was synced (held under the intake lock)
+        for folder in (self.areas.archive, self.areas.archive / MANIFESTS):
+            for path in folder.glob(".*.p*"):
+                if path.name.endswith((".pending", ".partial")):
+                    path.unlink(missing_ok=True)
 
     def _remove_if_unchanged(self, path: Path, before: os.stat_result) -> None:
         if self._unchanged(path, before):
@@ -577,12 +612,13 @@ class Intake:
     def landing_settings(self) -> dict:
         return landing_settings(self.lander.rules, self.lander.contract, self.lander.max_columns)
 
-    def remember(self, manifest: Manifest, recorded_ns: int | None = None) -> None:
+    def remember(self, manifest: Manifest, recorded_ns: int | None = None,
+                 sync: SyncBatch | None = None) -> None:
         """The arrival's manifest in the archive (name, order, outcome, settings): what a rebuild
         of a lost warehouse replays."""
         manifest.settings = manifest.settings or self.landing_settings
         write_manifest(self.areas, self.keyring.active, manifest, name_id(manifest.file_name),
-                       recorded_ns or manifest.arrival_ns)
+                       recorded_ns or manifest.arrival_ns, sync)
 
     def _record_duplicate(self, path: Path, before: os.stat_result, sha: str, size: int,
                           first_name: str, archive: Path) -> FileOutcome:

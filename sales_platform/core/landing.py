@@ -58,6 +58,7 @@ from sales_platform.core.schema import (
 from sales_platform.core.store import (
     SEALED_SUFFIX,
     DataAreas,
+    SyncBatch,
     fragment_files,
     write_sealed_table,
 )
@@ -435,6 +436,7 @@ class Lander:
         self._queued_rows = 0
         self._read: list[LandingResult] = []  # versions read whose chunks are all queued
         self._shared_work: Path | None = None  # the work folder of deferred landings
+        self.sync: SyncBatch | None = None  # their fragments are synced with the batch (intake)
 
     def land(self, path: Path, name: str, sha256: str, size: int, landed_ns: int,
              deferred: bool = False) -> LandingResult:
@@ -644,7 +646,8 @@ class Lander:
             day = str(np.datetime64(day_value, "D"))
             relative = f"{LANDED}/{day}/{result.key}-{item.number:05d}{SEALED_SUFFIX}"
             write_sealed_table(result.work / relative, rows, self.keyring.active,
-                               f"{self.areas.staging.name}/{relative}")
+                               f"{self.areas.staging.name}/{relative}",
+                               self.sync if result.work == self._shared_work else None)
             result.rows_by_day[day] += rows.num_rows
             result.fragment_rows[relative] = rows.num_rows
 

@@ -48,19 +48,64 @@ def _writer_id() -> str:
     return f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write beside the target and rename: readers see the old file or the whole new one."""
+def atomic_write_bytes(path: Path, data: bytes, sync: SyncBatch | None = None) -> None:
+    """Write beside the target and rename: readers see the old file or the whole new one. With
+    ``sync``, the bytes wait under their temp name until the batch is synced (``SyncBatch``)."""
     if not path.parent.is_dir():  # a stat: cheaper than a mkdir that fails, file after file
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{_writer_id()}.partial")
     try:
         with os.fdopen(create_private(tmp), "wb") as handle:
             handle.write(data)
+            if sync is not None:
+                sync.written(tmp, final=path)
+                return
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if sync is None:
+            tmp.unlink(missing_ok=True)
+
+
+class SyncBatch:
+    """Files of a batch written without an fsync each, made durable together before anything
+    relies on them (``commit``): fsyncs of files already written cost about one journal commit,
+    where an fsync per file as it is written costs one each. A file given a ``final`` name gets it
+    only once synced; until then it is a temp file no reader takes."""
+
+    def __init__(self) -> None:
+        self._files: list[tuple[Path, Path | None]] = []
+        self._finals: set[Path] = set()
+
+    def written(self, path: Path, final: Path | None = None) -> None:
+        self._files.append((path, final))
+        if final is not None:
+            self._finals.add(final)
+
+    def will_hold(self, final: Path) -> bool:
+        """True when a file of the batch is to get the name ``final``."""
+        return final in self._finals
+
+    def commit(self) -> None:
+        for path, _ in self._files:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for path, final in self._files:
+            if final is not None:
+                os.replace(path, final)
+        self._files, self._finals = [], set()
+
+    def abandon(self) -> None:
+        """The batch failed: its temp files go (files written under their own name stay for the
+        caller's clean-up)."""
+        for path, final in self._files:
+            if final is not None:
+                path.unlink(missing_ok=True)
+        self._files, self._finals = [], set()
 
 
 # one value per row: a dictionary page per column chunk would be built and then abandoned
@@ -76,9 +121,20 @@ def _table_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def write_sealed_table(path: Path, table: pa.Table, key: DataKey, identity: str) -> None:
-    """Sealed as ``identity`` (crypto.fragment_identity: where it is published), so it opens only there."""
-    atomic_write_bytes(path, seal_bytes(key, _table_bytes(table), file_binding(identity)))
+def write_sealed_table(path: Path, table: pa.Table, key: DataKey, identity: str,
+                       sync: SyncBatch | None = None) -> None:
+    """Sealed as ``identity`` (crypto.fragment_identity: where it is published), so it opens only
+    there. With ``sync``, written in place (a private work folder nobody reads) and synced with
+    its batch, before it is published."""
+    data = seal_bytes(key, _table_bytes(table), file_binding(identity))
+    if sync is None:
+        atomic_write_bytes(path, data)
+        return
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with os.fdopen(create_private(path), "wb") as handle:
+        handle.write(data)
+    sync.written(path)
 
 
 def read_sealed_table(path: Path, keyring: Keyring, identity: str | None = None) -> pa.Table:
