@@ -114,7 +114,9 @@ def run_cli(args: argparse.Namespace) -> int:
         "rows_in_sales": sales_rows(db_url),
         "landing_files_per_s_by_tenth": landing_rates(data / "archive"),
         "load_before": load_before, "load_after": os.getloadavg(),
-        "stdout": done.stdout.splitlines()[:12], "stderr_tail": done.stderr.splitlines()[-5:],
+        # the scratch dir's path is this machine's: not kept in a result that may be published
+        "stdout": done.stdout.replace(str(work), "<workdir>").splitlines()[:12],
+        "stderr_tail": done.stderr.replace(str(work), "<workdir>").splitlines()[-5:],
         "machine": machine_facts(),
     }
     print(f"{args.files} files: {took:.1f} s ({result['files_per_s']} files/s), "
