@@ -196,3 +196,47 @@ def test_drops_land_in_batches_with_each_file_judged_at_its_place(data_dir, key,
                         "d.csv": "quarantined", **{f"e{i}.csv": "landed" for i in range(7)}}
     harness.load_requested()
     assert_matches_oracle(harness)
+
+
+def test_a_batch_routes_files_of_every_shape_together_as_each_alone(data_dir, key, backend,
+                                                                     monkeypatch):
+    """One landing batch of files that take different paths: landing rejects beside good rows,
+    rows on three days (the last of a year included), a malformed record (the exact reader),
+    another column order, and a file whose every row is rejected at landing. Their rows are
+    routed as one frame: sales, sales_rejects and each version's ledger counts are what the
+    oracle computes file by file."""
+    from sales_platform.core import settings
+    from sales_platform_tests.integrity import Harness, assert_matches_oracle
+    from sales_platform_tests.oracle import csv_bytes
+
+    monkeypatch.setenv(settings.LANDING_BATCH_FILES, "50")
+    harness = Harness(data_dir, backend.url, key, platform={"settle_s": 0})
+    files = {
+        "days.csv": csv_bytes([["D1", "C1", "P1", "1", "2024-12-31T23:59:59"],
+                               ["D2", "C2", "P1", "2", "2025-01-01T00:00:00"],
+                               ["D3", "C3", "P1", "3", "2024-03-01T10:00:00"]]),
+        "mixed.csv": csv_bytes([["M1", "C1", "P1", "1", "2024-03-01T10:00:00"],
+                                ["M2", "C1", "P1", "1", "03/01/2024 10:00"],
+                                ["M3", "C1", "P1", "1", ""],
+                                ["M4", "C1", "P1", "4", "2024-03-01T11:00:00"]]),
+        "malformed.csv": b"transaction_id,customer_id,product_id,quantity,timestamp\n"
+                         b"X1,C1,P1,1,2024-03-01T09:00:00\nX2,C1,P1,1,2024-03-01T09:00:00,extra\n"
+                         b"X3,C1,P1,2,2024-03-01T09:30:00\n",
+        "reordered.csv": csv_bytes([["2024-03-01T12:00:00", "5", "P1", "C7", "R1"]],
+                                   header=["timestamp", "quantity", "product_id", "customer_id",
+                                           "transaction_id"]),
+        "undated.csv": csv_bytes([["U1", "C1", "P1", "1", "yesterday"]]),
+    }
+    for i in range(3):  # one-row files around them, as a drop of many small files has
+        files[f"small{i}.csv"] = csv_bytes([[f"S{i}", "C1", "P1", "1", "2024-03-01T08:00:00"]])
+    for name, content in files.items():
+        harness.drop(name, content)
+    assert harness.land().success
+    ledger = {name: row for (name, _), row in harness.ledger().items()}
+    counts = {name: (row["rows_read"], row["rows_landed"], row["rows_rejected"])
+              for name, row in ledger.items()}
+    assert counts == {"days.csv": (3, 3, 0), "mixed.csv": (4, 2, 2), "malformed.csv": (3, 2, 1),
+                      "reordered.csv": (1, 1, 0), "undated.csv": (1, 0, 1),
+                      **{f"small{i}.csv": (1, 1, 0) for i in range(3)}}
+    harness.load_requested()
+    assert_matches_oracle(harness)
