@@ -401,9 +401,13 @@ class Intake:
             for path, before, copy, sha, size in spooled:
                 self._split(batch, path, before, copy, sha, size, live.get(sha))
             self.lander.flush()
-            archived = [self._archived(item, sync) for item in batch.landing]
-            sync.commit()  # fragments, archive copies and manifests on disk before the commit
-            self._sink(archived)
+            archived = [self._archive_later(item.copy, item.result.sha256, sync)
+                        for item in batch.landing]
+            sync.commit()  # fragments and archive copies on disk, then the second copies
+            self._sink([target for target, written in archived if written])
+            for item, (target, _) in zip(batch.landing, archived, strict=True):
+                self._remembered(item, target, sync)
+            sync.commit()  # manifests only for arrivals whose copies are kept
             self._commit(batch)
         except BaseException:
             sync.abandon()
@@ -498,16 +502,13 @@ class Intake:
             return
         batch.landed(_Landed(path, before, result, copy, landed_ns))
 
-    def _archived(self, item: _Landed, sync: SyncBatch) -> Path | None:
-        """A read version's sealed original and manifest (synced with the batch), and its ledger
-        record (once routed). Returns the archive copy it wrote, if the content was new."""
+    def _remembered(self, item: _Landed, archive: Path, sync: SyncBatch) -> None:
+        """A routed version's manifest (synced with the batch) and its ledger record."""
         result = item.result
-        archive, written = self._archive_later(item.copy, result.sha256, sync)
         self.remember(Manifest(result.file_name, result.sha256, result.size, LANDED,
                                item.landed_ns, self.now.isoformat()), sync=sync)
         item.version = self._version(result.file_name, result.sha256, result.size, result,
                                      archive)
-        return archive if written else None
 
     def _archive_later(self, copy: Path, sha: str, sync: SyncBatch) -> tuple[Path, bool]:
         """``_archive`` for a batch: sealed under a temp name, given its name once synced."""
@@ -520,13 +521,12 @@ class Intake:
         sync.written(pending, final=target)
         return target, True
 
-    def _sink(self, archived: list[Path | None]) -> None:
+    def _sink(self, archived: list[Path]) -> None:
         """The batch's new archive copies to the second copy's store (e.g. blob storage)."""
         if self.archive_sink is None:
             return
         for target in archived:
-            if target is not None:
-                self.archive_sink(f"archive/{target.name}", target)
+            self.archive_sink(f"archive/{target.name}", target)
 
     def _commit(self, batch: _Landing) -> None:
         """Publish and record every version the batch landed, then take their drops away."""
