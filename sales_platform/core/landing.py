@@ -526,6 +526,7 @@ class Lander:
 
     def end_batch(self) -> None:
         """The batch's work folder, and whatever is left in it, removed."""
+        self._queue, self._queued_rows, self._read = [], 0, []  # a failed batch leaves none
         if self._shared_work is not None:
             shutil.rmtree(self._shared_work, ignore_errors=True)
             self._shared_work = None
