@@ -525,7 +525,7 @@ BLIND_MUTATIONS: list[tuple[str, str, str, str, str, str]] = [
     ),
     (
         "B58",
-        "sales_platform/core/crypto.py",
+        "sales_platform/core/datakey.py",
         "if len(raw) < 16:",
         "if len(raw) <= 16:",
         "a 16-byte master key (documented minimum) is refused",

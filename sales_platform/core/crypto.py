@@ -20,6 +20,10 @@ reference, used as the oracle in sales_platform_tests/test_tink_interop.py):
 
 Tokens and sealed files of the previous format (``<key_id>~<b64>``, SPSEAL1) are read by
 ``sales_platform.core.legacy`` for the migration only; nothing writes them any more.
+
+The keys come from below: ``datakey.py`` (one data key and the shared primitives, re-exported here)
+and ``keyset.py`` (the keyset document and the ``Keyring`` it yields). This module imports them and
+``legacy``; none of them imports it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ import os
 import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,15 +41,26 @@ import numpy as np
 import pandas as pd
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from sales_platform.core import legacy
+from sales_platform.core.datakey import (  # noqa: F401  (re-exported: crypto is the crypto API's one place)
+    SIV_KEY_SIZE,
+    STREAM_KEY_SIZE,
+    TINK_START_BYTE,
+    CryptoError,
+    DataKey,
+    b64d,
+    b64e,
+    generate_key,
+    key_id_text,
+    parse_master_key,
+)
+from sales_platform.core.keyset import Keyring
 from sales_platform.core.schema import DEFAULT_SENSITIVE
 
-TINK_START_BYTE = 0x01
 TINK_PREFIX_SIZE = 5
-SIV_KEY_SIZE = 64
-STREAM_KEY_SIZE = 32
 SEGMENT_SIZE = 1 << 20  # Tink's ciphertext segment size for AES256_GCM_HKDF_1MB
 TAG_SIZE = 16
 SIV_TAG_SIZE = 16  # AES-SIV's synthetic IV, before the ciphertext (as long as the plaintext)
@@ -67,128 +81,20 @@ AD_ALIASES = {"product_token": "product_id", "customer_token": "customer_id"}
 GUESSED_COLUMNS = ("customer_id", "product_id", "raw_text", *DEFAULT_SENSITIVE)
 
 
-class CryptoError(ValueError):
-    """A token or sealed file cannot be decrypted with the keys at hand."""
-
-
-def b64e(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64d(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def token_length(plaintext_bytes: int) -> int:
     """Characters of the token of a ``plaintext_bytes``-byte value: base64url without padding of
     the Tink prefix, the SIV and the ciphertext (warehouse token columns are sized from it)."""
     return -(-(TINK_PREFIX_SIZE + SIV_TAG_SIZE + plaintext_bytes) * 4 // 3)
 
 
-def generate_key() -> str:
-    """A new random 256-bit master key, base64 encoded (the format of SALES_PLATFORM_ENCRYPTION_KEY)."""
-    return base64.b64encode(os.urandom(32)).decode("ascii")
-
-
-def parse_master_key(text: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except ValueError as exc:
-        raise CryptoError("encryption key is not valid base64") from exc
-    if len(raw) < 16:
-        raise CryptoError("encryption key must decode to at least 16 bytes")
-    return raw
-
-
-def key_id_text(number: int) -> str:
-    """Key ids are shown as 8 hex digits (a Tink key id is a 32-bit number)."""
-    return f"{number:08x}"
-
-
 def ad_column(column: str) -> str:
     return AD_ALIASES.get(column, column)
-
-
-@dataclass(frozen=True)
-class DataKey:
-    """One key of the keyring: AES-SIV for tokens and an AES-GCM-HKDF streaming key for files.
-
-    ``legacy`` keys (the previous format, derived from a master secret) only decrypt, for migration.
-    """
-
-    key_id: str
-    siv: AESSIV
-    stream_key: bytes = b""
-    legacy_gcm: AESGCM | None = None
-
-    @property
-    def legacy(self) -> bool:
-        return self.legacy_gcm is not None
-
-    @property
-    def number(self) -> int:
-        return int(self.key_id, 16)
-
-    @property
-    def token_prefix(self) -> bytes:
-        return bytes([TINK_START_BYTE]) + struct.pack(">I", self.number)
-
-    @classmethod
-    def from_material(cls, number: int, siv_key: bytes, stream_key: bytes) -> DataKey:
-        if len(siv_key) != SIV_KEY_SIZE or len(stream_key) != STREAM_KEY_SIZE:
-            raise CryptoError(f"key {key_id_text(number)}: wrong key sizes")
-        return cls(key_id=key_id_text(number), siv=AESSIV(siv_key), stream_key=stream_key)
-
-
-@dataclass
-class Keyring:
-    """The primary key (encrypts) plus older keys (decrypt only, kept during a rotation)."""
-
-    active: DataKey
-    others: dict[str, DataKey] = field(default_factory=dict)
-
-    @classmethod
-    def from_secrets(cls, active: str, retired: Sequence[str] = ()) -> Keyring:
-        """The keyring a new keyset for master key ``active`` starts with (its derived first key, see
-        keyset.Keyset.initial), plus the keys ``retired`` master keys gave, and for each of them the
-        previous format's key (migration)."""
-        from sales_platform.core import legacy
-        from sales_platform.core.keyset import Keyset
-
-        secrets = [parse_master_key(active), *(parse_master_key(k) for k in retired)]
-        keys = [Keyset.initial(secret).keyring().active for secret in secrets]
-        keys += [legacy.legacy_key(*legacy.legacy_material(secret)) for secret in secrets]
-        return cls(active=keys[0], others={k.key_id: k for k in keys[1:]})
-
-    @classmethod
-    def generate(cls) -> Keyring:
-        """A fresh one-key keyring in memory (benchmarks, tests); the platform loads its keyset."""
-        from sales_platform.core.keyset import Keyset
-
-        return Keyset.new().keyring()
-
-    def key(self, key_id: str) -> DataKey:
-        if key_id == self.active.key_id:
-            return self.active
-        try:
-            return self.others[key_id]
-        except KeyError:
-            raise CryptoError(f"no key with id {key_id!r} in the keyring") from None
-
-    @property
-    def key_ids(self) -> list[str]:
-        return [self.active.key_id, *self.others]
-
-    def keys(self) -> list[DataKey]:
-        return [self.active, *self.others.values()]
 
 
 # --- tokens --------------------------------------------------------------------------------------
 
 def key_id_of_token(value: str) -> str:
     """The key id of a token (new or legacy format), or NOT_A_TOKEN."""
-    from sales_platform.core import legacy
-
     if legacy.is_legacy_token(value):
         return value.partition(legacy.TOKEN_SEPARATOR)[0]
     if len(value) < 28 or not value.startswith("A"):
@@ -224,8 +130,6 @@ class Tokenizer:
 
     def decrypt(self, token: str, column: str | None = None) -> str:
         """Without ``column`` the usual token columns are tried in turn (the CLI does not know it)."""
-        from sales_platform.core import legacy
-
         if legacy.is_legacy_token(token):
             return legacy.decrypt_token(self.keyring, token)
         key_id = key_id_of_token(token)
@@ -356,8 +260,6 @@ def open_sealed(keyring: Keyring, source: BinaryIO, associated_data: bytes = SEA
     ``also_accept``: other associated data tried after ``associated_data`` (the rotation's upgrade
     of unbound files). Files of the previous format (SPSEAL1, no associated data) are read by the
     legacy reader unless ``allow_legacy`` is False."""
-    from sales_platform.core import legacy
-
     start = _read_exact(source, len(legacy.SEAL_MAGIC))
     if start == legacy.SEAL_MAGIC:
         if not allow_legacy:
@@ -396,8 +298,6 @@ class _Prepended(io.RawIOBase):
 
 def sealed_key_id(keyring: Keyring, source: BinaryIO, associated_data: bytes = SEAL_AD) -> str:
     """Which key of the keyring opens a sealed stream (its first segment is decrypted)."""
-    from sales_platform.core import legacy
-
     start = _read_exact(source, len(legacy.SEAL_MAGIC))
     if start == legacy.SEAL_MAGIC:
         return _read_exact(source, legacy.KEY_ID_LENGTH).decode("ascii", errors="replace")
@@ -454,8 +354,6 @@ def sealed_identity(path: Path) -> str:
 
 def _binding_error(keyring: Keyring, head: bytes, identity: str) -> CryptoError:
     """Why a platform file does not open as ``identity``; an unbound file is named, never read."""
-    from sales_platform.core import legacy
-
     upgrade = ("it predates the name binding: run `sales-platform rotate-keys` once to re-seal such "
                "files (docs/runbook.md#rotate-keys)")
     if head.startswith(legacy.SEAL_MAGIC):

@@ -5,7 +5,8 @@ The document (JSON) lists keys by id (a 32-bit number, shown as 8 hex digits), o
 them (status ``disabled``: kept for the record, no longer used). Each key holds a 64-byte AES-SIV key
 (tokens) and a 32-byte AES-GCM-HKDF streaming key (sealed files); ``legacy`` keys hold the previous
 format's derived keys and only decrypt (migration). ``tink_json`` exports the keys as Tink JSON
-keysets (deterministic AEAD and streaming AEAD), for interoperability and the tests.
+keysets (deterministic AEAD and streaming AEAD), for interoperability and the tests. A ``Keyring`` is
+the keys in use: the primary and the enabled keys that still decrypt.
 
 On disk the document is wrapped with AES key wrap with padding (RFC 5649) under a key derived
 (HKDF-SHA256) from the master key, which comes from SALES_PLATFORM_ENCRYPTION_KEY or the file named by
@@ -19,6 +20,7 @@ import json
 import os
 import secrets
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,13 +34,14 @@ from cryptography.hazmat.primitives.keywrap import (
 )
 
 from sales_platform.core import legacy, settings
-from sales_platform.core.crypto import (
+from sales_platform.core.datakey import (
     SIV_KEY_SIZE,
     STREAM_KEY_SIZE,
     CryptoError,
     DataKey,
-    Keyring,
+    generate_key,
     key_id_text,
+    parse_master_key,
 )
 
 FORMAT = "sales_platform keyset v1"
@@ -58,6 +61,44 @@ def _b64(data: bytes) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class Keyring:
+    """The primary key (encrypts) plus older keys (decrypt only, kept during a rotation)."""
+
+    active: DataKey
+    others: dict[str, DataKey] = field(default_factory=dict)
+
+    @classmethod
+    def from_secrets(cls, active: str, retired: Sequence[str] = ()) -> Keyring:
+        """The keyring a new keyset for master key ``active`` starts with (its derived first key, see
+        Keyset.initial), plus the keys ``retired`` master keys gave, and for each of them the
+        previous format's key (migration)."""
+        masters = [parse_master_key(active), *(parse_master_key(k) for k in retired)]
+        keys = [Keyset.initial(master).keyring().active for master in masters]
+        keys += [legacy.legacy_key(*legacy.legacy_material(master)) for master in masters]
+        return cls(active=keys[0], others={k.key_id: k for k in keys[1:]})
+
+    @classmethod
+    def generate(cls) -> Keyring:
+        """A fresh one-key keyring in memory (benchmarks, tests); the platform loads its keyset."""
+        return Keyset.new().keyring()
+
+    def key(self, key_id: str) -> DataKey:
+        if key_id == self.active.key_id:
+            return self.active
+        try:
+            return self.others[key_id]
+        except KeyError:
+            raise CryptoError(f"no key with id {key_id!r} in the keyring") from None
+
+    @property
+    def key_ids(self) -> list[str]:
+        return [self.active.key_id, *self.others]
+
+    def keys(self) -> list[DataKey]:
+        return [self.active, *self.others.values()]
 
 
 @dataclass
@@ -262,8 +303,6 @@ def load_or_create(path: Path, master: bytes, legacy_secrets: tuple[bytes, ...] 
 
 def keyring_for(data_dir: Path, master_key: str, legacy_keys: tuple[str, ...] = ()) -> Keyring:
     """The keyring of the keyset under ``data_dir`` (default location) for a base64 master key."""
-    from sales_platform.core.crypto import parse_master_key
-
     master = parse_master_key(master_key)
     legacy_secrets = (master, *(parse_master_key(k) for k in legacy_keys))
     return load_or_create(Path(data_dir) / KEYSET_FILE, master, legacy_secrets).keyring()
@@ -301,8 +340,6 @@ def demo_key_problem(path: Path) -> str | None:
 def read_demo_key(path: Path, create: bool = True) -> str:
     """The demo key at ``path`` (created 0600 when absent with ``create``); refused when another account
     owns it, could read it, or it is not a plain file (settings.SettingError naming the file and fix)."""
-    from sales_platform.core.crypto import generate_key
-
     if create:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:

@@ -12,19 +12,25 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from sales_platform.core.crypto import CryptoError, DataKey, Keyring, b64d
+from sales_platform.core.datakey import CryptoError, DataKey, b64d
 
 TOKEN_SEPARATOR = "~"
 SEAL_MAGIC = b"SPSEAL1\n"
 KEY_ID_LENGTH = 8
 NONCE_PREFIX_LEN = 7
+
+
+class KeyLookup(Protocol):
+    """What the readers need of a keyring (a keyset.Keyring holding the legacy keys): a key by id."""
+
+    def key(self, key_id: str) -> DataKey: ...
 
 
 def _derive(master: bytes, purpose: bytes, length: int) -> bytes:
@@ -52,7 +58,7 @@ def is_legacy_token(value: str) -> bool:
     return bool(sep) and len(key_id) == KEY_ID_LENGTH and len(body) >= 22
 
 
-def decrypt_token(keyring: Keyring, token: str) -> str:
+def decrypt_token(keyring: KeyLookup, token: str) -> str:
     key_id, _, body = token.partition(TOKEN_SEPARATOR)
     try:
         return keyring.key(key_id).siv.decrypt(b64d(body), None).decode("utf-8")
@@ -64,7 +70,7 @@ def _nonce(prefix: bytes, counter: int, last: bool) -> bytes:
     return prefix + struct.pack(">I", counter) + (b"\x01" if last else b"\x00")
 
 
-def open_sealed(keyring: Keyring, source: BinaryIO) -> Iterator[bytes]:
+def open_sealed(keyring: KeyLookup, source: BinaryIO) -> Iterator[bytes]:
     """An SPSEAL1 stream after its magic: key id, nonce prefix, segments (length, ciphertext)."""
     header = source.read(KEY_ID_LENGTH + NONCE_PREFIX_LEN)
     key = keyring.key(header[:KEY_ID_LENGTH].decode("ascii", errors="replace"))
