@@ -201,3 +201,62 @@ def test_an_upload_gone_before_the_intake_is_lost_not_received_forever(api, harn
     assert post(api, "gone.csv", content).status_code == 201  # uploaded again: waiting
     assert requests.get(f"{api}{body['ledger']}", headers=AUTH, timeout=30).json()["status"] \
         == "received"
+
+
+# The upload endpoints find the warehouse without Dagster (core/warehouse/configured.py): the one
+# the Dagster resources find (resources/factory.py), setting for setting.
+WAREHOUSE_SETTINGS = (settings.DB_URL, settings.MSSQL_HOST, settings.MSSQL_PORT, settings.MSSQL_DATABASE,
+                      settings.MSSQL_USER, settings.MSSQL_PASSWORD, settings.MSSQL_TRUSTED_CONNECTION,
+                      settings.MSSQL_DRIVER, settings.MSSQL_TRUST_SERVER_CERTIFICATE,
+                      settings.AZURE_SQL_SERVER, settings.AZURE_SQL_DATABASE, settings.AZURE_SQL_AUTH,
+                      settings.AZURE_SQL_USER, settings.AZURE_SQL_PASSWORD, settings.AZURE_SQL_CLIENT_ID)
+AZURE = {settings.AZURE_SQL_SERVER: "myserver.database.windows.net", settings.AZURE_SQL_DATABASE: "sales"}
+MSSQL = {settings.MSSQL_HOST: "sql01.corp", settings.MSSQL_DATABASE: "sales"}
+
+
+@pytest.mark.parametrize("env", [
+    {},  # the embedded SQLite file under the data dir
+    {settings.DB_URL: "postgresql+psycopg://loader:s3cret@db.internal:5433/sales?sslmode=verify-full"},
+    {**MSSQL, settings.MSSQL_USER: "loader", settings.MSSQL_PASSWORD: "pa;ss}word",
+     settings.MSSQL_PORT: "14330", settings.MSSQL_TRUST_SERVER_CERTIFICATE: "yes"},
+    {**MSSQL, settings.MSSQL_TRUSTED_CONNECTION: "1", settings.MSSQL_DRIVER: "FreeTDS"},
+    AZURE,
+    {**AZURE, settings.AZURE_SQL_CLIENT_ID: "5f0c0f2a-client", settings.MSSQL_DRIVER: "FreeTDS"},
+    {**AZURE, settings.AZURE_SQL_AUTH: "sql", settings.AZURE_SQL_USER: "loader",
+     settings.AZURE_SQL_PASSWORD: "pw", settings.AZURE_SQL_CLIENT_ID: "ignored-with-sql"},
+], ids=["sqlite", "db_url", "sqlserver_login", "sqlserver_trusted", "azure_ad", "azure_ad_identity",
+        "azure_sql_login"])
+def test_the_upload_service_finds_the_warehouse_the_resources_find(env, monkeypatch, tmp_path):
+    from sales_platform.core.warehouse.configured import configured_warehouse
+    from sales_platform.resources.factory import resolved, warehouse_resource
+    from sales_platform.resources.mssql import AzureSqlWarehouse
+    from sales_platform.resources.warehouse import WarehouseResource
+
+    for name in WAREHOUSE_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(settings.DATA_DIR, str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(WarehouseResource, "setup_for_execution", lambda self, context: None)  # no login
+    resource = resolved(warehouse_resource())
+    url, azure_client = configured_warehouse()
+    assert url.render_as_string(hide_password=False) == resource.url().render_as_string(hide_password=False)
+    ad_login = isinstance(resource, AzureSqlWarehouse) and resource.auth == "azure_ad"
+    assert azure_client == ((resource.managed_identity_client_id or "") if ad_login else None)
+
+
+def test_the_upload_service_uses_the_resources_engine(monkeypatch, tmp_path):
+    """The same cached engine object, migrated: no second pool, no second schema pass."""
+    from sales_platform.core.warehouse.configured import configured_engine
+    from sales_platform.resources.factory import resolved, warehouse_resource
+
+    for name in WAREHOUSE_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for env in ({settings.DATA_DIR: str(tmp_path / "a")},
+                {settings.DATA_DIR: str(tmp_path / "b"), settings.DB_URL: f"sqlite:///{tmp_path / 'w.db'}"}):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        engine = configured_engine()
+        assert engine is resolved(warehouse_resource()).engine()
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM file_ledger").scalar() == 0

@@ -18,7 +18,8 @@ class WarehouseResource(dg.ConfigurableResource, ABC):
 
     The schema is brought up to date at one point: ``setup_for_execution``, which Dagster calls
     when a run, step or sensor initialises the resource (and ``resources.factory.resolved`` for
-    the CLI and the API). ``engine()`` only returns the process's cached engine.
+    the CLI; the API's upload endpoints get the same engine without Dagster from
+    ``core.warehouse.configured``). ``engine()`` only returns the process's cached engine.
     """
 
     @abstractmethod

@@ -8,8 +8,9 @@ GET answers the file version's state from the warehouse's ``file_ledger``; an up
 is gone (or no longer the one received) while the ledger does not know its sha256 is ``lost``.
 
 Configuration is read from the environment the platform already uses: the data folder
-(SALES_PLATFORM_DATA_DIR), the warehouse (as the Dagster resources find it), the schema contract
-(SALES_PLATFORM_SCHEMA_CONTRACT / _POLICY) and SALES_PLATFORM_UPLOAD_MAX_BYTES.
+(SALES_PLATFORM_DATA_DIR), the warehouse (the one the Dagster resources find, found without them:
+core/warehouse/configured.py), the schema contract (SALES_PLATFORM_SCHEMA_CONTRACT / _POLICY) and
+SALES_PLATFORM_UPLOAD_MAX_BYTES. Like the products API it imports no Dagster and no resource.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sales_platform.core.uploads import (
     still_waiting,
     too_large,
 )
+from sales_platform.core.warehouse.configured import configured_engine
 from sales_platform.core.warehouse.tables import file_ledger
 
 LEDGER_FIELDS = ("file_name", "status", "size_bytes", "rows_read", "rows_rejected", "error",
@@ -62,11 +64,7 @@ def uploads_blueprint(data_dir: Path | None = None, engine: Engine | None = None
 
     @cache
     def ledger_engine() -> Engine:
-        if engine is not None:
-            return engine
-        from sales_platform.resources.factory import resolved, warehouse_resource
-
-        return resolved(warehouse_resource()).engine()
+        return engine if engine is not None else configured_engine()
 
     @bp.errorhandler(UploadRefused)
     def refused(exc: UploadRefused) -> tuple[Response, int]:
