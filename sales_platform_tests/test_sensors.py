@@ -238,28 +238,3 @@ def test_a_drop_of_hundreds_of_files_lands_in_bounded_batches_as_the_oracle_says
     assert len(harness.ledger()) == 200
     harness.load_requested()
     assert_matches_oracle(harness)
-
-
-def test_the_day_sensors_load_run_loads_what_landed_and_leaves_new_drops_to_the_drop_sensor(env):
-    """A file dropped after a landing, before the day's load run: the load run (with the day
-    sensor's run config, as the daemon launches it) loads the landed file's row only; the new
-    drop stays in incoming/ for the drop sensor's next batch, whose own load then takes it."""
-    data_dir, resources, instance = env
-    settled(write_csv(data_dir / "incoming" / "a.csv", [ROW]))
-    (first,), _, _ = tick(incoming_files_sensor, instance, resources)
-    land(first, resources, instance)
-    late = settled(write_csv(data_dir / "incoming" / "b.csv",
-                             [["T9", "C1", "P1", "2", "2024-03-01T11:00:00"]]))
-    materialize(resources, PRODUCTS, instance=instance)
-    (load,), _, _ = tick(landed_days_sensor, instance, resources)
-    assert dg.materialize(all_assets(), selection=SALES_CHAIN, resources=resources,
-                          instance=instance, tags=load.tags, run_config=load.run_config).success
-    engine = cached_engine(resources["warehouse"].url())
-    assert count(engine, sales) == 1 and late.exists()
-    (second,), _, _ = tick(incoming_files_sensor, instance, resources)
-    assert second.run_config["ops"]["landed_files"]["config"]["files"] == ["b.csv"]
-    land(second, resources, instance)
-    (again,), _, _ = tick(landed_days_sensor, instance, resources)
-    assert dg.materialize(all_assets(), selection=SALES_CHAIN, resources=resources,
-                          instance=instance, tags=again.tags, run_config=again.run_config).success
-    assert count(engine, sales) == 2 and not late.exists()

@@ -167,17 +167,10 @@ def landed_files(context: dg.AssetExecutionContext, config: LandingConfig,
                                           metadata=blocks)])
 
 
-class RawSalesConfig(dg.Config):
-    # False: report what is already landed (the day sensor's load runs: landing is the drop
-    # sensor's, in bounded batches, not one load run's step taking a whole drop)
-    land_new_files: bool = True
-
-
-def _land_and_report_days(context: dg.AssetExecutionContext, config: RawSalesConfig,
-                          platform: PlatformResource, warehouse: WarehouseResource,
-                          blob: BlobStorageResource):
+def _land_and_report_days(context: dg.AssetExecutionContext, platform: PlatformResource,
+              warehouse: WarehouseResource, blob: BlobStorageResource):
     engine = warehouse.engine()
-    outcomes = landing_intake(context, platform, engine, blob).run() if config.land_new_files else []
+    outcomes = landing_intake(context, platform, engine, blob).run()
     _log_outcomes(context, outcomes)
     report_blocked_versions(context, platform, outcomes, raw_landing_rate_check.key)
     if outcomes:
@@ -217,8 +210,7 @@ raw_sales = dg.multi_asset(
         group_name="ingestion", kinds={"csv", "parquet"}, owners=["team:data-platform"],
         tags={"layer": "raw"}, partitions_def=daily_partitions,
         description="Rows of the sale day from every CSV dropped so far. New files in "
-        "<DATA_DIR>/incoming are landed first (not in the day sensor's load runs: there the drop "
-        "sensor's batches land them): fingerprinted, split by sale date into sealed "
+        "<DATA_DIR>/incoming are landed first: fingerprinted, split by sale date into sealed "
         "fragments, recorded in the file_ledger table and archived (encrypted); unreadable files "
         "go to quarantine/ with a reason file.")],
     check_specs=[raw_quarantine_check, raw_landing_rate_check],

@@ -136,10 +136,6 @@ def retry_key(instance: dg.DagsterInstance, run_key: str, areas: DataAreas) -> s
         key = f"{run_key}:attempt-{attempt}"
 
 
-# The day sensor's runs load what is landed; landing stays with the drop sensor's batches.
-LOAD_ONLY = dg.RunConfig(ops={"raw_sales": {"config": {"land_new_files": False}}})
-
-
 @dg.sensor(
     job=jobs.daily_sales_job,
     minimum_interval_seconds=INTERVAL_S,
@@ -165,6 +161,5 @@ def landed_days_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
         tags = {**partition_range_tags(first, last), "sales_platform/files": str(len(files))}
         if len(files) == 1:  # lets an operator find the load of a file by its name
             tags["sales_platform/file"] = files[0][:200]
-        requests.append(dg.RunRequest(run_key=f"load:{first}:{last}:{digest}", tags=tags,
-                                      run_config=LOAD_ONLY))
+        requests.append(dg.RunRequest(run_key=f"load:{first}:{last}:{digest}", tags=tags))
     return requests
